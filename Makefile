@@ -1,0 +1,43 @@
+# TokenSite: `make run` serves the embedded default (SQLite, in-process tasks); `make test` runs every test.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+HOST ?= 127.0.0.1
+PORT ?= 8000
+export LITELLM_LOCAL_MODEL_COST_MAP := True
+
+.PHONY: install run test migrate seed bench-quick worker beat clean
+
+$(VENV)/.installed: requirements.txt sdk/pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --disable-pip-version-check -r requirements.txt
+	$(PIP) install --quiet --disable-pip-version-check --no-deps -e ./sdk
+	touch $@
+
+install: $(VENV)/.installed
+
+migrate: install
+	$(PY) manage.py migrate --noinput
+
+seed: migrate
+	$(PY) manage.py seed_demo
+
+run: seed
+	$(PY) manage.py runserver $(HOST):$(PORT)
+
+test: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Background workers for a deployment with REDIS_URL set.
+worker: install
+	$(VENV)/bin/celery -A tokensite worker --loglevel=INFO
+
+beat: install
+	$(VENV)/bin/celery -A tokensite beat --loglevel=INFO
+
+bench-quick: install
+	for script in benchmarks/*.py; do $(PY) $$script --quick || exit 1; done
+
+clean:
+	rm -rf $(VENV) db.sqlite3 staticfiles

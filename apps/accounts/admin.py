@@ -1,0 +1,25 @@
+from django.contrib import admin
+
+from apps.accounts.models import ApiKey, Membership, Project, Team
+
+
+@admin.register(Team)
+class TeamAdmin(admin.ModelAdmin):
+    list_display = ("slug", "name", "created_at")
+
+
+@admin.register(Membership)
+class MembershipAdmin(admin.ModelAdmin):
+    list_display = ("user", "team", "role")
+    list_filter = ("role",)
+
+
+@admin.register(Project)
+class ProjectAdmin(admin.ModelAdmin):
+    list_display = ("slug", "name", "team")
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    list_display = ("prefix", "project", "scope", "name", "last_used_at", "revoked_at")
+    readonly_fields = ("prefix", "secret_hash", "last_used_at")

@@ -1,0 +1,72 @@
+"""Teams, their members, their projects and the API keys that write to and read from a project."""
+from django.conf import settings
+from django.db import models
+
+from apps.core.models import TimeStampedModel
+
+
+class Team(TimeStampedModel):
+    slug = models.SlugField(max_length=64, unique=True)
+    name = models.CharField(max_length=200)
+
+    def __str__(self) -> str:
+        return self.slug
+
+
+class Membership(TimeStampedModel):
+    class Role(models.TextChoices):
+        OWNER = "owner"
+        ADMIN = "admin"
+        MEMBER = "member"
+        VIEWER = "viewer"
+
+    # Roles that may change a project's settings (keys, price overrides, members).
+    MANAGER_ROLES = (Role.OWNER, Role.ADMIN)
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.MEMBER)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "team"], name="membership_unique_user_team")]
+
+    @property
+    def can_manage(self) -> bool:
+        return self.role in self.MANAGER_ROLES
+
+
+class Project(TimeStampedModel):
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="projects")
+    slug = models.SlugField(max_length=64)
+    name = models.CharField(max_length=200)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["team", "slug"], name="project_unique_team_slug")]
+
+    def __str__(self) -> str:
+        return f"{self.team.slug}/{self.slug}"
+
+
+class ApiKey(TimeStampedModel):
+    """A project key `tsk_<prefix>_<secret>`: the prefix is public, the secret is stored only as a hash."""
+
+    class Scope(models.TextChoices):
+        INGEST = "ingest"
+        READ = "read"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="api_keys")
+    name = models.CharField(max_length=100, default="default")
+    scope = models.CharField(max_length=8, choices=Scope.choices, default=Scope.INGEST)
+    prefix = models.CharField(max_length=16, unique=True)
+    secret_hash = models.CharField(max_length=64)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    # Requests per minute; null uses settings.INGEST_DEFAULT_RATE_LIMIT_PER_MINUTE.
+    rate_limit_per_minute = models.PositiveIntegerField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.prefix} ({self.scope})"
+
+    @property
+    def is_revoked(self) -> bool:
+        return self.revoked_at is not None

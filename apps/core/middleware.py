@@ -1,0 +1,31 @@
+"""Request guards that apply to every URL, before any view runs."""
+from __future__ import annotations
+
+from django.http import HttpResponseBadRequest, JsonResponse
+
+
+class RejectNulCharactersMiddleware:
+    """Answer 400 to a path or query string that carries a NUL character.
+
+    No identifier TokenSite stores can contain one (ingestion rejects them), and Postgres refuses
+    NUL in a text parameter, so a lookup such as `/api/v1/sessions/%00/metadata` would otherwise
+    end as a database error. Checking once here covers every view, present and future.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        if "\x00" in request.path or _query_has_nul(request):
+            message = "The URL must not contain NUL (%00) characters."
+            if request.path.startswith("/api/"):
+                return JsonResponse({"error": {"code": "malformed_url", "message": message}}, status=400)
+            return HttpResponseBadRequest(message, content_type="text/plain; charset=utf-8")
+        return self.get_response(request)
+
+
+def _query_has_nul(request) -> bool:
+    # The raw query string can hide NUL as %00 or in a key; the parsed QueryDict shows both.
+    if not request.META.get("QUERY_STRING"):
+        return False
+    return any("\x00" in key or any("\x00" in value for value in values) for key, values in request.GET.lists())

@@ -1,0 +1,110 @@
+"""Forms of the dashboards: the project page's query string and the settings page's actions."""
+from __future__ import annotations
+
+from datetime import date, datetime, time, timedelta, timezone
+
+from django import forms
+
+from apps.accounts.models import ApiKey, Membership
+from apps.dashboards.selectors import SESSION_SORTS, TimeRange
+
+RANGES = {"24h": timedelta(hours=24), "7d": timedelta(days=7), "30d": timedelta(days=30)}
+MAX_CUSTOM_RANGE = timedelta(days=400)
+# Custom days stay inside years that can hold usage, so range and bin arithmetic never leaves
+# the calendar (date.min - 1 day would overflow).
+EARLIEST_DAY, LATEST_DAY = date(2000, 1, 1), date(2999, 12, 31)
+SORT_CHOICES = [(key, key) for key in SESSION_SORTS] + [(f"-{key}", f"-{key}") for key in SESSION_SORTS]
+
+
+class ProjectQueryForm(forms.Form):
+    """`?range=24h|7d|30d|custom&from=YYYY-MM-DD&to=YYYY-MM-DD&q=...&sort=-cost&page=2` (dates in UTC, `to` inclusive)."""
+
+    range = forms.ChoiceField(choices=[(key, key) for key in RANGES] + [("custom", "custom")], required=False)
+    start = forms.DateField(required=False, label="From")
+    end = forms.DateField(required=False, label="To")
+    q = forms.CharField(required=False, max_length=200, strip=True, label="Search sessions")
+    sort = forms.ChoiceField(choices=SORT_CHOICES, required=False)
+    page = forms.IntegerField(required=False, min_value=1)
+
+    def __init__(self, data=None, **kwargs):
+        # `from` and `to` are the public parameter names; they are Python keywords, hence the mapping.
+        if data is not None:
+            data = data.copy()
+            for public, name in (("from", "start"), ("to", "end")):
+                if public in data:
+                    data[name] = data[public]
+        super().__init__(data, **kwargs)
+
+    def clean(self):
+        cleaned = super().clean()
+        if cleaned.get("range") == "custom":
+            start, end = cleaned.get("start"), cleaned.get("end")
+            # An open end means today, and counts toward the span like any other last day.
+            last_day = end if end is not None else datetime.now(timezone.utc).date()
+            if start is None:
+                self.add_error("start", "Pick the first day of the custom range.")
+            elif not (EARLIEST_DAY <= start and last_day <= LATEST_DAY):
+                self.add_error("start" if start < EARLIEST_DAY else "end",
+                               f"Days must lie between {EARLIEST_DAY} and {LATEST_DAY}.")
+            elif last_day < start:
+                self.add_error("end" if end is not None else "start", "The last day must not be before the first.")
+            elif last_day - start > MAX_CUSTOM_RANGE:
+                self.add_error("end" if end is not None else "start",
+                               f"A custom range spans at most {MAX_CUSTOM_RANGE.days} days.")
+        return cleaned
+
+    def time_range(self, *, now: datetime) -> TimeRange:
+        """The range asked for, or the last 24 h when the query is missing or invalid."""
+        data = self.cleaned_data if self.is_valid() else {}
+        key = data.get("range") or "24h"
+        if key == "custom":
+            since = datetime.combine(data["start"], time.min, tzinfo=timezone.utc)
+            last_day = data.get("end") or now.date()
+            until = datetime.combine(last_day + timedelta(days=1), time.min, tzinfo=timezone.utc)
+            return TimeRange(key="custom", since=since, until=until)
+        return TimeRange(key=key, since=now - RANGES[key], until=now)
+
+
+class ApiKeyCreateForm(forms.Form):
+    name = forms.CharField(max_length=100, initial="default")
+    scope = forms.ChoiceField(choices=ApiKey.Scope.choices, initial=ApiKey.Scope.INGEST)
+
+
+class ApiKeyRevokeForm(forms.Form):
+    prefix = forms.CharField(max_length=16)
+
+
+class PriceOverrideForm(forms.Form):
+    model = forms.CharField(max_length=200, help_text="The model name exactly as events send it.")
+    input_per_million_usd = forms.DecimalField(min_value=0, max_digits=14, decimal_places=6, label="Input $/M")
+    output_per_million_usd = forms.DecimalField(min_value=0, max_digits=14, decimal_places=6, label="Output $/M")
+    cache_read_per_million_usd = forms.DecimalField(
+        min_value=0, max_digits=14, decimal_places=6, required=False, label="Cache read $/M"
+    )
+    cache_write_per_million_usd = forms.DecimalField(
+        min_value=0, max_digits=14, decimal_places=6, required=False, label="Cache write $/M"
+    )
+    effective_from = forms.DateTimeField(
+        label="Effective from (UTC)",
+        input_formats=["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d"],
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
+    )
+    reprice = forms.BooleanField(required=False, label="Re-price stored events from this date")
+
+    def clean_effective_from(self):
+        value = self.cleaned_data["effective_from"]
+        # The form is in UTC whatever the server's zone, as the label says.
+        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+class MemberAddForm(forms.Form):
+    username = forms.CharField(max_length=150)
+    password = forms.CharField(
+        required=False, widget=forms.PasswordInput, help_text="Only for a new user; an existing user keeps theirs."
+    )
+    role = forms.ChoiceField(choices=Membership.Role.choices, initial=Membership.Role.MEMBER)
+
+
+class MemberRoleForm(forms.Form):
+    membership = forms.IntegerField(widget=forms.HiddenInput)
+    role = forms.ChoiceField(choices=Membership.Role.choices)

@@ -1,0 +1,501 @@
+"""Page data for the dashboards, always for one project (or the caller's teams), from aggregates only.
+
+Time series and model totals come from UsageBucket (tokens placed in time, DESIGN.md section 4);
+rates, bursts, steps and sessions come from the session, step and model aggregates of sessions
+that started in the range. Raw events are read for one session only (its timeline and CSV).
+"""
+from __future__ import annotations
+
+import heapq
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Iterator
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.paginator import Page, Paginator
+from django.db.models import Count, F, Max, Q, QuerySet, Sum
+from django.db.models.functions import TruncDay, TruncHour
+
+from apps.accounts.models import ApiKey, Membership, Project, Team
+from apps.accounts.selectors import api_keys_for_project, teams_for_user
+from apps.core.errors import NotFound
+from apps.ingestion.models import RawEvent
+from apps.metrics.algorithms import rolling_tokens_per_second
+from apps.metrics.models import SessionAggregate, SessionModelAggregate, SessionStepAggregate, UsageBucket
+from apps.metrics.selectors import priced_usd, session_metadata, usd
+from apps.pricing.selectors import price_overrides_for_project
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_US = timedelta(microseconds=1)
+MINUTE = timedelta(minutes=1)
+HOUR = timedelta(hours=1)
+DAY = timedelta(days=1)
+# Minute buckets older than this are compacted into hour buckets (apps.metrics.services).
+MINUTE_BUCKETS_KEPT = timedelta(days=7)
+SESSIONS_PER_PAGE = 25
+TIMELINE_MAX_EVENTS = 2000
+CSV_MAX_EVENTS = 200_000
+LIVE_WINDOWS = {"1m": MINUTE, "5m": 5 * MINUTE, "1h": HOUR}
+
+
+def _epoch_us(moment: datetime) -> int:
+    return (moment - _EPOCH) // _US
+
+
+def _floor(moment: datetime, step: timedelta) -> datetime:
+    return _EPOCH + ((moment - _EPOCH) // step) * step
+
+
+def _rate(timed_output_tokens: int | None, generation_us: int | None) -> float | None:
+    """Session-weighted tokens per second (DESIGN.md section 3)."""
+    return (timed_output_tokens or 0) * 1_000_000 / generation_us if generation_us else None
+
+
+# --- Time range --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TimeRange:
+    """The `[since, until)` a project page shows, and the width of one chart bin."""
+
+    key: str  # 24h, 7d, 30d or custom
+    since: datetime
+    until: datetime
+
+    @property
+    def bin(self) -> timedelta:
+        span = self.until - self.since
+        fine = self.since >= self.until - MINUTE_BUCKETS_KEPT  # minute buckets still exist
+        if span <= timedelta(hours=36):
+            return 10 * MINUTE if fine else HOUR
+        if span <= timedelta(days=8):
+            return HOUR
+        if span <= timedelta(days=45):
+            return 6 * HOUR
+        return DAY
+
+
+# --- Team overview -----------------------------------------------------------------------------
+
+
+@dataclass
+class ProjectCard:
+    project: Project
+    tokens: dict[str, int] = field(default_factory=lambda: {"today": 0, "7d": 0, "30d": 0})
+    cost_usd: dict[str, float | None] = field(default_factory=dict)
+    unpriced_tokens_30d: int = 0
+    throttle_wait_ms_7d: int = 0
+    throttle_count_7d: int = 0
+    daily_tokens: list[int] = field(default_factory=list)  # 30 days, oldest first, for the sparkline
+
+
+@dataclass
+class TeamCard:
+    team: Team
+    role: str
+    projects: list[ProjectCard]
+
+
+def team_overview(*, user: AbstractBaseUser, now: datetime) -> list[TeamCard]:
+    """The user's teams and projects with tokens and cost today / 7 d / 30 d (UTC days) from day totals."""
+    roles = dict(Membership.objects.filter(user=user).values_list("team_id", "role"))
+    teams = list(teams_for_user(user=user))
+    projects = list(Project.objects.filter(team__in=teams).order_by("name", "slug"))
+    today = _floor(now, DAY)
+    first_day = today - 29 * DAY
+    periods = {"today": today, "7d": today - 6 * DAY, "30d": first_day}
+    sums: dict[int, dict[str, dict[str, int]]] = defaultdict(lambda: {p: defaultdict(int) for p in periods})
+    daily: dict[int, dict[datetime, int]] = defaultdict(dict)
+    rows = (
+        UsageBucket.objects.filter(project__in=projects, bucket_start__gte=first_day, bucket_start__lt=now)
+        .annotate(day=TruncDay("bucket_start"))
+        .values("project_id", "day")
+        .annotate(
+            input_tokens=Sum("input_tokens"), output_tokens=Sum("output_tokens"), cost_nanousd=Sum("cost_nanousd"),
+            unpriced_tokens=Sum("unpriced_tokens"), throttle_wait_us=Sum("throttle_wait_us"),
+            throttle_count=Sum("throttle_count"),
+        )
+    )  # fmt: skip
+    for row in rows:
+        tokens = row["input_tokens"] + row["output_tokens"]
+        daily[row["project_id"]][row["day"]] = tokens
+        for period, start in periods.items():
+            if row["day"] >= start:
+                bucket = sums[row["project_id"]][period]
+                bucket["tokens"] += tokens
+                for name in ("cost_nanousd", "unpriced_tokens", "throttle_wait_us", "throttle_count"):
+                    bucket[name] += row[name]
+    cards_by_team: dict[int, list[ProjectCard]] = defaultdict(list)
+    for project in projects:
+        project_sums = sums[project.pk]
+        card = ProjectCard(project=project)
+        for period in periods:
+            totals = project_sums[period]
+            card.tokens[period] = totals["tokens"]
+            card.cost_usd[period] = priced_usd(totals["cost_nanousd"], totals["unpriced_tokens"], totals["tokens"])
+        card.unpriced_tokens_30d = project_sums["30d"]["unpriced_tokens"]
+        card.throttle_wait_ms_7d = round(project_sums["7d"]["throttle_wait_us"] / 1000)
+        card.throttle_count_7d = project_sums["7d"]["throttle_count"]
+        card.daily_tokens = [daily[project.pk].get(first_day + day * DAY, 0) for day in range(30)]
+        cards_by_team[project.team_id].append(card)
+    return [TeamCard(team=team, role=roles.get(team.pk, ""), projects=cards_by_team[team.pk]) for team in teams]
+
+
+# --- Project dashboard -------------------------------------------------------------------------
+
+_BUCKET_SUMS = {
+    "input_tokens": Sum("input_tokens"),
+    "output_tokens": Sum("output_tokens"),
+    "calls": Sum("calls"),
+    "cost_nanousd": Sum("cost_nanousd"),
+    "unpriced_tokens": Sum("unpriced_tokens"),
+    "throttle_count": Sum("throttle_count"),
+    "throttle_wait_us": Sum("throttle_wait_us"),
+}
+_SUM_NAMES = tuple(_BUCKET_SUMS)
+
+
+def _bucket_rows(*, project: Project, time_range: TimeRange) -> list[dict]:
+    """Bucket sums per (time, provider, model) in the range: one query feeds charts, model table and totals."""
+    buckets = UsageBucket.objects.filter(
+        project=project, bucket_start__gte=time_range.since, bucket_start__lt=time_range.until
+    )
+    if time_range.bin < HOUR:
+        buckets = buckets.annotate(period=F("bucket_start"))
+    else:
+        buckets = buckets.annotate(period=TruncHour("bucket_start"))
+    return list(buckets.values("period", "provider", "model").annotate(**_BUCKET_SUMS).order_by())
+
+
+def _time_series(rows: list[dict], time_range: TimeRange) -> dict:
+    step = time_range.bin
+    first = _floor(time_range.since, step)
+    count = max(1, -(-(time_range.until - first) // step))
+    series = {name: [0] * count for name in _SUM_NAMES}
+    for row in rows:
+        index = (row["period"] - first) // step
+        if 0 <= index < count:
+            for name in _SUM_NAMES:
+                series[name][index] += row[name] or 0
+    return {
+        "bin_seconds": int(step.total_seconds()),
+        "labels": [(first + index * step).isoformat().replace("+00:00", "Z") for index in range(count)],
+        "input_tokens": series["input_tokens"],
+        "output_tokens": series["output_tokens"],
+        "calls": series["calls"],
+        "cost_usd": [usd(value) for value in series["cost_nanousd"]],
+        "unpriced_tokens": series["unpriced_tokens"],
+        "throttle_wait_s": [value / 1_000_000 for value in series["throttle_wait_us"]],
+        "throttle_count": series["throttle_count"],
+    }
+
+
+def _sessions_in_range(*, project: Project, time_range: TimeRange) -> QuerySet[SessionAggregate]:
+    return SessionAggregate.objects.filter(
+        project=project, started_at__gte=time_range.since, started_at__lt=time_range.until
+    )
+
+
+def _model_table(*, project: Project, time_range: TimeRange, rows: list[dict]) -> list[dict]:
+    totals: dict[tuple[str, str], dict[str, int]] = defaultdict(lambda: dict.fromkeys(_SUM_NAMES, 0))
+    for row in rows:
+        target = totals[(row["provider"], row["model"])]
+        for name in _SUM_NAMES:
+            target[name] += row[name] or 0
+    rates = {
+        (row["provider"], row["model"]): _rate(row["timed"], row["generation"])
+        for row in SessionModelAggregate.objects.filter(
+            session__project=project,
+            session__started_at__gte=time_range.since,
+            session__started_at__lt=time_range.until,
+        )
+        .values("provider", "model")
+        .annotate(timed=Sum("timed_output_tokens"), generation=Sum("generation_us"))
+        .order_by()
+    }
+    table = []
+    for (provider, model), sums in totals.items():
+        total_tokens = sums["input_tokens"] + sums["output_tokens"]
+        table.append({
+            "provider": provider, "model": model, "calls": sums["calls"],
+            "input_tokens": sums["input_tokens"], "output_tokens": sums["output_tokens"], "total_tokens": total_tokens,
+            "cost_usd": priced_usd(sums["cost_nanousd"], sums["unpriced_tokens"], total_tokens),
+            "unpriced_tokens": sums["unpriced_tokens"], "tokens_per_second": rates.get((provider, model)),
+            "throttle_count": sums["throttle_count"], "throttle_wait_ms": round(sums["throttle_wait_us"] / 1000),
+        })  # fmt: skip
+    return sorted(table, key=lambda row: (-row["total_tokens"], row["provider"], row["model"]))
+
+
+def _step_table(*, project: Project, time_range: TimeRange) -> list[dict]:
+    rows = (
+        SessionStepAggregate.objects.filter(
+            session__project=project,
+            session__started_at__gte=time_range.since,
+            session__started_at__lt=time_range.until,
+        )
+        .values("step")
+        .annotate(
+            sessions=Count("session_id"), calls=Sum("calls"), input_tokens=Sum("input_tokens"),
+            output_tokens=Sum("output_tokens"), cost_nanousd=Sum("cost_nanousd"), unpriced_tokens=Sum("unpriced_tokens"),
+            unpriced_calls=Sum("unpriced_calls"), timed=Sum("timed_output_tokens"), generation=Sum("generation_us"),
+            throttle_count=Sum("throttle_count"), throttle_wait_us=Sum("throttle_wait_us"),
+        )
+        .order_by()
+    )  # fmt: skip
+    table = []
+    for row in rows:
+        total_tokens = row["input_tokens"] + row["output_tokens"]
+        priced_calls = row["calls"] - row["unpriced_calls"]
+        table.append({
+            "step": row["step"], "sessions": row["sessions"], "calls": row["calls"],
+            "input_tokens": row["input_tokens"], "output_tokens": row["output_tokens"], "total_tokens": total_tokens,
+            "avg_tokens_per_call": round(total_tokens / row["calls"]) if row["calls"] else None,
+            "cost_usd": priced_usd(row["cost_nanousd"], row["unpriced_tokens"], total_tokens),
+            # Averaged over priced calls only, so unpriced calls do not dilute it towards $0.
+            "avg_cost_per_call_usd": usd(row["cost_nanousd"] // priced_calls) if priced_calls > 0 else None,
+            "unpriced_tokens": row["unpriced_tokens"], "tokens_per_second": _rate(row["timed"], row["generation"]),
+            "throttle_count": row["throttle_count"], "throttle_wait_ms": round(row["throttle_wait_us"] / 1000),
+        })  # fmt: skip
+    return sorted(table, key=lambda row: (-(row["cost_usd"] or 0), -row["total_tokens"], row["step"]))
+
+
+SESSION_SORTS = {
+    "started": F("started_at"),
+    "tokens": F("tokens_total"),
+    "cost": F("cost_nanousd"),
+    "calls": F("calls"),
+    "burst": F("burst_1s"),
+    "throttle": F("throttle_wait_us"),
+}
+
+
+def sessions_page(
+    *, project: Project, time_range: TimeRange, search: str = "", sort: str = "-started", page: int | str = 1
+) -> Page:
+    """One page of the project's sessions that started in the range, searchable by id and attribute
+    text, sorted by a SESSION_SORTS key (`-` prefix for descending)."""
+    sessions = _sessions_in_range(project=project, time_range=time_range).annotate(
+        tokens_total=F("input_tokens") + F("output_tokens")
+    )
+    if search:
+        sessions = sessions.filter(Q(session_id__icontains=search) | Q(attributes__icontains=search))
+    key = sort.lstrip("-")
+    expression = SESSION_SORTS.get(key, SESSION_SORTS["started"])
+    descending = sort.startswith("-") or key not in SESSION_SORTS
+    ordering = expression.desc(nulls_last=True) if descending else expression.asc(nulls_first=True)
+    sessions = sessions.order_by(ordering, "-id" if descending else "id")
+    result = Paginator(sessions, SESSIONS_PER_PAGE).get_page(page)
+    result.object_list = [session_row(session) for session in result.object_list]
+    return result
+
+
+def session_row(session: SessionAggregate) -> dict:
+    return {
+        "session_id": session.session_id,
+        "started_at": session.started_at,
+        "ended_at": session.ended_at,
+        "calls": session.calls,
+        "total_tokens": session.total_tokens,
+        "cost_usd": priced_usd(session.cost_nanousd, session.unpriced_tokens, session.total_tokens),
+        "unpriced_tokens": session.unpriced_tokens,
+        "tokens_per_second": session.tokens_per_second,
+        "burst_1s": session.burst_1s,
+        "throttle_wait_ms": round(session.throttle_wait_ms),
+        "attributes": session.attributes or {},
+    }
+
+
+def project_dashboard(*, project: Project, time_range: TimeRange) -> dict:
+    """Headline figures, chart series, model and step tables of the project over the range."""
+    rows = _bucket_rows(project=project, time_range=time_range)
+    totals = dict.fromkeys(_SUM_NAMES, 0)
+    for row in rows:
+        for name in _SUM_NAMES:
+            totals[name] += row[name] or 0
+    total_tokens = totals["input_tokens"] + totals["output_tokens"]
+    session_stats = _sessions_in_range(project=project, time_range=time_range).aggregate(
+        sessions=Count("id"), timed=Sum("timed_output_tokens"), generation=Sum("generation_us"),
+        burst_1s=Max("burst_1s"), burst_60s=Max("burst_60s"), peak_concurrency=Max("peak_concurrency"),
+    )  # fmt: skip
+    headline = {
+        "input_tokens": totals["input_tokens"],
+        "output_tokens": totals["output_tokens"],
+        "total_tokens": total_tokens,
+        "calls": totals["calls"],
+        "cost_usd": priced_usd(totals["cost_nanousd"], totals["unpriced_tokens"], total_tokens),
+        "unpriced_tokens": totals["unpriced_tokens"],
+        "tokens_per_second": _rate(session_stats["timed"], session_stats["generation"]),
+        "burst_1s": session_stats["burst_1s"] or 0.0,
+        "peak_tokens_per_minute": round((session_stats["burst_60s"] or 0.0) * 60),
+        "peak_concurrency": session_stats["peak_concurrency"] or 0,
+        "throttle_count": totals["throttle_count"],
+        "throttle_wait_ms": round(totals["throttle_wait_us"] / 1000),
+        "sessions": session_stats["sessions"],
+    }
+    return {
+        "headline": headline,
+        "series": _time_series(rows, time_range),
+        "models": _model_table(project=project, time_range=time_range, rows=rows),
+        "steps": _step_table(project=project, time_range=time_range),
+        "has_data": bool(rows) or session_stats["sessions"] > 0 or project_has_events(project=project),
+    }
+
+
+def project_has_events(*, project: Project) -> bool:
+    return SessionAggregate.objects.filter(project=project).exists()
+
+
+def live_rates(*, project: Project, now: datetime) -> dict:
+    """Rolling tokens/s over the last 1 min, 5 min and 1 h, and per-minute rates of the last hour."""
+    first_minute = _floor(now - HOUR, MINUTE)
+    per_minute = dict(
+        UsageBucket.objects.filter(
+            project=project,
+            granularity=UsageBucket.Granularity.MINUTE,
+            bucket_start__gte=first_minute,
+            bucket_start__lte=now,
+        )
+        .values("bucket_start")
+        .annotate(tokens=Sum(F("input_tokens") + F("output_tokens")))
+        .values_list("bucket_start", "tokens")
+        .order_by()
+    )
+    now_us = _epoch_us(now)
+    buckets = [(_epoch_us(start), tokens) for start, tokens in per_minute.items()]
+    minutes = [first_minute + index * MINUTE for index in range(61)]
+    return {
+        "now": now.isoformat().replace("+00:00", "Z"),
+        "rates": {
+            name: rolling_tokens_per_second(buckets, now_us=now_us, window_us=window // _US)
+            for name, window in LIVE_WINDOWS.items()
+        },
+        "per_minute": {
+            "labels": [minute.isoformat().replace("+00:00", "Z") for minute in minutes],
+            "tokens_per_second": [
+                per_minute.get(minute, 0) / max(1.0, min(60.0, (now - minute).total_seconds())) for minute in minutes
+            ],
+        },
+    }
+
+
+# --- Session page ------------------------------------------------------------------------------
+
+
+def session_page(*, project: Project, session_id: str) -> dict:
+    """The session page: the metadata document (so the page shows its numbers) and the call timeline."""
+    document = session_metadata(project=project, session_id=session_id)
+    return {"document": document, "timeline": session_timeline(project=project, session_id=session_id)}
+
+
+def _session_events(*, project: Project, session_id: str) -> QuerySet[RawEvent]:
+    return RawEvent.objects.filter(project=project, session_id=session_id).order_by("timestamp", "id")
+
+
+def session_timeline(*, project: Project, session_id: str, limit: int = TIMELINE_MAX_EVENTS) -> dict:
+    """The session's first `limit` calls and throttle waits as bars `[start_ms, end_ms)` from the first
+    event, packed into lanes so calls in flight at once sit on separate lanes (concurrency shows)."""
+    events = list(
+        _session_events(project=project, session_id=session_id).values_list(
+            "type", "timestamp", "duration_ms", "wait_ms", "step", "model", "input_tokens", "output_tokens",
+            "attempt", "status_code",
+        )[: limit + 1]
+    )  # fmt: skip
+    truncated = len(events) > limit
+    events = events[:limit]
+    total = _session_events(project=project, session_id=session_id).count() if truncated else len(events)
+    origin = events[0][1] if events else None
+    busy: list[tuple[float, int]] = []  # min-heap of (end_ms, lane) of the lanes in use
+    free: list[int] = []  # min-heap of lanes free again: a new bar takes the lowest one
+    lanes = 0
+    bars = []
+    for kind, timestamp, duration_ms, wait_ms, step, model, input_tokens, output_tokens, attempt, status in events:
+        start_ms = (timestamp - origin) / timedelta(milliseconds=1)
+        end_ms = start_ms + (wait_ms if kind == RawEvent.Type.THROTTLE else duration_ms)
+        while busy and busy[0][0] <= start_ms:
+            heapq.heappush(free, heapq.heappop(busy)[1])
+        if free:
+            lane = heapq.heappop(free)
+        else:
+            lane, lanes = lanes, lanes + 1
+        heapq.heappush(busy, (max(end_ms, start_ms), lane))
+        bar = {"lane": lane, "start_ms": round(start_ms, 3), "end_ms": round(end_ms, 3), "type": kind, "step": step,
+               "model": model}  # fmt: skip
+        if kind == RawEvent.Type.THROTTLE:
+            bar.update(attempt=attempt, status_code=status)
+        else:
+            bar.update(input_tokens=input_tokens, output_tokens=output_tokens)
+        bars.append(bar)
+    return {
+        "origin": origin.isoformat().replace("+00:00", "Z") if origin else None,
+        "lanes": lanes,
+        "bars": bars,
+        "shown": len(bars),
+        "total": total,
+        "truncated": truncated,
+    }
+
+
+CSV_COLUMNS = (
+    "type", "timestamp", "end_at", "duration_ms", "time_to_first_token_ms", "step", "provider", "model", "call_id",
+    "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "tool_tokens", "thought_tokens",
+    "cost_usd", "price_source", "token_source", "status_code", "attempt", "wait_ms", "retry_after_ms", "event_id",
+)  # fmt: skip
+_CSV_TEXT_COLUMNS = {"step", "provider", "model", "call_id", "price_source"}
+_CSV_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _csv_cell(name: str, value) -> object:
+    if value is None:
+        return ""
+    if name in ("timestamp", "end_at"):
+        return value.isoformat().replace("+00:00", "Z")
+    if name == "cost_usd":
+        return f"{usd(value):.9f}"
+    if name in _CSV_TEXT_COLUMNS and str(value).startswith(_CSV_FORMULA_STARTS):
+        return "'" + str(value)  # a spreadsheet must not run a step or model name as a formula
+    return value
+
+
+def session_csv_rows(*, project: Project, session_id: str, limit: int = CSV_MAX_EVENTS) -> Iterator[list]:
+    """The header, then one row per call (usage) and per throttle wait of the session, in time order."""
+    yield list(CSV_COLUMNS)
+    fields = [name if name != "cost_usd" else "cost_nanousd" for name in CSV_COLUMNS]
+    events = _session_events(project=project, session_id=session_id).values_list(*fields)[:limit]
+    for values in events.iterator(chunk_size=2000):
+        yield [_csv_cell(name, value) for name, value in zip(CSV_COLUMNS, values)]
+
+
+def session_exists(*, project: Project, session_id: str) -> bool:
+    return SessionAggregate.objects.filter(project=project, session_id=session_id).exists()
+
+
+# --- Settings page -----------------------------------------------------------------------------
+
+
+def project_settings(*, project: Project) -> dict:
+    """API keys, price overrides (with history) and the team's members for the settings page."""
+    overrides = list(price_overrides_for_project(project=project).select_related("created_by"))
+    known_models = sorted(
+        set(
+            UsageBucket.objects.filter(project=project).exclude(model="").values_list("model", flat=True).distinct()
+        )
+    )
+    return {
+        "api_keys": list(api_keys_for_project(project=project)),
+        "price_overrides": overrides,
+        "known_models": known_models,
+        "members": list(
+            Membership.objects.filter(team_id=project.team_id).select_related("user").order_by("user__username")
+        ),
+        "scopes": ApiKey.Scope.choices,
+        "roles": Membership.Role.choices,
+    }
+
+
+def team_membership_get(*, team: Team, membership_id: int | str) -> Membership:
+    """A membership of this team (never another team's), or NotFound."""
+    membership = Membership.objects.filter(team=team, pk=membership_id).select_related("user").first()
+    if membership is None:
+        raise NotFound("No such member of this team.", code="member_not_found")
+    return membership

@@ -1,0 +1,24 @@
+"""Dashboard URLs. The paths are contracts (issue 6): links and scripts depend on them.
+
+Session ids may hold "/" and any printable character, hence `<path:session_id>`; the two
+download suffixes come before the page so that `.../metadata.json` is never read as a session
+id (a session really named "x/metadata.json" still has its page at `.../x/metadata.json/`).
+"""
+from django.contrib.auth import views as auth_views
+from django.urls import path
+
+from apps.dashboards import views
+
+PROJECT = "<slug:team_slug>/<slug:project_slug>/"
+
+urlpatterns = [
+    path("login/", auth_views.LoginView.as_view(template_name="dashboards/login.html"), name="login"),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("", views.TeamOverviewView.as_view(), name="team-overview"),
+    path(PROJECT, views.ProjectDashboardView.as_view(), name="project"),
+    path(PROJECT + "live.json", views.ProjectLiveView.as_view(), name="project-live"),
+    path(PROJECT + "settings/", views.ProjectSettingsView.as_view(), name="project-settings"),
+    path(PROJECT + "sessions/<path:session_id>/metadata.json", views.SessionMetadataView.as_view(), name="session-metadata"),
+    path(PROJECT + "sessions/<path:session_id>/calls.csv", views.SessionCallsCsvView.as_view(), name="session-calls"),
+    path(PROJECT + "sessions/<path:session_id>/", views.SessionView.as_view(), name="session"),
+]

@@ -1,0 +1,240 @@
+"""Server-rendered pages. Every page under /<team>/ reaches team data through TeamScopedMixin.
+
+The mixin resolves the caller's membership of the team in the URL (and the project, for
+project pages) in `dispatch`, before any handler runs: a handler only ever sees
+`self.membership` and `self.project`, so it cannot query another team's data. Anyone who is not
+a member gets the same 404 as for a team that does not exist; `NotFound` raised anywhere in a
+handler (an unknown session) becomes that 404 too.
+"""
+from __future__ import annotations
+
+import csv
+from datetime import timedelta
+from urllib.parse import quote
+
+from django.contrib import messages
+from django.contrib.auth.mixins import AccessMixin, LoginRequiredMixin
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpResponseRedirect, JsonResponse, StreamingHttpResponse
+from django.utils import timezone
+from django.views import View
+from django.views.generic import TemplateView
+
+from apps.accounts.models import Membership, Project
+from apps.accounts.selectors import membership_get, project_get_for_member
+from apps.accounts.services import api_key_create, api_key_revoke
+from apps.core.errors import ApplicationError, Forbidden, NotFound
+from apps.dashboards import forms, selectors
+from apps.dashboards.services import team_member_invite, team_member_role_change
+from apps.metrics.selectors import session_metadata
+from apps.pricing.services import events_reprice, price_override_create
+
+
+class TeamScopedMixin(AccessMixin):
+    """Resolves `self.membership` for the team in the URL; a visitor who is not a member gets 404."""
+
+    membership: Membership
+
+    def dispatch(self, request, *args, **kwargs):
+        if not request.user.is_authenticated:
+            return self.handle_no_permission()  # to /login/, for existing and unknown teams alike
+        try:
+            self.membership = membership_get(user=request.user, team_slug=kwargs["team_slug"])
+            self.resolve_scope(**kwargs)
+            return super().dispatch(request, *args, **kwargs)
+        except NotFound as error:
+            raise Http404(error.message) from error
+        except Forbidden as error:
+            raise PermissionDenied(error.message) from error
+
+    def resolve_scope(self, **kwargs) -> None:
+        """Resolve further objects of the URL inside the membership's team (raise NotFound)."""
+
+    def get_context_data(self, **kwargs):
+        context = super().get_context_data(**kwargs)
+        context.update(membership=self.membership, team=self.membership.team)
+        return context
+
+
+class ProjectScopedMixin(TeamScopedMixin):
+    """Also resolves `self.project`, looked up inside the membership's team only."""
+
+    project: Project
+
+    def resolve_scope(self, **kwargs) -> None:
+        self.project = project_get_for_member(membership=self.membership, project_slug=kwargs["project_slug"])
+
+    def get_context_data(self, **kwargs):
+        context = super().get_context_data(**kwargs)
+        context["project"] = self.project
+        return context
+
+
+def _download_name(session_id: str, extension: str) -> str:
+    safe = "".join(char if char.isalnum() or char in "-_." else "_" for char in session_id)[:120]
+    return f"session-{safe or 'session'}.{extension}"
+
+
+def _content_disposition(filename: str) -> str:
+    return f"attachment; filename=\"{filename}\"; filename*=UTF-8''{quote(filename)}"
+
+
+class TeamOverviewView(LoginRequiredMixin, TemplateView):
+    """`/`: the user's own teams only (teams_for_user), so it needs no team in the URL."""
+
+    template_name = "dashboards/team_overview.html"
+
+    def get_context_data(self, **kwargs):
+        context = super().get_context_data(**kwargs)
+        context["teams"] = selectors.team_overview(user=self.request.user, now=timezone.now())
+        return context
+
+
+class ProjectDashboardView(ProjectScopedMixin, TemplateView):
+    template_name = "dashboards/project.html"
+
+    def get_context_data(self, **kwargs):
+        context = super().get_context_data(**kwargs)
+        query = forms.ProjectQueryForm(self.request.GET)
+        time_range = query.time_range(now=timezone.now())
+        params = query.cleaned_data if query.is_valid() else {}
+        context.update(
+            query=query,
+            time_range=time_range,
+            range_choices=[("24h", "24 h"), ("7d", "7 days"), ("30d", "30 days")],
+            custom_last_day=time_range.until - timedelta(days=1),
+            base_url=self.request.build_absolute_uri("/"),
+            search=params.get("q", ""),
+            sort=params.get("sort") or "-started",
+            sessions=selectors.sessions_page(
+                project=self.project, time_range=time_range, search=params.get("q", ""),
+                sort=params.get("sort") or "-started", page=params.get("page") or 1,
+            ),  # fmt: skip
+            live=selectors.live_rates(project=self.project, now=timezone.now()),
+            **selectors.project_dashboard(project=self.project, time_range=time_range),
+        )
+        return context
+
+
+class ProjectLiveView(ProjectScopedMixin, View):
+    """`live.json`: rolling rates for the page's script to refresh without a reload."""
+
+    def get(self, request, *args, **kwargs):
+        response = JsonResponse(selectors.live_rates(project=self.project, now=timezone.now()))
+        response["Cache-Control"] = "no-store"
+        return response
+
+
+class SessionView(ProjectScopedMixin, TemplateView):
+    template_name = "dashboards/session.html"
+
+    def get_context_data(self, **kwargs):
+        context = super().get_context_data(**kwargs)
+        context.update(selectors.session_page(project=self.project, session_id=kwargs["session_id"]))
+        return context
+
+
+class SessionMetadataView(ProjectScopedMixin, View):
+    """`metadata.json`: the DESIGN.md section 7 document, the same one the session page shows."""
+
+    def get(self, request, *args, **kwargs):
+        document = session_metadata(project=self.project, session_id=kwargs["session_id"])
+        response = JsonResponse(document, json_dumps_params={"indent": 2})
+        response["Content-Disposition"] = _content_disposition(_download_name(kwargs["session_id"], "json"))
+        return response
+
+
+class _Echo:
+    def write(self, value: str) -> str:
+        return value
+
+
+class SessionCallsCsvView(ProjectScopedMixin, View):
+    """`calls.csv`: one row per call and per throttle wait of the session, streamed."""
+
+    def get(self, request, *args, **kwargs):
+        session_id = kwargs["session_id"]
+        if not selectors.session_exists(project=self.project, session_id=session_id):
+            raise NotFound("Session not found.")
+        writer = csv.writer(_Echo())
+        rows = selectors.session_csv_rows(project=self.project, session_id=session_id)
+        response = StreamingHttpResponse((writer.writerow(row) for row in rows), content_type="text/csv; charset=utf-8")
+        response["Content-Disposition"] = _content_disposition(_download_name(session_id, "csv"))
+        return response
+
+
+class ProjectSettingsView(ProjectScopedMixin, TemplateView):
+    """Keys, price overrides and members: everyone in the team reads, owners and admins change."""
+
+    template_name = "dashboards/settings.html"
+    actions = {
+        "key_create": forms.ApiKeyCreateForm,
+        "key_revoke": forms.ApiKeyRevokeForm,
+        "price_override": forms.PriceOverrideForm,
+        "member_add": forms.MemberAddForm,
+        "member_role": forms.MemberRoleForm,
+    }
+
+    def get_context_data(self, **kwargs):
+        context = super().get_context_data(**kwargs)
+        context.update(selectors.project_settings(project=self.project))
+        context.setdefault("key_form", forms.ApiKeyCreateForm())
+        context.setdefault("price_form", forms.PriceOverrideForm(initial={"effective_from": timezone.now()}))
+        context.setdefault("member_form", forms.MemberAddForm())
+        context["can_manage"] = self.membership.can_manage
+        return context
+
+    def post(self, request, *args, **kwargs):
+        if not self.membership.can_manage:
+            raise PermissionDenied("Only owners and admins can change project settings.")
+        action = request.POST.get("action", "")
+        form_class = self.actions.get(action)
+        if form_class is None:
+            messages.error(request, "Unknown action.")
+            return HttpResponseRedirect(request.path)
+        form = form_class(request.POST)
+        if form.is_valid():
+            try:
+                response = getattr(self, f"_{action}")(form.cleaned_data)
+            except Forbidden:
+                raise
+            except ApplicationError as error:
+                form.add_error(None, error.message)
+            else:
+                return response or HttpResponseRedirect(request.path)
+        context_name = {"key_create": "key_form", "price_override": "price_form", "member_add": "member_form"}
+        messages.error(request, "The change was not saved: " + " ".join(_form_errors(form)))
+        return self.render_to_response(self.get_context_data(**{context_name.get(action, "failed_form"): form}), status=400)
+
+    def _key_create(self, data):
+        issued = api_key_create(project=self.project, scope=data["scope"], name=data["name"])
+        # Rendered, not redirected: the plaintext exists only in this response and is never stored.
+        response = self.render_to_response(self.get_context_data(issued_key=issued))
+        response["Cache-Control"] = "no-store"
+        return response
+
+    def _key_revoke(self, data):
+        api_key = api_key_revoke(prefix=data["prefix"], project=self.project)
+        messages.success(self.request, f"Key {api_key.prefix} is revoked.")
+
+    def _price_override(self, data):
+        reprice = data.pop("reprice")
+        override = price_override_create(project=self.project, created_by=self.request.user, **data)
+        text = f"Price for {override.model} from {override.effective_from:%Y-%m-%d %H:%M} UTC saved."
+        if reprice:
+            changed = events_reprice(project=self.project, since=override.effective_from)
+            text += f" {changed:,} stored events were re-priced."
+        messages.success(self.request, text)
+
+    def _member_add(self, data):
+        membership = team_member_invite(actor=self.membership, team=self.membership.team, **data)
+        messages.success(self.request, f"{membership.user.username} joined as {membership.role}.")
+
+    def _member_role(self, data):
+        target = selectors.team_membership_get(team=self.membership.team, membership_id=data["membership"])
+        membership = team_member_role_change(actor=self.membership, membership=target, role=data["role"])
+        messages.success(self.request, f"{membership.user.username} is now {membership.role}.")
+
+
+def _form_errors(form) -> list[str]:
+    return [f"{'' if name == '__all__' else name + ': '}{error}" for name, errors in form.errors.items() for error in errors]

@@ -1,0 +1,76 @@
+"""Raw events: the append-only source of truth every aggregate can be rebuilt from."""
+from django.db import models
+from django.db.models import Q
+
+from apps.accounts.models import Project
+
+
+class RawEvent(models.Model):
+    class Type(models.TextChoices):
+        USAGE = "usage"
+        THROTTLE = "throttle"
+
+    class TokenSource(models.TextChoices):
+        CLIENT = "client"  # counts sent by the client
+        USAGE_RAW = "usage_raw"  # normalised from the provider's own usage object
+        ESTIMATED = "estimated"  # counted by the server from text with the model's tokeniser
+
+    id = models.BigAutoField(primary_key=True)
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="raw_events")
+    event_id = models.UUIDField()
+    type = models.CharField(max_length=8, choices=Type.choices)
+    session_id = models.CharField(max_length=200)
+    step = models.CharField(max_length=100, default="default")
+    provider = models.CharField(max_length=100, blank=True, default="")
+    model = models.CharField(max_length=200, blank=True, default="")
+    call_id = models.CharField(max_length=200, null=True, blank=True)
+    timestamp = models.DateTimeField()
+    # timestamp + duration (usage) or + wait (throttle): lets range queries find overlapping events.
+    end_at = models.DateTimeField()
+    received_at = models.DateTimeField()
+    attributes = models.JSONField(default=dict, blank=True)
+
+    duration_ms = models.FloatField(default=0)
+    time_to_first_token_ms = models.FloatField(null=True, blank=True)
+    input_tokens = models.BigIntegerField(default=0)
+    output_tokens = models.BigIntegerField(default=0)
+    cache_read_tokens = models.BigIntegerField(default=0)
+    cache_write_tokens = models.BigIntegerField(default=0)
+    tool_tokens = models.BigIntegerField(default=0)
+    thought_tokens = models.BigIntegerField(default=0)
+    token_source = models.CharField(max_length=16, choices=TokenSource.choices, default=TokenSource.CLIENT)
+    tokenizer = models.CharField(max_length=64, blank=True, default="")
+    usage_raw = models.JSONField(null=True, blank=True)
+
+    wait_ms = models.FloatField(default=0)
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    attempt = models.PositiveIntegerField(null=True, blank=True)
+    retry_after_ms = models.FloatField(null=True, blank=True)
+
+    # Integer nano-USD (1e-9): exact sums, and fine enough to match litellm to 1e-9 USD. Null = unpriced.
+    cost_nanousd = models.BigIntegerField(null=True, blank=True)
+    price_source = models.CharField(max_length=300, blank=True, default="")
+
+    # Set in the same transaction that folds the event into aggregates; null = not yet folded.
+    processed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["project", "event_id"], name="rawevent_unique_project_event_id"),
+        ]
+        indexes = [
+            models.Index(fields=["project", "session_id", "timestamp"], name="rawevent_session_time"),
+            models.Index(fields=["project", "timestamp"], name="rawevent_project_time"),
+            models.Index(
+                fields=["project", "session_id"],
+                name="rawevent_unprocessed",
+                condition=Q(processed_at__isnull=True),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.type} {self.event_id}"
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens

@@ -1,0 +1,86 @@
+"""events_ingest: authenticate-validate-price-store-enqueue, and nothing else on the request path."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import msgspec
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from apps.accounts.models import Project
+from apps.core.errors import BadRequest
+from apps.ingestion.schema import batch_decoder
+from apps.ingestion.validation import PreparedEvent, Rejection, events_validate
+from apps.ingestion.writers import raw_events_insert
+from apps.metrics.dispatch import project_fold_enqueue
+from apps.pricing.services import events_price
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    accepted: int
+    duplicates: int
+    rejected: list[Rejection]
+
+    def as_dict(self) -> dict:
+        return {
+            "accepted": self.accepted,
+            "duplicates": self.duplicates,
+            "rejected": [rejection.as_dict() for rejection in self.rejected],
+        }
+
+
+def batch_decode(body: bytes) -> list[msgspec.Raw]:
+    """The batch's events, still undecoded; a malformed envelope is a 400 and nothing is stored."""
+    try:
+        batch = batch_decoder.decode(body)
+    except msgspec.ValidationError as exc:
+        raise BadRequest(f'The body must be {{"events": [...]}}: {exc}.', code="invalid_batch") from None
+    except msgspec.DecodeError as exc:
+        raise BadRequest(f"The body is not valid JSON: {exc}.", code="malformed_json") from None
+    except RecursionError:
+        raise BadRequest("The body is nested too deeply to be an event batch.", code="malformed_json") from None
+    count = len(batch.events)
+    if not 1 <= count <= settings.INGEST_MAX_EVENTS:
+        raise BadRequest(
+            f"A batch holds 1 to {settings.INGEST_MAX_EVENTS} events; this one has {count}.",
+            code="invalid_batch_size",
+        )
+    return batch.events
+
+
+def _first_of_each_event_id(events: list[PreparedEvent]) -> tuple[list[PreparedEvent], int]:
+    seen: set = set()
+    unique: list[PreparedEvent] = []
+    for prepared in events:
+        if prepared.event.event_id not in seen:
+            seen.add(prepared.event.event_id)
+            unique.append(prepared)
+    return unique, len(events) - len(unique)
+
+
+def events_ingest(*, project: Project, body: bytes) -> IngestResult:
+    """Store every valid event of the batch exactly once; folding into aggregates runs after commit.
+
+    An event counts as accepted only once its row is committed. Duplicates (resent ids, or the
+    same id twice in one batch) are reported and never stored twice, also when requests race.
+    """
+    raw_events = batch_decode(body)
+    now = timezone.now()
+    valid, rejected = events_validate(raw_events, now=now, body=body)
+    unique, in_batch_duplicates = _first_of_each_event_id(valid)
+    events_price(project=project, events=unique)
+    with transaction.atomic():
+        result = raw_events_insert(project_id=project.pk, received_at=now, events=unique)
+        if result.session_ids:
+            project_fold_enqueue(project_id=project.pk)
+    accepted = len(result.inserted_event_ids)
+    return IngestResult(
+        accepted=accepted,
+        duplicates=in_batch_duplicates + (len(unique) - accepted),
+        rejected=rejected,
+    )

@@ -1,0 +1,215 @@
+"""Per-event validation: decode, check the rules msgspec cannot express, fill in token counts.
+
+Each event is judged alone: a bad one is returned as a rejection with field errors and never
+spoils the rest of its batch.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import msgspec
+
+from apps.ingestion.schema import Event, UsageEvent, event_decoder, loose_decoder
+
+MAX_FUTURE = timedelta(minutes=5)
+MAX_ATTRIBUTES_BYTES = 4096
+
+_PATH_RE = re.compile(r" - at `\$\.?([A-Za-z_][A-Za-z0-9_]*)?")
+_MISSING_RE = re.compile(r"Object missing required field `([^`]+)`")
+# Fields stored as text or JSON: Postgres refuses a NUL character in either, so an event that
+# carries one is rejected here rather than failing its whole batch at the database.
+_STORED_TEXT_FIELDS = ("step", "provider", "model", "call_id", "attributes", "usage_raw")
+
+
+@dataclass
+class PreparedEvent:
+    """A valid event with its token counts resolved, ready to be priced and stored."""
+
+    index: int
+    event: Event
+    # The attributes as JSON, encoded once for the size check and stored as is.
+    attributes_json: bytes = b"{}"
+    token_source: str = "client"
+    tokenizer: str = ""
+    cost_nanousd: int | None = None
+    price_source: str = ""
+
+
+@dataclass
+class Rejection:
+    index: int
+    event_id: str | None
+    errors: dict[str, list[str]] = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return {"index": self.index, "event_id": self.event_id, "errors": self.errors}
+
+
+class EventRejected(Exception):
+    def __init__(self, errors: dict[str, list[str]]):
+        super().__init__(errors)
+        self.errors = errors
+
+
+def _field_of(message: str) -> str:
+    if missing := _MISSING_RE.search(message):
+        return missing.group(1)
+    if (at := _PATH_RE.search(message)) and at.group(1):
+        return at.group(1)
+    return "event"
+
+
+def _event_id_of(raw: bytes) -> str | None:
+    """Best effort: the event_id of an event that failed to decode, for the rejection entry."""
+    try:
+        loose = loose_decoder.decode(raw)
+    except (msgspec.DecodeError, RecursionError):
+        return None
+    value = loose.get("event_id") if isinstance(loose, dict) else None
+    return value if isinstance(value, str) and len(value) <= 100 else None
+
+
+def event_decode(index: int, raw: bytes, *, now: datetime, may_hold_nul: bool = True) -> PreparedEvent:
+    """Decode and check one event; raises EventRejected with field errors.
+
+    `may_hold_nul=False` is the caller's promise that the batch has no `\\u0000` escape in it.
+    """
+    try:
+        event = event_decoder.decode(raw)
+    except msgspec.ValidationError as exc:
+        message = str(exc)
+        raise EventRejected({_field_of(message): [message]}) from None
+    except (msgspec.DecodeError, RecursionError) as exc:
+        raise EventRejected({"event": [f"The event could not be decoded: {exc}"]}) from None
+    errors: dict[str, list[str]] = {}
+    if not event.session_id.isprintable():
+        errors["session_id"] = ["session_id must contain printable characters only."]
+    if may_hold_nul:
+        for name in _STORED_TEXT_FIELDS:
+            if _contains_nul(getattr(event, name, None)):
+                errors[name] = [f"{name} must not contain NUL (\\u0000) characters."]
+    if event.timestamp > now + MAX_FUTURE:
+        errors["timestamp"] = ["timestamp is more than 5 minutes in the future."]
+    prepared = PreparedEvent(index=index, event=event)
+    if event.attributes is not None:
+        prepared.attributes_json = msgspec.json.encode(event.attributes)
+        if len(prepared.attributes_json) > MAX_ATTRIBUTES_BYTES:
+            errors["attributes"] = [f"attributes must be at most {MAX_ATTRIBUTES_BYTES} bytes of JSON."]
+    if isinstance(event, UsageEvent):
+        _usage_check(prepared, errors)
+    if errors:
+        raise EventRejected(errors)
+    return prepared
+
+
+def _contains_nul(value) -> bool:
+    # Iterative: usage_raw may nest deeper than Python's recursion limit.
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+        elif isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return False
+
+
+def _usage_check(prepared: PreparedEvent, errors: dict[str, list[str]]) -> None:
+    event: UsageEvent = prepared.event  # type: ignore[assignment]
+    if event.time_to_first_token_ms is not None and event.time_to_first_token_ms > event.duration_ms:
+        errors["time_to_first_token_ms"] = ["time_to_first_token_ms must not exceed duration_ms."]
+    if event.usage_raw is not None:
+        _counts_from_usage_raw(prepared, errors)
+    if event.input_text is not None or event.output_text is not None or event.messages is not None:
+        _counts_from_text(prepared, errors)
+    if event.input_tokens is msgspec.UNSET:
+        event.input_tokens = 0
+    if event.output_tokens is msgspec.UNSET:
+        event.output_tokens = 0
+    _subset_check(event, errors)
+
+
+def _counts_from_usage_raw(prepared: PreparedEvent, errors: dict[str, list[str]]) -> None:
+    # The provider's own object is the source of truth: when present it sets every count field.
+    from tokensite_client.usage import InvalidUsageError, normalize_usage
+
+    event: UsageEvent = prepared.event  # type: ignore[assignment]
+    try:
+        counts = normalize_usage(event.provider, event.usage_raw)
+    except InvalidUsageError as exc:
+        for name, messages in exc.errors.items():
+            errors.setdefault(name, []).extend(messages)
+        return
+    event.input_tokens = counts.input_tokens
+    event.output_tokens = counts.output_tokens
+    event.cache_read_tokens = counts.cache_read_tokens
+    event.cache_write_tokens = counts.cache_write_tokens
+    event.tool_tokens = counts.tool_tokens
+    event.thought_tokens = counts.thought_tokens
+    prepared.token_source = "usage_raw"
+
+
+def _counts_from_text(prepared: PreparedEvent, errors: dict[str, list[str]]) -> None:
+    """Count text sides the client sent no count for, with the model's own tokeniser."""
+    from apps.pricing.counting import count_tokens
+
+    event: UsageEvent = prepared.event  # type: ignore[assignment]
+    if event.input_text is not None and event.messages is not None:
+        errors["messages"] = ["Send input_text or messages, not both."]
+        return
+    tokenizers: set[str] = set()
+    try:
+        if event.input_tokens is msgspec.UNSET and (event.input_text is not None or event.messages is not None):
+            counted = count_tokens(event.model, text=event.input_text, messages=event.messages)
+            event.input_tokens = counted.tokens
+            tokenizers.add(counted.tokenizer)
+        if event.output_tokens is msgspec.UNSET and event.output_text is not None:
+            counted = count_tokens(event.model, text=event.output_text)
+            event.output_tokens = counted.tokens
+            tokenizers.add(counted.tokenizer)
+    except Exception as exc:  # noqa: BLE001 - any tokeniser failure on client text is that event's error, never a 500
+        errors["messages" if event.messages is not None else "input_text"] = [f"Could not count tokens: {exc}"]
+        return
+    if tokenizers:
+        prepared.token_source = "estimated"
+        prepared.tokenizer = ",".join(sorted(tokenizers))
+    # Texts are never stored.
+    event.input_text = event.output_text = None
+    event.messages = None
+
+
+def _subset_check(event: UsageEvent, errors: dict[str, list[str]]) -> None:
+    """DESIGN.md section 1: cache and tool tokens are inside input, thought tokens inside output."""
+    if event.cache_read_tokens + event.cache_write_tokens > event.input_tokens:
+        message = "cache_read_tokens + cache_write_tokens must not exceed input_tokens."
+        errors.setdefault("cache_read_tokens", []).append(message)
+        errors.setdefault("cache_write_tokens", []).append(message)
+    if event.tool_tokens > event.input_tokens:
+        errors.setdefault("tool_tokens", []).append("tool_tokens must not exceed input_tokens.")
+    if event.thought_tokens > event.output_tokens:
+        errors.setdefault("thought_tokens", []).append("thought_tokens must not exceed output_tokens.")
+
+
+def events_validate(
+    raw_events: list[msgspec.Raw], *, now: datetime, body: bytes | None = None
+) -> tuple[list[PreparedEvent], list[Rejection]]:
+    """Split a batch into valid events (counts resolved) and per-event rejections.
+
+    `body`, the decoded JSON the events came from, lets one byte search over the batch skip the
+    NUL walk: JSON can only carry a NUL as the escape `\\u0000`.
+    """
+    may_hold_nul = body is None or b"\\u0000" in body
+    valid: list[PreparedEvent] = []
+    rejected: list[Rejection] = []
+    for index, raw in enumerate(raw_events):
+        try:
+            valid.append(event_decode(index, raw, now=now, may_hold_nul=may_hold_nul))
+        except EventRejected as exc:
+            rejected.append(Rejection(index=index, event_id=_event_id_of(raw), errors=exc.errors))
+    return valid, rejected

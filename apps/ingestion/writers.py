@@ -1,0 +1,177 @@
+"""Storing prepared events as raw rows, each event exactly once per project.
+
+Two paths with the same contract, `raw_events_insert`. On Postgres a batch is first streamed
+with a binary COPY straight into the table, under a savepoint: nearly every batch is all new
+events, and that is the cheapest way to store them (a third of the database work of staging
+them first). If any event_id is already stored (a resent batch, or a racing request that
+committed first) the unique index rejects the COPY, the savepoint undoes it, and the batch goes
+through a per-connection temporary staging table and one
+`INSERT ... SELECT ... ON CONFLICT DO NOTHING RETURNING`, which skips the duplicates. Other
+databases (SQLite, the embedded default) use multi-row `INSERT ... ON CONFLICT DO NOTHING
+RETURNING`. Either way the unique (project, event_id) index decides which copy wins when two
+requests race, and the result tells which events of this request were new.
+"""
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import msgspec
+from django.db import connection, transaction
+
+from apps.ingestion.models import RawEvent
+from apps.ingestion.schema import UsageEvent
+from apps.ingestion.validation import PreparedEvent
+
+# (column, Postgres binary COPY type) in the order rows are built.
+COLUMNS: tuple[tuple[str, str], ...] = (
+    ("project_id", "int8"),
+    ("event_id", "uuid"),
+    ("type", "text"),
+    ("session_id", "text"),
+    ("step", "text"),
+    ("provider", "text"),
+    ("model", "text"),
+    ("call_id", "text"),
+    ("timestamp", "timestamptz"),
+    ("end_at", "timestamptz"),
+    ("received_at", "timestamptz"),
+    ("attributes", "jsonb"),
+    ("duration_ms", "float8"),
+    ("time_to_first_token_ms", "float8"),
+    ("input_tokens", "int8"),
+    ("output_tokens", "int8"),
+    ("cache_read_tokens", "int8"),
+    ("cache_write_tokens", "int8"),
+    ("tool_tokens", "int8"),
+    ("thought_tokens", "int8"),
+    ("token_source", "text"),
+    ("tokenizer", "text"),
+    ("usage_raw", "jsonb"),
+    ("wait_ms", "float8"),
+    ("status_code", "int2"),
+    ("attempt", "int4"),
+    ("retry_after_ms", "float8"),
+    ("cost_nanousd", "int8"),
+    ("price_source", "text"),
+    ("processed_at", "timestamptz"),
+)
+COLUMN_NAMES = tuple(name for name, _ in COLUMNS)
+_COPY_TYPES = [pg_type for _, pg_type in COLUMNS]
+_TABLE = RawEvent._meta.db_table
+_STAGING = "ingestion_rawevent_staging"
+_SQLITE_ROWS_PER_STATEMENT = 500  # 30 columns x 500 rows stays under SQLite's 32,766 variables
+
+
+@dataclass(frozen=True)
+class InsertResult:
+    inserted_event_ids: set[uuid.UUID]
+    session_ids: set[str]
+
+
+def _row(project_id: int, received_at: datetime, prepared: PreparedEvent, attributes, encode_json) -> tuple:
+    ev = prepared.event
+    if isinstance(ev, UsageEvent):
+        return (
+            project_id, ev.event_id, "usage", ev.session_id, ev.step, ev.provider, ev.model, ev.call_id,
+            ev.timestamp, ev.timestamp + timedelta(milliseconds=ev.duration_ms), received_at, attributes,
+            ev.duration_ms, ev.time_to_first_token_ms,
+            ev.input_tokens, ev.output_tokens, ev.cache_read_tokens, ev.cache_write_tokens, ev.tool_tokens,
+            ev.thought_tokens, prepared.token_source, prepared.tokenizer,
+            encode_json(ev.usage_raw) if ev.usage_raw is not None else None,
+            0.0, None, None, None, prepared.cost_nanousd, prepared.price_source, None,
+        )  # fmt: skip
+    return (
+        project_id, ev.event_id, "throttle", ev.session_id, ev.step, ev.provider, ev.model, ev.call_id,
+        ev.timestamp, ev.timestamp + timedelta(milliseconds=ev.wait_ms), received_at, attributes,
+        0.0, None, 0, 0, 0, 0, 0, 0, "client", "", None,
+        ev.wait_ms, ev.status_code, ev.attempt, ev.retry_after_ms, None, "", None,
+    )  # fmt: skip
+
+
+def raw_events_insert(*, project_id: int, received_at: datetime, events: list[PreparedEvent]) -> InsertResult:
+    """Insert the events; returns the ids that were new. Call inside a transaction."""
+    if not events:
+        return InsertResult(set(), set())
+    if connection.vendor == "postgresql":
+        returned = _insert_postgres(project_id, received_at, events)
+    else:
+        returned = _insert_generic(project_id, received_at, events)
+    return InsertResult(
+        inserted_event_ids={event_id for event_id, _ in returned},
+        session_ids={session_id for _, session_id in returned},
+    )
+
+
+def _already_encoded(data: bytes) -> bytes:
+    return data
+
+
+def _insert_postgres(project_id: int, received_at: datetime, events: list[PreparedEvent]) -> list[tuple]:
+    from psycopg.errors import UniqueViolation
+    from psycopg.types.json import Jsonb
+
+    # msgspec encodes JSON several times faster than the stdlib encoder psycopg uses by default,
+    # and attributes were already encoded once by validation (for their size check).
+    rows = [
+        _row(
+            project_id, received_at, prepared, Jsonb(prepared.attributes_json, dumps=_already_encoded),
+            lambda value: Jsonb(value, dumps=msgspec.json.encode),
+        )
+        for prepared in events
+    ]  # fmt: skip
+    columns = ", ".join(f'"{name}"' for name in COLUMN_NAMES)
+    with connection.cursor() as cursor:
+        raw_cursor = cursor.cursor
+        try:
+            with transaction.atomic():
+                _copy_rows(raw_cursor, _TABLE, columns, rows)
+        except UniqueViolation:
+            pass  # at least one event_id is stored already: the savepoint undid the COPY
+        else:
+            return [(row[1], row[3]) for row in rows]  # (event_id, session_id) of every row
+        # ON COMMIT DELETE ROWS empties the staging table at the end of every transaction, and the
+        # table lives as long as the (persistent) connection, so it is created once per connection.
+        raw_cursor.execute(
+            f"CREATE TEMP TABLE IF NOT EXISTS {_STAGING} ON COMMIT DELETE ROWS AS "
+            f"SELECT {columns} FROM {_TABLE} WITH NO DATA"
+        )
+        _copy_rows(raw_cursor, _STAGING, columns, rows)
+        raw_cursor.execute(
+            f"INSERT INTO {_TABLE} ({columns}) SELECT {columns} FROM {_STAGING} "
+            f"ON CONFLICT (project_id, event_id) DO NOTHING RETURNING event_id, session_id"
+        )
+        returned = raw_cursor.fetchall()
+        # Rows must not linger for the next batch of this transaction (ON COMMIT only runs at commit).
+        raw_cursor.execute(f"TRUNCATE {_STAGING}")
+    return returned
+
+
+def _copy_rows(raw_cursor, table: str, columns: str, rows: list[tuple]) -> None:
+    with raw_cursor.copy(f"COPY {table} ({columns}) FROM STDIN (FORMAT BINARY)") as copy:
+        copy.set_types(_COPY_TYPES)
+        for row in rows:
+            copy.write_row(row)
+
+
+def _insert_generic(project_id: int, received_at: datetime, events: list[PreparedEvent]) -> list[tuple]:
+    fields = [RawEvent._meta.get_field("project" if name == "project_id" else name) for name in COLUMN_NAMES]
+    uuid_field = RawEvent._meta.get_field("event_id")
+    columns = ", ".join(f'"{name}"' for name in COLUMN_NAMES)
+    row_placeholder = "(" + ", ".join(["%s"] * len(COLUMN_NAMES)) + ")"
+    returned: list[tuple] = []
+    with connection.cursor() as cursor:
+        for start in range(0, len(events), _SQLITE_ROWS_PER_STATEMENT):
+            chunk = events[start : start + _SQLITE_ROWS_PER_STATEMENT]
+            params: list = []
+            for prepared in chunk:
+                row = _row(project_id, received_at, prepared, prepared.event.attributes or {}, lambda value: value)
+                params.extend(field.get_db_prep_value(value, connection) for field, value in zip(fields, row))
+            cursor.execute(
+                f"INSERT INTO {_TABLE} ({columns}) VALUES {', '.join([row_placeholder] * len(chunk))} "
+                f"ON CONFLICT (project_id, event_id) DO NOTHING RETURNING event_id, session_id",
+                params,
+            )
+            returned.extend((uuid_field.to_python(event_id), session_id) for event_id, session_id in cursor.fetchall())
+    return returned

@@ -1,0 +1,75 @@
+"""Moving folded aggregates when stored event costs change (apps.pricing's re-price)."""
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.db import transaction
+
+from apps.ingestion.models import RawEvent
+from apps.metrics import algorithms as algo
+from apps.metrics.buckets import BucketDelta, buckets_add
+from apps.metrics.folding import from_us, sessions_lock
+from apps.metrics.models import SessionAggregate, SessionModelAggregate, SessionStepAggregate, UsageBucket
+
+
+@dataclass(frozen=True)
+class CostChange:
+    """A usage event's new price, as computed by apps.pricing.services.events_reprice."""
+
+    event_pk: int
+    cost_nanousd: int | None
+    price_source: str
+
+
+@transaction.atomic
+def session_costs_change(*, project_id: int, session_id: str, changes: list[CostChange]) -> int:
+    """Store new costs of a session's events and move its aggregates by the difference.
+
+    Under the session lock, so no fold interleaves: an event already folded moves its session,
+    step, model and minute-bucket cost (and unpriced tokens) by old -> new; an unfolded one only
+    changes its row, which its fold reads later. Returns the events whose cost changed.
+    """
+    sessions_lock(project_id, [session_id])
+    session = SessionAggregate.objects.get(project_id=project_id, session_id=session_id)
+    by_pk = {change.event_pk: change for change in changes}
+    rows = list(
+        RawEvent.objects.select_for_update()
+        .filter(pk__in=by_pk, project_id=project_id, session_id=session_id)
+        .values("id", "step", "provider", "model", "timestamp", "input_tokens", "output_tokens", "cost_nanousd",
+                "price_source", "processed_at")
+    )  # fmt: skip
+    steps = {row.step: row for row in session.steps.all()}
+    models = {(row.provider, row.model): row for row in session.models.all()}
+    bucket_deltas: dict[tuple[datetime, str, str], BucketDelta] = defaultdict(BucketDelta)
+    changed = 0
+    for row in rows:
+        change = by_pk[row["id"]]
+        if (change.cost_nanousd, change.price_source) == (row["cost_nanousd"], row["price_source"]):
+            continue
+        changed += 1
+        RawEvent.objects.filter(pk=row["id"]).update(cost_nanousd=change.cost_nanousd, price_source=change.price_source)
+        if row["processed_at"] is None:
+            continue
+        tokens = row["input_tokens"] + row["output_tokens"]
+        cost_delta = (change.cost_nanousd or 0) - (row["cost_nanousd"] or 0)
+        unpriced_calls_delta = (change.cost_nanousd is None) - (row["cost_nanousd"] is None)
+        for target in (session, steps[row["step"]], models[(row["provider"], row["model"])]):
+            target.cost_nanousd += cost_delta
+            target.unpriced_calls += unpriced_calls_delta
+            target.unpriced_tokens += unpriced_calls_delta * tokens
+        models[(row["provider"], row["model"])].price_source = change.price_source
+        # Added to the start minute; if that minute was already compacted, the next compaction
+        # rolls this delta into its hour, as it does any late event.
+        minute = from_us(algo.bucket_start_us(algo.epoch_us(row["timestamp"])))
+        delta = bucket_deltas[(minute, row["provider"], row["model"])]
+        delta.cost_nanousd += cost_delta
+        delta.unpriced_tokens += unpriced_calls_delta * tokens
+    if changed:
+        session.save(update_fields=["cost_nanousd", "unpriced_calls", "unpriced_tokens", "updated_at"])
+        cost_fields = ["cost_nanousd", "unpriced_calls", "unpriced_tokens"]
+        SessionStepAggregate.objects.bulk_update(steps.values(), cost_fields)
+        SessionModelAggregate.objects.bulk_update(models.values(), [*cost_fields, "price_source"])
+        buckets_add(project_id=project_id, granularity=UsageBucket.Granularity.MINUTE, deltas=bucket_deltas)
+    return changed

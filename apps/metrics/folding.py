@@ -1,0 +1,534 @@
+"""The batch fold: unprocessed raw events of many sessions of one project into every aggregate.
+
+Up to SESSIONS_PER_TRANSACTION sessions are folded in one transaction, in a fixed number of
+statements whatever the number of events:
+1. lock: insert the missing session aggregate rows, then lock all of them `ORDER BY id`. One
+   global order, so two workers folding overlapping sessions queue on the row locks instead of
+   deadlocking; on SQLite the insert takes the database write lock before anything is read.
+2. claim: one `UPDATE ... SET processed_at ... RETURNING` marks and reads the sessions'
+   unprocessed events (at most EVENTS_PER_TRANSACTION), so what is folded is exactly what is
+   marked, in the transaction that updates the aggregates. A task that runs twice claims nothing;
+   a worker that dies mid-fold rolls the claim back with everything else.
+3. compute in Python: sums per (step, provider, model), the calls placed in time, their minute
+   bucket shares, session attributes.
+4. peaks: a session with no folded event before this transaction has only the new calls, so its
+   peaks come from them; for the others one query loads the folded calls overlapping the ranges
+   the new calls can change (algorithms.peak_update_ranges).
+5. throttle waits are re-attributed from raw rows only for sessions that can need it: new waits,
+   or new call_ids in a session that has waits.
+6. write: step and model rows with additive upserts, session rows with their new values (read
+   under the lock), minute buckets with additive upserts in key order (apps.metrics.upserts:
+   COPY + INSERT ... SELECT on PostgreSQL).
+A call with more sessions than one transaction takes runs its chunks in two threads on
+PostgreSQL, so one chunk computes while the database works on the other's claim.
+"""
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+
+from django.db import connection, transaction
+from django.utils import timezone as dj_timezone
+
+from apps.ingestion.models import RawEvent
+from apps.metrics import algorithms as algo
+from apps.metrics.buckets import BucketDelta, buckets_add
+from apps.metrics.models import SessionAggregate, SessionModelAggregate, SessionStepAggregate, UsageBucket
+from apps.metrics.upserts import added, earliest, replaced, rows_upsert, unless_empty
+
+SESSIONS_PER_TRANSACTION = 500
+FOLD_THREADS = 2
+EVENTS_PER_TRANSACTION = 100_000  # bounds a transaction's memory; a bigger backlog takes several
+MAX_SESSION_ATTRIBUTES = 50
+_PEAK_RANGES_PER_QUERY = 200  # 5 parameters each; SQLite allows 500 SELECTs in one UNION
+_CALL_IDS_PER_QUERY = 5_000
+
+# TokenSums columns, in the order of the sum vectors below.
+SUM_COLUMNS = (
+    "calls", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "tool_tokens",
+    "thought_tokens", "timed_output_tokens", "generation_us", "throttle_count", "throttle_wait_us", "cost_nanousd",
+    "unpriced_tokens", "unpriced_calls", "estimated_calls",
+)  # fmt: skip
+_THROTTLE_COUNT = SUM_COLUMNS.index("throttle_count")
+_THROTTLE_WAIT_US = SUM_COLUMNS.index("throttle_wait_us")
+_ZERO_SUMS = (0,) * len(SUM_COLUMNS)
+_SESSION_COLUMNS = (
+    *SUM_COLUMNS, "started_at", "ended_at", "event_count", "burst_1s", "burst_10s", "burst_60s", "peak_concurrency",
+    "throttled_us", "attributes",
+)  # fmt: skip
+_CLAIM_COLUMNS = (
+    "id", "session_id", "type", "step", "provider", "model", "call_id", "timestamp", "end_at", "attributes",
+    "duration_ms", "time_to_first_token_ms", "input_tokens", "output_tokens", "cache_read_tokens",
+    "cache_write_tokens", "tool_tokens", "thought_tokens", "token_source", "wait_ms", "cost_nanousd", "price_source",
+)  # fmt: skip
+_USAGE = RawEvent.Type.USAGE.value
+_ESTIMATED = RawEvent.TokenSource.ESTIMATED.value
+_WINDOW_1S, _WINDOW_10S, _WINDOW_60S = algo.BURST_WINDOWS_US
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def from_us(instant_us: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=instant_us)
+
+
+def _epoch_us(value: datetime | str) -> int:
+    # Raw SQLite rows hold naive UTC datetimes (or their text).
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return algo.epoch_us(value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc))
+
+
+def _sum_vectors(vectors) -> list[int]:
+    return [sum(column) for column in zip(*vectors)]
+
+
+@dataclass(slots=True)
+class _SessionBatch:
+    """What the claimed events of one session add up to."""
+
+    sums_by_group: dict[tuple[str, str, str], list[tuple]] = field(default_factory=dict)  # (step, provider, model)
+    first_us_by_step: dict[str, int] = field(default_factory=dict)
+    price_source_by_model: dict[tuple[str, str], str] = field(default_factory=dict)
+    calls: list[algo.PlacedCall] = field(default_factory=list)
+    attribute_texts: dict[str, None] = field(default_factory=dict)  # distinct, in event order
+    event_count: int = 0
+    throttle_count: int = 0
+    throttle_wait_us: int = 0
+    started_us: int | None = None
+    ended_us: int | None = None
+    has_call_id: bool = False
+
+
+@dataclass(slots=True)
+class _Peaks:
+    bursts: dict[int, float]
+    concurrency: int
+
+
+def sessions_fold(*, project_id: int, session_ids: list[str]) -> int:
+    """Fold the sessions' unprocessed events, many sessions per transaction; returns events folded.
+
+    On PostgreSQL, outside a caller's transaction, two threads fold alternate chunks on their own
+    connections: one computes while the database applies the other's claim, the costliest
+    statement. Chunks hold disjoint sessions, so they only meet on bucket rows, locked in key order.
+    """
+    unique = sorted(set(session_ids))
+    chunks = [unique[start : start + SESSIONS_PER_TRANSACTION] for start in range(0, len(unique), SESSIONS_PER_TRANSACTION)]
+    if len(chunks) > 1 and connection.vendor == "postgresql" and not connection.in_atomic_block:
+        with ThreadPoolExecutor(max_workers=FOLD_THREADS) as pool:
+            return sum(pool.map(lambda chunk: _chunk_fold_on_own_connection(project_id, chunk), chunks))
+    return sum(_chunk_fold_all(project_id, chunk) for chunk in chunks)
+
+
+def _chunk_fold_all(project_id: int, session_ids: list[str]) -> int:
+    folded = 0
+    while True:
+        claimed = _chunk_fold(project_id, session_ids)
+        folded += claimed
+        if claimed < EVENTS_PER_TRANSACTION:
+            return folded
+
+
+def _chunk_fold_on_own_connection(project_id: int, session_ids: list[str]) -> int:
+    try:
+        return _chunk_fold_all(project_id, session_ids)
+    finally:
+        connection.close()  # this thread's connection; a pool thread must not leave it open
+
+
+def session_fold(*, project_id: int, session_id: str) -> int:
+    """Fold one session's unprocessed events into every aggregate; returns how many were folded."""
+    return sessions_fold(project_id=project_id, session_ids=[session_id])
+
+
+def sessions_lock(project_id: int, session_ids: list[str]) -> dict[str, dict]:
+    """Create the sessions' aggregate rows if missing and lock them until commit, in id order.
+
+    Returns each session's stored aggregate values by session id. The insert comes first on
+    purpose: on SQLite it takes the database write lock before anything is read, which
+    serialises concurrent folds there as the row locks do on PostgreSQL.
+    """
+    now = dj_timezone.now()
+    rows_upsert(
+        model=SessionAggregate,
+        columns=("project_id", "session_id", *SUM_COLUMNS, "event_count", "burst_1s", "burst_10s", "burst_60s",
+                 "peak_concurrency", "throttled_us", "attributes", "updated_at"),
+        rows=((project_id, session_id, *_ZERO_SUMS, 0, 0.0, 0.0, 0.0, 0, 0, {}, now) for session_id in sorted(session_ids)),
+        conflict=("project_id", "session_id"),
+        updates=None,
+    )  # fmt: skip
+    locked = (
+        SessionAggregate.objects.select_for_update()
+        .filter(project_id=project_id, session_id__in=session_ids)
+        .order_by("id")
+        .values("id", "session_id", *_SESSION_COLUMNS)
+    )
+    return {row["session_id"]: row for row in locked}
+
+
+@transaction.atomic
+def _chunk_fold(project_id: int, session_ids: list[str]) -> int:
+    """Fold up to EVENTS_PER_TRANSACTION unprocessed events of these sessions; returns how many."""
+    sessions = sessions_lock(project_id, session_ids)
+    events = _claim(project_id, session_ids)
+    if not events:
+        return 0
+    events.sort()  # by id: arrival order decides which attribute value is first
+    batches, bucket_deltas = _batches(events)
+    peaks = _peaks(project_id, sessions, batches)
+    throttle_sessions = [
+        session_id for session_id, batch in batches.items()
+        if batch.throttle_count or (batch.has_call_id and sessions[session_id]["throttle_count"])
+    ]  # fmt: skip
+    throttled_us = _throttles_reattribute(project_id, {sid: sessions[sid]["id"] for sid in throttle_sessions})
+    _groups_write(sessions, batches)
+    _sessions_write(project_id, sessions, batches, peaks, throttled_us)
+    buckets_add(
+        project_id=project_id,
+        granularity=UsageBucket.Granularity.MINUTE,
+        deltas={(from_us(start_us), provider, model): BucketDelta(*delta)
+                for (start_us, provider, model), delta in bucket_deltas.items()},
+    )  # fmt: skip
+    return len(events)
+
+
+def _claim(project_id: int, session_ids: list[str]) -> list[tuple]:
+    """Mark the sessions' oldest unprocessed events processed and return them (`_CLAIM_COLUMNS`,
+    with `timestamp` and `end_at` as integer epoch microseconds)."""
+    quote = connection.ops.quote_name
+    table = quote(RawEvent._meta.db_table)
+    selected = [_as_epoch_us(name) if name in ("timestamp", "end_at") else quote(name) for name in _CLAIM_COLUMNS]
+    processed_at = RawEvent._meta.get_field("processed_at").get_db_prep_value(dj_timezone.now(), connection)
+    sql = (
+        f"UPDATE {table} SET processed_at = %s WHERE id IN ("
+        f"SELECT id FROM {table} WHERE project_id = %s AND session_id IN ({', '.join(['%s'] * len(session_ids))}) "
+        f"AND processed_at IS NULL ORDER BY id LIMIT %s) "
+        f"RETURNING {', '.join(selected)}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [processed_at, project_id, *session_ids, EVENTS_PER_TRANSACTION])
+        rows = cursor.fetchall()
+    if connection.vendor == "postgresql":
+        return rows
+    return [(*row[:7], _epoch_us(row[7]), _epoch_us(row[8]), *row[9:]) for row in rows]
+
+
+def minute_shares(call: algo.PlacedCall) -> list[tuple[int, int, int]]:
+    """`(bucket_start_us, input_tokens, output_tokens)` of a call per minute bucket, as
+    algorithms.bucket_call_tokens splits them; most calls lie within one minute, which needs no split."""
+    first_bucket_us = call.start_us - call.start_us % algo.MINUTE_US
+    if call.end_us - first_bucket_us <= algo.MINUTE_US:
+        return [(first_bucket_us, call.input_tokens, call.output_tokens)]
+    return [(share.bucket_start_us, share.input_tokens, share.output_tokens) for share in algo.bucket_call_tokens(call)]
+
+
+def _batches(events: list[tuple]) -> tuple[dict[str, _SessionBatch], dict[tuple[int, str, str], list[int]]]:
+    """Per-session sums and calls of the claimed events, and what they add to each minute bucket.
+
+    Bucket deltas are lists in BucketDelta field order: input, output, calls, throttle count,
+    throttle wait, cost, unpriced tokens.
+    """
+    batches: dict[str, _SessionBatch] = {}
+    buckets: dict[tuple[int, str, str], list[int]] = {}
+    place_call = algo.place_call
+    for (
+        _, session_id, kind, step, provider, model, call_id, start_us, end_us, attributes, duration_ms, ttft,
+        input_tokens, output_tokens, cache_read, cache_write, tool, thought, token_source, wait_ms, cost, price_source,
+    ) in events:  # fmt: skip
+        batch = batches.get(session_id)
+        if batch is None:
+            batch = batches[session_id] = _SessionBatch()
+        batch.event_count += 1
+        if batch.started_us is None or start_us < batch.started_us:
+            batch.started_us = start_us
+        if batch.ended_us is None or end_us > batch.ended_us:
+            batch.ended_us = end_us
+        if kind == _USAGE:
+            call = place_call(start_us=start_us, duration_ms=duration_ms, time_to_first_token_ms=ttft,
+                              input_tokens=input_tokens, output_tokens=output_tokens)  # fmt: skip
+            batch.calls.append(call)
+            generation_us = call.end_us - call.generation_start_us
+            tokens = input_tokens + output_tokens
+            sums = (
+                1, input_tokens, output_tokens, cache_read, cache_write, tool, thought,
+                output_tokens if generation_us else 0, generation_us, 0, 0,
+                0 if cost is None else cost, tokens if cost is None else 0, 1 if cost is None else 0,
+                1 if token_source == _ESTIMATED else 0,
+            )  # fmt: skip
+            group = batch.sums_by_group.get((step, provider, model))
+            if group is None:
+                batch.sums_by_group[(step, provider, model)] = [sums]
+            else:
+                group.append(sums)
+            first_us = batch.first_us_by_step.get(step)
+            if first_us is None or start_us < first_us:
+                batch.first_us_by_step[step] = start_us
+            if price_source:
+                batch.price_source_by_model[(provider, model)] = price_source
+            if call_id:
+                batch.has_call_id = True
+            if attributes != "{}":
+                batch.attribute_texts[attributes] = None
+            shares = minute_shares(call)
+            for bucket_start_us, share_input, share_output in shares:
+                delta = buckets.get((bucket_start_us, provider, model))
+                if delta is None:
+                    delta = buckets[(bucket_start_us, provider, model)] = [0, 0, 0, 0, 0, 0, 0]
+                delta[0] += share_input
+                delta[1] += share_output
+            start = buckets[(shares[0][0], provider, model)]
+            start[2] += 1
+            if cost is None:
+                start[6] += tokens
+            else:
+                start[5] += cost
+        else:
+            wait_us = algo.ms_to_us(wait_ms)
+            batch.throttle_count += 1
+            batch.throttle_wait_us += wait_us
+            key = (algo.bucket_start_us(start_us), provider, model)
+            delta = buckets.get(key)
+            if delta is None:
+                delta = buckets[key] = [0, 0, 0, 0, 0, 0, 0]
+            delta[3] += 1
+            delta[4] += wait_us
+    return batches, buckets
+
+
+def _peaks(project_id: int, sessions: dict[str, dict], batches: dict[str, _SessionBatch]) -> dict[str, _Peaks]:
+    """Burst and concurrency peaks the new calls can set, per session (to be maxed with the stored ones)."""
+    peaks: dict[str, _Peaks] = {}
+    ranges: dict[str, list[algo.PeakUpdateRange]] = {}
+    for session_id, batch in batches.items():
+        if not batch.calls:
+            continue
+        if sessions[session_id]["event_count"] == 0:
+            # Nothing folded before: the new calls are all the session's calls.
+            peaks[session_id] = _Peaks(algo.burst_peaks(batch.calls), algo.peak_concurrency(batch.calls))
+        else:
+            ranges[session_id] = algo.peak_update_ranges(batch.calls)
+    if not ranges:
+        return peaks
+    stored = _folded_calls(project_id, ranges)
+    for session_id, session_ranges in ranges.items():
+        bursts = dict.fromkeys(algo.BURST_WINDOWS_US, 0.0)
+        concurrency = 0
+        for update in session_ranges:
+            calls = [call for call in stored[session_id] if update.needs(call)]
+            found = algo.burst_peaks(calls, algo.BURST_WINDOWS_US, update.burst_start_from_us, update.burst_start_to_us)
+            bursts = {window: max(bursts[window], found[window]) for window in bursts}
+            concurrency = max(
+                concurrency, algo.peak_concurrency(calls, update.concurrency_from_us, update.concurrency_to_us)
+            )
+        peaks[session_id] = _Peaks(bursts, concurrency)
+    return peaks
+
+
+def _folded_calls(project_id: int, ranges: dict[str, list[algo.PeakUpdateRange]]) -> dict[str, list[algo.PlacedCall]]:
+    """Folded usage calls (the claimed ones included) overlapping the load ranges, per session.
+
+    One SELECT per range joined by UNION ALL: each is a plain scan of the (project, session,
+    timestamp) index, which a planner could not be trusted to pick for one big OR.
+    """
+    quote = connection.ops.quote_name
+    time_field = RawEvent._meta.get_field("timestamp")
+    branch = (
+        f"SELECT id, session_id, {_as_epoch_us('timestamp')}, duration_ms, time_to_first_token_ms, input_tokens, "
+        f"output_tokens FROM {quote(RawEvent._meta.db_table)} WHERE project_id = %s AND session_id = %s "
+        f"AND {quote('timestamp')} <= %s AND end_at >= %s AND type = %s AND processed_at IS NOT NULL"
+    )
+    # One millisecond of slack on each side covers rounding between end_at and end_us; the
+    # callers keep exactly the calls a range needs.
+    slack = timedelta(milliseconds=1)
+    params = [
+        [project_id, session_id, time_field.get_db_prep_value(from_us(update.load_to_us) + slack, connection),
+         time_field.get_db_prep_value(from_us(update.load_from_us) - slack, connection), RawEvent.Type.USAGE.value]
+        for session_id, session_ranges in ranges.items()
+        for update in session_ranges
+    ]  # fmt: skip
+    calls: dict[str, list[algo.PlacedCall]] = defaultdict(list)
+    seen: set[int] = set()  # a call in the load windows of two ranges is placed once
+    with connection.cursor() as cursor:
+        for start in range(0, len(params), _PEAK_RANGES_PER_QUERY):
+            chunk = params[start : start + _PEAK_RANGES_PER_QUERY]
+            cursor.execute(" UNION ALL ".join([branch] * len(chunk)), [value for values in chunk for value in values])
+            for event_pk, session_id, start_us, duration_ms, ttft, input_tokens, output_tokens in cursor.fetchall():
+                if event_pk not in seen:
+                    seen.add(event_pk)
+                    calls[session_id].append(algo.place_call(
+                        start_us=start_us if isinstance(start_us, int) else _epoch_us(start_us), duration_ms=duration_ms,
+                        time_to_first_token_ms=ttft, input_tokens=input_tokens, output_tokens=output_tokens,
+                    ))  # fmt: skip
+    return calls
+
+
+def _as_epoch_us(column: str) -> str:
+    """SQL reading a datetime column as integer epoch microseconds on PostgreSQL (exact, and much
+    cheaper to load than a datetime); elsewhere the column itself, converted by `_epoch_us`."""
+    quoted = connection.ops.quote_name(column)
+    if connection.vendor == "postgresql":
+        return f"(EXTRACT(EPOCH FROM {quoted}) * 1000000)::bigint"
+    return quoted
+
+
+def _throttles_reattribute(project_id: int, session_pks: dict[str, int]) -> dict[str, int]:
+    """Re-attribute every folded throttle wait of these sessions to steps and models (DESIGN.md section 5).
+
+    Recomputed from raw rows rather than folded: a usage event arriving after its waits moves
+    them to its own step through call_id. Returns each session's throttled time (union of waits).
+    """
+    if not session_pks:
+        return {}
+    folded = RawEvent.objects.filter(project_id=project_id, session_id__in=list(session_pks), processed_at__isnull=False)
+    throttles = list(
+        folded.filter(type=RawEvent.Type.THROTTLE)
+        .values_list("session_id", "call_id", "step", "provider", "model", "wait_ms", "timestamp")
+    )
+    call_ids = sorted({row[1] for row in throttles if row[1]})
+    usage_by_call: dict[tuple[str, str], tuple[str, str, str]] = {}
+    for start in range(0, len(call_ids), _CALL_IDS_PER_QUERY):
+        for session_id, call_id, step, provider, model in folded.filter(
+            type=RawEvent.Type.USAGE, call_id__in=call_ids[start : start + _CALL_IDS_PER_QUERY]
+        ).values_list("session_id", "call_id", "step", "provider", "model"):
+            known = usage_by_call.get((session_id, call_id))
+            # Several usage events sharing a call_id: the smallest step wins (algorithms.throttle_by_step).
+            if known is None or (step, provider, model) < known:
+                usage_by_call[(session_id, call_id)] = (step, provider, model)
+
+    throttles_by_session: dict[str, list[tuple]] = defaultdict(list)
+    for row in throttles:
+        throttles_by_session[row[0]].append(row[1:])
+    step_rows, model_rows, throttled_us = [], [], {}
+    for session_id, session_pk in sorted(session_pks.items(), key=lambda item: item[1]):
+        rows = throttles_by_session.get(session_id, [])
+        by_step = algo.throttle_by_step(
+            [(call_id, step, wait_ms) for call_id, step, _, _, wait_ms, _ in rows],
+            [(call_id, usage_by_call[(session_id, call_id)][0]) for call_id, *_ in rows
+             if (session_id, call_id) in usage_by_call],
+        )  # fmt: skip
+        for step, attributed in sorted(by_step.items()):
+            step_rows.append((session_pk, step, attributed.count, algo.ms_to_us(attributed.wait_ms)))
+        waits_by_model: dict[tuple[str, str], list[float]] = defaultdict(list)
+        for call_id, _, provider, model, wait_ms, _ in rows:
+            if (session_id, call_id) in usage_by_call and not model:
+                _, provider, model = usage_by_call[(session_id, call_id)]
+            waits_by_model[(provider, model)].append(wait_ms)
+        for (provider, model), waits in sorted(waits_by_model.items()):
+            model_rows.append((session_pk, provider, model, len(waits), sum(algo.ms_to_us(wait) for wait in waits)))
+        throttled_us[session_id] = algo.union_length_us(
+            [algo.throttle_interval(algo.epoch_us(timestamp), wait_ms) for *_, wait_ms, timestamp in rows]
+        )
+
+    pks = list(session_pks.values())
+    throttle_fields = {"throttle_count": replaced("throttle_count"), "throttle_wait_us": replaced("throttle_wait_us")}
+    # Rows created here hold only waits: no first timestamp, no price source yet.
+    for model, key_columns, rest, rows in (
+        (SessionStepAggregate, ("session_id", "step"), {"first_timestamp": None}, step_rows),
+        (SessionModelAggregate, ("session_id", "provider", "model"), {"price_source": ""}, model_rows),
+    ):
+        model.objects.filter(session_id__in=pks).update(throttle_count=0, throttle_wait_us=0)
+        rows_upsert(
+            model=model,
+            columns=(*key_columns, *SUM_COLUMNS, *rest),
+            rows=((*row[:-2], *_with_throttle(row[-2], row[-1]), *rest.values()) for row in rows),
+            conflict=key_columns,
+            updates=throttle_fields,
+        )
+        # A row left with no call and no wait (its wait moved to its call's step) is dropped.
+        model.objects.filter(session_id__in=pks, calls=0, throttle_count=0).delete()
+    return throttled_us
+
+
+def _with_throttle(count: int, wait_us: int) -> list[int]:
+    sums = list(_ZERO_SUMS)
+    sums[_THROTTLE_COUNT], sums[_THROTTLE_WAIT_US] = count, wait_us
+    return sums
+
+
+def _groups_write(sessions: dict[str, dict], batches: dict[str, _SessionBatch]) -> None:
+    """Add the batches' sums to the step and model rows (created when missing)."""
+    step_rows, model_rows = [], []
+    for session_id, batch in batches.items():
+        session_pk = sessions[session_id]["id"]
+        by_step: dict[str, list[list[int]]] = defaultdict(list)
+        by_model: dict[tuple[str, str], list[list[int]]] = defaultdict(list)
+        for (step, provider, model), vectors in batch.sums_by_group.items():
+            sums = _sum_vectors(vectors)
+            by_step[step].append(sums)
+            by_model[(provider, model)].append(sums)
+        for step, group_sums in by_step.items():
+            step_rows.append((session_pk, step, *_sum_vectors(group_sums), from_us(batch.first_us_by_step[step])))
+        for (provider, model), group_sums in by_model.items():
+            price_source = batch.price_source_by_model.get((provider, model), "")
+            model_rows.append((session_pk, provider, model, *_sum_vectors(group_sums), price_source))
+    sums_added = {name: added(name) for name in SUM_COLUMNS}
+    rows_upsert(
+        model=SessionStepAggregate,
+        columns=("session_id", "step", *SUM_COLUMNS, "first_timestamp"),
+        rows=sorted(step_rows, key=lambda row: row[:2]),
+        conflict=("session_id", "step"),
+        updates={**sums_added, "first_timestamp": earliest("first_timestamp")},
+    )
+    rows_upsert(
+        model=SessionModelAggregate,
+        columns=("session_id", "provider", "model", *SUM_COLUMNS, "price_source"),
+        rows=sorted(model_rows, key=lambda row: row[:3]),
+        conflict=("session_id", "provider", "model"),
+        updates={**sums_added, "price_source": unless_empty("price_source")},
+    )
+
+
+def _sessions_write(
+    project_id: int,
+    sessions: dict[str, dict],
+    batches: dict[str, _SessionBatch],
+    peaks: dict[str, _Peaks],
+    throttled_us: dict[str, int],
+) -> None:
+    """Write each folded session's new values: stored values (read under the lock) plus the batch."""
+    now = dj_timezone.now()
+    decoded: dict[str, dict] = {}
+    rows = []
+    for session_id, batch in batches.items():
+        stored = sessions[session_id]
+        sums = [stored[name] for name in SUM_COLUMNS]
+        for vectors in batch.sums_by_group.values():
+            for index, value in enumerate(_sum_vectors(vectors)):
+                sums[index] += value
+        sums[_THROTTLE_COUNT] += batch.throttle_count
+        sums[_THROTTLE_WAIT_US] += batch.throttle_wait_us
+        started_at, ended_at = from_us(batch.started_us), from_us(batch.ended_us)
+        if stored["started_at"] is not None:
+            started_at, ended_at = min(stored["started_at"], started_at), max(stored["ended_at"], ended_at)
+        bursts = (stored["burst_1s"], stored["burst_10s"], stored["burst_60s"])
+        concurrency = stored["peak_concurrency"]
+        if found := peaks.get(session_id):
+            bursts = (max(bursts[0], found.bursts[_WINDOW_1S]), max(bursts[1], found.bursts[_WINDOW_10S]),
+                      max(bursts[2], found.bursts[_WINDOW_60S]))  # fmt: skip
+            concurrency = max(concurrency, found.concurrency)
+        attributes = stored["attributes"]
+        for text in batch.attribute_texts:
+            if len(attributes) >= MAX_SESSION_ATTRIBUTES:
+                break
+            if text not in decoded:
+                decoded[text] = json.loads(text) or {}
+            # First value wins, so a session's tags (user, app, environment) do not flap between events.
+            for key, value in decoded[text].items():
+                if key not in attributes and len(attributes) < MAX_SESSION_ATTRIBUTES:
+                    attributes[key] = value
+        rows.append((
+            project_id, session_id, *sums, started_at, ended_at, stored["event_count"] + batch.event_count,
+            *bursts, concurrency, throttled_us.get(session_id, stored["throttled_us"]), attributes, now,
+        ))  # fmt: skip
+    rows.sort(key=lambda row: row[1])
+    columns = ("project_id", "session_id", *_SESSION_COLUMNS, "updated_at")
+    rows_upsert(
+        model=SessionAggregate,
+        columns=columns,
+        rows=rows,
+        conflict=("project_id", "session_id"),
+        updates={name: replaced(name) for name in columns[2:]},
+    )

@@ -1,0 +1,135 @@
+"""Aggregates folded from raw events: per session, per session and step, per session and model,
+and time buckets per project and model. Every number here can be rebuilt from ingestion.RawEvent."""
+from datetime import timedelta
+
+from django.db import models
+
+from apps.accounts.models import Project
+
+
+class TokenSums(models.Model):
+    """Token kinds of DESIGN.md section 1 plus the sums rates and cost are derived from."""
+
+    calls = models.BigIntegerField(default=0)
+    input_tokens = models.BigIntegerField(default=0)
+    output_tokens = models.BigIntegerField(default=0)
+    cache_read_tokens = models.BigIntegerField(default=0)
+    cache_write_tokens = models.BigIntegerField(default=0)
+    tool_tokens = models.BigIntegerField(default=0)
+    thought_tokens = models.BigIntegerField(default=0)
+    # Output tokens of calls with a positive generation time, and that time (DESIGN.md section 3).
+    # Times are integer microseconds so sums are exact whatever order batches arrive in.
+    timed_output_tokens = models.BigIntegerField(default=0)
+    generation_us = models.BigIntegerField(default=0)
+    throttle_count = models.BigIntegerField(default=0)
+    throttle_wait_us = models.BigIntegerField(default=0)
+    cost_nanousd = models.BigIntegerField(default=0)  # sum over priced calls only
+    unpriced_tokens = models.BigIntegerField(default=0)
+    unpriced_calls = models.BigIntegerField(default=0)
+    estimated_calls = models.BigIntegerField(default=0)  # counts estimated by a tokeniser
+
+    class Meta:
+        abstract = True
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+    @property
+    def tokens_per_second(self) -> float | None:
+        return self.timed_output_tokens * 1_000_000 / self.generation_us if self.generation_us > 0 else None
+
+    @property
+    def throttle_wait_ms(self) -> float:
+        return self.throttle_wait_us / 1000
+
+    @property
+    def cost_usd(self):
+        from decimal import Decimal
+
+        return Decimal(self.cost_nanousd) / Decimal(10**9)
+
+
+class SessionAggregate(TokenSums):
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="sessions")
+    session_id = models.CharField(max_length=200)
+    started_at = models.DateTimeField(null=True)  # earliest event timestamp
+    ended_at = models.DateTimeField(null=True)  # latest end of a call or a throttle wait
+    event_count = models.BigIntegerField(default=0)
+    burst_1s = models.FloatField(default=0)  # tokens/s, DESIGN.md section 4
+    burst_10s = models.FloatField(default=0)
+    burst_60s = models.FloatField(default=0)
+    peak_concurrency = models.IntegerField(default=0)
+    throttled_us = models.BigIntegerField(default=0)  # union of wait intervals, for the share of wall time
+    attributes = models.JSONField(default=dict, blank=True)  # first value seen of each attribute
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["project", "session_id"], name="sessionagg_unique_project_session"),
+        ]
+        indexes = [
+            models.Index(fields=["project", "-started_at"], name="sessionagg_project_started"),
+            models.Index(fields=["project", "-cost_nanousd"], name="sessionagg_project_cost"),
+        ]
+
+    @property
+    def wall_us(self) -> int:
+        if self.started_at is None or self.ended_at is None:
+            return 0
+        return (self.ended_at - self.started_at) // timedelta(microseconds=1)
+
+    @property
+    def throttle_share_of_wall_time(self) -> float:
+        wall_us = self.wall_us
+        return min(1.0, self.throttled_us / wall_us) if wall_us > 0 else 0.0
+
+
+class SessionStepAggregate(TokenSums):
+    session = models.ForeignKey(SessionAggregate, on_delete=models.CASCADE, related_name="steps")
+    step = models.CharField(max_length=100)
+    first_timestamp = models.DateTimeField(null=True)  # orders breakdown_by_step (DESIGN.md section 7)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["session", "step"], name="stepagg_unique_session_step")]
+
+
+class SessionModelAggregate(TokenSums):
+    session = models.ForeignKey(SessionAggregate, on_delete=models.CASCADE, related_name="models")
+    provider = models.CharField(max_length=100, blank=True, default="")
+    model = models.CharField(max_length=200, blank=True, default="")
+    price_source = models.CharField(max_length=300, blank=True, default="")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["session", "provider", "model"], name="modelagg_unique_session_model"),
+        ]
+
+
+class UsageBucket(models.Model):
+    """Tokens placed in time (DESIGN.md section 4) per project, model and minute (or hour, once compacted)."""
+
+    class Granularity(models.TextChoices):
+        MINUTE = "minute"
+        HOUR = "hour"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="usage_buckets")
+    granularity = models.CharField(max_length=8, choices=Granularity.choices, default=Granularity.MINUTE)
+    bucket_start = models.DateTimeField()
+    provider = models.CharField(max_length=100, blank=True, default="")
+    model = models.CharField(max_length=200, blank=True, default="")
+    input_tokens = models.BigIntegerField(default=0)
+    output_tokens = models.BigIntegerField(default=0)
+    calls = models.BigIntegerField(default=0)
+    throttle_count = models.BigIntegerField(default=0)
+    throttle_wait_us = models.BigIntegerField(default=0)
+    cost_nanousd = models.BigIntegerField(default=0)
+    unpriced_tokens = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project", "granularity", "bucket_start", "provider", "model"], name="bucket_unique_key"
+            ),
+        ]
+        indexes = [models.Index(fields=["project", "granularity", "bucket_start"], name="bucket_project_time")]

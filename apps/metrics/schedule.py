@@ -1,0 +1,18 @@
+"""The one beat schedule of TokenSite (celery beat reads it through tokensite/celery.py)."""
+from celery.schedules import crontab
+
+BEAT_SCHEDULE = {
+    # Folds events whose task never ran (broker down at ingest, worker lost): every 30 s, so
+    # unprocessed events are picked up within a minute of the broker coming back.
+    "metrics-unprocessed-sweep": {
+        "task": "apps.metrics.tasks.unprocessed_sweep",
+        "schedule": 30.0,
+        "options": {"expires": 25},
+    },
+    # Rolls minute buckets older than a week into hourly ones, keeping the bucket table small.
+    "metrics-buckets-compact": {
+        "task": "apps.metrics.tasks.buckets_compact",
+        "schedule": crontab(minute=17),
+        "options": {"expires": 3000},
+    },
+}

@@ -1,0 +1,204 @@
+"""Reads on aggregates, always scoped to one project: the metadata document, session lists, usage."""
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+
+from django.db.models import F, Q, QuerySet, Sum
+from django.db.models.functions import TruncDay, TruncHour
+
+from apps.accounts.models import Project
+from apps.core.errors import NotFound
+from apps.ingestion.models import RawEvent
+from apps.metrics.models import SessionAggregate, UsageBucket
+
+NANO = Decimal(10**9)
+LITELLM_MAP = "litellm 1.106.2 model map"
+
+
+def usd(nanousd: int | None) -> float | None:
+    """Nano-USD to a float for JSON, rounded to the nano-dollar it is stored in."""
+    return None if nanousd is None else float(Decimal(nanousd) / NANO)
+
+
+def priced_usd(nanousd: int, unpriced_tokens: int, total_tokens: int) -> float | None:
+    """The cost to show: null when every token is unpriced (unpriced is never shown as $0)."""
+    if unpriced_tokens and unpriced_tokens == total_tokens:
+        return None
+    return usd(nanousd)
+
+
+def session_get(*, project: Project, session_id: str) -> SessionAggregate:
+    """The project's session aggregate, or NotFound."""
+    session = SessionAggregate.objects.filter(project=project, session_id=session_id).first()
+    if session is None:
+        raise NotFound(f"Session {session_id!r} not found in this project.", code="session_not_found")
+    return session
+
+
+def _price_source_summary(sources: list[str]) -> str:
+    kinds = sorted({"override" if s.startswith("override") else LITELLM_MAP for s in sources if s})
+    return "; ".join(kinds) if kinds else "none (unpriced)"
+
+
+def session_metadata(*, project: Project, session_id: str) -> dict:
+    """The session metadata document of DESIGN.md section 7 (the seeds' token_usage and tokenMetrics)."""
+    session = session_get(project=project, session_id=session_id)
+    steps = sorted(session.steps.all(), key=lambda s: (s.first_timestamp is None, s.first_timestamp, s.step))
+    models = sorted(session.models.all(), key=lambda m: (-m.total_tokens, m.provider, m.model))
+    pending = RawEvent.objects.filter(project=project, session_id=session_id, processed_at__isnull=True).count()
+    return {
+        "session_id": session.session_id,
+        "project": f"{project.team.slug}/{project.slug}",
+        "started_at": session.started_at.isoformat() if session.started_at else None,
+        "ended_at": session.ended_at.isoformat() if session.ended_at else None,
+        "token_usage": {
+            "total_input_tokens": session.input_tokens,
+            "total_output_tokens": session.output_tokens,
+            "total_tokens": session.total_tokens,
+            "breakdown_by_step": [
+                {
+                    "step": step.step,
+                    "input": step.input_tokens,
+                    "output": step.output_tokens,
+                    "calls": step.calls,
+                    "cost_usd": priced_usd(step.cost_nanousd, step.unpriced_tokens, step.total_tokens),
+                    "unpriced_tokens": step.unpriced_tokens,
+                    "tokens_per_second": step.tokens_per_second or 0.0,
+                    "throttle_wait_ms": round(step.throttle_wait_ms),
+                }
+                for step in steps
+            ],
+        },
+        "tokenMetrics": {
+            "tokensIn": session.input_tokens,
+            "tokensOut": session.output_tokens,
+            "tokensPerSecond": session.tokens_per_second or 0.0,
+            "burstTokensPerSecond": session.burst_1s,
+            "throttleWaitTimeMs": round(session.throttle_wait_ms),
+            "sessionTokenUsage": {
+                "input": session.input_tokens,
+                "output": session.output_tokens,
+                "cache": session.cache_read_tokens + session.cache_write_tokens,
+                "tool": session.tool_tokens,
+                "thought": session.thought_tokens,
+                "total": session.total_tokens,
+            },
+        },
+        "cost": {
+            "estimated_usd": priced_usd(session.cost_nanousd, session.unpriced_tokens, session.total_tokens),
+            "unpriced_tokens": session.unpriced_tokens,
+            "currency": "USD",
+            "by_model": [
+                {
+                    "provider": model.provider,
+                    "model": model.model,
+                    "input": model.input_tokens,
+                    "output": model.output_tokens,
+                    "calls": model.calls,
+                    "cost_usd": priced_usd(model.cost_nanousd, model.unpriced_tokens, model.total_tokens),
+                    "unpriced_tokens": model.unpriced_tokens,
+                    "price_source": model.price_source or None,
+                }
+                for model in models
+            ],
+            "price_source": _price_source_summary([model.price_source for model in models]),
+        },
+        "bursts": {"1s": session.burst_1s, "10s": session.burst_10s, "60s": session.burst_60s},
+        "peak_concurrency": session.peak_concurrency,
+        "throttle": {
+            "count": session.throttle_count,
+            "wait_ms": round(session.throttle_wait_ms),
+            "share_of_wall_time": session.throttle_share_of_wall_time,
+        },
+        "calls": session.calls,
+        "estimated_calls": session.estimated_calls,
+        "pending_events": pending,
+    }
+
+
+def sessions_for_project(
+    *,
+    project: Project,
+    started_from: datetime | None = None,
+    started_to: datetime | None = None,
+    step: str | None = None,
+    model: str | None = None,
+    search: str | None = None,
+) -> QuerySet[SessionAggregate]:
+    """The project's sessions, newest first, filtered by start time, step, model or id/attribute text."""
+    sessions = SessionAggregate.objects.filter(project=project)
+    if started_from:
+        sessions = sessions.filter(started_at__gte=started_from)
+    if started_to:
+        sessions = sessions.filter(started_at__lt=started_to)
+    if step:
+        sessions = sessions.filter(steps__step=step)
+    if model:
+        sessions = sessions.filter(models__model=model)
+    if search:
+        # Attributes are searched by value, so "user=alice" style tags are findable without a schema.
+        sessions = sessions.filter(Q(session_id__icontains=search) | Q(attributes__icontains=search))
+    return sessions.distinct().order_by(F("started_at").desc(nulls_last=True), "-id")
+
+
+_USAGE_SUMS = {
+    "input_tokens": Sum("input_tokens"),
+    "output_tokens": Sum("output_tokens"),
+    "calls": Sum("calls"),
+    "cost_nanousd": Sum("cost_nanousd"),
+    "unpriced_tokens": Sum("unpriced_tokens"),
+    "throttle_count": Sum("throttle_count"),
+    "throttle_wait_us": Sum("throttle_wait_us"),
+}
+
+
+def buckets_for_project(*, project: Project, since: datetime | None, until: datetime | None) -> QuerySet[UsageBucket]:
+    """Minute and hour buckets of the project whose start lies in [since, until)."""
+    buckets = UsageBucket.objects.filter(project=project)
+    if since:
+        buckets = buckets.filter(bucket_start__gte=since)
+    if until:
+        buckets = buckets.filter(bucket_start__lt=until)
+    return buckets
+
+
+def _usage_row(key: dict, sums: dict) -> dict:
+    input_tokens, output_tokens = sums["input_tokens"] or 0, sums["output_tokens"] or 0
+    unpriced = sums["unpriced_tokens"] or 0
+    return {
+        **key,
+        "input_tokens": input_tokens,
+        "output_tokens": output_tokens,
+        "total_tokens": input_tokens + output_tokens,
+        "calls": sums["calls"] or 0,
+        "cost_usd": priced_usd(sums["cost_nanousd"] or 0, unpriced, input_tokens + output_tokens),
+        "unpriced_tokens": unpriced,
+        "throttle_count": sums["throttle_count"] or 0,
+        "throttle_wait_ms": round((sums["throttle_wait_us"] or 0) / 1000),
+    }
+
+
+def usage_for_project(*, project: Project, since: datetime | None, until: datetime | None, group_by: str) -> list[dict]:
+    """Project totals grouped by model, step, day or hour, from aggregates (never raw events).
+
+    model/day/hour come from time buckets (tokens placed in time); step comes from the step
+    aggregates of sessions that started in the range, since buckets carry no step.
+    """
+    if group_by == "step":
+        from apps.metrics.models import SessionStepAggregate
+
+        steps = SessionStepAggregate.objects.filter(session__project=project)
+        if since:
+            steps = steps.filter(session__started_at__gte=since)
+        if until:
+            steps = steps.filter(session__started_at__lt=until)
+        rows = steps.values("step").annotate(**_USAGE_SUMS).order_by("step")
+        return [_usage_row({"step": row["step"]}, row) for row in rows]
+    buckets = buckets_for_project(project=project, since=since, until=until)
+    if group_by == "model":
+        rows = buckets.values("provider", "model").annotate(**_USAGE_SUMS).order_by("provider", "model")
+        return [_usage_row({"provider": r["provider"], "model": r["model"]}, r) for r in rows]
+    trunc = TruncDay if group_by == "day" else TruncHour
+    rows = buckets.annotate(period=trunc("bucket_start")).values("period").annotate(**_USAGE_SUMS).order_by("period")
+    return [_usage_row({"period": row["period"].isoformat()}, row) for row in rows]

@@ -1,0 +1,52 @@
+"""Metrics services: folding raw events into aggregates, exact, idempotent and safe under concurrent workers.
+
+The work lives in small modules, re-exported here as the app's one service interface:
+- apps.metrics.folding: the batch fold (many sessions per transaction; see its docstring for
+  the locking and claiming that keep it exact);
+- apps.metrics.buckets: atomic additions to time buckets and their compaction;
+- apps.metrics.costs: moving aggregates when a re-price changes stored costs;
+- apps.metrics.coalescing: one folder per project at a time, so backlogs fold in big batches.
+"""
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from datetime import timedelta
+
+from django.utils import timezone as dj_timezone
+
+from apps.ingestion.models import RawEvent
+from apps.metrics.buckets import BucketDelta, buckets_add, buckets_compact
+from apps.metrics.coalescing import pending_sessions, project_fold_pending
+from apps.metrics.costs import CostChange, session_costs_change
+from apps.metrics.folding import session_fold, sessions_fold
+
+__all__ = [
+    "BucketDelta", "CostChange", "buckets_add", "buckets_compact", "pending_sessions", "project_fold_pending",
+    "session_costs_change", "session_fold", "sessions_fold", "unprocessed_sweep",
+]  # fmt: skip
+
+logger = logging.getLogger(__name__)
+
+SWEEP_MIN_AGE = timedelta(seconds=5)  # younger events still have their own task on the way
+SWEEP_MAX_SESSIONS = 5000
+
+
+def unprocessed_sweep(*, min_age: timedelta = SWEEP_MIN_AGE) -> int:
+    """Fold every session holding events that no task folded (the broker was down, a worker died)."""
+    cutoff = dj_timezone.now() - min_age
+    pending = (
+        RawEvent.objects.filter(processed_at__isnull=True, received_at__lt=cutoff)
+        .values_list("project_id", "session_id")
+        .distinct()[:SWEEP_MAX_SESSIONS]
+    )
+    sessions_by_project: dict[int, list[str]] = defaultdict(list)
+    for project_id, session_id in pending:
+        sessions_by_project[project_id].append(session_id)
+    folded = sum(
+        sessions_fold(project_id=project_id, session_ids=session_ids)
+        for project_id, session_ids in sessions_by_project.items()
+    )
+    if folded:
+        logger.info("Sweep folded %d events of %d sessions.", folded, sum(map(len, sessions_by_project.values())))
+    return folded

@@ -1,0 +1,135 @@
+"""Multi-row `INSERT ... ON CONFLICT` for aggregate tables, one SQL text for PostgreSQL and SQLite (>= 3.35).
+
+The batch fold writes thousands of aggregate rows per transaction; a COPY and one statement per
+table (PostgreSQL) or one statement per few hundred rows (SQLite) keeps that to a handful of round
+trips, and the upsert makes "add to the row, creating it if missing" a single atomic step. Rows are
+applied in key order, so two transactions touching the same rows take their locks in the same order.
+"""
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterable, Mapping, Sequence
+
+from django.db import connection, models
+
+# Parameters per multi-row statement: under SQLite's 32,766 variables.
+_MAX_PARAMS_PER_STATEMENT = 30_000
+# From this many rows PostgreSQL gets a COPY: formatting parameters into the statement costs more
+# per row, but the staging table's statements cost a millisecond or two whatever the row count.
+_COPY_FROM_ROWS = 20
+
+
+def added(column: str) -> str:
+    """Update expression: the stored value plus the inserted one."""
+    return f"{{table}}.{column} + excluded.{column}"
+
+
+def replaced(column: str) -> str:
+    """Update expression: the inserted value."""
+    return f"excluded.{column}"
+
+
+def earliest(column: str) -> str:
+    """Update expression: the earlier of two nullable datetimes (portable LEAST that skips NULL)."""
+    return (
+        f"CASE WHEN {{table}}.{column} IS NULL OR excluded.{column} < {{table}}.{column} "
+        f"THEN excluded.{column} ELSE {{table}}.{column} END"
+    )
+
+
+def unless_empty(column: str) -> str:
+    """Update expression: the inserted text unless it is empty, else the stored one."""
+    return f"CASE WHEN excluded.{column} <> '' THEN excluded.{column} ELSE {{table}}.{column} END"
+
+
+def rows_upsert(
+    *,
+    model: type[models.Model],
+    columns: Sequence[str],
+    rows: Iterable[Sequence],
+    conflict: Sequence[str],
+    updates: Mapping[str, str] | None,
+) -> None:
+    """Insert `rows` (values in `columns` order) into `model`'s table; on a `conflict` key, set each
+    column of `updates` to its expression (see `added`, `replaced`, ...), or do nothing if None.
+
+    Values are Python values: datetimes and JSON are prepared for the database here. Callers give
+    rows sorted by the conflict key (Python order: text by code point); a COPY applies them in
+    that same order.
+    """
+    table = model._meta.db_table
+    quote = connection.ops.quote_name
+    prepare = [_preparer(model, column) for column in columns]
+    rows = [[value if convert is None else convert(value) for convert, value in zip(prepare, row)] for row in rows]
+    if updates:
+        assignments = ", ".join(f"{quote(column)} = {expression.format(table=quote(table))}"
+                                for column, expression in updates.items())  # fmt: skip
+        on_conflict = f"ON CONFLICT ({', '.join(map(quote, conflict))}) DO UPDATE SET {assignments}"
+    else:
+        on_conflict = f"ON CONFLICT ({', '.join(map(quote, conflict))}) DO NOTHING"
+    if connection.vendor == "postgresql" and len(rows) >= _COPY_FROM_ROWS:
+        order = ", ".join(quote(column) + (' COLLATE "C"' if _is_text(model, column) else "") for column in conflict)
+        _upsert_copy(table, columns, rows, order, on_conflict)
+    else:
+        _upsert_values(table, columns, rows, on_conflict)
+
+
+def _upsert_copy(table: str, columns: Sequence[str], rows: list[list], order: str, on_conflict: str):
+    """PostgreSQL: COPY into a per-connection temporary staging table, then one INSERT ... SELECT.
+
+    Formatting many parameters into one statement costs far more than COPY's row encoding. The
+    ORDER BY (byte order for text, as Python sorts the rows the VALUES path writes) makes every
+    writer take the rows' locks in the same key order.
+    """
+    quote = connection.ops.quote_name
+    column_list = ", ".join(map(quote, columns))
+    staging = f"{table}_upsert_{zlib.crc32(column_list.encode()):08x}"
+    with connection.cursor() as cursor:
+        raw_cursor = cursor.cursor
+        # ON COMMIT DELETE ROWS empties it when the transaction ends; the table itself lives as long
+        # as the (persistent) connection, so it is created once per connection and column set.
+        raw_cursor.execute(
+            f"CREATE TEMP TABLE IF NOT EXISTS {staging} ON COMMIT DELETE ROWS AS "
+            f"SELECT {column_list} FROM {quote(table)} WITH NO DATA"
+        )
+        with raw_cursor.copy(f"COPY {staging} ({column_list}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+        raw_cursor.execute(
+            f"INSERT INTO {quote(table)} ({column_list}) SELECT {column_list} FROM {staging} "
+            f"ORDER BY {order} {on_conflict}"
+        )
+        # Rows must not linger for the next upsert of this transaction (ON COMMIT only runs at commit).
+        raw_cursor.execute(f"TRUNCATE {staging}")
+
+
+def _upsert_values(table: str, columns: Sequence[str], rows: list[list], on_conflict: str) -> None:
+    """Multi-row INSERT ... VALUES, a few hundred rows per statement (SQLite; small PostgreSQL batches)."""
+    quote = connection.ops.quote_name
+    row_placeholder = "(" + ", ".join(["%s"] * len(columns)) + ")"
+    per_statement = max(1, _MAX_PARAMS_PER_STATEMENT // len(columns))
+    head = f"INSERT INTO {quote(table)} ({', '.join(map(quote, columns))}) VALUES "
+    batch: list = []
+    count = 0
+    with connection.cursor() as cursor:
+        for row in rows:
+            batch.extend(row)
+            count += 1
+            if count == per_statement:
+                cursor.execute(head + ", ".join([row_placeholder] * count) + " " + on_conflict, batch)
+                batch, count = [], 0
+        if count:
+            cursor.execute(head + ", ".join([row_placeholder] * count) + " " + on_conflict, batch)
+
+
+def _is_text(model: type[models.Model], column: str) -> bool:
+    field = next(field for field in model._meta.concrete_fields if field.column == column)
+    return isinstance(field, (models.CharField, models.TextField))
+
+
+def _preparer(model: type[models.Model], column: str):
+    """How to turn a Python value of `column` into a query parameter; None when it passes as is."""
+    field = next(field for field in model._meta.concrete_fields if field.column == column)
+    if isinstance(field, (models.DateTimeField, models.JSONField)):
+        return lambda value: None if value is None else field.get_db_prep_value(value, connection)
+    return None

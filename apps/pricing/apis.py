@@ -1,0 +1,43 @@
+"""POST /api/v1/tokenize: count tokens before a call, with the model's own tokeniser (F-063)."""
+from __future__ import annotations
+
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from apps.accounts.authentication import ApiKeyRateThrottle, HasAnyScope
+from apps.core.errors import BadRequest
+from apps.pricing.counting import count_tokens
+
+MAX_TEXT_CHARS = 1_000_000
+
+
+class TokenizeApi(APIView):
+    permission_classes = [HasAnyScope]
+    throttle_classes = [ApiKeyRateThrottle]
+
+    class InputSerializer(serializers.Serializer):
+        model = serializers.CharField(max_length=200)
+        text = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False, max_length=MAX_TEXT_CHARS)
+        messages = serializers.ListField(child=serializers.DictField(), required=False, max_length=10_000)
+
+        def validate(self, data):
+            if ("text" in data) == ("messages" in data):
+                raise serializers.ValidationError("Send exactly one of text or messages.")
+            return data
+
+    class OutputSerializer(serializers.Serializer):
+        tokens = serializers.IntegerField()
+        tokenizer = serializers.CharField()
+
+    @extend_schema(operation_id="tokenize", request=InputSerializer, responses={200: OutputSerializer})
+    def post(self, request):
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        try:
+            counted = count_tokens(data["model"], text=data.get("text"), messages=data.get("messages"))
+        except Exception as exc:  # noqa: BLE001 - a tokeniser choking on client input is the client's 400
+            raise BadRequest(f"Could not count tokens: {exc}", code="tokenize_failed") from None
+        return Response(self.OutputSerializer(counted).data)

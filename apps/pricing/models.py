@@ -1,0 +1,29 @@
+"""Per-project price overrides: a team's negotiated or self-hosted prices win over litellm's map."""
+from django.conf import settings
+from django.db import models
+
+from apps.accounts.models import Project
+
+
+class PriceOverride(models.Model):
+    """Prices per million tokens for one model of one project, in force from `effective_from`.
+
+    Rows are never edited in place: a new price is a new row, so history is kept and an event is
+    priced by the override in force at its timestamp.
+    """
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="price_overrides")
+    model = models.CharField(max_length=200)
+    input_per_million_usd = models.DecimalField(max_digits=14, decimal_places=6)
+    output_per_million_usd = models.DecimalField(max_digits=14, decimal_places=6)
+    cache_read_per_million_usd = models.DecimalField(max_digits=14, decimal_places=6, null=True, blank=True)
+    cache_write_per_million_usd = models.DecimalField(max_digits=14, decimal_places=6, null=True, blank=True)
+    effective_from = models.DateTimeField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+
+    class Meta:
+        indexes = [models.Index(fields=["project", "model", "-effective_from"], name="override_lookup")]
+
+    def __str__(self) -> str:
+        return f"{self.model} from {self.effective_from:%Y-%m-%d}"

@@ -1,0 +1,494 @@
+"""Aggregation throughput and freshness (issue 3 targets): >= 50,000 events/s per worker, p95 lag < 2 s.
+
+1. Batch fold: raw events (1 million over 10,000 sessions; COPYed in, unprocessed, so only
+   folding is timed) folded by `apps.metrics.services.sessions_fold` in this one process, as a
+   worker's task runs it: timed from the start of folding until every event is processed.
+2. Baseline in the same run: a naive per-event ORM fold of the same events (get_or_create the
+   session, step and model aggregate, F() increments, mark the event processed, one
+   transaction per event), on a subset of the sessions and extrapolated as a rate. It only
+   keeps sums (no peaks, buckets or throttle attribution), which flatters it.
+3. Freshness: a load generator posts a steady 2,000 events/s to the real ingest API (gunicorn;
+   batches of 100 events from 20 simulated app processes running 10 sessions each)
+   with one real `celery worker` process (--pool=solo) folding from Redis; lag = time from the
+   202 reply to the moment a poll (every 20 ms) sees all the request's events folded
+   (processed_at is committed with the aggregates), p50/p95.
+
+Everything runs in a scratch database created here and dropped at the end.
+
+    .venv/bin/python benchmarks/aggregate.py            # full run (a few minutes)
+    .venv/bin/python benchmarks/aggregate.py --quick    # well under a minute, for CI
+
+DATABASE_URL names the PostgreSQL server (its database is left alone; the scratch one sits
+beside it), REDIS_URL the broker (default redis://127.0.0.1:6379/12).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+# (provider, model, share, nano-USD per input token, per output token; None = unpriced)
+MODELS = (
+    ("openai", "gpt-4o", 35, 2500, 10000),
+    ("anthropic", "claude-3-5-sonnet-20241022", 30, 3000, 15000),
+    ("openai", "gpt-4o-mini", 20, 150, 600),
+    ("anthropic", "claude-3-5-haiku-20241022", 10, 800, 4000),
+    ("self-hosted", "acme-llm-7b", 5, None, None),
+)
+STEPS = ("plan", "retrieve", "draft", "review", "summarise")
+THROTTLED_SESSION_SHARE = 0.2  # sessions that hit a rate limit: a few 429 waits, linked by call_id
+T0 = datetime(2026, 11, 20, 9, 0, tzinfo=timezone.utc)
+
+
+# --- scratch database -------------------------------------------------------------------------
+
+
+def scratch_database() -> tuple[str, str]:
+    """(admin URL, scratch URL) on the server of DATABASE_URL."""
+    server = urlsplit(os.environ.get("DATABASE_URL") or "postgres://postgres@127.0.0.1:5432/postgres")
+    if server.scheme not in ("postgres", "postgresql"):
+        sys.exit("benchmarks/aggregate.py needs PostgreSQL: set DATABASE_URL=postgres://...")
+    name = f"tokensite_aggbench_{os.getpid()}"
+    return urlunsplit(server._replace(path="/postgres")), urlunsplit(server._replace(path=f"/{name}"))
+
+
+def admin_execute(admin_url: str, sql: str) -> None:
+    import psycopg
+
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(sql)
+
+
+# --- raw events -------------------------------------------------------------------------------
+
+RAW_COLUMNS = (
+    "project_id", "event_id", "type", "session_id", "step", "provider", "model", "call_id", "timestamp", "end_at",
+    "received_at", "attributes", "duration_ms", "time_to_first_token_ms", "input_tokens", "output_tokens",
+    "cache_read_tokens", "cache_write_tokens", "tool_tokens", "thought_tokens", "token_source", "tokenizer",
+    "wait_ms", "status_code", "attempt", "cost_nanousd", "price_source",
+)  # fmt: skip
+
+
+def session_events(rng: random.Random, project_id: int, session_id: str, count: int, start: datetime, received_at):
+    """`count` raw rows of one session: an agent run of overlapping calls over a few minutes."""
+    weights = [share for _, _, share, _, _ in MODELS]
+    throttled = rng.random() < THROTTLED_SESSION_SHARE
+    attributes = json.dumps({"app": "bench", "user": f"u{rng.randint(1, 500)}", "environment": "prod"})
+    rows = []
+    clock = start
+    for index in range(count):
+        call_id = f"{session_id}-c{index}"
+        if throttled and rng.random() < 0.05 and index < count - 1:
+            wait_ms = rng.choice((500.0, 1000.0, 2500.0))
+            rows.append((
+                project_id, uuid.UUID(int=rng.getrandbits(128), version=4), "throttle", session_id, STEPS[index % 5],
+                "openai", "gpt-4o", call_id, clock, clock + timedelta(milliseconds=wait_ms), received_at, "{}",
+                0.0, None, 0, 0, 0, 0, 0, 0, "client", "", wait_ms, 429, 1, None, "",
+            ))  # fmt: skip
+            clock += timedelta(milliseconds=wait_ms)
+        provider, model, _, input_price, output_price = rng.choices(MODELS, weights)[0]
+        input_tokens = int(rng.lognormvariate(7.5, 1.1)) + 1
+        output_tokens = int(rng.lognormvariate(5.5, 0.9)) + 1
+        cache_read = rng.randint(0, input_tokens // 2) if rng.random() < 0.5 else 0
+        duration_ms = round(rng.uniform(300, 20_000), 1)
+        cost = None if input_price is None else input_tokens * input_price + output_tokens * output_price
+        rows.append((
+            project_id, uuid.UUID(int=rng.getrandbits(128), version=4), "usage", session_id, STEPS[index % 5],
+            provider, model, call_id, clock, clock + timedelta(milliseconds=duration_ms), received_at, attributes,
+            duration_ms, round(duration_ms * rng.uniform(0.05, 0.3), 1), input_tokens, output_tokens, cache_read, 0,
+            0, 0, "client", "", 0.0, None, None, cost, "" if cost is None else f"litellm:{model}",
+        ))  # fmt: skip
+        # Calls overlap: the next one starts before this one ends about half the time.
+        clock += timedelta(milliseconds=rng.uniform(0.2, 1.2) * duration_ms)
+    return rows
+
+
+def raw_events_copy(scratch_url: str, project_id: int, sessions: int, events_per_session: int, seed: int) -> int:
+    """COPY unprocessed raw events of `sessions` sessions into the scratch database; returns rows."""
+    import psycopg
+
+    rng = random.Random(seed)
+    received_at = datetime.now(timezone.utc)
+    total = 0
+    with psycopg.connect(scratch_url) as conn, conn.cursor() as cursor:
+        with cursor.copy(f"COPY ingestion_rawevent ({', '.join(RAW_COLUMNS)}) FROM STDIN") as copy:
+            for number in range(sessions):
+                start = T0 + timedelta(seconds=rng.uniform(0, 3600))
+                for row in session_events(rng, project_id, f"s-{seed}-{number:06d}", events_per_session, start, received_at):
+                    copy.write_row(row)
+                    total += 1
+        cursor.execute("ANALYZE ingestion_rawevent")
+    return total
+
+
+# --- 1. batch fold ----------------------------------------------------------------------------
+
+
+def batch_fold(project_id: int, session_ids: list[str]) -> float:
+    """Seconds for the product's fold (the sessions_fold task's service) to process every event."""
+    from apps.ingestion.models import RawEvent
+    from apps.metrics import services
+
+    started = time.perf_counter()
+    services.sessions_fold(project_id=project_id, session_ids=session_ids)
+    seconds = time.perf_counter() - started
+    assert not RawEvent.objects.filter(project_id=project_id, processed_at__isnull=True).exists()
+    return seconds
+
+
+def totals_check(project_id: int) -> str:
+    """The folded session sums equal the raw rows' sums (a cheap guard that the fast path is right)."""
+    from django.db.models import Count, Q, Sum
+
+    from apps.ingestion.models import RawEvent
+    from apps.metrics.models import SessionAggregate
+
+    raw = RawEvent.objects.filter(project_id=project_id).aggregate(
+        input=Sum("input_tokens"), output=Sum("output_tokens"), cost=Sum("cost_nanousd"),
+        calls=Count("id", filter=Q(type="usage")), throttles=Count("id", filter=Q(type="throttle")),
+    )  # fmt: skip
+    folded = SessionAggregate.objects.filter(project_id=project_id).aggregate(
+        input=Sum("input_tokens"), output=Sum("output_tokens"), cost=Sum("cost_nanousd"), calls=Sum("calls"),
+        throttles=Sum("throttle_count"),
+    )  # fmt: skip
+    if raw != folded:
+        raise SystemExit(f"folded sums differ from the raw events: {folded} vs {raw}")
+    return f"{raw['calls']:,} calls, {raw['throttles']:,} throttle waits, {raw['input'] + raw['output']:,} tokens"
+
+
+# --- 2. naive baseline ------------------------------------------------------------------------
+
+
+def naive_fold(project_id: int) -> tuple[float, int]:
+    """(seconds, events): each event alone, through the ORM, as a first implementation would."""
+    from django.db import transaction
+    from django.db.models import F
+
+    from apps.ingestion.models import RawEvent
+    from apps.metrics.models import SessionAggregate, SessionModelAggregate, SessionStepAggregate
+
+    event_pks = list(
+        RawEvent.objects.filter(project_id=project_id, processed_at__isnull=True).order_by("id").values_list("id", flat=True)
+    )
+    started = time.perf_counter()
+    for event_pk in event_pks:
+        with transaction.atomic():
+            event = RawEvent.objects.select_for_update().get(pk=event_pk)
+            if event.processed_at is not None:
+                continue
+            session, _ = SessionAggregate.objects.get_or_create(project_id=project_id, session_id=event.session_id)
+            if event.type == RawEvent.Type.USAGE:
+                sums = {
+                    "calls": F("calls") + 1,
+                    "input_tokens": F("input_tokens") + event.input_tokens,
+                    "output_tokens": F("output_tokens") + event.output_tokens,
+                    "cache_read_tokens": F("cache_read_tokens") + event.cache_read_tokens,
+                    "cache_write_tokens": F("cache_write_tokens") + event.cache_write_tokens,
+                    "cost_nanousd": F("cost_nanousd") + (event.cost_nanousd or 0),
+                }
+                step, _ = SessionStepAggregate.objects.get_or_create(session=session, step=event.step)
+                model, _ = SessionModelAggregate.objects.get_or_create(
+                    session=session, provider=event.provider, model=event.model
+                )
+                SessionStepAggregate.objects.filter(pk=step.pk).update(**sums)
+                SessionModelAggregate.objects.filter(pk=model.pk).update(**sums)
+            else:
+                sums = {"throttle_count": F("throttle_count") + 1}
+            SessionAggregate.objects.filter(pk=session.pk).update(event_count=F("event_count") + 1, **sums)
+            RawEvent.objects.filter(pk=event_pk).update(processed_at=datetime.now(timezone.utc))
+    return time.perf_counter() - started, len(event_pks)
+
+
+# --- 3. freshness under steady load -----------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start_services(scratch_url: str, redis_url: str, port: int) -> list[subprocess.Popen]:
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tokensite.settings.production",
+        "DATABASE_URL": scratch_url,
+        "REDIS_URL": redis_url,
+        "SECRET_KEY": "aggregate-benchmark-" + uuid.uuid4().hex,
+        "ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "LOG_LEVEL": "WARNING",
+    }
+    bin_dir = Path(sys.executable).parent
+    gunicorn = subprocess.Popen(
+        [str(bin_dir / "gunicorn"), "tokensite.wsgi:application", "--bind", f"127.0.0.1:{port}", "--workers", "2",
+         "--log-level", "warning"],
+        cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "tokensite", "worker", "--pool=solo", "--concurrency=1",
+         "--loglevel=WARNING", "--without-gossip", "--without-mingle", "--without-heartbeat",
+         "-n", f"aggbench-{uuid.uuid4().hex[:8]}@%h"],
+        cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    return [gunicorn, worker]
+
+
+def stop_services(processes: list[subprocess.Popen]) -> None:
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    for process in processes:
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+class LoadGenerator:
+    """Posts `rate` events/s in batches of `batch_size`, the way SDK-instrumented apps send them.
+
+    CLIENTS app processes each run SESSIONS_PER_CLIENT concurrent sessions (agent runs of
+    EVENTS_PER_SESSION calls, then a new one) and flush one batch of their recent calls per
+    request, taking turns. Events are calls that just ended (timestamp = now - duration).
+    """
+
+    CLIENTS = 20
+    SESSIONS_PER_CLIENT = 10
+    EVENTS_PER_SESSION = 40
+
+    def __init__(self, url: str, key: str, *, rate: int, batch_size: int, seed: int) -> None:
+        self.url, self.key, self.rate, self.batch_size = url, key, rate, batch_size
+        self.rng = random.Random(seed)
+        self.prefix = f"live-{seed}"
+        self.next_session = 0
+        self.clients = [[self._new_session() for _ in range(self.SESSIONS_PER_CLIENT)] for _ in range(self.CLIENTS)]
+        self.turn = 0
+        self.accepted: list[tuple[float, set[uuid.UUID]]] = []  # (202 reply monotonic time, its event ids)
+        self.failures = 0
+
+    def _new_session(self) -> list:
+        self.next_session += 1
+        return [f"{self.prefix}-{self.next_session:06d}", 0]
+
+    def body(self) -> tuple[bytes, set[uuid.UUID]]:
+        now = datetime.now(timezone.utc)
+        live = self.clients[self.turn % self.CLIENTS]
+        self.turn += 1
+        events, event_ids = [], set()
+        for _ in range(self.batch_size):
+            slot = self.rng.randrange(len(live))
+            session = live[slot]
+            session[1] += 1
+            if session[1] >= self.EVENTS_PER_SESSION:
+                live[slot] = self._new_session()
+            duration_ms = round(self.rng.uniform(300, 8000), 1)
+            provider, model, *_ = self.rng.choice(MODELS)
+            event_id = uuid.uuid4()
+            event_ids.add(event_id)
+            events.append({
+                "event_id": str(event_id), "type": "usage", "session_id": session[0],
+                "step": self.rng.choice(STEPS), "provider": provider, "model": model,
+                "timestamp": (now - timedelta(milliseconds=duration_ms)).isoformat(),
+                "duration_ms": duration_ms, "time_to_first_token_ms": round(duration_ms * 0.1, 1),
+                "input_tokens": int(self.rng.lognormvariate(7.5, 1.1)) + 1,
+                "output_tokens": int(self.rng.lognormvariate(5.5, 0.9)) + 1,
+                "call_id": uuid.uuid4().hex, "attributes": {"app": "bench"},
+            })  # fmt: skip
+        return json.dumps({"events": events}).encode(), event_ids
+
+    def run(self, seconds: float) -> None:
+        """Post on a fixed schedule from four threads, so one slow reply does not stall the rate."""
+        import httpx
+
+        interval = self.batch_size / self.rate
+        lock = threading.Lock()
+        started = time.monotonic()
+        slots = iter(range(max(1, round(seconds / interval))))
+
+        def post_loop() -> None:
+            headers = {"Authorization": f"Bearer {self.key}", "Content-Type": "application/json"}
+            with httpx.Client(timeout=30) as client:
+                while True:
+                    with lock:
+                        slot = next(slots, None)
+                        if slot is None:
+                            return
+                        body, event_ids = self.body()
+                    delay = started + slot * interval - time.monotonic()
+                    if delay > 0:
+                        time.sleep(delay)
+                    response = client.post(f"{self.url}/api/v1/events", content=body, headers=headers)
+                    accepted_at = time.monotonic()
+                    with lock:
+                        if response.status_code == 202:
+                            self.accepted.append((accepted_at, event_ids))
+                        else:
+                            self.failures += 1
+
+        threads = [threading.Thread(target=post_loop) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+
+def freshness(scratch_url: str, redis_url: str, project, seconds: float, rate: int) -> dict:
+    """Lag from a request's 202 reply until all its events are folded, polled every 20 ms.
+
+    An event's processed_at is set in the transaction that adds it to the aggregates, so once a
+    poll sees it set (READ COMMITTED), the aggregates and the metadata document include it.
+    """
+    import httpx
+    from django.db import connection
+
+    from apps.accounts.models import ApiKey
+    from apps.accounts.services import api_key_create
+    from apps.ingestion.models import RawEvent
+
+    key = api_key_create(project=project, scope=ApiKey.Scope.INGEST, rate_limit_per_minute=100_000).plaintext
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    processes = start_services(scratch_url, redis_url, port)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{url}/api/v1/sessions", timeout=2).status_code in (401, 403):
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline or any(p.poll() is not None for p in processes):
+                raise SystemExit("gunicorn or the celery worker did not start")
+            time.sleep(0.2)
+        generator = LoadGenerator(url, key, rate=rate, batch_size=100, seed=7)
+        # A first request and a pause let the server and worker import everything before the clock runs.
+        generator.run(0.05)
+        time.sleep(3)
+        generator.accepted.clear()
+
+        lags: list[float] = []
+        pending: list[tuple[float, set[uuid.UUID]]] = []
+        taken = 0
+        load = threading.Thread(target=generator.run, args=(seconds,))
+        load.start()
+        give_up_at = time.monotonic() + seconds + 30
+        while time.monotonic() < give_up_at:
+            polled_at = time.monotonic()
+            accepted = generator.accepted[taken:]  # replies before the poll: their rows are committed
+            taken += len(accepted)
+            pending.extend(accepted)
+            unprocessed = set(
+                RawEvent.objects.filter(project=project, processed_at__isnull=True).values_list("event_id", flat=True)
+            )
+            seen_at = time.monotonic()
+            still = []
+            for accepted_at, event_ids in pending:
+                if event_ids.isdisjoint(unprocessed):
+                    lags.append(seen_at - accepted_at)
+                else:
+                    still.append((accepted_at, event_ids))
+            pending = still
+            if not load.is_alive() and not pending and taken == len(generator.accepted):
+                break
+            connection.close_if_unusable_or_obsolete()
+            time.sleep(max(0.0, 0.02 - (time.monotonic() - polled_at)))
+        load.join()
+    finally:
+        stop_services(processes)
+    lags.sort()
+    return {
+        "requests": len(lags),
+        "unfinished": len(pending),
+        "failures": generator.failures,
+        "events": len(lags) * generator.batch_size,
+        "p50": statistics.median(lags) if lags else float("nan"),
+        "p95": lags[int(0.95 * (len(lags) - 1))] if lags else float("nan"),
+        "max": lags[-1] if lags else float("nan"),
+    }
+
+
+# --- main -------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small run for CI (well under a minute)")
+    parser.add_argument("--skip-freshness", action="store_true", help="only the fold and baseline figures")
+    args = parser.parse_args()
+    sessions, per_session, naive_sessions, load_seconds = (1_000, 100, 8, 6) if args.quick else (10_000, 100, 40, 30)
+    rate = 2_000
+
+    admin_url, scratch_url = scratch_database()
+    redis_url = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/12"
+    admin_execute(admin_url, f"CREATE DATABASE {urlsplit(scratch_url).path[1:]}")
+    try:
+        os.environ["DATABASE_URL"] = scratch_url
+        os.environ["REDIS_URL"] = redis_url
+        os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tokensite.settings.test")
+        import django
+
+        django.setup()
+        from django.core.management import call_command
+        from django.db import connections
+
+        from apps.accounts.services import project_get_or_create, team_get_or_create
+
+        call_command("migrate", verbosity=0)
+        team = team_get_or_create(slug="bench")
+        project = project_get_or_create(team=team, slug="fold")
+        baseline = project_get_or_create(team=team, slug="naive")
+
+        started = time.perf_counter()
+        events = raw_events_copy(scratch_url, project.pk, sessions, per_session, seed=1)
+        print(f"raw events COPYed (unprocessed):     {events:12,} events over {sessions:,} sessions"
+              f"  ({time.perf_counter() - started:.1f} s, not timed)")  # fmt: skip
+        from apps.ingestion.models import RawEvent
+
+        session_ids = sorted(set(RawEvent.objects.filter(project=project).values_list("session_id", flat=True)))
+        seconds = batch_fold(project.pk, session_ids)
+        fold_rate = events / seconds
+        print(f"batch fold, one process:             {fold_rate:12,.0f} events/s  ({events:,} events in {seconds:.2f} s;"
+              f" target >= 50,000)")  # fmt: skip
+        print(f"  folded sums equal the raw sums:    {totals_check(project.pk)}")
+
+        # The naive fold gets the same generator's first sessions (same seed, same events).
+        naive_events = raw_events_copy(scratch_url, baseline.pk, naive_sessions, per_session, seed=1)
+        naive_seconds, naive_count = naive_fold(baseline.pk)
+        assert naive_count == naive_events
+        naive_rate = naive_count / naive_seconds
+        print(f"naive per-event ORM fold:            {naive_rate:12,.0f} events/s  ({naive_count:,} events of the first"
+              f" {naive_sessions} sessions in {naive_seconds:.2f} s; extrapolated to {events:,}:"
+              f" {events / naive_rate:,.0f} s)")  # fmt: skip
+        print(f"speed-up:                            {fold_rate / naive_rate:12.1f} x")
+
+        if not args.skip_freshness:
+            lag = freshness(scratch_url, redis_url, project_get_or_create(team=team, slug="live"), load_seconds, rate)
+            print(f"freshness at {rate:,} events/s for {load_seconds} s (gunicorn x2, 1 celery worker, solo pool):")
+            print(f"  accepted -> aggregated lag:        p50 {lag['p50'] * 1000:6.0f} ms   p95 {lag['p95'] * 1000:6.0f} ms"
+                  f"   max {lag['max'] * 1000:6.0f} ms  (target p95 < 2,000 ms)")  # fmt: skip
+            print(f"  requests measured:                 {lag['requests']:,} ({lag['events']:,} events;"
+                  f" {lag['failures']} failed, {lag['unfinished']} never seen)")  # fmt: skip
+        connections.close_all()
+    finally:
+        admin_execute(admin_url, f"DROP DATABASE IF EXISTS {urlsplit(scratch_url).path[1:]} WITH (FORCE)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,45 @@
+"""No query string or session id makes a dashboard page fail: bad input is a 4xx or a clean page."""
+from __future__ import annotations
+
+from urllib.parse import quote
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.dashboards.conftest import client_for
+
+pytestmark = pytest.mark.django_db
+
+HOSTILE = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+dates = st.dates().map(str) | st.sampled_from(["0001-01-01", "9999-12-31", "2026-02-30", "-1", "", "today"])
+query_values = st.text(max_size=40) | dates | st.integers(-(10**20), 10**20).map(str)
+queries = st.dictionaries(st.sampled_from(["range", "from", "to", "q", "sort", "page"]), query_values, max_size=6)
+
+
+@HOSTILE
+@given(query=queries)
+def test_project_page_never_500(folded, users, team, query):
+    client = client_for(users["viewer"])
+    for suffix in ("", "live.json"):
+        response = client.get(f"/{team.slug}/{folded.slug}/{suffix}", query)
+        assert response.status_code in (200, 400), (query, response.status_code)
+
+
+@HOSTILE
+@given(session_id=st.text(min_size=1, max_size=60))
+def test_session_pages_never_500(folded, users, team, session_id):
+    client = client_for(users["viewer"])
+    base = f"/{team.slug}/{folded.slug}/sessions/{quote(session_id, safe='')}/"
+    for url in (base, base + "metadata.json", base + "calls.csv"):
+        assert client.get(url).status_code in (200, 301, 400, 404), url
+
+
+@pytest.mark.parametrize("query", [
+    {"range": "custom", "from": "9999-12-30", "to": "9999-12-31"},
+    {"range": "custom", "from": "0001-01-01"},
+    {"range": "custom", "from": "0001-01-01", "to": "0001-01-02"},
+])
+def test_custom_ranges_at_the_calendars_edges_render(folded, users, team, query):
+    response = client_for(users["viewer"]).get(f"/{team.slug}/{folded.slug}/", query)
+    assert response.status_code == 200

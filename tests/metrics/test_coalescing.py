@@ -1,0 +1,56 @@
+"""Per-project fold lease: a backlog of ingest tasks folds in one pass, and no event is left behind."""
+import json
+
+import pytest
+from django.core.cache import cache
+
+from apps.ingestion.models import RawEvent
+from apps.ingestion.services import events_ingest
+from apps.metrics import coalescing
+from apps.metrics.tasks import project_fold
+from tests.conftest import usage_event
+from tokensite.celery import app as celery_app
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def store_without_folding(project, events):
+    """Commit events as if the broker had lost their task."""
+    celery_app.conf.task_always_eager = False
+    celery_app.conf.broker_url = "redis://127.0.0.1:9/0"
+    celery_app._after_fork()
+    try:
+        events_ingest(project=project, body=json.dumps({"events": events}).encode())
+    finally:
+        celery_app.conf.task_always_eager = True
+        celery_app._after_fork()
+
+
+def test_one_task_folds_every_pending_session_of_its_project(project, other_team_project):
+    store_without_folding(project, [usage_event(session_id=f"s{i}") for i in range(5)])
+    store_without_folding(other_team_project, [usage_event(session_id="theirs")])
+    assert sorted(coalescing.pending_sessions(project_id=project.pk)) == ["s0", "s1", "s2", "s3", "s4"]
+
+    assert project_fold.apply(args=[project.pk]).get() == 5
+    assert coalescing.pending_sessions(project_id=project.pk) == []
+    assert coalescing.pending_sessions(project_id=other_team_project.pk) == ["theirs"]
+
+
+def test_a_task_finding_the_lease_taken_leaves_the_work_to_the_holder(project):
+    store_without_folding(project, [usage_event()])
+    assert cache.add(f"metrics:fold-lease:{project.pk}", 1, timeout=60)
+    try:
+        assert coalescing.project_fold_pending(project_id=project.pk) == (0, False)
+        assert RawEvent.objects.filter(processed_at__isnull=True).count() == 1
+    finally:
+        cache.delete(f"metrics:fold-lease:{project.pk}")
+    # The holder, looking again after releasing, folds what arrived meanwhile.
+    assert coalescing.project_fold_pending(project_id=project.pk) == (1, False)
+
+
+def test_a_spent_budget_hands_the_rest_on(project, monkeypatch):
+    store_without_folding(project, [usage_event()])
+    monkeypatch.setattr(coalescing, "FOLD_BUDGET_S", 0.0)
+    assert coalescing.project_fold_pending(project_id=project.pk) == (0, True)
+    assert cache.add(f"metrics:fold-lease:{project.pk}", 1, timeout=1), "the lease is released when handing on"
+    cache.delete(f"metrics:fold-lease:{project.pk}")

@@ -1,0 +1,140 @@
+"""The batch fold: many sessions per transaction, backlogs split over transactions, overlapping
+workers, and the one-minute shortcut of bucket placement, all against a single-batch fold."""
+from __future__ import annotations
+
+import json
+import random
+import threading
+
+import pytest
+from django.db import connections
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from apps.accounts.services import project_get_or_create
+from apps.ingestion.models import RawEvent
+from apps.ingestion.services import events_ingest
+from apps.metrics import algorithms as algo
+from apps.metrics import folding, services
+from apps.metrics.models import SessionAggregate, UsageBucket
+from tests.metrics.test_fold import approx_document, bucket_totals, random_session, snapshot
+
+pytestmark = pytest.mark.django_db(transaction=True)
+SESSIONS = [f"batch-{number}" for number in range(7)]
+
+
+def ingest(project, events):
+    return events_ingest(project=project, body=json.dumps({"events": events}).encode())
+
+
+def sessions_events(seed: int) -> list[dict]:
+    rng = random.Random(seed)
+    return [event for session_id in SESSIONS for event in random_session(rng, session_id, calls=25)]
+
+
+def unfold(project) -> None:
+    """Leave the project's events stored but unfolded, as if no task had run."""
+    RawEvent.objects.filter(project=project).update(processed_at=None)
+    SessionAggregate.objects.filter(project=project).delete()
+    UsageBucket.objects.filter(project=project).delete()
+
+
+def assert_same_as_reference(project, reference) -> None:
+    for session_id in SESSIONS:
+        assert snapshot(project, session_id) == approx_document(snapshot(reference, session_id))
+    assert bucket_totals(project) == bucket_totals(reference)
+
+
+@pytest.fixture
+def small_transactions(monkeypatch):
+    """Chunks of 3 sessions and claims of 40 events: several transactions (and, on PostgreSQL,
+    two folding threads) for a handful of sessions, and sessions split across claims."""
+    monkeypatch.setattr(folding, "SESSIONS_PER_TRANSACTION", 3)
+    monkeypatch.setattr(folding, "EVENTS_PER_TRANSACTION", 40)
+
+
+def test_one_fold_of_many_sessions_equals_single_batch_folds(team, small_transactions):
+    events = sessions_events(seed=21)
+    batched = project_get_or_create(team=team, slug="batched")
+    reference = project_get_or_create(team=team, slug="reference")
+    rng = random.Random(4)
+    shuffled = events[:]
+    rng.shuffle(shuffled)
+    for start in range(0, len(shuffled), 30):
+        ingest(batched, shuffled[start : start + 30])
+    for session_id in SESSIONS:
+        ingest(reference, [event for event in events if event["session_id"] == session_id])
+    unfold(batched)
+
+    assert services.sessions_fold(project_id=batched.pk, session_ids=list(reversed(SESSIONS))) == len(events)
+    assert not RawEvent.objects.filter(project=batched, processed_at__isnull=True).exists()
+    assert_same_as_reference(batched, reference)
+
+
+def test_partly_folded_sessions_fold_the_rest_exactly(team, small_transactions):
+    # Half the events folded in one pass, the other half (late, out of order) in a second one.
+    events = sessions_events(seed=22)
+    rng = random.Random(5)
+    rng.shuffle(events)
+    project = project_get_or_create(team=team, slug="halves")
+    reference = project_get_or_create(team=team, slug="reference")
+    ingest(reference, events)
+    ingest(project, events[: len(events) // 2])
+    unfold(project)
+    services.sessions_fold(project_id=project.pk, session_ids=SESSIONS)
+    stored = RawEvent.objects.filter(project=project).count()
+    ingest(project, events[len(events) // 2 :])  # folds in-process after commit
+    assert RawEvent.objects.filter(project=project).count() == stored + len(events) - len(events) // 2
+    assert services.sessions_fold(project_id=project.pk, session_ids=SESSIONS) == 0
+    assert_same_as_reference(project, reference)
+
+
+@pytest.mark.postgres
+def test_workers_folding_overlapping_session_sets_count_each_event_once(team, small_transactions):
+    """Four threads fold overlapping, differently ordered session lists at once: they queue on
+    the session row locks (taken in id order) instead of deadlocking, and nothing counts twice."""
+    events = sessions_events(seed=23)
+    racing = project_get_or_create(team=team, slug="racing")
+    reference = project_get_or_create(team=team, slug="reference")
+    ingest(racing, events)
+    ingest(reference, events)
+    unfold(racing)
+    session_lists = [SESSIONS[:5], list(reversed(SESSIONS[2:])), SESSIONS[::2], SESSIONS[1::2] + SESSIONS[:2]]
+    barrier = threading.Barrier(len(session_lists))
+    folded: list[int] = []
+    errors: list[BaseException] = []
+
+    def fold(session_ids: list[str]) -> None:
+        try:
+            barrier.wait()
+            folded.append(services.sessions_fold(project_id=racing.pk, session_ids=session_ids))
+        except BaseException as error:  # noqa: BLE001 - reported by the assertion below
+            errors.append(error)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=fold, args=(session_ids,)) for session_ids in session_lists]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    assert sum(folded) == len(events)
+    assert_same_as_reference(racing, reference)
+
+
+call_shapes = st.builds(
+    algo.place_call,
+    start_us=st.integers(0, 10 * algo.MINUTE_US),
+    duration_ms=st.one_of(st.just(0.0), st.floats(0, 150_000, allow_nan=False)),
+    time_to_first_token_ms=st.one_of(st.none(), st.floats(0, 150_000, allow_nan=False)),
+    input_tokens=st.integers(0, 10_000),
+    output_tokens=st.integers(0, 10_000),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(call=call_shapes)
+def test_minute_shares_equal_bucket_call_tokens(call):
+    expected = [(share.bucket_start_us, share.input_tokens, share.output_tokens) for share in algo.bucket_call_tokens(call)]
+    assert folding.minute_shares(call) == expected

@@ -1,0 +1,13 @@
+"""Test run: the same settings as production behaviour, with fast password hashing."""
+from .base import *  # noqa: F401,F403
+
+DEBUG = False
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+
+# Tests fold in-process after commit unless a test runs real workers: the worker integration
+# tests switch the Celery app to the Redis broker themselves.
+CELERY_TASK_ALWAYS_EAGER = True
