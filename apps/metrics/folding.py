@@ -43,8 +43,9 @@ SESSIONS_PER_TRANSACTION = 500
 FOLD_THREADS = 2
 EVENTS_PER_TRANSACTION = 100_000  # bounds a transaction's memory; a bigger backlog takes several
 MAX_SESSION_ATTRIBUTES = 50
-_PEAK_RANGES_PER_QUERY = 200  # 5 parameters each; SQLite allows 500 SELECTs in one UNION
-_CALL_IDS_PER_QUERY = 5_000
+_BRANCHES_PER_QUERY = 200  # SQLite allows 500 SELECTs in one compound statement
+_PARAMS_PER_QUERY = 10_000  # well under SQLite's 32,766 bound variables
+_CALL_IDS_PER_BRANCH = 2_000
 
 # TokenSums columns, in the order of the sum vectors below.
 SUM_COLUMNS = (
@@ -351,18 +352,40 @@ def _folded_calls(project_id: int, ranges: dict[str, list[algo.PeakUpdateRange]]
     ]  # fmt: skip
     calls: dict[str, list[algo.PlacedCall]] = defaultdict(list)
     seen: set[int] = set()  # a call in the load windows of two ranges is placed once
-    with connection.cursor() as cursor:
-        for start in range(0, len(params), _PEAK_RANGES_PER_QUERY):
-            chunk = params[start : start + _PEAK_RANGES_PER_QUERY]
-            cursor.execute(" UNION ALL ".join([branch] * len(chunk)), [value for values in chunk for value in values])
-            for event_pk, session_id, start_us, duration_ms, ttft, input_tokens, output_tokens in cursor.fetchall():
-                if event_pk not in seen:
-                    seen.add(event_pk)
-                    calls[session_id].append(algo.place_call(
-                        start_us=start_us if isinstance(start_us, int) else _epoch_us(start_us), duration_ms=duration_ms,
-                        time_to_first_token_ms=ttft, input_tokens=input_tokens, output_tokens=output_tokens,
-                    ))  # fmt: skip
+    rows = _union_all_select([(branch, values) for values in params])
+    for event_pk, session_id, start_us, duration_ms, ttft, input_tokens, output_tokens in rows:
+        if event_pk not in seen:
+            seen.add(event_pk)
+            calls[session_id].append(algo.place_call(
+                start_us=start_us if isinstance(start_us, int) else _epoch_us(start_us), duration_ms=duration_ms,
+                time_to_first_token_ms=ttft, input_tokens=input_tokens, output_tokens=output_tokens,
+            ))  # fmt: skip
     return calls
+
+
+def _union_all_select(branches: list[tuple[str, list]]) -> list[tuple]:
+    """Rows of many small SELECTs, sent as few `UNION ALL` statements.
+
+    Raw-event lookups of several sessions are written one branch per session with
+    `session_id = %s`, never `session_id IN (...)`: for a project the planner's statistics do not
+    know yet (see RawEvent.Meta) PostgreSQL treats an IN list as a filter over the whole
+    project, whereas an equality always becomes an index condition.
+    """
+    rows: list[tuple] = []
+    with connection.cursor() as cursor:
+        start = 0
+        while start < len(branches):
+            end, params = start, 0
+            while end < len(branches) and end - start < _BRANCHES_PER_QUERY and (
+                end == start or params + len(branches[end][1]) <= _PARAMS_PER_QUERY
+            ):
+                params += len(branches[end][1])
+                end += 1
+            chunk = branches[start:end]
+            cursor.execute(" UNION ALL ".join(sql for sql, _ in chunk), [value for _, values in chunk for value in values])
+            rows.extend(cursor.fetchall())
+            start = end
+    return rows
 
 
 def _as_epoch_us(column: str) -> str:
@@ -382,21 +405,38 @@ def _throttles_reattribute(project_id: int, session_pks: dict[str, int]) -> dict
     """
     if not session_pks:
         return {}
-    folded = RawEvent.objects.filter(project_id=project_id, session_id__in=list(session_pks), processed_at__isnull=False)
-    throttles = list(
-        folded.filter(type=RawEvent.Type.THROTTLE)
-        .values_list("session_id", "call_id", "step", "provider", "model", "wait_ms", "timestamp")
+    quote = connection.ops.quote_name
+    folded = (
+        f"FROM {quote(RawEvent._meta.db_table)} WHERE project_id = %s AND session_id = %s AND type = %s "
+        f"AND processed_at IS NOT NULL"
     )
-    call_ids = sorted({row[1] for row in throttles if row[1]})
+    throttles = [
+        (session_id, call_id, step, provider, model, wait_ms, start if isinstance(start, int) else _epoch_us(start))
+        for session_id, call_id, step, provider, model, wait_ms, start in _union_all_select([
+            (f"SELECT session_id, call_id, step, provider, model, wait_ms, {_as_epoch_us('timestamp')} {folded}",
+             [project_id, session_id, RawEvent.Type.THROTTLE.value])
+            for session_id in sorted(session_pks)
+        ])
+    ]  # fmt: skip
+    call_ids_by_session: dict[str, set[str]] = defaultdict(set)
+    for session_id, call_id, *_ in throttles:
+        if call_id:
+            call_ids_by_session[session_id].add(call_id)
+    usage_branches = []
+    for session_id, call_ids in sorted(call_ids_by_session.items()):
+        ordered = sorted(call_ids)
+        for start in range(0, len(ordered), _CALL_IDS_PER_BRANCH):
+            chunk = ordered[start : start + _CALL_IDS_PER_BRANCH]
+            usage_branches.append((
+                f"SELECT session_id, call_id, step, provider, model {folded} AND call_id IN ({', '.join(['%s'] * len(chunk))})",
+                [project_id, session_id, RawEvent.Type.USAGE.value, *chunk],
+            ))  # fmt: skip
     usage_by_call: dict[tuple[str, str], tuple[str, str, str]] = {}
-    for start in range(0, len(call_ids), _CALL_IDS_PER_QUERY):
-        for session_id, call_id, step, provider, model in folded.filter(
-            type=RawEvent.Type.USAGE, call_id__in=call_ids[start : start + _CALL_IDS_PER_QUERY]
-        ).values_list("session_id", "call_id", "step", "provider", "model"):
-            known = usage_by_call.get((session_id, call_id))
-            # Several usage events sharing a call_id: the smallest step wins (algorithms.throttle_by_step).
-            if known is None or (step, provider, model) < known:
-                usage_by_call[(session_id, call_id)] = (step, provider, model)
+    for session_id, call_id, step, provider, model in _union_all_select(usage_branches):
+        known = usage_by_call.get((session_id, call_id))
+        # Several usage events sharing a call_id: the smallest step wins (algorithms.throttle_by_step).
+        if known is None or (step, provider, model) < known:
+            usage_by_call[(session_id, call_id)] = (step, provider, model)
 
     throttles_by_session: dict[str, list[tuple]] = defaultdict(list)
     for row in throttles:
@@ -419,7 +459,7 @@ def _throttles_reattribute(project_id: int, session_pks: dict[str, int]) -> dict
         for (provider, model), waits in sorted(waits_by_model.items()):
             model_rows.append((session_pk, provider, model, len(waits), sum(algo.ms_to_us(wait) for wait in waits)))
         throttled_us[session_id] = algo.union_length_us(
-            [algo.throttle_interval(algo.epoch_us(timestamp), wait_ms) for *_, wait_ms, timestamp in rows]
+            [algo.throttle_interval(start_us, wait_ms) for *_, wait_ms, start_us in rows]
         )
 
     pks = list(session_pks.values())
