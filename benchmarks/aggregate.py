@@ -11,7 +11,9 @@
    batches of 100 events from 20 simulated app processes running 10 sessions each)
    with one real `celery worker` process (--pool=solo) folding from Redis; lag = time from the
    202 reply to the moment a poll (every 20 ms) sees all the request's events folded
-   (processed_at is committed with the aggregates), p50/p95.
+   (processed_at is committed with the aggregates), p50/p95. It runs in the same table right
+   after part 1, so the live project is one that the planner's statistics have not seen yet,
+   as for any new project on a busy server.
 
 Everything runs in a scratch database created here and dropped at the end.
 

@@ -1,0 +1,54 @@
+"""The raw-event indexes keep per-session lookups on the session index even when the planner's
+statistics have never seen the project (see RawEvent.Meta)."""
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from django.db import connection
+
+from apps.accounts.services import project_get_or_create
+from apps.ingestion.models import RawEvent
+from apps.ingestion.services import events_ingest
+from tests.conftest import usage_event
+
+pytestmark = pytest.mark.django_db
+
+
+def test_every_index_led_by_project_has_session_id_next():
+    with connection.cursor() as cursor:
+        constraints = connection.introspection.get_constraints(cursor, RawEvent._meta.db_table)
+    led_by_project = {name: spec["columns"] for name, spec in constraints.items()
+                      if spec["index"] and spec["columns"] and spec["columns"][0] == "project_id"}  # fmt: skip
+    assert led_by_project, "the session index must exist"
+    for name, columns in led_by_project.items():
+        assert columns[:2] == ["project_id", "session_id"], (name, columns)
+
+
+def _ingest(project, session_count: int, events_per_session: int) -> None:
+    start = datetime.now(timezone.utc) - timedelta(hours=1)
+    for session in range(session_count):
+        events = [usage_event(session_id=f"s-{session}", timestamp=(start + timedelta(seconds=i)).isoformat())
+                  for i in range(events_per_session)]  # fmt: skip
+        result = events_ingest(project=project, body=json.dumps({"events": events}).encode())
+        assert not result.rejected
+
+
+@pytest.mark.postgres
+def test_session_lookup_of_a_project_the_statistics_never_saw_uses_the_session_index(project, team):
+    _ingest(project, session_count=20, events_per_session=50)
+    with connection.cursor() as cursor:
+        cursor.execute(f"ANALYZE {RawEvent._meta.db_table}")
+    newcomer = project_get_or_create(team=team, slug="newcomer")
+    _ingest(newcomer, session_count=5, events_per_session=50)  # not analysed: the planner thinks ~0 rows
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"EXPLAIN SELECT id FROM {RawEvent._meta.db_table} WHERE project_id = %s AND session_id = %s "
+            "AND timestamp <= now() AND end_at >= now() - interval '1 hour' AND type = 'usage' "
+            "AND processed_at IS NOT NULL",
+            [newcomer.pk, "s-1"],
+        )
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+    assert "rawevent_session_time" in plan, plan
+    assert "session_id)::text = " in plan.split("Index Cond:")[1].splitlines()[0], plan
