@@ -23,7 +23,7 @@ from apps.core.errors import NotFound
 from apps.ingestion.models import RawEvent
 from apps.metrics.algorithms import rolling_tokens_per_second
 from apps.metrics.models import SessionAggregate, SessionModelAggregate, SessionStepAggregate, UsageBucket
-from apps.metrics.selectors import priced_usd, session_metadata, usd
+from apps.metrics.selectors import USAGE_SUMS, priced_usd, session_metadata, usd
 from apps.pricing.selectors import price_overrides_for_project
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -144,16 +144,7 @@ def team_overview(*, user: AbstractBaseUser, now: datetime) -> list[TeamCard]:
 
 # --- Project dashboard -------------------------------------------------------------------------
 
-_BUCKET_SUMS = {
-    "input_tokens": Sum("input_tokens"),
-    "output_tokens": Sum("output_tokens"),
-    "calls": Sum("calls"),
-    "cost_nanousd": Sum("cost_nanousd"),
-    "unpriced_tokens": Sum("unpriced_tokens"),
-    "throttle_count": Sum("throttle_count"),
-    "throttle_wait_us": Sum("throttle_wait_us"),
-}
-_SUM_NAMES = tuple(_BUCKET_SUMS)
+_SUM_NAMES = tuple(USAGE_SUMS)
 
 
 def _bucket_rows(*, project: Project, time_range: TimeRange) -> list[dict]:
@@ -165,7 +156,7 @@ def _bucket_rows(*, project: Project, time_range: TimeRange) -> list[dict]:
         buckets = buckets.annotate(period=F("bucket_start"))
     else:
         buckets = buckets.annotate(period=TruncHour("bucket_start"))
-    return list(buckets.values("period", "provider", "model").annotate(**_BUCKET_SUMS).order_by())
+    return list(buckets.values("period", "provider", "model").annotate(**USAGE_SUMS).order_by())
 
 
 def _time_series(rows: list[dict], time_range: TimeRange) -> dict:

@@ -142,7 +142,8 @@ def sessions_for_project(
     return sessions.distinct().order_by(F("started_at").desc(nulls_last=True), "-id")
 
 
-_USAGE_SUMS = {
+# The sums every usage view takes over aggregate rows (steps, models or buckets).
+USAGE_SUMS = {
     "input_tokens": Sum("input_tokens"),
     "output_tokens": Sum("output_tokens"),
     "calls": Sum("calls"),
@@ -193,12 +194,12 @@ def usage_for_project(*, project: Project, since: datetime | None, until: dateti
             steps = steps.filter(session__started_at__gte=since)
         if until:
             steps = steps.filter(session__started_at__lt=until)
-        rows = steps.values("step").annotate(**_USAGE_SUMS).order_by("step")
+        rows = steps.values("step").annotate(**USAGE_SUMS).order_by("step")
         return [_usage_row({"step": row["step"]}, row) for row in rows]
     buckets = buckets_for_project(project=project, since=since, until=until)
     if group_by == "model":
-        rows = buckets.values("provider", "model").annotate(**_USAGE_SUMS).order_by("provider", "model")
+        rows = buckets.values("provider", "model").annotate(**USAGE_SUMS).order_by("provider", "model")
         return [_usage_row({"provider": r["provider"], "model": r["model"]}, r) for r in rows]
     trunc = TruncDay if group_by == "day" else TruncHour
-    rows = buckets.annotate(period=trunc("bucket_start")).values("period").annotate(**_USAGE_SUMS).order_by("period")
+    rows = buckets.annotate(period=trunc("bucket_start")).values("period").annotate(**USAGE_SUMS).order_by("period")
     return [_usage_row({"period": row["period"].isoformat()}, row) for row in rows]
