@@ -43,3 +43,27 @@ def test_session_pages_never_500(folded, users, team, session_id):
 def test_custom_ranges_at_the_calendars_edges_render(folded, users, team, query):
     response = client_for(users["viewer"]).get(f"/{team.slug}/{folded.slug}/", query)
     assert response.status_code == 200
+
+
+settings_fields = st.fixed_dictionaries({}, optional={
+    "name": query_values, "scope": st.sampled_from(["ingest", "read", "admin", ""]) | query_values,
+    "prefix": query_values, "model": query_values,
+    "input_per_million_usd": query_values | st.sampled_from(["1e400", "-0", "NaN", "Infinity", "0.0000001"]),
+    "output_per_million_usd": query_values | st.sampled_from(["99999999.999999", "1" * 30]),
+    "cache_read_per_million_usd": query_values, "cache_write_per_million_usd": query_values,
+    "effective_from": dates | st.sampled_from(["0001-01-01T00:00", "9999-12-31T23:59", "2026-11-23T10:00"]),
+    "reprice": st.sampled_from(["on", ""]), "username": query_values, "password": query_values,
+    "role": st.sampled_from(["owner", "admin", "member", "viewer", "root"]),
+    "membership": st.integers(-(10**30), 10**30).map(str) | query_values,
+})
+
+
+@HOSTILE
+@given(action=st.sampled_from(["key_create", "key_revoke", "price_override", "member_add", "member_role", "nope"]),
+       fields=settings_fields)
+def test_settings_posts_never_500(folded, users, team, action, fields):
+    client = client_for(users["owner"])
+    url = f"/{team.slug}/{folded.slug}/settings/"
+    response = client.post(url, {"action": action, **fields})
+    assert response.status_code in (200, 302, 400, 403), (action, fields, response.status_code)
+    assert client.get(url).status_code == 200
