@@ -11,19 +11,27 @@ logger = logging.getLogger(__name__)
 def project_fold_enqueue(*, project_id: int) -> None:
     """After the surrounding transaction commits, ask a worker to fold the project's new events.
 
-    A broker that is down must not fail ingestion: the events are already committed, and the
-    beat-scheduled sweep (apps.metrics.schedule) folds unprocessed events once it is back.
+    Nothing is enqueued while a fold task of the project is queued and not yet started: it will
+    see these events (apps.metrics.coalescing). A broker that is down must not fail ingestion:
+    the events are already committed, and the beat-scheduled sweep (apps.metrics.schedule) folds
+    unprocessed events once it is back.
     """
     from kombu.exceptions import OperationalError
 
+    from apps.metrics.coalescing import fold_queued_clear, fold_queued_mark
     from apps.metrics.tasks import project_fold
 
     def publish() -> None:
+        if not fold_queued_mark(project_id=project_id):
+            return
         try:
             project_fold.delay(project_id)
         except OperationalError:
+            # Not queued after all: the next request may try again, and the sweep folds these.
+            fold_queued_clear(project_id=project_id)
             logger.warning("Broker unreachable: project %s's new events are left for the sweep.", project_id)
         except Exception:  # noqa: BLE001 - in-process (eager) folding failed after the commit
+            fold_queued_clear(project_id=project_id)
             logger.exception("Folding project %s failed; its events stay unprocessed for the sweep.", project_id)
 
     transaction.on_commit(publish)

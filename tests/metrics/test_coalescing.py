@@ -54,3 +54,25 @@ def test_a_spent_budget_hands_the_rest_on(project, monkeypatch):
     assert coalescing.project_fold_pending(project_id=project.pk) == (0, True)
     assert cache.add(f"metrics:fold-lease:{project.pk}", 1, timeout=1), "the lease is released when handing on"
     cache.delete(f"metrics:fold-lease:{project.pk}")
+
+
+def test_requests_while_a_task_is_queued_enqueue_nothing_and_that_task_folds_them(project):
+    # A fold task of the project is queued and has not started: its mark is set.
+    assert coalescing.fold_queued_mark(project_id=project.pk)
+    try:
+        for index in range(3):
+            events_ingest(project=project, body=json.dumps({"events": [usage_event(session_id=f"q{index}")]}).encode())
+        assert RawEvent.objects.filter(project=project, processed_at__isnull=True).count() == 3, "no task ran"
+    finally:
+        # The queued task starts: it clears the mark, then finds every event committed meanwhile.
+        assert project_fold.apply(args=[project.pk]).get() == 3
+    assert not cache.get(f"metrics:fold-queued:{project.pk}")
+    # With no task queued, the next request enqueues one again (run in-process by the test settings).
+    events_ingest(project=project, body=json.dumps({"events": [usage_event(session_id="after")]}).encode())
+    assert not RawEvent.objects.filter(project=project, processed_at__isnull=True).exists()
+
+
+def test_a_failed_publish_leaves_no_queued_mark(project):
+    store_without_folding(project, [usage_event()])
+    assert coalescing.fold_queued_mark(project_id=project.pk), "the next request must be free to enqueue"
+    coalescing.fold_queued_clear(project_id=project.pk)
