@@ -75,8 +75,11 @@ def from_us(instant_us: int) -> datetime:
     return _EPOCH + timedelta(microseconds=instant_us)
 
 
-def _epoch_us(value: datetime | str) -> int:
-    # Raw SQLite rows hold naive UTC datetimes (or their text).
+def _epoch_us(value: int | datetime | str) -> int:
+    """A column read through `_as_epoch_us`: already an integer on PostgreSQL; raw SQLite rows
+    hold naive UTC datetimes (or their text)."""
+    if isinstance(value, int):
+        return value
     if isinstance(value, str):
         value = datetime.fromisoformat(value)
     return algo.epoch_us(value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc))
@@ -334,19 +337,18 @@ def _folded_calls(project_id: int, ranges: dict[str, list[algo.PeakUpdateRange]]
     One SELECT per range joined by UNION ALL: each is a plain scan of the (project, session,
     timestamp) index, which a planner could not be trusted to pick for one big OR.
     """
-    quote = connection.ops.quote_name
     time_field = RawEvent._meta.get_field("timestamp")
     branch = (
         f"SELECT id, session_id, {_as_epoch_us('timestamp')}, duration_ms, time_to_first_token_ms, input_tokens, "
-        f"output_tokens FROM {quote(RawEvent._meta.db_table)} WHERE project_id = %s AND session_id = %s "
-        f"AND {quote('timestamp')} <= %s AND end_at >= %s AND type = %s AND processed_at IS NOT NULL"
+        f"output_tokens {_folded_of_session_sql()} AND {connection.ops.quote_name('timestamp')} <= %s AND end_at >= %s"
     )
     # One millisecond of slack on each side covers rounding between end_at and end_us; the
     # callers keep exactly the calls a range needs.
     slack = timedelta(milliseconds=1)
     params = [
-        [project_id, session_id, time_field.get_db_prep_value(from_us(update.load_to_us) + slack, connection),
-         time_field.get_db_prep_value(from_us(update.load_from_us) - slack, connection), RawEvent.Type.USAGE.value]
+        [project_id, session_id, RawEvent.Type.USAGE.value,
+         time_field.get_db_prep_value(from_us(update.load_to_us) + slack, connection),
+         time_field.get_db_prep_value(from_us(update.load_from_us) - slack, connection)]
         for session_id, session_ranges in ranges.items()
         for update in session_ranges
     ]  # fmt: skip
@@ -357,8 +359,8 @@ def _folded_calls(project_id: int, ranges: dict[str, list[algo.PeakUpdateRange]]
         if event_pk not in seen:
             seen.add(event_pk)
             calls[session_id].append(algo.place_call(
-                start_us=start_us if isinstance(start_us, int) else _epoch_us(start_us), duration_ms=duration_ms,
-                time_to_first_token_ms=ttft, input_tokens=input_tokens, output_tokens=output_tokens,
+                start_us=_epoch_us(start_us), duration_ms=duration_ms, time_to_first_token_ms=ttft,
+                input_tokens=input_tokens, output_tokens=output_tokens,
             ))  # fmt: skip
     return calls
 
@@ -373,19 +375,31 @@ def _union_all_select(branches: list[tuple[str, list]]) -> list[tuple]:
     """
     rows: list[tuple] = []
     with connection.cursor() as cursor:
-        start = 0
-        while start < len(branches):
-            end, params = start, 0
-            while end < len(branches) and end - start < _BRANCHES_PER_QUERY and (
-                end == start or params + len(branches[end][1]) <= _PARAMS_PER_QUERY
-            ):
-                params += len(branches[end][1])
-                end += 1
-            chunk = branches[start:end]
-            cursor.execute(" UNION ALL ".join(sql for sql, _ in chunk), [value for _, values in chunk for value in values])
+
+        def run(sqls: list[str], params: list) -> None:
+            cursor.execute(" UNION ALL ".join(sqls), params)
             rows.extend(cursor.fetchall())
-            start = end
+
+        sqls: list[str] = []
+        params: list = []
+        for sql, values in branches:
+            if sqls and (len(sqls) == _BRANCHES_PER_QUERY or len(params) + len(values) > _PARAMS_PER_QUERY):
+                run(sqls, params)
+                sqls, params = [], []
+            sqls.append(sql)
+            params.extend(values)
+        if sqls:
+            run(sqls, params)
     return rows
+
+
+def _folded_of_session_sql() -> str:
+    """`FROM ... WHERE` of one session's folded events of one type; parameters: project id,
+    session id, type. An equality on session_id, for the reason `_union_all_select` gives."""
+    return (
+        f"FROM {connection.ops.quote_name(RawEvent._meta.db_table)} WHERE project_id = %s AND session_id = %s "
+        f"AND type = %s AND processed_at IS NOT NULL"
+    )
 
 
 def _as_epoch_us(column: str) -> str:
@@ -405,13 +419,9 @@ def _throttles_reattribute(project_id: int, session_pks: dict[str, int]) -> dict
     """
     if not session_pks:
         return {}
-    quote = connection.ops.quote_name
-    folded = (
-        f"FROM {quote(RawEvent._meta.db_table)} WHERE project_id = %s AND session_id = %s AND type = %s "
-        f"AND processed_at IS NOT NULL"
-    )
+    folded = _folded_of_session_sql()
     throttles = [
-        (session_id, call_id, step, provider, model, wait_ms, start if isinstance(start, int) else _epoch_us(start))
+        (session_id, call_id, step, provider, model, wait_ms, _epoch_us(start))
         for session_id, call_id, step, provider, model, wait_ms, start in _union_all_select([
             (f"SELECT session_id, call_id, step, provider, model, wait_ms, {_as_epoch_us('timestamp')} {folded}",
              [project_id, session_id, RawEvent.Type.THROTTLE.value])
