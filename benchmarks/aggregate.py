@@ -11,7 +11,7 @@
    batches of 100 events from 20 simulated app processes running 10 sessions each)
    with one real `celery worker` process (--pool=solo) folding from Redis; lag = time from the
    202 reply to the moment a poll (every 20 ms) sees all the request's events folded
-   (processed_at is committed with the aggregates), p50/p95. It runs in the same table right
+   (the pending rows leave in the transaction that updates the aggregates), p50/p95. It runs in the same table right
    after part 1, so the live project is one that the planner's statistics have not seen yet,
    as for any new project on a busy server.
 
@@ -122,7 +122,8 @@ def session_events(rng: random.Random, project_id: int, session_id: str, count: 
 
 
 def raw_events_copy(scratch_url: str, project_id: int, sessions: int, events_per_session: int, seed: int) -> int:
-    """COPY unprocessed raw events of `sessions` sessions into the scratch database; returns rows."""
+    """COPY unfolded raw events of `sessions` sessions into the scratch database and queue them
+    for the fold, as ingestion does; returns rows."""
     import psycopg
 
     rng = random.Random(seed)
@@ -135,7 +136,13 @@ def raw_events_copy(scratch_url: str, project_id: int, sessions: int, events_per
                 for row in session_events(rng, project_id, f"s-{seed}-{number:06d}", events_per_session, start, received_at):
                     copy.write_row(row)
                     total += 1
+        cursor.execute(
+            "INSERT INTO ingestion_pendingevent (project_id, session_id, raw_event_id, received_at) "
+            "SELECT project_id, session_id, id, received_at FROM ingestion_rawevent WHERE project_id = %s",
+            [project_id],
+        )
         cursor.execute("ANALYZE ingestion_rawevent")
+        cursor.execute("ANALYZE ingestion_pendingevent")
     return total
 
 
@@ -144,13 +151,13 @@ def raw_events_copy(scratch_url: str, project_id: int, sessions: int, events_per
 
 def batch_fold(project_id: int, session_ids: list[str]) -> float:
     """Seconds for the product's fold (the sessions_fold task's service) to process every event."""
-    from apps.ingestion.models import RawEvent
+    from apps.ingestion.models import PendingEvent
     from apps.metrics import services
 
     started = time.perf_counter()
     services.sessions_fold(project_id=project_id, session_ids=session_ids)
     seconds = time.perf_counter() - started
-    assert not RawEvent.objects.filter(project_id=project_id, processed_at__isnull=True).exists()
+    assert not PendingEvent.objects.filter(project_id=project_id).exists()
     return seconds
 
 
@@ -182,17 +189,19 @@ def naive_fold(project_id: int) -> tuple[float, int]:
     from django.db import transaction
     from django.db.models import F
 
-    from apps.ingestion.models import RawEvent
+    from apps.ingestion.models import PendingEvent, RawEvent
     from apps.metrics.models import SessionAggregate, SessionModelAggregate, SessionStepAggregate
 
     event_pks = list(
-        RawEvent.objects.filter(project_id=project_id, processed_at__isnull=True).order_by("id").values_list("id", flat=True)
+        PendingEvent.objects.filter(project_id=project_id).order_by("raw_event_id").values_list("raw_event_id", flat=True)
     )
     started = time.perf_counter()
     for event_pk in event_pks:
         with transaction.atomic():
-            event = RawEvent.objects.select_for_update().get(pk=event_pk)
-            if event.processed_at is not None:
+            event = RawEvent.objects.get(pk=event_pk)
+            # Taking the event off the queue locks its pending row: a second folder finds none.
+            if not PendingEvent.objects.filter(project_id=project_id, session_id=event.session_id,
+                                               raw_event_id=event_pk).delete()[0]:  # fmt: skip
                 continue
             session, _ = SessionAggregate.objects.get_or_create(project_id=project_id, session_id=event.session_id)
             if event.type == RawEvent.Type.USAGE:
@@ -213,7 +222,6 @@ def naive_fold(project_id: int) -> tuple[float, int]:
             else:
                 sums = {"throttle_count": F("throttle_count") + 1}
             SessionAggregate.objects.filter(pk=session.pk).update(event_count=F("event_count") + 1, **sums)
-            RawEvent.objects.filter(pk=event_pk).update(processed_at=datetime.now(timezone.utc))
     return time.perf_counter() - started, len(event_pks)
 
 
@@ -354,8 +362,8 @@ class LoadGenerator:
 def freshness(scratch_url: str, redis_url: str, project, seconds: float, rate: int) -> dict:
     """Lag from a request's 202 reply until all its events are folded, polled every 20 ms.
 
-    An event's processed_at is set in the transaction that adds it to the aggregates, so once a
-    poll sees it set (READ COMMITTED), the aggregates and the metadata document include it.
+    An event's pending row is deleted in the transaction that adds it to the aggregates, so once a
+    poll sees it gone (READ COMMITTED), the aggregates and the metadata document include it.
 
     The poll must stay cheap when the worker falls behind, or the observer itself would slow the
     worker down (an earlier version fetched every unprocessed event id, 20,000 of them per poll
@@ -368,7 +376,7 @@ def freshness(scratch_url: str, redis_url: str, project, seconds: float, rate: i
 
     from apps.accounts.models import ApiKey
     from apps.accounts.services import api_key_create
-    from apps.ingestion.models import RawEvent
+    from apps.ingestion.models import PendingEvent, RawEvent
 
     key = api_key_create(project=project, scope=ApiKey.Scope.INGEST, rate_limit_per_minute=100_000).plaintext
     port = free_port()
@@ -407,8 +415,7 @@ def freshness(scratch_url: str, redis_url: str, project, seconds: float, rate: i
                 pending.extend((probes[event_id], received_at) for event_id, received_at in
                                stamps.values_list("event_id", "received_at"))  # fmt: skip
             unprocessed = set(
-                RawEvent.objects.filter(project=project, processed_at__isnull=True)
-                .values_list("received_at", flat=True).distinct()
+                PendingEvent.objects.filter(project=project).values_list("received_at", flat=True).distinct()
             )
             seen_at = time.monotonic()
             still = []

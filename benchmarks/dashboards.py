@@ -94,11 +94,11 @@ def _real_events(rng: random.Random, session_id: str, start: datetime, calls: in
 RAW_COLUMNS = ("project_id", "event_id", "type", "session_id", "step", "provider", "model", "timestamp", "end_at",
                "received_at", "attributes", "duration_ms", "input_tokens", "output_tokens", "cache_read_tokens",
                "cache_write_tokens", "tool_tokens", "thought_tokens", "token_source", "tokenizer", "wait_ms",
-               "cost_nanousd", "price_source", "processed_at")  # fmt: skip
+               "cost_nanousd", "price_source")  # fmt: skip
 
 
 def _bulk_sessions(project, *, sessions: int, events_per_session: int, since: datetime, rng: random.Random) -> int:
-    """Raw events (processed) and the aggregates of `sessions` sessions, without the fold; returns events made."""
+    """Raw events (folded: no pending rows) and the aggregates of `sessions` sessions, without the fold; returns events made."""
     from django.db import connection, transaction
 
     from apps.metrics.models import SessionAggregate, SessionModelAggregate, SessionStepAggregate, UsageBucket
@@ -123,7 +123,7 @@ def _bulk_sessions(project, *, sessions: int, events_per_session: int, since: da
             end = clock + timedelta(milliseconds=duration_ms)
             raw_rows.append((project.pk, str(uuid.uuid4()), "usage", session_id, step, provider, model, clock, end, now,
                              '{"user": "bulk"}', duration_ms, input_tokens, output_tokens, 0, 0, 0, 0, "client", "", 0.0,
-                             cost, f"litellm:{model}", now))  # fmt: skip
+                             cost, f"litellm:{model}"))  # fmt: skip
             for sums in (step_sums[step], model_sums[(provider, model)]):
                 for position, value in enumerate((1, input_tokens, output_tokens, cost, output_tokens, generation_us)):
                     sums[position] += value

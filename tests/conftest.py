@@ -100,6 +100,25 @@ def post_events(client: APIClient, key: str | None, events: list[dict] | None = 
     return client.generic("POST", "/api/v1/events", data, content_type=content_type, **extra)
 
 
+def events_unfold(project=None) -> None:
+    """Put stored events back on the fold's queue (aggregates untouched), as if no task had folded them."""
+    from apps.ingestion.models import PendingEvent, RawEvent
+
+    events = RawEvent.objects.all() if project is None else RawEvent.objects.filter(project=project)
+    PendingEvent.objects.bulk_create(
+        [PendingEvent(project_id=project_id, session_id=session_id, raw_event_id=event_pk, received_at=received_at)
+         for event_pk, project_id, session_id, received_at in events.values_list("id", "project_id", "session_id",
+                                                                                 "received_at")],
+        ignore_conflicts=True,
+    )  # fmt: skip
+
+
+def pending_count(**filters) -> int:
+    from apps.ingestion.models import PendingEvent
+
+    return PendingEvent.objects.filter(**filters).count()
+
+
 def is_postgres() -> bool:
     return connection.vendor == "postgresql"
 

@@ -7,7 +7,7 @@ from apps.ingestion.models import RawEvent
 class RawEventAdmin(admin.ModelAdmin):
     """Read-only: raw events are the append-only source of truth."""
 
-    list_display = ("event_id", "project", "type", "session_id", "step", "model", "timestamp", "processed_at")
+    list_display = ("event_id", "project", "type", "session_id", "step", "model", "timestamp", "received_at")
     list_filter = ("type", "project")
     search_fields = ("session_id", "event_id")
     date_hierarchy = "timestamp"

@@ -1,6 +1,5 @@
 """Raw events: the append-only source of truth every aggregate can be rebuilt from."""
 from django.db import models
-from django.db.models import Q
 
 from apps.accounts.models import Project
 
@@ -52,9 +51,6 @@ class RawEvent(models.Model):
     cost_nanousd = models.BigIntegerField(null=True, blank=True)
     price_source = models.CharField(max_length=300, blank=True, default="")
 
-    # Set in the same transaction that folds the event into aggregates; null = not yet folded.
-    processed_at = models.DateTimeField(null=True, blank=True)
-
     class Meta:
         # Every index that starts with project_id has session_id next. A project new to a big
         # table is missing from the planner's statistics until the next ANALYZE, so the planner
@@ -68,11 +64,6 @@ class RawEvent(models.Model):
         ]
         indexes = [
             models.Index(fields=["project", "session_id", "timestamp"], name="rawevent_session_time"),
-            models.Index(
-                fields=["project", "session_id"],
-                name="rawevent_unprocessed",
-                condition=Q(processed_at__isnull=True),
-            ),
         ]
 
     def __str__(self) -> str:
@@ -81,3 +72,33 @@ class RawEvent(models.Model):
     @property
     def total_tokens(self) -> int:
         return self.input_tokens + self.output_tokens
+
+
+class PendingEvent(models.Model):
+    """A raw event not yet folded into the aggregates: the metrics fold's work queue.
+
+    Written in the transaction that stores its raw event (apps.ingestion.writers) and deleted in
+    the transaction that folds it (apps.metrics.folding), so "folded" is exactly "has no pending
+    row". A separate narrow table rather than a `processed_at` column on the raw row: marking a
+    raw row would be an update that writes a new version of the wide row into every one of its
+    indexes (the column sits in the predicate of the index that finds unfolded events), which was
+    most of the fold's database time; deleting a narrow row touches no index at all.
+
+    Primary key (project, session, raw event): the fold claims per session, the sweep and the
+    session metadata count per project and session, and a raw event has one pending row at most.
+    Neither foreign key has a database constraint: the rows are written by one function in the
+    same transaction as the raw rows they point at, and a per-row referential check would cost
+    every ingested event a lookup. Django's collector still deletes them with their project.
+    """
+
+    pk = models.CompositePrimaryKey("project_id", "session_id", "raw_event_id")
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+", db_index=False,
+                                db_constraint=False)  # fmt: skip
+    session_id = models.CharField(max_length=200)
+    raw_event = models.ForeignKey(RawEvent, on_delete=models.CASCADE, related_name="+", db_index=False,
+                                  db_constraint=False)  # fmt: skip
+    # The raw event's received_at: the sweep folds only what no task picked up in time.
+    received_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"pending {self.raw_event_id} ({self.session_id})"

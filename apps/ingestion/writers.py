@@ -1,15 +1,18 @@
-"""Storing prepared events as raw rows, each event exactly once per project.
+"""Storing prepared events as raw rows, each event exactly once per project, each new one queued
+for the fold (a PendingEvent row written in the same transaction).
 
 Two paths with the same contract, `raw_events_insert`. On Postgres a batch is first streamed
 with a binary COPY straight into the table, under a savepoint: nearly every batch is all new
 events, and that is the cheapest way to store them (a third of the database work of staging
-them first). If any event_id is already stored (a resent batch, or a racing request that
-committed first) the unique index rejects the COPY, the savepoint undoes it, and the batch goes
-through a per-connection temporary staging table and one
-`INSERT ... SELECT ... ON CONFLICT DO NOTHING RETURNING`, which skips the duplicates. Other
-databases (SQLite, the embedded default) use multi-row `INSERT ... ON CONFLICT DO NOTHING
-RETURNING`. Either way the unique (project, event_id) index decides which copy wins when two
-requests race, and the result tells which events of this request were new.
+them first). COPY returns nothing, so the rows' ids are taken from the table's sequence
+beforehand (one statement), which lets the pending rows follow in a second COPY. If any
+event_id is already stored (a resent batch, or a racing request that committed first) the
+unique index rejects the COPY, the savepoint undoes it, and the batch goes through a
+per-connection temporary staging table and one `INSERT ... SELECT ... ON CONFLICT DO NOTHING
+RETURNING` that queues exactly the rows it inserted. Other databases (SQLite, the embedded
+default) use multi-row `INSERT ... ON CONFLICT DO NOTHING RETURNING` and an insert of the
+returned rows' pending rows. Either way the unique (project, event_id) index decides which copy
+wins when two requests race, and the result tells which events of this request were new.
 """
 from __future__ import annotations
 
@@ -20,12 +23,13 @@ from datetime import datetime, timedelta
 import msgspec
 from django.db import connection, transaction
 
-from apps.ingestion.models import RawEvent
+from apps.ingestion.models import PendingEvent, RawEvent
 from apps.ingestion.schema import UsageEvent
 from apps.ingestion.validation import PreparedEvent
 
 # (column, Postgres binary COPY type) in the order rows are built.
 COLUMNS: tuple[tuple[str, str], ...] = (
+    ("id", "int8"),
     ("project_id", "int8"),
     ("event_id", "uuid"),
     ("type", "text"),
@@ -55,11 +59,13 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("retry_after_ms", "float8"),
     ("cost_nanousd", "int8"),
     ("price_source", "text"),
-    ("processed_at", "timestamptz"),
 )
 COLUMN_NAMES = tuple(name for name, _ in COLUMNS)
 _COPY_TYPES = [pg_type for _, pg_type in COLUMNS]
 _TABLE = RawEvent._meta.db_table
+_PENDING_TABLE = PendingEvent._meta.db_table
+_PENDING_COLUMNS = "project_id, session_id, raw_event_id, received_at"
+_PENDING_COPY_TYPES = ["int8", "text", "int8", "timestamptz"]
 _STAGING = "ingestion_rawevent_staging"
 _SQLITE_ROWS_PER_STATEMENT = 500  # 30 columns x 500 rows stays under SQLite's 32,766 variables
 
@@ -70,23 +76,24 @@ class InsertResult:
     session_ids: set[str]
 
 
-def _row(project_id: int, received_at: datetime, prepared: PreparedEvent, attributes, encode_json) -> tuple:
+def _row(event_pk: int | None, project_id: int, received_at: datetime, prepared: PreparedEvent, attributes,
+         encode_json) -> tuple:  # fmt: skip
     ev = prepared.event
     if isinstance(ev, UsageEvent):
         return (
-            project_id, ev.event_id, "usage", ev.session_id, ev.step, ev.provider, ev.model, ev.call_id,
+            event_pk, project_id, ev.event_id, "usage", ev.session_id, ev.step, ev.provider, ev.model, ev.call_id,
             ev.timestamp, ev.timestamp + timedelta(milliseconds=ev.duration_ms), received_at, attributes,
             ev.duration_ms, ev.time_to_first_token_ms,
             ev.input_tokens, ev.output_tokens, ev.cache_read_tokens, ev.cache_write_tokens, ev.tool_tokens,
             ev.thought_tokens, prepared.token_source, prepared.tokenizer,
             encode_json(ev.usage_raw) if ev.usage_raw is not None else None,
-            0.0, None, None, None, prepared.cost_nanousd, prepared.price_source, None,
+            0.0, None, None, None, prepared.cost_nanousd, prepared.price_source,
         )  # fmt: skip
     return (
-        project_id, ev.event_id, "throttle", ev.session_id, ev.step, ev.provider, ev.model, ev.call_id,
+        event_pk, project_id, ev.event_id, "throttle", ev.session_id, ev.step, ev.provider, ev.model, ev.call_id,
         ev.timestamp, ev.timestamp + timedelta(milliseconds=ev.wait_ms), received_at, attributes,
         0.0, None, 0, 0, 0, 0, 0, 0, "client", "", None,
-        ev.wait_ms, ev.status_code, ev.attempt, ev.retry_after_ms, None, "", None,
+        ev.wait_ms, ev.status_code, ev.attempt, ev.retry_after_ms, None, "",
     )  # fmt: skip
 
 
@@ -112,35 +119,46 @@ def _insert_postgres(project_id: int, received_at: datetime, events: list[Prepar
     from psycopg.errors import UniqueViolation
     from psycopg.types.json import Jsonb
 
-    # msgspec encodes JSON several times faster than the stdlib encoder psycopg uses by default,
-    # and attributes were already encoded once by validation (for their size check).
-    rows = [
-        _row(
-            project_id, received_at, prepared, Jsonb(prepared.attributes_json, dumps=_already_encoded),
-            lambda value: Jsonb(value, dumps=msgspec.json.encode),
-        )
-        for prepared in events
-    ]  # fmt: skip
-    columns = ", ".join(f'"{name}"' for name in COLUMN_NAMES)
     with connection.cursor() as cursor:
         raw_cursor = cursor.cursor
+        # Ids from the table's own sequence (what a plain INSERT would draw); the ones a rejected
+        # COPY drew are skipped, as any rolled-back insert's are.
+        raw_cursor.execute("SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)",
+                           [_TABLE, len(events)])  # fmt: skip
+        event_pks = [event_pk for (event_pk,) in raw_cursor.fetchall()]
+        # msgspec encodes JSON several times faster than the stdlib encoder psycopg uses by
+        # default, and attributes were already encoded once by validation (for their size check).
+        rows = [
+            _row(
+                event_pk, project_id, received_at, prepared, Jsonb(prepared.attributes_json, dumps=_already_encoded),
+                lambda value: Jsonb(value, dumps=msgspec.json.encode),
+            )
+            for event_pk, prepared in zip(event_pks, events)
+        ]  # fmt: skip
+        columns = ", ".join(f'"{name}"' for name in COLUMN_NAMES)
         try:
             with transaction.atomic():
-                _copy_rows(raw_cursor, _TABLE, columns, rows)
+                _copy_rows(raw_cursor, _TABLE, columns, _COPY_TYPES, rows)
+                _copy_rows(raw_cursor, _PENDING_TABLE, _PENDING_COLUMNS, _PENDING_COPY_TYPES,
+                           [(project_id, row[4], row[0], received_at) for row in rows])  # fmt: skip
         except UniqueViolation:
-            pass  # at least one event_id is stored already: the savepoint undid the COPY
+            pass  # at least one event_id is stored already: the savepoint undid both COPYs
         else:
-            return [(row[1], row[3]) for row in rows]  # (event_id, session_id) of every row
+            return [(row[2], row[4]) for row in rows]  # (event_id, session_id) of every row
         # ON COMMIT DELETE ROWS empties the staging table at the end of every transaction, and the
         # table lives as long as the (persistent) connection, so it is created once per connection.
         raw_cursor.execute(
             f"CREATE TEMP TABLE IF NOT EXISTS {_STAGING} ON COMMIT DELETE ROWS AS "
             f"SELECT {columns} FROM {_TABLE} WITH NO DATA"
         )
-        _copy_rows(raw_cursor, _STAGING, columns, rows)
+        _copy_rows(raw_cursor, _STAGING, columns, _COPY_TYPES, rows)
         raw_cursor.execute(
-            f"INSERT INTO {_TABLE} ({columns}) SELECT {columns} FROM {_STAGING} "
-            f"ON CONFLICT (project_id, event_id) DO NOTHING RETURNING event_id, session_id"
+            f"WITH inserted AS (INSERT INTO {_TABLE} ({columns}) SELECT {columns} FROM {_STAGING} "
+            f"ON CONFLICT (project_id, event_id) DO NOTHING RETURNING id, event_id, session_id), "
+            f"queued AS (INSERT INTO {_PENDING_TABLE} ({_PENDING_COLUMNS}) "
+            f"SELECT %s, session_id, id, %s FROM inserted) "
+            f"SELECT event_id, session_id FROM inserted",
+            [project_id, received_at],
         )
         returned = raw_cursor.fetchall()
         # Rows must not linger for the next batch of this transaction (ON COMMIT only runs at commit).
@@ -148,30 +166,41 @@ def _insert_postgres(project_id: int, received_at: datetime, events: list[Prepar
     return returned
 
 
-def _copy_rows(raw_cursor, table: str, columns: str, rows: list[tuple]) -> None:
+def _copy_rows(raw_cursor, table: str, columns: str, types: list[str], rows: list[tuple]) -> None:
     with raw_cursor.copy(f"COPY {table} ({columns}) FROM STDIN (FORMAT BINARY)") as copy:
-        copy.set_types(_COPY_TYPES)
+        copy.set_types(types)
         for row in rows:
             copy.write_row(row)
 
 
 def _insert_generic(project_id: int, received_at: datetime, events: list[PreparedEvent]) -> list[tuple]:
-    fields = [RawEvent._meta.get_field("project" if name == "project_id" else name) for name in COLUMN_NAMES]
+    # The id is left to the database here: no sequence to draw from on SQLite.
+    names = COLUMN_NAMES[1:]
+    fields = [RawEvent._meta.get_field("project" if name == "project_id" else name) for name in names]
     uuid_field = RawEvent._meta.get_field("event_id")
-    columns = ", ".join(f'"{name}"' for name in COLUMN_NAMES)
-    row_placeholder = "(" + ", ".join(["%s"] * len(COLUMN_NAMES)) + ")"
+    received_at_value = PendingEvent._meta.get_field("received_at").get_db_prep_value(received_at, connection)
+    columns = ", ".join(f'"{name}"' for name in names)
+    row_placeholder = "(" + ", ".join(["%s"] * len(names)) + ")"
     returned: list[tuple] = []
     with connection.cursor() as cursor:
         for start in range(0, len(events), _SQLITE_ROWS_PER_STATEMENT):
             chunk = events[start : start + _SQLITE_ROWS_PER_STATEMENT]
             params: list = []
             for prepared in chunk:
-                row = _row(project_id, received_at, prepared, prepared.event.attributes or {}, lambda value: value)
-                params.extend(field.get_db_prep_value(value, connection) for field, value in zip(fields, row))
+                row = _row(None, project_id, received_at, prepared, prepared.event.attributes or {}, lambda value: value)
+                params.extend(field.get_db_prep_value(value, connection) for field, value in zip(fields, row[1:]))
             cursor.execute(
                 f"INSERT INTO {_TABLE} ({columns}) VALUES {', '.join([row_placeholder] * len(chunk))} "
-                f"ON CONFLICT (project_id, event_id) DO NOTHING RETURNING event_id, session_id",
+                f"ON CONFLICT (project_id, event_id) DO NOTHING RETURNING id, event_id, session_id",
                 params,
             )
-            returned.extend((uuid_field.to_python(event_id), session_id) for event_id, session_id in cursor.fetchall())
+            inserted = cursor.fetchall()
+            if inserted:
+                cursor.execute(
+                    f"INSERT INTO {_PENDING_TABLE} ({_PENDING_COLUMNS}) VALUES "
+                    f"{', '.join(['(%s, %s, %s, %s)'] * len(inserted))}",
+                    [value for event_pk, _, session_id in inserted
+                     for value in (project_id, session_id, event_pk, received_at_value)],
+                )  # fmt: skip
+            returned.extend((uuid_field.to_python(event_id), session_id) for _, event_id, session_id in inserted)
     return returned

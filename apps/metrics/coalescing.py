@@ -26,7 +26,7 @@ import time
 
 from django.core.cache import cache
 
-from apps.ingestion.models import RawEvent
+from apps.ingestion.models import PendingEvent
 from apps.metrics.folding import sessions_fold
 
 logger = logging.getLogger(__name__)
@@ -67,9 +67,9 @@ def fold_queued_clear(*, project_id: int) -> None:
 
 
 def pending_sessions(*, project_id: int, limit: int = PENDING_SESSIONS_PER_ROUND) -> list[str]:
-    """Sessions of the project with unprocessed events (the partial index makes this cheap)."""
+    """Sessions of the project with events waiting to be folded (read off the pending rows' key)."""
     return list(
-        RawEvent.objects.filter(project_id=project_id, processed_at__isnull=True)
+        PendingEvent.objects.filter(project_id=project_id)
         .values_list("session_id", flat=True)
         .distinct()[:limit]
     )

@@ -7,7 +7,7 @@ from datetime import datetime
 
 from django.db import transaction
 
-from apps.ingestion.models import RawEvent
+from apps.ingestion.models import PendingEvent, RawEvent
 from apps.metrics import algorithms as algo
 from apps.metrics.buckets import BucketDelta, buckets_add
 from apps.metrics.folding import from_us, sessions_lock
@@ -38,8 +38,12 @@ def session_costs_change(*, project_id: int, session_id: str, changes: list[Cost
         RawEvent.objects.select_for_update()
         .filter(pk__in=by_pk, project_id=project_id, session_id=session_id)
         .values("id", "step", "provider", "model", "timestamp", "input_tokens", "output_tokens", "cost_nanousd",
-                "price_source", "processed_at")
+                "price_source")
     )  # fmt: skip
+    pending = set(
+        PendingEvent.objects.filter(project_id=project_id, session_id=session_id, raw_event_id__in=by_pk)
+        .values_list("raw_event_id", flat=True)
+    )
     steps = {row.step: row for row in session.steps.all()}
     models = {(row.provider, row.model): row for row in session.models.all()}
     bucket_deltas: dict[tuple[datetime, str, str], BucketDelta] = defaultdict(BucketDelta)
@@ -50,7 +54,7 @@ def session_costs_change(*, project_id: int, session_id: str, changes: list[Cost
             continue
         changed += 1
         RawEvent.objects.filter(pk=row["id"]).update(cost_nanousd=change.cost_nanousd, price_source=change.price_source)
-        if row["processed_at"] is None:
+        if row["id"] in pending:
             continue
         tokens = row["input_tokens"] + row["output_tokens"]
         cost_delta = (change.cost_nanousd or 0) - (row["cost_nanousd"] or 0)

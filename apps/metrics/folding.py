@@ -5,10 +5,10 @@ statements whatever the number of events:
 1. lock: insert the missing session aggregate rows, then lock all of them `ORDER BY id`. One
    global order, so two workers folding overlapping sessions queue on the row locks instead of
    deadlocking; on SQLite the insert takes the database write lock before anything is read.
-2. claim: one `UPDATE ... SET processed_at ... RETURNING` marks and reads the sessions'
-   unprocessed events (at most EVENTS_PER_TRANSACTION), so what is folded is exactly what is
-   marked, in the transaction that updates the aggregates. A task that runs twice claims nothing;
-   a worker that dies mid-fold rolls the claim back with everything else.
+2. claim: one statement deletes the sessions' oldest pending rows (apps.ingestion.models.PendingEvent,
+   at most EVENTS_PER_TRANSACTION) and reads their raw events, so what is folded is exactly what
+   leaves the queue, in the transaction that updates the aggregates. A task that runs twice
+   claims nothing; a worker that dies mid-fold rolls the claim back with everything else.
 3. compute in Python: sums per (step, provider, model), the calls placed in time, their minute
    bucket shares, session attributes.
 4. peaks: a session with no folded event before this transaction has only the new calls, so its
@@ -33,7 +33,7 @@ from datetime import datetime, timedelta, timezone
 from django.db import connection, transaction
 from django.utils import timezone as dj_timezone
 
-from apps.ingestion.models import RawEvent
+from apps.ingestion.models import PendingEvent, RawEvent
 from apps.metrics import algorithms as algo
 from apps.metrics.buckets import BucketDelta, buckets_add
 from apps.metrics.models import SessionAggregate, SessionModelAggregate, SessionStepAggregate, UsageBucket
@@ -69,6 +69,7 @@ _USAGE = RawEvent.Type.USAGE.value
 _ESTIMATED = RawEvent.TokenSource.ESTIMATED.value
 _WINDOW_1S, _WINDOW_10S, _WINDOW_60S = algo.BURST_WINDOWS_US
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MINUTE_US = algo.MINUTE_US
 
 
 def from_us(instant_us: int) -> datetime:
@@ -93,7 +94,8 @@ def _sum_vectors(vectors) -> list[int]:
 class _SessionBatch:
     """What the claimed events of one session add up to."""
 
-    sums_by_group: dict[tuple[str, str, str], list[tuple]] = field(default_factory=dict)  # (step, provider, model)
+    # (step, provider, model) -> the events' sum vectors while reading, their sums once read.
+    sums_by_group: dict[tuple[str, str, str], list] = field(default_factory=dict)
     first_us_by_step: dict[str, int] = field(default_factory=dict)
     price_source_by_model: dict[tuple[str, str], str] = field(default_factory=dict)
     calls: list[algo.PlacedCall] = field(default_factory=list)
@@ -200,24 +202,56 @@ def _chunk_fold(project_id: int, session_ids: list[str]) -> int:
 
 
 def _claim(project_id: int, session_ids: list[str]) -> list[tuple]:
-    """Mark the sessions' oldest unprocessed events processed and return them (`_CLAIM_COLUMNS`,
+    """Take the sessions' oldest pending events off the queue and return them (`_CLAIM_COLUMNS`,
     with `timestamp` and `end_at` as integer epoch microseconds)."""
-    quote = connection.ops.quote_name
-    table = quote(RawEvent._meta.db_table)
-    selected = [_as_epoch_us(name) if name in ("timestamp", "end_at") else quote(name) for name in _CLAIM_COLUMNS]
-    processed_at = RawEvent._meta.get_field("processed_at").get_db_prep_value(dj_timezone.now(), connection)
-    sql = (
-        f"UPDATE {table} SET processed_at = %s WHERE id IN ("
-        f"SELECT id FROM {table} WHERE project_id = %s AND session_id IN ({', '.join(['%s'] * len(session_ids))}) "
-        f"AND processed_at IS NULL ORDER BY id LIMIT %s) "
-        f"RETURNING {', '.join(selected)}"
-    )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [processed_at, project_id, *session_ids, EVENTS_PER_TRANSACTION])
-        rows = cursor.fetchall()
     if connection.vendor == "postgresql":
-        return rows
+        with connection.cursor() as cursor:
+            cursor.execute(*claim_statement_postgres(project_id, session_ids))
+            return cursor.fetchall()
+    quote = connection.ops.quote_name
+    raw, pending = quote(RawEvent._meta.db_table), quote(PendingEvent._meta.db_table)
+    with connection.cursor() as cursor:
+        # SQLite: no data-modifying CTE, but DELETE ... RETURNING; its planner keeps an IN list on
+        # the primary key.
+        cursor.execute(
+            f"DELETE FROM {pending} WHERE rowid IN (SELECT rowid FROM {pending} WHERE project_id = %s AND session_id IN "
+            f"({', '.join(['%s'] * len(session_ids))}) ORDER BY raw_event_id LIMIT %s) RETURNING raw_event_id",
+            [project_id, *session_ids, EVENTS_PER_TRANSACTION],
+        )
+        event_pks = [event_pk for (event_pk,) in cursor.fetchall()]
+        rows = []
+        for start in range(0, len(event_pks), _PARAMS_PER_QUERY):
+            chunk = event_pks[start : start + _PARAMS_PER_QUERY]
+            cursor.execute(f"SELECT {_claim_columns_sql()} FROM {raw} WHERE id IN ({', '.join(['%s'] * len(chunk))})",
+                           chunk)  # fmt: skip
+            rows.extend(cursor.fetchall())
     return [(*row[:7], _epoch_us(row[7]), _epoch_us(row[8]), *row[9:]) for row in rows]
+
+
+def claim_statement_postgres(project_id: int, session_ids: list[str]) -> tuple[str, list]:
+    """`_claim`'s statement on PostgreSQL and its parameters.
+
+    One equality per session, for the reason `_union_all_select` gives; the oldest first, so a
+    backlog larger than one transaction folds in arrival order. `ctid = ANY(ARRAY(...))` is a TID
+    scan of exactly the chosen rows, and `id = ANY(ARRAY(...))` keeps the raw lookup on the
+    primary key whatever the planner guesses the claim returns.
+    """
+    quote = connection.ops.quote_name
+    raw, pending = quote(RawEvent._meta.db_table), quote(PendingEvent._meta.db_table)
+    branches = " UNION ALL ".join(
+        [f"SELECT ctid, raw_event_id FROM {pending} WHERE project_id = %s AND session_id = %s"] * len(session_ids)
+    )
+    return (
+        f"WITH claimed AS (DELETE FROM {pending} WHERE ctid = ANY(ARRAY("
+        f"SELECT ctid FROM ({branches}) AS queued ORDER BY raw_event_id LIMIT %s)) RETURNING raw_event_id) "
+        f"SELECT {_claim_columns_sql()} FROM {raw} WHERE id = ANY(ARRAY(SELECT raw_event_id FROM claimed))",
+        [*(value for session_id in session_ids for value in (project_id, session_id)), EVENTS_PER_TRANSACTION],
+    )
+
+
+def _claim_columns_sql() -> str:
+    quote = connection.ops.quote_name
+    return ", ".join(_as_epoch_us(name) if name in ("timestamp", "end_at") else quote(name) for name in _CLAIM_COLUMNS)
 
 
 def minute_shares(call: algo.PlacedCall) -> list[tuple[int, int, int]]:
@@ -276,14 +310,20 @@ def _batches(events: list[tuple]) -> tuple[dict[str, _SessionBatch], dict[tuple[
                 batch.has_call_id = True
             if attributes != "{}":
                 batch.attribute_texts[attributes] = None
-            shares = minute_shares(call)
-            for bucket_start_us, share_input, share_output in shares:
-                delta = buckets.get((bucket_start_us, provider, model))
-                if delta is None:
-                    delta = buckets[(bucket_start_us, provider, model)] = [0, 0, 0, 0, 0, 0, 0]
-                delta[0] += share_input
-                delta[1] += share_output
-            start = buckets[(shares[0][0], provider, model)]
+            first_bucket_us = start_us - start_us % _MINUTE_US
+            start = buckets.get((first_bucket_us, provider, model))
+            if start is None:
+                start = buckets[(first_bucket_us, provider, model)] = [0, 0, 0, 0, 0, 0, 0]
+            if call.end_us - first_bucket_us <= _MINUTE_US:  # most calls: within one minute, no split
+                start[0] += input_tokens
+                start[1] += output_tokens
+            else:
+                for bucket_start_us, share_input, share_output in minute_shares(call):
+                    delta = buckets.get((bucket_start_us, provider, model))
+                    if delta is None:
+                        delta = buckets[(bucket_start_us, provider, model)] = [0, 0, 0, 0, 0, 0, 0]
+                    delta[0] += share_input
+                    delta[1] += share_output
             start[2] += 1
             if cost is None:
                 start[6] += tokens
@@ -299,6 +339,8 @@ def _batches(events: list[tuple]) -> tuple[dict[str, _SessionBatch], dict[tuple[
                 delta = buckets[key] = [0, 0, 0, 0, 0, 0, 0]
             delta[3] += 1
             delta[4] += wait_us
+    for batch in batches.values():
+        batch.sums_by_group = {group: _sum_vectors(vectors) for group, vectors in batch.sums_by_group.items()}
     return batches, buckets
 
 
@@ -394,11 +436,15 @@ def _union_all_select(branches: list[tuple[str, list]]) -> list[tuple]:
 
 
 def _folded_of_session_sql() -> str:
-    """`FROM ... WHERE` of one session's folded events of one type; parameters: project id,
-    session id, type. An equality on session_id, for the reason `_union_all_select` gives."""
+    """`FROM ... WHERE` of one session's folded events of one type (those with no pending row);
+    parameters: project id, session id, type. An equality on session_id, for the reason
+    `_union_all_select` gives."""
+    quote = connection.ops.quote_name
+    raw, pending = quote(RawEvent._meta.db_table), quote(PendingEvent._meta.db_table)
     return (
-        f"FROM {connection.ops.quote_name(RawEvent._meta.db_table)} WHERE project_id = %s AND session_id = %s "
-        f"AND type = %s AND processed_at IS NOT NULL"
+        f"FROM {raw} WHERE project_id = %s AND session_id = %s AND type = %s AND NOT EXISTS ("
+        f"SELECT 1 FROM {pending} WHERE {pending}.project_id = {raw}.project_id "
+        f"AND {pending}.session_id = {raw}.session_id AND {pending}.raw_event_id = {raw}.id)"
     )
 
 
@@ -505,8 +551,7 @@ def _groups_write(sessions: dict[str, dict], batches: dict[str, _SessionBatch]) 
         session_pk = sessions[session_id]["id"]
         by_step: dict[str, list[list[int]]] = defaultdict(list)
         by_model: dict[tuple[str, str], list[list[int]]] = defaultdict(list)
-        for (step, provider, model), vectors in batch.sums_by_group.items():
-            sums = _sum_vectors(vectors)
+        for (step, provider, model), sums in batch.sums_by_group.items():
             by_step[step].append(sums)
             by_model[(provider, model)].append(sums)
         for step, group_sums in by_step.items():
@@ -545,8 +590,8 @@ def _sessions_write(
     for session_id, batch in batches.items():
         stored = sessions[session_id]
         sums = [stored[name] for name in SUM_COLUMNS]
-        for vectors in batch.sums_by_group.values():
-            for index, value in enumerate(_sum_vectors(vectors)):
+        for group_sums in batch.sums_by_group.values():
+            for index, value in enumerate(group_sums):
                 sums[index] += value
         sums[_THROTTLE_COUNT] += batch.throttle_count
         sums[_THROTTLE_WAIT_US] += batch.throttle_wait_us

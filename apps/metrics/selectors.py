@@ -9,7 +9,7 @@ from django.db.models.functions import TruncDay, TruncHour
 
 from apps.accounts.models import Project
 from apps.core.errors import NotFound
-from apps.ingestion.models import RawEvent
+from apps.ingestion.models import PendingEvent
 from apps.metrics.models import SessionAggregate, UsageBucket
 
 NANO = Decimal(10**9)
@@ -46,7 +46,7 @@ def session_metadata(*, project: Project, session_id: str) -> dict:
     session = session_get(project=project, session_id=session_id)
     steps = sorted(session.steps.all(), key=lambda s: (s.first_timestamp is None, s.first_timestamp, s.step))
     models = sorted(session.models.all(), key=lambda m: (-m.total_tokens, m.provider, m.model))
-    pending = RawEvent.objects.filter(project=project, session_id=session_id, processed_at__isnull=True).count()
+    pending = PendingEvent.objects.filter(project=project, session_id=session_id).count()
     return {
         "session_id": session.session_id,
         "project": f"{project.team.slug}/{project.slug}",

@@ -15,7 +15,7 @@ from datetime import timedelta
 
 from django.utils import timezone as dj_timezone
 
-from apps.ingestion.models import RawEvent
+from apps.ingestion.models import PendingEvent
 from apps.metrics.buckets import BucketDelta, buckets_add, buckets_compact
 from apps.metrics.coalescing import pending_sessions, project_fold_pending
 from apps.metrics.costs import CostChange, session_costs_change
@@ -36,7 +36,7 @@ def unprocessed_sweep(*, min_age: timedelta = SWEEP_MIN_AGE) -> int:
     """Fold every session holding events that no task folded (the broker was down, a worker died)."""
     cutoff = dj_timezone.now() - min_age
     pending = (
-        RawEvent.objects.filter(processed_at__isnull=True, received_at__lt=cutoff)
+        PendingEvent.objects.filter(received_at__lt=cutoff)
         .values_list("project_id", "session_id")
         .distinct()[:SWEEP_MAX_SESSIONS]
     )

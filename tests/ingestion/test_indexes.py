@@ -9,7 +9,7 @@ import pytest
 from django.db import connection
 
 from apps.accounts.services import project_get_or_create
-from apps.ingestion.models import RawEvent
+from apps.ingestion.models import PendingEvent, RawEvent
 from apps.ingestion.services import events_ingest
 from tests.conftest import usage_event
 
@@ -45,10 +45,30 @@ def test_session_lookup_of_a_project_the_statistics_never_saw_uses_the_session_i
     with connection.cursor() as cursor:
         cursor.execute(
             f"EXPLAIN SELECT id FROM {RawEvent._meta.db_table} WHERE project_id = %s AND session_id = %s "
-            "AND timestamp <= now() AND end_at >= now() - interval '1 hour' AND type = 'usage' "
-            "AND processed_at IS NOT NULL",
+            "AND timestamp <= now() AND end_at >= now() - interval '1 hour' AND type = 'usage'",
             [newcomer.pk, "s-1"],
         )
         plan = "\n".join(row[0] for row in cursor.fetchall())
     assert "rawevent_session_time" in plan, plan
     assert "session_id)::text = " in plan.split("Index Cond:")[1].splitlines()[0], plan
+
+
+@pytest.mark.postgres
+def test_the_fold_claim_reads_only_the_chosen_rows_by_key(project, team):
+    """The claim finds pending rows through their key and raw rows through the primary key, even
+    for a project the statistics never saw: no sequential scan of either table."""
+    from apps.metrics.folding import claim_statement_postgres
+
+    _ingest(project, session_count=20, events_per_session=50)
+    with connection.cursor() as cursor:
+        cursor.execute(f"ANALYZE {RawEvent._meta.db_table}")
+        cursor.execute(f"ANALYZE {PendingEvent._meta.db_table}")
+    newcomer = project_get_or_create(team=team, slug="newcomer")
+    _ingest(newcomer, session_count=5, events_per_session=50)
+    sql, params = claim_statement_postgres(newcomer.pk, [f"s-{session}" for session in range(5)])
+    with connection.cursor() as cursor:
+        cursor.execute(f"EXPLAIN {sql}", params)
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+    assert "Seq Scan" not in plan, plan
+    assert "Tid Scan on ingestion_pendingevent" in plan, plan
+    assert "Index Scan using ingestion_rawevent_pkey" in plan, plan

@@ -4,11 +4,10 @@ import json
 import pytest
 from django.core.cache import cache
 
-from apps.ingestion.models import RawEvent
 from apps.ingestion.services import events_ingest
 from apps.metrics import coalescing
 from apps.metrics.tasks import project_fold
-from tests.conftest import usage_event
+from tests.conftest import pending_count, usage_event
 from tokensite.celery import app as celery_app
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -41,7 +40,7 @@ def test_a_task_finding_the_lease_taken_leaves_the_work_to_the_holder(project):
     assert cache.add(f"metrics:fold-lease:{project.pk}", 1, timeout=60)
     try:
         assert coalescing.project_fold_pending(project_id=project.pk) == (0, False)
-        assert RawEvent.objects.filter(processed_at__isnull=True).count() == 1
+        assert pending_count() == 1
     finally:
         cache.delete(f"metrics:fold-lease:{project.pk}")
     # The holder, looking again after releasing, folds what arrived meanwhile.
@@ -62,14 +61,14 @@ def test_requests_while_a_task_is_queued_enqueue_nothing_and_that_task_folds_the
     try:
         for index in range(3):
             events_ingest(project=project, body=json.dumps({"events": [usage_event(session_id=f"q{index}")]}).encode())
-        assert RawEvent.objects.filter(project=project, processed_at__isnull=True).count() == 3, "no task ran"
+        assert pending_count(project=project) == 3, "no task ran"
     finally:
         # The queued task starts: it clears the mark, then finds every event committed meanwhile.
         assert project_fold.apply(args=[project.pk]).get() == 3
     assert not cache.get(f"metrics:fold-queued:{project.pk}")
     # With no task queued, the next request enqueues one again (run in-process by the test settings).
     events_ingest(project=project, body=json.dumps({"events": [usage_event(session_id="after")]}).encode())
-    assert not RawEvent.objects.filter(project=project, processed_at__isnull=True).exists()
+    assert pending_count(project=project) == 0
 
 
 def test_a_failed_publish_leaves_no_queued_mark(project):

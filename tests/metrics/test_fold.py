@@ -10,12 +10,12 @@ from datetime import timedelta
 import pytest
 
 from apps.accounts.services import project_get_or_create
-from apps.ingestion.models import RawEvent
+from apps.ingestion.models import PendingEvent
 from apps.ingestion.services import events_ingest
 from apps.metrics import services
 from apps.metrics.models import SessionAggregate, UsageBucket
 from apps.metrics.selectors import session_metadata
-from tests.conftest import BASE_TIME, throttle_event, usage_event
+from tests.conftest import BASE_TIME, events_unfold, throttle_event, usage_event
 
 # Real commits, so the on_commit hand-off to the metrics pipeline runs as in production.
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -110,10 +110,10 @@ def test_resent_events_are_not_counted_twice(project):
 def test_unprocessed_events_are_folded_by_the_sweep(project):
     # Events committed without their task (the broker was down): only the sweep can fold them.
     ingest(project, [usage_event()])
-    RawEvent.objects.update(processed_at=None)
+    events_unfold()
     SessionAggregate.objects.all().delete()
     UsageBucket.objects.all().delete()
-    RawEvent.objects.update(received_at=BASE_TIME)
+    PendingEvent.objects.update(received_at=BASE_TIME)
     assert services.unprocessed_sweep() == 1
     assert snapshot(project, "session-1")["token_usage"]["total_tokens"] == 1250 + 875
 

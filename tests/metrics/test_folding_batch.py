@@ -17,6 +17,7 @@ from apps.ingestion.services import events_ingest
 from apps.metrics import algorithms as algo
 from apps.metrics import folding, services
 from apps.metrics.models import SessionAggregate, UsageBucket
+from tests.conftest import events_unfold, pending_count
 from tests.metrics.test_fold import approx_document, bucket_totals, random_session, snapshot
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -34,7 +35,7 @@ def sessions_events(seed: int) -> list[dict]:
 
 def unfold(project) -> None:
     """Leave the project's events stored but unfolded, as if no task had run."""
-    RawEvent.objects.filter(project=project).update(processed_at=None)
+    events_unfold(project)
     SessionAggregate.objects.filter(project=project).delete()
     UsageBucket.objects.filter(project=project).delete()
 
@@ -72,7 +73,7 @@ def test_one_fold_of_many_sessions_equals_single_batch_folds(team, small_transac
     unfold(batched)
 
     assert services.sessions_fold(project_id=batched.pk, session_ids=list(reversed(SESSIONS))) == len(events)
-    assert not RawEvent.objects.filter(project=batched, processed_at__isnull=True).exists()
+    assert pending_count(project=batched) == 0
     assert_same_as_reference(batched, reference)
 
 

@@ -23,7 +23,7 @@ from apps.ingestion.services import events_ingest
 from apps.metrics import services
 from apps.metrics.schedule import BEAT_SCHEDULE
 from apps.metrics.selectors import session_metadata
-from tests.conftest import usage_event, throttle_event
+from tests.conftest import pending_count, throttle_event, usage_event
 from tests.metrics.test_fold import approx_document, random_session, snapshot
 from tokensite.celery import app as celery_app
 
@@ -59,7 +59,7 @@ def test_ingest_succeeds_while_the_broker_is_down_and_the_sweep_folds_later(proj
     result = ingest(project, [usage_event(), throttle_event()])
     assert result.accepted == 2
     assert time.monotonic() - started < 10, "a dead broker must not hold the request"
-    assert RawEvent.objects.filter(processed_at__isnull=True).count() == 2
+    assert pending_count() == 2
 
     assert services.unprocessed_sweep(min_age=timedelta(0)) == 2
     document = session_metadata(project=project, session_id="session-1")
@@ -187,7 +187,7 @@ def test_real_celery_workers_fold_events_posted_over_http(live_server, team, pro
             response = httpx.post(f"{live_server.url}/api/v1/events", headers=headers, timeout=30,
                                   content=json.dumps({"events": events[start : start + 6]}))  # fmt: skip
             assert response.status_code == 202, response.text
-        folded = _wait_for(lambda: not RawEvent.objects.filter(project=project, processed_at__isnull=True).exists())
+        folded = _wait_for(lambda: pending_count(project=project) == 0)
     finally:
         output = _stop(worker)
     assert folded, f"the worker did not fold the events; its output:\n{output}"
