@@ -66,6 +66,7 @@ _CLAIM_COLUMNS = (
     "cache_write_tokens", "tool_tokens", "thought_tokens", "token_source", "wait_ms", "cost_nanousd", "price_source",
 )  # fmt: skip
 _USAGE = RawEvent.Type.USAGE.value
+_THROTTLE = RawEvent.Type.THROTTLE.value
 _ESTIMATED = RawEvent.TokenSource.ESTIMATED.value
 _WINDOW_1S, _WINDOW_10S, _WINDOW_60S = algo.BURST_WINDOWS_US
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -189,7 +190,13 @@ def _chunk_fold(project_id: int, session_ids: list[str]) -> int:
         session_id for session_id, batch in batches.items()
         if batch.throttle_count or (batch.has_call_id and sessions[session_id]["throttle_count"])
     ]  # fmt: skip
-    throttled_us = _throttles_reattribute(project_id, {sid: sessions[sid]["id"] for sid in throttle_sessions})
+    throttled_us = _throttles_reattribute(
+        project_id,
+        {sid: sessions[sid]["id"] for sid in throttle_sessions},
+        events,
+        # Nothing folded before: the claimed events are all the session's folded events.
+        {sid for sid in throttle_sessions if sessions[sid]["event_count"] == 0},
+    )
     _groups_write(sessions, batches)
     _sessions_write(project_id, sessions, batches, peaks, throttled_us)
     buckets_add(
@@ -457,11 +464,15 @@ def _as_epoch_us(column: str) -> str:
     return quoted
 
 
-def _throttles_reattribute(project_id: int, session_pks: dict[str, int]) -> dict[str, int]:
+def _throttles_reattribute(
+    project_id: int, session_pks: dict[str, int], claimed: list[tuple], only_claimed: set[str]
+) -> dict[str, int]:
     """Re-attribute every folded throttle wait of these sessions to steps and models (DESIGN.md section 5).
 
     Recomputed from raw rows rather than folded: a usage event arriving after its waits moves
-    them to its own step through call_id. Returns each session's throttled time (union of waits).
+    them to its own step through call_id. The sessions in `only_claimed` had nothing folded
+    before this transaction, so their rows are read from the `claimed` events, not the database.
+    Returns each session's throttled time (union of waits).
     """
     if not session_pks:
         return {}
@@ -470,16 +481,36 @@ def _throttles_reattribute(project_id: int, session_pks: dict[str, int]) -> dict
         (session_id, call_id, step, provider, model, wait_ms, _epoch_us(start))
         for session_id, call_id, step, provider, model, wait_ms, start in _union_all_select([
             (f"SELECT session_id, call_id, step, provider, model, wait_ms, {_as_epoch_us('timestamp')} {folded}",
-             [project_id, session_id, RawEvent.Type.THROTTLE.value])
-            for session_id in sorted(session_pks)
+             [project_id, session_id, _THROTTLE])
+            for session_id in sorted(session_pks) if session_id not in only_claimed
         ])
     ]  # fmt: skip
+    if only_claimed:
+        throttles.extend(
+            (session_id, call_id, step, provider, model, wait_ms, start_us)
+            for _, session_id, kind, step, provider, model, call_id, start_us, *_, wait_ms, _, _ in claimed
+            if kind == _THROTTLE and session_id in only_claimed
+        )
     call_ids_by_session: dict[str, set[str]] = defaultdict(set)
     for session_id, call_id, *_ in throttles:
         if call_id:
             call_ids_by_session[session_id].add(call_id)
+    usage_by_call: dict[tuple[str, str], tuple[str, str, str]] = {}
+
+    def usage_found(session_id: str, call_id: str, step: str, provider: str, model: str) -> None:
+        known = usage_by_call.get((session_id, call_id))
+        # Several usage events sharing a call_id: the smallest step wins (algorithms.throttle_by_step).
+        if known is None or (step, provider, model) < known:
+            usage_by_call[(session_id, call_id)] = (step, provider, model)
+
+    if only_claimed:
+        for _, session_id, kind, step, provider, model, call_id, *_ in claimed:
+            if kind == _USAGE and session_id in only_claimed and call_id in call_ids_by_session.get(session_id, ()):
+                usage_found(session_id, call_id, step, provider, model)
     usage_branches = []
     for session_id, call_ids in sorted(call_ids_by_session.items()):
+        if session_id in only_claimed:
+            continue
         ordered = sorted(call_ids)
         for start in range(0, len(ordered), _CALL_IDS_PER_BRANCH):
             chunk = ordered[start : start + _CALL_IDS_PER_BRANCH]
@@ -487,12 +518,8 @@ def _throttles_reattribute(project_id: int, session_pks: dict[str, int]) -> dict
                 f"SELECT session_id, call_id, step, provider, model {folded} AND call_id IN ({', '.join(['%s'] * len(chunk))})",
                 [project_id, session_id, RawEvent.Type.USAGE.value, *chunk],
             ))  # fmt: skip
-    usage_by_call: dict[tuple[str, str], tuple[str, str, str]] = {}
-    for session_id, call_id, step, provider, model in _union_all_select(usage_branches):
-        known = usage_by_call.get((session_id, call_id))
-        # Several usage events sharing a call_id: the smallest step wins (algorithms.throttle_by_step).
-        if known is None or (step, provider, model) < known:
-            usage_by_call[(session_id, call_id)] = (step, provider, model)
+    for row in _union_all_select(usage_branches):
+        usage_found(*row)
 
     throttles_by_session: dict[str, list[tuple]] = defaultdict(list)
     for row in throttles:
