@@ -11,9 +11,12 @@ when calls are placed in time (`place_call`).
 from __future__ import annotations
 
 import math
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from itertools import repeat
+from operator import sub
 from typing import NamedTuple, Protocol
 
 US_PER_MS = 1_000
@@ -160,6 +163,16 @@ class PlacedCall:
         return self.input_tokens
 
 
+# `place_call` builds the fold's PlacedCalls without the frozen dataclass __init__ (one
+# object.__setattr__ per field) and `__post_init__`, which were most of a placement's cost: it
+# makes the same checks itself and sets the slots directly. `PlacedCall(...)` still validates.
+_new_object = object.__new__
+_set_start_us, _set_end_us, _set_generation_start_us, _set_input_tokens, _set_output_tokens = (
+    PlacedCall.__dict__[name].__set__
+    for name in ("start_us", "end_us", "generation_start_us", "input_tokens", "output_tokens")
+)
+
+
 def place_call(
     *,
     start_us: int,
@@ -169,14 +182,31 @@ def place_call(
     output_tokens: int,
 ) -> PlacedCall:
     """Place one usage event in time: `start_us` is its `timestamp` (see `epoch_us`)."""
-    generation_start_us, end_us = generation_interval_us(start_us, duration_ms, time_to_first_token_ms)
-    return PlacedCall(
-        start_us=start_us,
-        end_us=end_us,
-        generation_start_us=generation_start_us,
-        input_tokens=input_tokens,
-        output_tokens=output_tokens,
-    )
+    # generation_interval_us (ms_to_us, generation_ms) and PlacedCall.__post_init__ inlined: the
+    # same operations in the same order, so the same values and the same errors.
+    if not duration_ms >= 0:
+        raise ValueError(f"duration must be >= 0 ms, got {duration_ms!r}")
+    duration_us = round(duration_ms * US_PER_MS)
+    end_us = start_us + duration_us
+    if time_to_first_token_ms is not None and 0 < time_to_first_token_ms < duration_ms:
+        # duration - ttft > 0 here, so ms_to_us's check cannot fail.
+        generation_start_us = end_us - round((duration_ms - time_to_first_token_ms) * US_PER_MS)
+    else:
+        generation_start_us = end_us - duration_us
+    if not start_us <= generation_start_us <= end_us:
+        raise ValueError(
+            f"need start_us <= generation_start_us <= end_us, got "
+            f"{start_us}, {generation_start_us}, {end_us}"
+        )
+    if input_tokens < 0 or output_tokens < 0:
+        raise ValueError("token counts must be >= 0")
+    call = _new_object(PlacedCall)
+    _set_start_us(call, start_us)
+    _set_end_us(call, end_us)
+    _set_generation_start_us(call, generation_start_us)
+    _set_input_tokens(call, input_tokens)
+    _set_output_tokens(call, output_tokens)
+    return call
 
 
 # --- Bursts (DESIGN 4) ------------------------------------------------------------------------
@@ -192,105 +222,285 @@ def place_call(
 # Hence sup over t in [a, b] is the max of F(p) for breakpoints p in [a, b] and of the right
 # limit F(p+) for p in [a, b), once a and b are breakpoints themselves. The right limit at
 # x - W is the "window that just takes in the instant" of DESIGN 4: the peak is a supremum.
+#
+# The sweep is the fold's hottest pure-Python code, so it is written for CPython's speed; its
+# floats must not depend on that: every breakpoint takes the same float operations, in the same
+# order, as the plain sweep (a running slope sum and a running spread sum, both reset to exactly
+# 0 when no generation interval is open), so the peaks are the same floats whichever shortcut
+# the code takes.
+
+_EXACT_FLOAT_INT = 2**53  # integers of at most this magnitude are exactly floats
 
 
 class _TokenEdges(NamedTuple):
-    """Token edges sorted by position q (parallel lists): what changes in F at t = q.
+    """Token edges sorted by position q: what changes in F at t = q and, mirrored, at t = q - W.
 
-    At t = q an instant's tokens leave (`instant_tokens`), F's slope changes by `slope_changes`
-    (tokens/us) and `rate_ends` generation intervals end; mirrored at t = q - W the instant's
-    tokens enter, the slope changes by the negation and `rate_starts` intervals begin to count.
+    `at_edge[i]` is `(instant change, slope change, open intervals change)` at t =
+    `positions_us[i]`: the instant's tokens leave, the slope changes by S (tokens/us) and
+    generation intervals end. `at_mirror[i]` is the same edge at t = `positions_us[i] - W`: the
+    tokens enter, the slope changes by -S and intervals begin to count. Positions and token
+    counts are floats when every value is an integer a float holds exactly (`exact_floats`):
+    float arithmetic is then exact on them and CPython's float operations are much faster than
+    mixed int/float ones; otherwise they stay ints.
     """
 
-    positions_us: list[int]
-    instant_tokens: list[int]
-    slope_changes: list[float]
-    rate_starts: list[int]
-    rate_ends: list[int]
+    positions_us: list
+    at_edge: list[tuple]
+    at_mirror: list[tuple]
+    exact_floats: bool
 
 
-def _token_edges(calls: Iterable[PlacedCall], extra_positions_us: Iterable[int]) -> _TokenEdges:
+def _token_edges(calls: Iterable[PlacedCall], extra_positions_us: list[int], longest_window_us: int) -> _TokenEdges:
     """Collect and sort the calls' token edges, plus change-free edges at `extra_positions_us`."""
-    edges: dict[int, list] = {position_us: [0, 0.0, 0, 0] for position_us in extra_positions_us}
-    for call in calls:
-        instant_tokens = call.instant_tokens
-        if instant_tokens:
-            edge = edges.get(call.start_us)
-            if edge is None:
-                edges[call.start_us] = edge = [0, 0.0, 0, 0]
-            edge[0] += instant_tokens
-        if call.output_tokens and call.generation_start_us < call.end_us:
-            rate = call.output_tokens / (call.end_us - call.generation_start_us)
-            edge = edges.get(call.generation_start_us)
-            if edge is None:
-                edges[call.generation_start_us] = edge = [0, 0.0, 0, 0]
-            edge[1] -= rate
-            edge[2] += 1
-            edge = edges.get(call.end_us)
-            if edge is None:
-                edges[call.end_us] = edge = [0, 0.0, 0, 0]
-            edge[1] += rate
-            edge[3] += 1
-    positions_us = sorted(edges)
-    rows = [edges[position_us] for position_us in positions_us]
+    calls = calls if isinstance(calls, (list, tuple)) else list(calls)
+    positions_us, at_edge, at_mirror, instant_total = _edges_by_position(calls, extra_positions_us, 0.0)
+    exact_floats = instant_total <= _EXACT_FLOAT_INT and (
+        not positions_us
+        or (
+            longest_window_us <= _EXACT_FLOAT_INT
+            and positions_us[0] - longest_window_us >= -_EXACT_FLOAT_INT
+            and positions_us[-1] <= _EXACT_FLOAT_INT
+        )
+    )
+    if not exact_floats:  # values a float cannot hold: ints, as exact as ever, just slower
+        positions_us, at_edge, at_mirror, _ = _edges_by_position(calls, extra_positions_us, 0)
     return _TokenEdges(
-        positions_us,
-        [row[0] for row in rows],
-        [row[1] for row in rows],
-        [row[2] for row in rows],
-        [row[3] for row in rows],
+        list(map(float, positions_us)) if exact_floats else positions_us,
+        list(map(at_edge.__getitem__, positions_us)),
+        list(map(at_mirror.__getitem__, positions_us)),
+        exact_floats,
     )
 
 
-def _peak_window_tokens(
-    edges: _TokenEdges, window_us: int, lower_us: int | None, upper_us: int | None
-) -> float:
+def _edges_by_position(
+    calls: list[PlacedCall], extra_positions_us: list[int], zero: float
+) -> tuple[list[int], dict, dict, int]:
+    """Sorted positions, the changes at each edge and at its mirror, and the calls' instant tokens."""
+    at_edge, at_mirror, instant_total = _distinct_token_edges(calls, zero)
+    if at_edge is None:
+        at_edge, at_mirror, instant_total = _summed_token_edges(calls, zero)
+    for position_us in extra_positions_us:
+        if position_us not in at_edge:
+            at_edge[position_us] = at_mirror[position_us] = (zero, 0.0, 0)
+    return sorted(at_edge), at_edge, at_mirror, instant_total
+
+
+def _distinct_token_edges(calls: list[PlacedCall], zero: float) -> tuple[dict | None, dict | None, int]:
+    """Edges by position when no two edges share a position (the usual case), else None.
+
+    An edge then needs no summing: its change is the call's own `(-tokens, 0.0, 0)` at the start,
+    `(0, -rate, 0)` at g, `(0, rate, -1)` at e (mirrored: `(tokens, 0.0, 0)`, `(0, rate, 1)`,
+    `(0, -rate, 0)`), exactly what the summed edge would hold: 0.0 - rate and 0.0 + rate are
+    exact, and subtracting -S is adding S. Token counts get the type of `zero`.
+    """
+    at_edge: dict = {}
+    at_mirror: dict = {}
+    edge_count = 0
+    instant_total = 0
+    for call in calls:
+        start_us = call.start_us
+        generation_start_us = call.generation_start_us
+        end_us = call.end_us
+        output_tokens = call.output_tokens
+        # PlacedCall.instant_tokens, inlined.
+        tokens = call.input_tokens + output_tokens if generation_start_us == end_us else call.input_tokens
+        if output_tokens and generation_start_us < end_us:
+            rate = output_tokens / (end_us - generation_start_us)
+            if tokens:
+                instant_total += tokens
+                tokens += zero
+                if generation_start_us == start_us:
+                    # No ttft (or none within the call): generation starts at the input instant.
+                    at_edge[start_us] = (-tokens, -rate, 0)
+                    at_mirror[start_us] = (tokens, rate, 1)
+                    edge_count -= 1
+                else:
+                    at_edge[start_us] = (-tokens, 0.0, 0)
+                    at_mirror[start_us] = (tokens, 0.0, 0)
+                    at_edge[generation_start_us] = (zero, -rate, 0)
+                    at_mirror[generation_start_us] = (zero, rate, 1)
+                edge_count += 3
+            else:
+                at_edge[generation_start_us] = (zero, -rate, 0)
+                at_mirror[generation_start_us] = (zero, rate, 1)
+                edge_count += 2
+            at_edge[end_us] = (zero, rate, -1)
+            at_mirror[end_us] = (zero, -rate, 0)
+        elif tokens:
+            instant_total += tokens
+            tokens += zero
+            at_edge[start_us] = (-tokens, 0.0, 0)
+            at_mirror[start_us] = (tokens, 0.0, 0)
+            edge_count += 1
+    if len(at_edge) != edge_count:
+        return None, None, instant_total
+    return at_edge, at_mirror, instant_total
+
+
+def _summed_token_edges(calls: list[PlacedCall], zero: float) -> tuple[dict, dict, int]:
+    """Edges by position, each the sum of the changes of every call's edge there.
+
+    A position's slope change is one running float sum over the calls in order (-rate at a g,
+    +rate at an e), as the sweep has always summed it. Token counts get the type of `zero`.
+    """
+    sums: dict[int, list] = {}  # position -> [instant tokens, slope change, starts, ends]
+    for call in calls:
+        instant_tokens = call.instant_tokens
+        if instant_tokens:
+            edge = sums.get(call.start_us)
+            if edge is None:
+                sums[call.start_us] = edge = [0, 0.0, 0, 0]
+            edge[0] += instant_tokens
+        if call.output_tokens and call.generation_start_us < call.end_us:
+            rate = call.output_tokens / (call.end_us - call.generation_start_us)
+            edge = sums.get(call.generation_start_us)
+            if edge is None:
+                sums[call.generation_start_us] = edge = [0, 0.0, 0, 0]
+            edge[1] -= rate
+            edge[2] += 1
+            edge = sums.get(call.end_us)
+            if edge is None:
+                sums[call.end_us] = edge = [0, 0.0, 0, 0]
+            edge[1] += rate
+            edge[3] += 1
+    at_edge = {}
+    at_mirror = {}
+    instant_total = 0
+    for position_us, (instant_tokens, slope_change, starts, ends) in sums.items():
+        instant_total += instant_tokens
+        instant_tokens += zero
+        at_edge[position_us] = (-instant_tokens, slope_change, -ends)
+        at_mirror[position_us] = (instant_tokens, -slope_change, starts)
+    return at_edge, at_mirror, instant_total
+
+
+def _peak_window_tokens(edges: _TokenEdges, window_us: int, lower_us: int | None, upper_us: int | None) -> float:
     """Sup over window starts t in [lower_us, upper_us] of the tokens in [t, t + W).
 
     Precondition: the range ends are among the edge positions (see `burst_peaks`). One merge of
     the edges at q with their mirrors at q - W, both already sorted.
+
+    Candidates: in the sequence F(p0), F(p0+), F(p1), F(p1+), ... over the breakpoints in range
+    the sup is the max, and the first element reaching it is greater than the one before it. So
+    an element can be skipped when it cannot exceed the one before it (rule A), or when the one
+    after it is at least as large and always checked (rule B); since float addition is monotone,
+    these hold for the computed floats as for the exact values:
+      - F(p) <= F(q+) for the previous breakpoint q when the slope on (q, p) is <= 0 (A);
+      - F(p+) <= F(p) at an edge (tokens leave) unless no interval is open any more, which
+        resets the spread sum to exactly 0 (A);
+      - at a mirror, F(p) <= F(p+) as tokens only enter (counts are >= 0, PlacedCall checks)
+        (B), and F(p+) = F(p) when no tokens enter (A);
+        a mirror never leaves the spread to reset: with no interval open after it, none was
+        open before either (an interval ending at e is open at e - W), so both sums are 0 already.
+    The first breakpoint in range has no element before it in range and is always checked.
     """
-    positions_us, instant_tokens, slope_changes, rate_starts, rate_ends = edges
+    positions_us, at_edge, at_mirror, exact_floats = edges
     count = len(positions_us)
     if not count:
         return 0.0
+    if exact_floats:
+        window_us = float(window_us)
+    instant_sum = 0.0 if exact_floats else 0  # exact either way: instants are whole tokens
+    # lower_us/upper_us None: every breakpoint p0 - W ... p_last is in range; -inf/+inf add no
+    # candidate (F is 0 before the first mirror, and 0 again after the last edge).
     if lower_us is None:
-        lower_us = positions_us[0] - window_us
+        lower_us = -math.inf
+        lower_index = 0
+    else:
+        lower_us = float(lower_us) if exact_floats else lower_us
+        lower_index = bisect_left(positions_us, lower_us)
     if upper_us is None:
-        upper_us = positions_us[-1]
+        upper_us = math.inf
+        upper_index = count
+    else:
+        upper_us = float(upper_us) if exact_floats else upper_us
+        upper_index = bisect_left(positions_us, upper_us) + 1
+    mirror_positions_us = list(map(sub, positions_us, repeat(window_us)))
+    mirror_positions_us.append(math.inf)  # sentinel: no mirror after the last edge
 
     peak = 0.0  # F >= 0 everywhere, and F = 0 far from every token
-    instant_sum = 0  # exact: instants are whole tokens
     spread_sum = 0.0
     slope = 0.0
     open_rates = 0  # generation intervals whose overlap may be > 0, i.e. t in (g - W, e)
-    here = mirrored = 0  # next edge at q and next mirror at q - W; mirrors come first and end first
-    previous_us = positions_us[0] - window_us
-    while here < count:
-        position_us = positions_us[here]
-        if mirrored < count and positions_us[mirrored] - window_us < position_us:
-            position_us = positions_us[mirrored] - window_us
-        if position_us > upper_us:
-            break
-        spread_sum += slope * (position_us - previous_us)
-        at_value = instant_sum + spread_sum
-        if positions_us[here] == position_us:
-            instant_sum -= instant_tokens[here]
-            slope += slope_changes[here]
-            open_rates -= rate_ends[here]
-            here += 1
-        if mirrored < count and positions_us[mirrored] - window_us == position_us:
-            instant_sum += instant_tokens[mirrored]
-            slope -= slope_changes[mirrored]
-            open_rates += rate_starts[mirrored]
+    mirrored = 0  # next mirror; mirrors come first and end first
+    next_mirror_us = mirror_positions_us[0]
+    previous_us = next_mirror_us
+
+    # Before the range: the same sums, no candidates.
+    for position_us, (instant_change, slope_change, open_change) in zip(
+        positions_us[:lower_index], at_edge[:lower_index]
+    ):
+        while next_mirror_us < position_us:
+            spread_sum += slope * (next_mirror_us - previous_us)
+            mirror_instant, mirror_slope, mirror_open = at_mirror[mirrored]
+            instant_sum += mirror_instant
+            slope += mirror_slope
+            open_rates += mirror_open
+            previous_us = next_mirror_us
             mirrored += 1
-        if open_rates == 0:
+            next_mirror_us = mirror_positions_us[mirrored]
+        spread_sum += slope * (position_us - previous_us)
+        instant_sum += instant_change
+        slope += slope_change
+        open_rates += open_change
+        if next_mirror_us == position_us:  # the mirror's changes come at the same breakpoint
+            mirror_instant, mirror_slope, mirror_open = at_mirror[mirrored]
+            instant_sum += mirror_instant
+            slope += mirror_slope
+            open_rates += mirror_open
+            mirrored += 1
+            next_mirror_us = mirror_positions_us[mirrored]
+        if not open_rates:
             # Exactly zero once no interval overlaps: stops float drift carrying across gaps.
-            spread_sum = 0.0
-            slope = 0.0
-        if position_us >= lower_us:
-            if at_value > peak:
-                peak = at_value
+            spread_sum = slope = 0.0
+        previous_us = position_us
+    while next_mirror_us < lower_us:
+        spread_sum += slope * (next_mirror_us - previous_us)
+        mirror_instant, mirror_slope, mirror_open = at_mirror[mirrored]
+        instant_sum += mirror_instant
+        slope += mirror_slope
+        open_rates += mirror_open
+        previous_us = next_mirror_us
+        mirrored += 1
+        next_mirror_us = mirror_positions_us[mirrored]
+
+    # In the range [lower_us, upper_us]: its ends are edges, so mirrors here lie strictly inside.
+    for position_us, (instant_change, slope_change, open_change) in zip(
+        positions_us[lower_index:upper_index], at_edge[lower_index:upper_index]
+    ):
+        while next_mirror_us < position_us:
+            spread_sum += slope * (next_mirror_us - previous_us)
+            mirror_instant, mirror_slope, mirror_open = at_mirror[mirrored]
+            if mirror_instant:
+                instant_sum += mirror_instant
+                if instant_sum + spread_sum > peak:
+                    peak = instant_sum + spread_sum
+            elif slope > 0.0 and instant_sum + spread_sum > peak:
+                peak = instant_sum + spread_sum
+            slope += mirror_slope
+            open_rates += mirror_open
+            previous_us = next_mirror_us
+            mirrored += 1
+            next_mirror_us = mirror_positions_us[mirrored]
+        spread_sum += slope * (position_us - previous_us)
+        if (slope > 0.0 or position_us == lower_us) and instant_sum + spread_sum > peak:
+            peak = instant_sum + spread_sum
+        instant_sum += instant_change
+        slope += slope_change
+        open_rates += open_change
+        if next_mirror_us == position_us:
+            mirror_instant, mirror_slope, mirror_open = at_mirror[mirrored]
+            instant_sum += mirror_instant
+            slope += mirror_slope
+            open_rates += mirror_open
+            mirrored += 1
+            next_mirror_us = mirror_positions_us[mirrored]
+            if not open_rates:
+                spread_sum = slope = 0.0
+            if position_us < upper_us and instant_sum + spread_sum > peak:
+                peak = instant_sum + spread_sum
+        elif not open_rates:
+            spread_sum = slope = 0.0
             if position_us < upper_us and instant_sum + spread_sum > peak:
                 peak = instant_sum + spread_sum
         previous_us = position_us
@@ -320,7 +530,11 @@ def burst_peaks(
     if any(window_us <= 0 for window_us in windows_us):
         raise ValueError(f"window lengths must be > 0 us, got {list(windows_us)}")
     # Range ends become change-free edges: their F and right limit F(+) are then candidates too.
-    edges = _token_edges(calls, [bound for bound in (start_from_us, start_to_us) if bound is not None])
+    edges = _token_edges(
+        calls,
+        [bound for bound in (start_from_us, start_to_us) if bound is not None],
+        max(windows_us, default=0),
+    )
     return {
         window_us: _peak_window_tokens(edges, window_us, start_from_us, start_to_us)
         * US_PER_SECOND
@@ -409,20 +623,33 @@ def peak_concurrency(spans: Iterable[Span], from_us: int | None = None, to_us: i
     """
     if from_us is not None and to_us is not None and from_us > to_us:
         raise ValueError(f"empty instant range [{from_us}, {to_us}]")
-    changes: dict[int, int] = {}
+    starts_us = []
+    ends_us = []
     for span in spans:
-        if span.end_us > span.start_us:
-            changes[span.start_us] = changes.get(span.start_us, 0) + 1
-            changes[span.end_us] = changes.get(span.end_us, 0) - 1
+        start_us = span.start_us
+        end_us = span.end_us
+        if end_us > start_us:
+            starts_us.append(start_us)
+            ends_us.append(end_us)
+    starts_us.sort()
+    ends_us.sort()
+    # In flight at t (changes at t included) = starts <= t - ends <= t; at the k-th start
+    # (1-based, sorted) that is k - ends <= it, exact for the last of equal starts and lower for
+    # the others, so the max over starts is the max of the count over start instants. Counted
+    # in C (bisect over sorted lists) rather than by a Python sweep over every change.
+    first = 0
+    last = len(starts_us)
+    peak = 0
     if from_us is not None:
-        changes.setdefault(from_us, 0)  # makes the level at from_us itself a candidate
-    in_flight = peak = 0
-    for instant_us in sorted(changes):
-        if to_us is not None and instant_us > to_us:
-            break
-        in_flight += changes[instant_us]
-        if from_us is None or instant_us >= from_us:
-            peak = max(peak, in_flight)
+        first = bisect_left(starts_us, from_us)
+        peak = max(peak, bisect_right(starts_us, from_us) - bisect_right(ends_us, from_us))
+    if to_us is not None:
+        last = bisect_right(starts_us, to_us)
+    if first < last:
+        peak = max(
+            peak,
+            max(map(sub, range(first + 1, last + 1), map(bisect_right, repeat(ends_us), starts_us[first:last]))),
+        )
     return peak
 
 

@@ -47,7 +47,7 @@ _BRANCHES_PER_QUERY = 200  # SQLite allows 500 SELECTs in one compound statement
 _PARAMS_PER_QUERY = 10_000  # well under SQLite's 32,766 bound variables
 _CALL_IDS_PER_BRANCH = 2_000
 
-# TokenSums columns, in the order of the sum vectors below.
+# TokenSums columns, in the order of the sum vectors below (`_batches` adds into them by position).
 SUM_COLUMNS = (
     "calls", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "tool_tokens",
     "thought_tokens", "timed_output_tokens", "generation_us", "throttle_count", "throttle_wait_us", "cost_nanousd",
@@ -95,8 +95,7 @@ def _sum_vectors(vectors) -> list[int]:
 class _SessionBatch:
     """What the claimed events of one session add up to."""
 
-    # (step, provider, model) -> the events' sum vectors while reading, their sums once read.
-    sums_by_group: dict[tuple[str, str, str], list] = field(default_factory=dict)
+    sums_by_group: dict[tuple[str, str, str], list[int]] = field(default_factory=dict)  # (step, provider, model)
     first_us_by_step: dict[str, int] = field(default_factory=dict)
     price_source_by_model: dict[tuple[str, str], str] = field(default_factory=dict)
     calls: list[algo.PlacedCall] = field(default_factory=list)
@@ -104,8 +103,8 @@ class _SessionBatch:
     event_count: int = 0
     throttle_count: int = 0
     throttle_wait_us: int = 0
-    started_us: int | None = None
-    ended_us: int | None = None
+    started_us: int = 0
+    ended_us: int = 0
     has_call_id: bool = False
 
 
@@ -274,40 +273,57 @@ def _batches(events: list[tuple]) -> tuple[dict[str, _SessionBatch], dict[tuple[
     """Per-session sums and calls of the claimed events, and what they add to each minute bucket.
 
     Bucket deltas are lists in BucketDelta field order: input, output, calls, throttle count,
-    throttle wait, cost, unpriced tokens.
+    throttle wait, cost, unpriced tokens. This loop runs once per event and is most of the
+    fold's Python time, hence the in-place sums (SUM_COLUMNS order) and the cached last session.
     """
     batches: dict[str, _SessionBatch] = {}
     buckets: dict[tuple[int, str, str], list[int]] = {}
     place_call = algo.place_call
+    session_id_of_batch = batch = None
     for (
         _, session_id, kind, step, provider, model, call_id, start_us, end_us, attributes, duration_ms, ttft,
         input_tokens, output_tokens, cache_read, cache_write, tool, thought, token_source, wait_ms, cost, price_source,
     ) in events:  # fmt: skip
-        batch = batches.get(session_id)
-        if batch is None:
-            batch = batches[session_id] = _SessionBatch()
+        if session_id != session_id_of_batch:  # claimed events of a session tend to be adjacent
+            session_id_of_batch = session_id
+            batch = batches.get(session_id)
+            if batch is None:
+                batch = batches[session_id] = _SessionBatch(started_us=start_us, ended_us=end_us)
         batch.event_count += 1
-        if batch.started_us is None or start_us < batch.started_us:
+        if start_us < batch.started_us:
             batch.started_us = start_us
-        if batch.ended_us is None or end_us > batch.ended_us:
+        if end_us > batch.ended_us:
             batch.ended_us = end_us
         if kind == _USAGE:
             call = place_call(start_us=start_us, duration_ms=duration_ms, time_to_first_token_ms=ttft,
                               input_tokens=input_tokens, output_tokens=output_tokens)  # fmt: skip
             batch.calls.append(call)
+            group_key = (step, provider, model)
+            sums = batch.sums_by_group.get(group_key)
+            if sums is None:
+                sums = batch.sums_by_group[group_key] = list(_ZERO_SUMS)
+            sums[0] += 1
+            sums[1] += input_tokens
+            sums[2] += output_tokens
+            if cache_read:
+                sums[3] += cache_read
+            if cache_write:
+                sums[4] += cache_write
+            if tool:
+                sums[5] += tool
+            if thought:
+                sums[6] += thought
             generation_us = call.end_us - call.generation_start_us
-            tokens = input_tokens + output_tokens
-            sums = (
-                1, input_tokens, output_tokens, cache_read, cache_write, tool, thought,
-                output_tokens if generation_us else 0, generation_us, 0, 0,
-                0 if cost is None else cost, tokens if cost is None else 0, 1 if cost is None else 0,
-                1 if token_source == _ESTIMATED else 0,
-            )  # fmt: skip
-            group = batch.sums_by_group.get((step, provider, model))
-            if group is None:
-                batch.sums_by_group[(step, provider, model)] = [sums]
+            if generation_us:
+                sums[7] += output_tokens
+                sums[8] += generation_us
+            if cost is None:
+                sums[12] += input_tokens + output_tokens
+                sums[13] += 1
             else:
-                group.append(sums)
+                sums[11] += cost
+            if token_source == _ESTIMATED:
+                sums[14] += 1
             first_us = batch.first_us_by_step.get(step)
             if first_us is None or start_us < first_us:
                 batch.first_us_by_step[step] = start_us
@@ -333,7 +349,7 @@ def _batches(events: list[tuple]) -> tuple[dict[str, _SessionBatch], dict[tuple[
                     delta[1] += share_output
             start[2] += 1
             if cost is None:
-                start[6] += tokens
+                start[6] += input_tokens + output_tokens
             else:
                 start[5] += cost
         else:
@@ -346,8 +362,6 @@ def _batches(events: list[tuple]) -> tuple[dict[str, _SessionBatch], dict[tuple[
                 delta = buckets[key] = [0, 0, 0, 0, 0, 0, 0]
             delta[3] += 1
             delta[4] += wait_us
-    for batch in batches.values():
-        batch.sums_by_group = {group: _sum_vectors(vectors) for group, vectors in batch.sums_by_group.items()}
     return batches, buckets
 
 

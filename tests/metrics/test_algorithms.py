@@ -135,6 +135,43 @@ def test_invalid_calls_are_rejected():
         Interval(5, 4)
 
 
+def outcome(make):
+    """What building a call gives: its fields with their types, or the error raised."""
+    try:
+        placed_call = make()
+    except (ValueError, OverflowError, TypeError) as error:
+        return type(error), str(error)
+    fields = (
+        placed_call.start_us,
+        placed_call.end_us,
+        placed_call.generation_start_us,
+        placed_call.input_tokens,
+        placed_call.output_tokens,
+    )
+    return type(placed_call), [(type(value), value) for value in fields]
+
+
+@PROPERTY_SETTINGS
+@given(
+    start_us=st.integers(-(2**62), 2**62),
+    duration_ms=st.one_of(
+        st.floats(), st.floats(0, 10**7), st.integers(-5, 10**9), st.sampled_from([0.0, 0.0004, 0.0005, 1.0])
+    ),
+    ttft_ms=st.one_of(st.none(), st.floats(), st.integers(-5, 10**9), st.sampled_from([0.0, 0.9996, 1.0])),
+    input_tokens=st.integers(-2, 3) | st.integers(0, 10**6),
+    output_tokens=st.integers(-2, 3) | st.integers(0, 10**6),
+)
+def test_place_call_is_a_validated_call_over_the_generation_interval(
+    start_us, duration_ms, ttft_ms, input_tokens, output_tokens
+):
+    # place_call builds its PlacedCall without the dataclass __init__: same fields, same errors.
+    def reference() -> PlacedCall:
+        generation_start_us, end_us = generation_interval_us(start_us, duration_ms, ttft_ms)
+        return PlacedCall(start_us, end_us, generation_start_us, input_tokens, output_tokens)
+
+    assert outcome(lambda: placed(start_us, duration_ms, ttft_ms, input_tokens, output_tokens)) == outcome(reference)
+
+
 # --- Throttling ----------------------------------------------------------------------------------
 
 

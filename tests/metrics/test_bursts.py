@@ -116,6 +116,67 @@ def oracle_concurrency(calls: list[PlacedCall], from_us: int | None = None, to_u
     )
 
 
+def plain_sweep_peaks(
+    calls: list[PlacedCall], windows_us: list[int], start_from_us: int | None = None, start_to_us: int | None = None
+) -> dict[int, float]:
+    """burst_peaks as first written: int positions and token sums, every breakpoint a candidate.
+
+    burst_peaks computes with floats where that is exact and skips dominated candidates; its
+    peaks must still be these floats, bit for bit (same float operations in the same order).
+    """
+    edges: dict[int, list] = {bound: [0, 0.0, 0, 0] for bound in (start_from_us, start_to_us) if bound is not None}
+    for c in calls:
+        if c.instant_tokens:
+            edges.setdefault(c.start_us, [0, 0.0, 0, 0])[0] += c.instant_tokens
+        if c.output_tokens and c.generation_start_us < c.end_us:
+            rate = c.output_tokens / (c.end_us - c.generation_start_us)
+            edge = edges.setdefault(c.generation_start_us, [0, 0.0, 0, 0])
+            edge[1] -= rate
+            edge[2] += 1
+            edge = edges.setdefault(c.end_us, [0, 0.0, 0, 0])
+            edge[1] += rate
+            edge[3] += 1
+    positions = sorted(edges)
+    peaks = {}
+    for window_us in windows_us:
+        peak = 0.0
+        if positions:
+            lower = positions[0] - window_us if start_from_us is None else start_from_us
+            upper = positions[-1] if start_to_us is None else start_to_us
+            instant_sum, spread_sum, slope, open_rates = 0, 0.0, 0.0, 0
+            here = mirrored = 0
+            previous = positions[0] - window_us
+            while here < len(positions):
+                position = positions[here]
+                if mirrored < len(positions) and positions[mirrored] - window_us < position:
+                    position = positions[mirrored] - window_us
+                if position > upper:
+                    break
+                spread_sum += slope * (position - previous)
+                at_value = instant_sum + spread_sum
+                if positions[here] == position:
+                    instants, slope_change, _, ends = edges[position]
+                    instant_sum -= instants
+                    slope += slope_change
+                    open_rates -= ends
+                    here += 1
+                if mirrored < len(positions) and positions[mirrored] - window_us == position:
+                    instants, slope_change, starts, _ = edges[positions[mirrored]]
+                    instant_sum += instants
+                    slope -= slope_change
+                    open_rates += starts
+                    mirrored += 1
+                if open_rates == 0:
+                    spread_sum = slope = 0.0
+                if position >= lower:
+                    peak = max(peak, at_value)
+                    if position < upper:
+                        peak = max(peak, instant_sum + spread_sum)
+                previous = position
+        peaks[window_us] = peak * SECOND_US / window_us
+    return peaks
+
+
 # --- Hand-computed values -----------------------------------------------------------------------
 
 
@@ -231,6 +292,36 @@ def test_dense_session_matches_brute_force():
         assert close(burst_peak(calls, window_us, *restricted), oracle_burst(calls, window_us, *restricted))
 
 
+def test_token_sums_beyond_float_precision_stay_exact():
+    # 2**53 + 1 and 2**53 + 3 are no floats: the instants must be summed as ints, then rounded once.
+    calls = [call(0, 0, 2**53 + 1, 0), call(1, 0, 2, 0)]
+    assert burst_peak(calls, SECOND_US) == float(2**53 + 3) * SECOND_US / SECOND_US
+
+
+def test_dense_grid_sessions_give_the_floats_of_the_plain_sweep():
+    # Edges on a coarse grid meet mirrors of other edges exactly, and sums of rates leave float
+    # drift where intervals close: the sweep must reset (or not) exactly where the plain one does.
+    rng = random.Random(11)
+    for _ in range(300):
+        calls = [
+            call(
+                rng.randrange(0, 40) * GRID_US,
+                rng.choice([0, 250, 500, 1000, 1250, 10_000, rng.randrange(1, 40) * 250]),
+                rng.choice([0, 0, 1, rng.randrange(0, 5000)]),
+                rng.choice([0, 1, rng.randrange(0, 5000)]),
+                ttft_ms=rng.choice([None, 0.0, 250.0, rng.uniform(0, 2000), rng.randrange(0, 8) * 125.0]),
+            )
+            for _ in range(rng.randrange(1, 30))
+        ]
+        windows_us = rng.sample([GRID_US, SECOND_US, 10 * SECOND_US, 750_000], rng.randrange(1, 4))
+        positions = [edge for c in calls for edge in (c.start_us, c.generation_start_us, c.end_us)]
+        edges = sorted({edge - shift for edge in positions for shift in (0, *windows_us)})
+        for start_from_us, start_to_us in [(None, None), *(sorted(rng.sample(edges, 2)) for _ in range(3))]:
+            assert burst_peaks(calls, windows_us, start_from_us, start_to_us) == plain_sweep_peaks(
+                calls, windows_us, start_from_us, start_to_us
+            )
+
+
 def test_adding_tokens_never_lowers_a_peak():
     calls = [call(0, 3000, 1250, 875, ttft_ms=500)]
     before = burst_peaks(calls)
@@ -305,6 +396,21 @@ def test_restricted_burst_peak_equals_brute_force(calls, window_us, data):
 
 
 @PROPERTY_SETTINGS
+@given(
+    calls=st.lists(placed_calls(), max_size=40), windows_us=st.lists(windows, min_size=1, max_size=3), data=st.data()
+)
+def test_bursts_are_the_floats_of_the_plain_sweep(calls, windows_us, data):
+    edges = [edge for c in calls for edge in (c.start_us, c.generation_start_us, c.end_us)]
+    candidates = sorted({edge - shift for edge in edges for shift in (0, *windows_us)})
+    bound = st.none() | instants | (st.sampled_from(candidates) if candidates else st.nothing())
+    start_from_us, start_to_us = data.draw(bound), data.draw(bound)
+    if start_from_us is not None and start_to_us is not None and start_from_us > start_to_us:
+        start_from_us, start_to_us = start_to_us, start_from_us
+    peaks = burst_peaks(calls, windows_us, start_from_us, start_to_us)
+    assert peaks == plain_sweep_peaks(calls, windows_us, start_from_us, start_to_us)
+
+
+@PROPERTY_SETTINGS
 @given(calls=sessions, window_us=windows, starts=st.lists(instants, max_size=20))
 def test_no_window_holds_more_than_the_peak(calls, window_us, starts):
     peak_tokens = burst_peak(calls, window_us) * window_us / SECOND_US
@@ -318,6 +424,38 @@ def test_no_window_holds_more_than_the_peak(calls, window_us, starts):
 def test_all_windows_in_one_pass_equal_each_window_alone(calls):
     together = burst_peaks(calls, BURST_WINDOWS_US)
     assert together == {window_us: burst_peak(calls, window_us) for window_us in BURST_WINDOWS_US}
+
+
+def shifted(calls: list[PlacedCall], shift_us: int) -> list[PlacedCall]:
+    return [
+        PlacedCall(
+            c.start_us + shift_us,
+            c.end_us + shift_us,
+            c.generation_start_us + shift_us,
+            c.input_tokens,
+            c.output_tokens,
+        )
+        for c in calls
+    ]
+
+
+@PROPERTY_SETTINGS
+@given(
+    calls=sessions,
+    shift_us=st.sampled_from([2**52, 2**53 - 6 * SECOND_US, 2**53, 2**60, -(2**60)]),
+    bounds=st.tuples(st.none() | instants, st.none() | instants),
+)
+def test_bursts_are_the_same_floats_wherever_the_session_lies_in_time(calls, shift_us, bounds):
+    # Only differences of instants enter the sweep, so moving every call moves no peak, to the
+    # last bit. Beyond 2**53 us instants are no floats: the sweep must not compute with them as such.
+    start_from_us, start_to_us = bounds
+    if start_from_us is not None and start_to_us is not None and start_from_us > start_to_us:
+        start_from_us, start_to_us = start_to_us, start_from_us
+    moved_range = [None if b is None else b + shift_us for b in (start_from_us, start_to_us)]
+    assert burst_peaks(shifted(calls, shift_us)) == burst_peaks(calls)
+    assert burst_peaks(shifted(calls, shift_us), BURST_WINDOWS_US, *moved_range) == burst_peaks(
+        calls, BURST_WINDOWS_US, start_from_us, start_to_us
+    )
 
 
 @PROPERTY_SETTINGS
