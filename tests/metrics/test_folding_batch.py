@@ -144,3 +144,32 @@ call_shapes = st.builds(
 def test_minute_shares_equal_bucket_call_tokens(call):
     expected = [(share.bucket_start_us, share.input_tokens, share.output_tokens) for share in algo.bucket_call_tokens(call)]
     assert folding.minute_shares(call) == expected
+
+
+def test_the_collector_pause_ends_with_the_last_fold():
+    import gc
+
+    assert gc.isenabled()
+    inner_started, release = threading.Event(), threading.Event()
+
+    def other_fold() -> None:
+        with folding.cyclic_gc_paused():
+            inner_started.set()
+            release.wait(5)
+
+    with folding.cyclic_gc_paused():
+        thread = threading.Thread(target=other_fold)
+        thread.start()
+        inner_started.wait(5)
+        assert not gc.isenabled()
+    assert not gc.isenabled(), "another fold of the process is still running"
+    release.set()
+    thread.join(5)
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with folding.cyclic_gc_paused():
+            pass
+        assert not gc.isenabled(), "a collector disabled before stays disabled"
+    finally:
+        gc.enable()
