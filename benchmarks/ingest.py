@@ -160,8 +160,10 @@ def raw_events_truncate(database_url: str) -> None:
     import psycopg
 
     with psycopg.connect(database_url, autocommit=True) as connection:
-        connection.execute("TRUNCATE ingestion_rawevent")
+        # The fold queue too: ours writes a pending row per event, which no worker drains here.
+        connection.execute("TRUNCATE ingestion_rawevent, ingestion_pendingevent")
         connection.execute("VACUUM ANALYZE ingestion_rawevent")
+        connection.execute("VACUUM ANALYZE ingestion_pendingevent")
 
 
 def benchmark_key_create() -> str:
