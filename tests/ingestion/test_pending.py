@@ -71,3 +71,17 @@ def test_the_migration_queues_exactly_the_unfolded_events(project):
         executor = MigrationExecutor(connection)
         executor.loader.build_graph()
         executor.migrate(executor.loader.graph.leaf_nodes())
+
+
+@pytest.mark.django_db
+def test_deleting_a_project_deletes_its_queue(api_client, ingest_key, project, other_team_project):
+    post_events(api_client, ingest_key, [usage_event(), throttle_event()])
+    from apps.accounts.services import api_key_create
+
+    other_key = api_key_create(project=other_team_project).plaintext
+    post_events(api_client, other_key, [usage_event()])
+    project_pk = project.pk
+    assert PendingEvent.objects.filter(project_id=project_pk).count() == 2
+    project.delete()
+    assert not PendingEvent.objects.filter(project_id=project_pk).exists()
+    assert PendingEvent.objects.filter(project=other_team_project).count() == 1
