@@ -61,6 +61,7 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("price_source", "text"),
 )
 COLUMN_NAMES = tuple(name for name, _ in COLUMNS)
+_ID, _EVENT_ID, _SESSION_ID = (COLUMN_NAMES.index(name) for name in ("id", "event_id", "session_id"))
 _COPY_TYPES = [pg_type for _, pg_type in COLUMNS]
 _TABLE = RawEvent._meta.db_table
 _PENDING_TABLE = PendingEvent._meta.db_table
@@ -140,11 +141,11 @@ def _insert_postgres(project_id: int, received_at: datetime, events: list[Prepar
             with transaction.atomic():
                 _copy_rows(raw_cursor, _TABLE, columns, _COPY_TYPES, rows)
                 _copy_rows(raw_cursor, _PENDING_TABLE, _PENDING_COLUMNS, _PENDING_COPY_TYPES,
-                           [(project_id, row[4], row[0], received_at) for row in rows])  # fmt: skip
+                           [(project_id, row[_SESSION_ID], row[_ID], received_at) for row in rows])  # fmt: skip
         except UniqueViolation:
             pass  # at least one event_id is stored already: the savepoint undid both COPYs
         else:
-            return [(row[2], row[4]) for row in rows]  # (event_id, session_id) of every row
+            return [(row[_EVENT_ID], row[_SESSION_ID]) for row in rows]
         # ON COMMIT DELETE ROWS empties the staging table at the end of every transaction, and the
         # table lives as long as the (persistent) connection, so it is created once per connection.
         raw_cursor.execute(
@@ -175,7 +176,7 @@ def _copy_rows(raw_cursor, table: str, columns: str, types: list[str], rows: lis
 
 def _insert_generic(project_id: int, received_at: datetime, events: list[PreparedEvent]) -> list[tuple]:
     # The id is left to the database here: no sequence to draw from on SQLite.
-    names = COLUMN_NAMES[1:]
+    names = COLUMN_NAMES[_ID + 1 :]
     fields = [RawEvent._meta.get_field("project" if name == "project_id" else name) for name in names]
     uuid_field = RawEvent._meta.get_field("event_id")
     received_at_value = PendingEvent._meta.get_field("received_at").get_db_prep_value(received_at, connection)
@@ -188,7 +189,7 @@ def _insert_generic(project_id: int, received_at: datetime, events: list[Prepare
             params: list = []
             for prepared in chunk:
                 row = _row(None, project_id, received_at, prepared, prepared.event.attributes or {}, lambda value: value)
-                params.extend(field.get_db_prep_value(value, connection) for field, value in zip(fields, row[1:]))
+                params.extend(field.get_db_prep_value(value, connection) for field, value in zip(fields, row[_ID + 1 :]))
             cursor.execute(
                 f"INSERT INTO {_TABLE} ({columns}) VALUES {', '.join([row_placeholder] * len(chunk))} "
                 f"ON CONFLICT (project_id, event_id) DO NOTHING RETURNING id, event_id, session_id",

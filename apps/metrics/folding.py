@@ -143,10 +143,10 @@ def cyclic_gc_paused():
     """Pause Python's cyclic garbage collector while folds run in this process.
 
     A fold allocates a few objects per event (rows, placed calls, sums) that live until its
-    chunk commits; each collection the allocations trigger walks all of them again, about 10 %
-    of the fold's time (alternating runs with and without, 400,000 events of the aggregation
-    benchmark: 12 % fewer CPU seconds per event). The fold builds no reference cycles, so reference counting frees its memory as
-    before; the collector resumes when the last concurrent fold of the process ends.
+    chunk commits; each collection the allocations trigger walks all of them again (alternating
+    runs with and without, 400,000 events of the aggregation benchmark: 12 % fewer CPU seconds
+    per event without). The fold builds no reference cycles, so reference counting frees its
+    memory as before; the collector resumes when the last concurrent fold of the process ends.
     """
     global _gc_pausers, _gc_was_enabled
     with _gc_pause_lock:
@@ -248,8 +248,7 @@ def _claim(project_id: int, session_ids: list[str]) -> list[tuple]:
         with connection.cursor() as cursor:
             cursor.execute(*claim_statement_postgres(project_id, session_ids))
             return cursor.fetchall()
-    quote = connection.ops.quote_name
-    raw, pending = quote(RawEvent._meta.db_table), quote(PendingEvent._meta.db_table)
+    raw, pending = _raw_and_pending_tables()
     with connection.cursor() as cursor:
         # SQLite: no data-modifying CTE, but DELETE ... RETURNING; its planner keeps an IN list on
         # the primary key.
@@ -276,8 +275,7 @@ def claim_statement_postgres(project_id: int, session_ids: list[str]) -> tuple[s
     scan of exactly the chosen rows, and `id = ANY(ARRAY(...))` keeps the raw lookup on the
     primary key whatever the planner guesses the claim returns.
     """
-    quote = connection.ops.quote_name
-    raw, pending = quote(RawEvent._meta.db_table), quote(PendingEvent._meta.db_table)
+    raw, pending = _raw_and_pending_tables()
     branches = " UNION ALL ".join(
         [f"SELECT ctid, raw_event_id FROM {pending} WHERE project_id = %s AND session_id = %s"] * len(session_ids)
     )
@@ -287,6 +285,11 @@ def claim_statement_postgres(project_id: int, session_ids: list[str]) -> tuple[s
         f"SELECT {_claim_columns_sql()} FROM {raw} WHERE id = ANY(ARRAY(SELECT raw_event_id FROM claimed))",
         [*(value for session_id in session_ids for value in (project_id, session_id)), EVENTS_PER_TRANSACTION],
     )
+
+
+def _raw_and_pending_tables() -> tuple[str, str]:
+    quote = connection.ops.quote_name
+    return quote(RawEvent._meta.db_table), quote(PendingEvent._meta.db_table)
 
 
 def _claim_columns_sql() -> str:
@@ -494,8 +497,7 @@ def _folded_of_session_sql() -> str:
     """`FROM ... WHERE` of one session's folded events of one type (those with no pending row);
     parameters: project id, session id, type. An equality on session_id, for the reason
     `_union_all_select` gives."""
-    quote = connection.ops.quote_name
-    raw, pending = quote(RawEvent._meta.db_table), quote(PendingEvent._meta.db_table)
+    raw, pending = _raw_and_pending_tables()
     return (
         f"FROM {raw} WHERE project_id = %s AND session_id = %s AND type = %s AND NOT EXISTS ("
         f"SELECT 1 FROM {pending} WHERE {pending}.project_id = {raw}.project_id "

@@ -6,9 +6,12 @@ import django.db.models.deletion
 from django.db import migrations, models
 
 
+def _tables(apps) -> tuple[str, str]:
+    return apps.get_model("ingestion", "RawEvent")._meta.db_table, apps.get_model("ingestion", "PendingEvent")._meta.db_table
+
+
 def unfolded_events_queue(apps, schema_editor):
-    raw = apps.get_model("ingestion", "RawEvent")._meta.db_table
-    pending = apps.get_model("ingestion", "PendingEvent")._meta.db_table
+    raw, pending = _tables(apps)
     schema_editor.execute(
         f"INSERT INTO {pending} (project_id, session_id, raw_event_id, received_at) "
         f"SELECT project_id, session_id, id, received_at FROM {raw} WHERE processed_at IS NULL"
@@ -16,8 +19,7 @@ def unfolded_events_queue(apps, schema_editor):
 
 
 def folded_events_mark(apps, schema_editor):
-    raw = apps.get_model("ingestion", "RawEvent")._meta.db_table
-    pending = apps.get_model("ingestion", "PendingEvent")._meta.db_table
+    raw, pending = _tables(apps)
     schema_editor.execute(
         f"UPDATE {raw} SET processed_at = CURRENT_TIMESTAMP "
         f"WHERE id NOT IN (SELECT raw_event_id FROM {pending})"
