@@ -13,6 +13,7 @@ $(VENV)/.installed: requirements.txt sdk/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --disable-pip-version-check -r requirements.txt
 	$(PIP) install --quiet --disable-pip-version-check --no-deps -e ./sdk
+	$(PY) manage.py compile_kernels
 	touch $@
 
 install: $(VENV)/.installed

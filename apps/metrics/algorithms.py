@@ -63,10 +63,18 @@ def generation_interval_us(
     """Half-open generation interval `[begin_us, end_us)`, ending when the call ends.
 
     `end_us = start_us + duration`; the interval is empty (`begin_us == end_us`) when the
-    generation time is 0 or rounds to less than a microsecond.
+    generation time is 0 or rounds to less than a microsecond. This is
+    `end_us - ms_to_us(generation_ms(...))` with both inlined (the fold calls it once per event):
+    the same operations in the same order, so the same values and the same errors.
     """
-    end_us = start_us + ms_to_us(duration_ms)
-    return end_us - ms_to_us(generation_ms(duration_ms, time_to_first_token_ms)), end_us
+    if not duration_ms >= 0:
+        raise ValueError(f"duration must be >= 0 ms, got {duration_ms!r}")
+    duration_us = round(duration_ms * US_PER_MS)
+    end_us = start_us + duration_us
+    if time_to_first_token_ms is not None and 0 < time_to_first_token_ms < duration_ms:
+        # duration - ttft > 0 here, so ms_to_us's check cannot fail.
+        return end_us - round((duration_ms - time_to_first_token_ms) * US_PER_MS), end_us
+    return end_us - duration_us, end_us
 
 
 def call_tokens_per_second(
@@ -182,17 +190,8 @@ def place_call(
     output_tokens: int,
 ) -> PlacedCall:
     """Place one usage event in time: `start_us` is its `timestamp` (see `epoch_us`)."""
-    # generation_interval_us (ms_to_us, generation_ms) and PlacedCall.__post_init__ inlined: the
-    # same operations in the same order, so the same values and the same errors.
-    if not duration_ms >= 0:
-        raise ValueError(f"duration must be >= 0 ms, got {duration_ms!r}")
-    duration_us = round(duration_ms * US_PER_MS)
-    end_us = start_us + duration_us
-    if time_to_first_token_ms is not None and 0 < time_to_first_token_ms < duration_ms:
-        # duration - ttft > 0 here, so ms_to_us's check cannot fail.
-        generation_start_us = end_us - round((duration_ms - time_to_first_token_ms) * US_PER_MS)
-    else:
-        generation_start_us = end_us - duration_us
+    generation_start_us, end_us = generation_interval_us(start_us, duration_ms, time_to_first_token_ms)
+    # PlacedCall.__post_init__ inlined.
     if not start_us <= generation_start_us <= end_us:
         raise ValueError(
             f"need start_us <= generation_start_us <= end_us, got "

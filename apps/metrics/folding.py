@@ -9,11 +9,12 @@ statements whatever the number of events:
    at most EVENTS_PER_TRANSACTION) and reads their raw events, so what is folded is exactly what
    leaves the queue, in the transaction that updates the aggregates. A task that runs twice
    claims nothing; a worker that dies mid-fold rolls the claim back with everything else.
-3. compute in Python: sums per (step, provider, model), the calls placed in time, their minute
-   bucket shares, session attributes.
+3. compute: sums per (step, provider, model), the calls placed in time, their minute bucket
+   shares, session attributes (apps.metrics.claimed_sums, column-wise and compiled).
 4. peaks: a session with no folded event before this transaction has only the new calls, so its
    peaks come from them; for the others one query loads the folded calls overlapping the ranges
-   the new calls can change (algorithms.peak_update_ranges).
+   the new calls can change (algorithms.peak_update_ranges). One call of the compiled
+   apps.metrics.peaks_kernel computes every session's peaks, without holding the GIL.
 5. throttle waits are re-attributed from raw rows only for sessions that can need it: new waits,
    or new call_ids in a session that has waits.
 6. write: step and model rows with additive upserts, session rows with their new values (read
@@ -30,7 +31,7 @@ import threading
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from django.db import connection, transaction
@@ -38,7 +39,9 @@ from django.utils import timezone as dj_timezone
 
 from apps.ingestion.models import PendingEvent, RawEvent
 from apps.metrics import algorithms as algo
+from apps.metrics import peaks_kernel
 from apps.metrics.buckets import BucketDelta, buckets_add
+from apps.metrics.claimed_sums import CLAIM_COLUMNS, SUM_COLUMNS, SessionBatch, claimed_sums
 from apps.metrics.models import SessionAggregate, SessionModelAggregate, SessionStepAggregate, UsageBucket
 from apps.metrics.upserts import added, earliest, replaced, rows_upsert, unless_empty
 
@@ -50,12 +53,6 @@ _BRANCHES_PER_QUERY = 200  # SQLite allows 500 SELECTs in one compound statement
 _PARAMS_PER_QUERY = 10_000  # well under SQLite's 32,766 bound variables
 _CALL_IDS_PER_BRANCH = 2_000
 
-# TokenSums columns, in the order of the sum vectors below (`_batches` adds into them by position).
-SUM_COLUMNS = (
-    "calls", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "tool_tokens",
-    "thought_tokens", "timed_output_tokens", "generation_us", "throttle_count", "throttle_wait_us", "cost_nanousd",
-    "unpriced_tokens", "unpriced_calls", "estimated_calls",
-)  # fmt: skip
 _THROTTLE_COUNT = SUM_COLUMNS.index("throttle_count")
 _THROTTLE_WAIT_US = SUM_COLUMNS.index("throttle_wait_us")
 _ZERO_SUMS = (0,) * len(SUM_COLUMNS)
@@ -63,17 +60,10 @@ _SESSION_COLUMNS = (
     *SUM_COLUMNS, "started_at", "ended_at", "event_count", "burst_1s", "burst_10s", "burst_60s", "peak_concurrency",
     "throttled_us", "attributes",
 )  # fmt: skip
-_CLAIM_COLUMNS = (
-    "id", "session_id", "type", "step", "provider", "model", "call_id", "timestamp", "end_at", "attributes",
-    "duration_ms", "time_to_first_token_ms", "input_tokens", "output_tokens", "cache_read_tokens",
-    "cache_write_tokens", "tool_tokens", "thought_tokens", "token_source", "wait_ms", "cost_nanousd", "price_source",
-)  # fmt: skip
 _USAGE = RawEvent.Type.USAGE.value
 _THROTTLE = RawEvent.Type.THROTTLE.value
-_ESTIMATED = RawEvent.TokenSource.ESTIMATED.value
 _WINDOW_1S, _WINDOW_10S, _WINDOW_60S = algo.BURST_WINDOWS_US
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_MINUTE_US = algo.MINUTE_US
 
 
 def from_us(instant_us: int) -> datetime:
@@ -92,23 +82,6 @@ def _epoch_us(value: int | datetime | str) -> int:
 
 def _sum_vectors(vectors) -> list[int]:
     return [sum(column) for column in zip(*vectors)]
-
-
-@dataclass(slots=True)
-class _SessionBatch:
-    """What the claimed events of one session add up to."""
-
-    sums_by_group: dict[tuple[str, str, str], list[int]] = field(default_factory=dict)  # (step, provider, model)
-    first_us_by_step: dict[str, int] = field(default_factory=dict)
-    price_source_by_model: dict[tuple[str, str], str] = field(default_factory=dict)
-    calls: list[algo.PlacedCall] = field(default_factory=list)
-    attribute_texts: dict[str, None] = field(default_factory=dict)  # distinct, in event order
-    event_count: int = 0
-    throttle_count: int = 0
-    throttle_wait_us: int = 0
-    started_us: int = 0
-    ended_us: int = 0
-    has_call_id: bool = False
 
 
 @dataclass(slots=True)
@@ -217,7 +190,7 @@ def _chunk_fold(project_id: int, session_ids: list[str]) -> int:
     if not events:
         return 0
     events.sort()  # by id: arrival order decides which attribute value is first
-    batches, bucket_deltas = _batches(events)
+    batches, bucket_deltas = claimed_sums(events)
     peaks = _peaks(project_id, sessions, batches)
     throttle_sessions = [
         session_id for session_id, batch in batches.items()
@@ -242,7 +215,7 @@ def _chunk_fold(project_id: int, session_ids: list[str]) -> int:
 
 
 def _claim(project_id: int, session_ids: list[str]) -> list[tuple]:
-    """Take the sessions' oldest pending events off the queue and return them (`_CLAIM_COLUMNS`,
+    """Take the sessions' oldest pending events off the queue and return them (`CLAIM_COLUMNS`,
     with `timestamp` and `end_at` as integer epoch microseconds)."""
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
@@ -294,144 +267,47 @@ def _raw_and_pending_tables() -> tuple[str, str]:
 
 def _claim_columns_sql() -> str:
     quote = connection.ops.quote_name
-    return ", ".join(_as_epoch_us(name) if name in ("timestamp", "end_at") else quote(name) for name in _CLAIM_COLUMNS)
+    return ", ".join(_as_epoch_us(name) if name in ("timestamp", "end_at") else quote(name) for name in CLAIM_COLUMNS)
 
 
-def minute_shares(call: algo.PlacedCall) -> list[tuple[int, int, int]]:
-    """`(bucket_start_us, input_tokens, output_tokens)` of a call per minute bucket, as
-    algorithms.bucket_call_tokens splits them; most calls lie within one minute, which needs no split."""
-    first_bucket_us = call.start_us - call.start_us % algo.MINUTE_US
-    if call.end_us - first_bucket_us <= algo.MINUTE_US:
-        return [(first_bucket_us, call.input_tokens, call.output_tokens)]
-    return [(share.bucket_start_us, share.input_tokens, share.output_tokens) for share in algo.bucket_call_tokens(call)]
-
-
-def _batches(events: list[tuple]) -> tuple[dict[str, _SessionBatch], dict[tuple[int, str, str], list[int]]]:
-    """Per-session sums and calls of the claimed events, and what they add to each minute bucket.
-
-    Bucket deltas are lists in BucketDelta field order: input, output, calls, throttle count,
-    throttle wait, cost, unpriced tokens. This loop runs once per event and is most of the
-    fold's Python time, hence the in-place sums (SUM_COLUMNS order) and the cached last session.
-    """
-    batches: dict[str, _SessionBatch] = {}
-    buckets: dict[tuple[int, str, str], list[int]] = {}
-    place_call = algo.place_call
-    session_id_of_batch = batch = None
-    for (
-        _, session_id, kind, step, provider, model, call_id, start_us, end_us, attributes, duration_ms, ttft,
-        input_tokens, output_tokens, cache_read, cache_write, tool, thought, token_source, wait_ms, cost, price_source,
-    ) in events:  # fmt: skip
-        if session_id != session_id_of_batch:  # claimed events of a session tend to be adjacent
-            session_id_of_batch = session_id
-            batch = batches.get(session_id)
-            if batch is None:
-                batch = batches[session_id] = _SessionBatch(started_us=start_us, ended_us=end_us)
-        batch.event_count += 1
-        if start_us < batch.started_us:
-            batch.started_us = start_us
-        if end_us > batch.ended_us:
-            batch.ended_us = end_us
-        if kind == _USAGE:
-            call = place_call(start_us=start_us, duration_ms=duration_ms, time_to_first_token_ms=ttft,
-                              input_tokens=input_tokens, output_tokens=output_tokens)  # fmt: skip
-            batch.calls.append(call)
-            group_key = (step, provider, model)
-            sums = batch.sums_by_group.get(group_key)
-            if sums is None:
-                sums = batch.sums_by_group[group_key] = list(_ZERO_SUMS)
-            sums[0] += 1
-            sums[1] += input_tokens
-            sums[2] += output_tokens
-            if cache_read:
-                sums[3] += cache_read
-            if cache_write:
-                sums[4] += cache_write
-            if tool:
-                sums[5] += tool
-            if thought:
-                sums[6] += thought
-            generation_us = call.end_us - call.generation_start_us
-            if generation_us:
-                sums[7] += output_tokens
-                sums[8] += generation_us
-            if cost is None:
-                sums[12] += input_tokens + output_tokens
-                sums[13] += 1
-            else:
-                sums[11] += cost
-            if token_source == _ESTIMATED:
-                sums[14] += 1
-            first_us = batch.first_us_by_step.get(step)
-            if first_us is None or start_us < first_us:
-                batch.first_us_by_step[step] = start_us
-            if price_source:
-                batch.price_source_by_model[(provider, model)] = price_source
-            if call_id:
-                batch.has_call_id = True
-            if attributes != "{}":
-                batch.attribute_texts[attributes] = None
-            first_bucket_us = start_us - start_us % _MINUTE_US
-            start = buckets.get((first_bucket_us, provider, model))
-            if start is None:
-                start = buckets[(first_bucket_us, provider, model)] = [0, 0, 0, 0, 0, 0, 0]
-            if call.end_us - first_bucket_us <= _MINUTE_US:  # most calls: within one minute, no split
-                start[0] += input_tokens
-                start[1] += output_tokens
-            else:
-                for bucket_start_us, share_input, share_output in minute_shares(call):
-                    delta = buckets.get((bucket_start_us, provider, model))
-                    if delta is None:
-                        delta = buckets[(bucket_start_us, provider, model)] = [0, 0, 0, 0, 0, 0, 0]
-                    delta[0] += share_input
-                    delta[1] += share_output
-            start[2] += 1
-            if cost is None:
-                start[6] += input_tokens + output_tokens
-            else:
-                start[5] += cost
-        else:
-            wait_us = algo.ms_to_us(wait_ms)
-            batch.throttle_count += 1
-            batch.throttle_wait_us += wait_us
-            key = (algo.bucket_start_us(start_us), provider, model)
-            delta = buckets.get(key)
-            if delta is None:
-                delta = buckets[key] = [0, 0, 0, 0, 0, 0, 0]
-            delta[3] += 1
-            delta[4] += wait_us
-    return batches, buckets
-
-
-def _peaks(project_id: int, sessions: dict[str, dict], batches: dict[str, _SessionBatch]) -> dict[str, _Peaks]:
+def _peaks(project_id: int, sessions: dict[str, dict], batches: dict[str, SessionBatch]) -> dict[str, _Peaks]:
     """Burst and concurrency peaks the new calls can set, per session (to be maxed with the stored ones)."""
-    peaks: dict[str, _Peaks] = {}
+    groups: list[peaks_kernel.PeakGroup] = []
+    group_sessions: list[str] = []
     ranges: dict[str, list[algo.PeakUpdateRange]] = {}
     for session_id, batch in batches.items():
         if not batch.calls:
             continue
         if sessions[session_id]["event_count"] == 0:
             # Nothing folded before: the new calls are all the session's calls.
-            peaks[session_id] = _Peaks(algo.burst_peaks(batch.calls), algo.peak_concurrency(batch.calls))
+            groups.append(peaks_kernel.PeakGroup(batch.calls))
+            group_sessions.append(session_id)
         else:
-            ranges[session_id] = algo.peak_update_ranges(batch.calls)
-    if not ranges:
-        return peaks
-    stored = _folded_calls(project_id, ranges)
-    for session_id, session_ranges in ranges.items():
-        bursts = dict.fromkeys(algo.BURST_WINDOWS_US, 0.0)
-        concurrency = 0
-        for update in session_ranges:
-            calls = [call for call in stored[session_id] if update.needs(call)]
-            found = algo.burst_peaks(calls, algo.BURST_WINDOWS_US, update.burst_start_from_us, update.burst_start_to_us)
-            bursts = {window: max(bursts[window], found[window]) for window in bursts}
-            concurrency = max(
-                concurrency, algo.peak_concurrency(calls, update.concurrency_from_us, update.concurrency_to_us)
-            )
-        peaks[session_id] = _Peaks(bursts, concurrency)
+            ranges[session_id] = algo.peak_update_ranges([algo.Interval(row[0], row[2]) for row in batch.calls])
+    if ranges:
+        stored = _folded_calls(project_id, ranges)
+        for session_id, session_ranges in ranges.items():
+            for update in session_ranges:
+                # update.needs on rows: the call overlaps the load range.
+                needed = [
+                    row for row in stored[session_id] if row[0] <= update.load_to_us and row[2] >= update.load_from_us
+                ]
+                groups.append(peaks_kernel.PeakGroup(needed, update))
+                group_sessions.append(session_id)
+    peaks: dict[str, _Peaks] = {}
+    for session_id, (bursts, concurrency) in zip(group_sessions, peaks_kernel.groups_peaks(groups)):
+        found = peaks.get(session_id)
+        if found is None:
+            peaks[session_id] = _Peaks(bursts, concurrency)
+        else:
+            found.bursts = {window: max(found.bursts[window], bursts[window]) for window in bursts}
+            found.concurrency = max(found.concurrency, concurrency)
     return peaks
 
 
-def _folded_calls(project_id: int, ranges: dict[str, list[algo.PeakUpdateRange]]) -> dict[str, list[algo.PlacedCall]]:
+def _folded_calls(
+    project_id: int, ranges: dict[str, list[algo.PeakUpdateRange]]
+) -> dict[str, list[peaks_kernel.CallRow]]:
     """Folded usage calls (the claimed ones included) overlapping the load ranges, per session.
 
     One SELECT per range joined by UNION ALL: each is a plain scan of the (project, session,
@@ -452,16 +328,16 @@ def _folded_calls(project_id: int, ranges: dict[str, list[algo.PeakUpdateRange]]
         for session_id, session_ranges in ranges.items()
         for update in session_ranges
     ]  # fmt: skip
-    calls: dict[str, list[algo.PlacedCall]] = defaultdict(list)
+    calls: dict[str, list[peaks_kernel.CallRow]] = defaultdict(list)
     seen: set[int] = set()  # a call in the load windows of two ranges is placed once
     rows = _union_all_select([(branch, values) for values in params])
     for event_pk, session_id, start_us, duration_ms, ttft, input_tokens, output_tokens in rows:
         if event_pk not in seen:
             seen.add(event_pk)
-            calls[session_id].append(algo.place_call(
-                start_us=_epoch_us(start_us), duration_ms=duration_ms, time_to_first_token_ms=ttft,
-                input_tokens=input_tokens, output_tokens=output_tokens,
-            ))  # fmt: skip
+            start_us = _epoch_us(start_us)
+            calls[session_id].append(
+                (start_us, *algo.generation_interval_us(start_us, duration_ms, ttft), input_tokens, output_tokens)
+            )
     return calls
 
 
@@ -621,7 +497,7 @@ def _with_throttle(count: int, wait_us: int) -> list[int]:
     return sums
 
 
-def _groups_write(sessions: dict[str, dict], batches: dict[str, _SessionBatch]) -> None:
+def _groups_write(sessions: dict[str, dict], batches: dict[str, SessionBatch]) -> None:
     """Add the batches' sums to the step and model rows (created when missing)."""
     step_rows, model_rows = [], []
     for session_id, batch in batches.items():
@@ -656,7 +532,7 @@ def _groups_write(sessions: dict[str, dict], batches: dict[str, _SessionBatch]) 
 def _sessions_write(
     project_id: int,
     sessions: dict[str, dict],
-    batches: dict[str, _SessionBatch],
+    batches: dict[str, SessionBatch],
     peaks: dict[str, _Peaks],
     throttled_us: dict[str, int],
 ) -> None:

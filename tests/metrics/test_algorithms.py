@@ -24,6 +24,7 @@ from apps.metrics.algorithms import (
     epoch_us,
     generation_interval_us,
     generation_ms,
+    ms_to_us,
     place_call,
     rate_terms,
     rolling_tokens_per_second,
@@ -136,11 +137,13 @@ def test_invalid_calls_are_rejected():
 
 
 def outcome(make):
-    """What building a call gives: its fields with their types, or the error raised."""
+    """What building a call (or an interval tuple) gives: its fields with their types, or the error raised."""
     try:
         placed_call = make()
     except (ValueError, OverflowError, TypeError) as error:
         return type(error), str(error)
+    if isinstance(placed_call, tuple):
+        return tuple, [(type(value), value) for value in placed_call]
     fields = (
         placed_call.start_us,
         placed_call.end_us,
@@ -164,11 +167,17 @@ def outcome(make):
 def test_place_call_is_a_validated_call_over_the_generation_interval(
     start_us, duration_ms, ttft_ms, input_tokens, output_tokens
 ):
-    # place_call builds its PlacedCall without the dataclass __init__: same fields, same errors.
+    # place_call builds its PlacedCall without the dataclass __init__, and generation_interval_us
+    # inlines ms_to_us and generation_ms: same fields, same errors as the plain definitions.
+    def interval() -> tuple[int, int]:
+        end_us = start_us + ms_to_us(duration_ms)
+        return end_us - ms_to_us(generation_ms(duration_ms, ttft_ms)), end_us
+
     def reference() -> PlacedCall:
-        generation_start_us, end_us = generation_interval_us(start_us, duration_ms, ttft_ms)
+        generation_start_us, end_us = interval()
         return PlacedCall(start_us, end_us, generation_start_us, input_tokens, output_tokens)
 
+    assert outcome(lambda: generation_interval_us(start_us, duration_ms, ttft_ms)) == outcome(interval)
     assert outcome(lambda: placed(start_us, duration_ms, ttft_ms, input_tokens, output_tokens)) == outcome(reference)
 
 

@@ -1,5 +1,5 @@
-"""The batch fold: many sessions per transaction, backlogs split over transactions, overlapping
-workers, and the one-minute shortcut of bucket placement, all against a single-batch fold."""
+"""The batch fold: many sessions per transaction, backlogs split over transactions and overlapping
+workers, all against a single-batch fold."""
 from __future__ import annotations
 
 import json
@@ -8,13 +8,10 @@ import threading
 
 import pytest
 from django.db import connections
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from apps.accounts.services import project_get_or_create
 from apps.ingestion.models import RawEvent
 from apps.ingestion.services import events_ingest
-from apps.metrics import algorithms as algo
 from apps.metrics import folding, services
 from apps.metrics.models import SessionAggregate, UsageBucket
 from tests.conftest import events_unfold, pending_count
@@ -127,23 +124,6 @@ def test_workers_folding_overlapping_session_sets_count_each_event_once(team, sm
     assert not errors
     assert sum(folded) == len(events)
     assert_same_as_reference(racing, reference)
-
-
-call_shapes = st.builds(
-    algo.place_call,
-    start_us=st.integers(0, 10 * algo.MINUTE_US),
-    duration_ms=st.one_of(st.just(0.0), st.floats(0, 150_000, allow_nan=False)),
-    time_to_first_token_ms=st.one_of(st.none(), st.floats(0, 150_000, allow_nan=False)),
-    input_tokens=st.integers(0, 10_000),
-    output_tokens=st.integers(0, 10_000),
-)
-
-
-@settings(max_examples=300, deadline=None)
-@given(call=call_shapes)
-def test_minute_shares_equal_bucket_call_tokens(call):
-    expected = [(share.bucket_start_us, share.input_tokens, share.output_tokens) for share in algo.bucket_call_tokens(call)]
-    assert folding.minute_shares(call) == expected
 
 
 def test_the_collector_pause_ends_with_the_last_fold():

@@ -1,0 +1,386 @@
+"""What a fold's claimed events add up to, per session and per minute bucket, computed by columns.
+
+A fold claims up to 100,000 events per transaction. Summing them one Python statement at a
+time was the largest part of a worker's time per event, so here the rows become columns in C
+(`zip`, `map`) and one compiled pass (numba, GIL released) places every call, sums every
+(session, step, provider, model) group and every minute bucket. Python then walks only the
+groups (a few per session) and the calls that cross a minute boundary.
+
+The numbers are those of a loop over the events (tests/metrics/claimed_sums_reference.py is
+that loop, and tests compare the two on random and edge-case events): integer sums, and call
+placement with algorithms.generation_interval_us's float operations (IEEE, no fastmath;
+`np.rint` rounds half to even, as Python's `round` does).
+
+Bounds: ingestion caps a duration at 24 hours and a token count at 10**9, so every sum here
+fits an int64 many times over; a claim whose totals could overflow one is refused with a
+ValueError rather than summed wrong.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from itertools import compress, count, repeat
+from operator import and_, is_not
+
+import numpy as np
+from numba import njit
+
+from apps.ingestion.models import RawEvent
+from apps.metrics import algorithms as algo
+from apps.metrics.peaks_kernel import CallRow, PeakGroup, groups_peaks
+
+# TokenSums columns, in the order of the sum vectors (the kernel adds into them by position).
+SUM_COLUMNS = (
+    "calls", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "tool_tokens",
+    "thought_tokens", "timed_output_tokens", "generation_us", "throttle_count", "throttle_wait_us", "cost_nanousd",
+    "unpriced_tokens", "unpriced_calls", "estimated_calls",
+)  # fmt: skip
+# The claimed events' columns, in the order the fold's claim reads them (`timestamp` and
+# `end_at` as integer epoch microseconds).
+CLAIM_COLUMNS = (
+    "id", "session_id", "type", "step", "provider", "model", "call_id", "timestamp", "end_at", "attributes",
+    "duration_ms", "time_to_first_token_ms", "input_tokens", "output_tokens", "cache_read_tokens",
+    "cache_write_tokens", "tool_tokens", "thought_tokens", "token_source", "wait_ms", "cost_nanousd", "price_source",
+)  # fmt: skip
+# Minute bucket sums, in BucketDelta field order.
+BUCKET_SUMS = ("input_tokens", "output_tokens", "calls", "throttle_count", "throttle_wait_us", "cost_nanousd",
+               "unpriced_tokens")  # fmt: skip
+
+_USAGE = RawEvent.Type.USAGE.value
+_ESTIMATED = RawEvent.TokenSource.ESTIMATED.value
+_INT64_SAFE = 2**62
+_OK = -1
+
+
+@dataclass(slots=True)
+class SessionBatch:
+    """What the claimed events of one session add up to."""
+
+    sums_by_group: dict[tuple[str, str, str], list[int]] = field(default_factory=dict)  # (step, provider, model)
+    first_us_by_step: dict[str, int] = field(default_factory=dict)
+    price_source_by_model: dict[tuple[str, str], str] = field(default_factory=dict)
+    calls: list[CallRow] = field(default_factory=list)  # in event order
+    attribute_texts: dict[str, None] = field(default_factory=dict)  # distinct, in event order
+    event_count: int = 0
+    throttle_count: int = 0
+    throttle_wait_us: int = 0
+    started_us: int = 0
+    ended_us: int = 0
+    has_call_id: bool = False
+
+
+@njit(cache=True, nogil=True)
+def _sums_kernel(
+    group_codes, bucket_keys, usage, starts_us, ends_at_us, durations_ms, ttfts_ms, inputs, outputs, cache_reads,
+    cache_writes, tools, thoughts, estimated, priced, costs, waits_ms, price_sourced,
+    group_sums, group_events, group_first_usage_us, group_started_us, group_ended_us, group_throttles,
+    group_throttle_wait_us, group_last_priced, generation_starts_us, call_ends_us, crosses, bucket_starts_us,
+    bucket_sums,
+):  # fmt: skip
+    """One pass over the events (in id order). Group arrays are indexed by group code, bucket
+    sums by bucket key; returns the index of the first event whose duration or wait is not a
+    non-negative float (the caller raises algorithms' error for it), or -1."""
+    minute_us = 60_000_000
+    for event in range(group_codes.shape[0]):
+        group = group_codes[event]
+        start_us = starts_us[event]
+        group_events[group] += 1
+        if start_us < group_started_us[group]:
+            group_started_us[group] = start_us
+        if ends_at_us[event] > group_ended_us[group]:
+            group_ended_us[group] = ends_at_us[event]
+        bucket_us = start_us - start_us % minute_us  # Python's modulo: floor, also before 1970
+        bucket_starts_us[event] = bucket_us
+        bucket = bucket_keys[event]
+        if usage[event]:
+            duration_ms = durations_ms[event]
+            if not duration_ms >= 0 or duration_ms * 1000.0 >= 2.0**53:
+                return event
+            # algorithms.generation_interval_us
+            duration_us = np.int64(np.rint(duration_ms * 1000.0))
+            end_us = start_us + duration_us
+            ttft_ms = ttfts_ms[event]  # NaN for none: no comparison holds, as for None
+            if 0 < ttft_ms and ttft_ms < duration_ms:
+                generation_us = np.int64(np.rint((duration_ms - ttft_ms) * 1000.0))
+            else:
+                generation_us = duration_us
+            generation_starts_us[event] = end_us - generation_us
+            call_ends_us[event] = end_us
+            input_tokens = inputs[event]
+            output_tokens = outputs[event]
+            group_sums[group, 0] += 1
+            group_sums[group, 1] += input_tokens
+            group_sums[group, 2] += output_tokens
+            group_sums[group, 3] += cache_reads[event]
+            group_sums[group, 4] += cache_writes[event]
+            group_sums[group, 5] += tools[event]
+            group_sums[group, 6] += thoughts[event]
+            if generation_us:
+                group_sums[group, 7] += output_tokens
+                group_sums[group, 8] += generation_us
+            if priced[event]:
+                group_sums[group, 11] += costs[event]
+                bucket_sums[bucket, 5] += costs[event]
+            else:
+                group_sums[group, 12] += input_tokens + output_tokens
+                group_sums[group, 13] += 1
+                bucket_sums[bucket, 6] += input_tokens + output_tokens
+            if estimated[event]:
+                group_sums[group, 14] += 1
+            if start_us < group_first_usage_us[group]:
+                group_first_usage_us[group] = start_us
+            if price_sourced[event]:
+                group_last_priced[group] = event
+            bucket_sums[bucket, 2] += 1
+            if end_us - bucket_us <= minute_us:  # most calls: within one minute, no split
+                bucket_sums[bucket, 0] += input_tokens
+                bucket_sums[bucket, 1] += output_tokens
+            else:
+                crosses[event] = True
+        else:
+            wait_ms = waits_ms[event]
+            if not wait_ms >= 0 or wait_ms * 1000.0 >= 2.0**53:
+                return event
+            wait_us = np.int64(np.rint(wait_ms * 1000.0))  # algorithms.ms_to_us
+            group_throttles[group] += 1
+            group_throttle_wait_us[group] += wait_us
+            bucket_sums[bucket, 3] += 1
+            bucket_sums[bucket, 4] += wait_us
+    return _OK
+
+
+@njit(cache=True, nogil=True)
+def _share_rows_needed(crossing, starts_us, generation_starts_us, ends_us):
+    """Upper bound of the bucket shares `_shares_kernel` writes: one per minute a call spans."""
+    minute_us = 60_000_000
+    rows = 0
+    for event in crossing:
+        first_bucket_us = starts_us[event] - starts_us[event] % minute_us
+        rows += (ends_us[event] - first_bucket_us) // minute_us + 2
+    return rows
+
+
+@njit(cache=True, nogil=True)
+def _shares_kernel(crossing, starts_us, generation_starts_us, ends_us, inputs, outputs,
+                   share_events, share_buckets_us, share_inputs, share_outputs):  # fmt: skip
+    """algorithms.bucket_call_tokens of each crossing call, as rows (event, bucket start, input,
+    output): the start bucket first, then each later bucket receiving output. Returns the row
+    count. The caller keeps calls whose `2 * output * generation` could overflow an int64."""
+    minute_us = 60_000_000
+    rows = 0
+    for event in crossing:
+        start_us = starts_us[event]
+        generation_start_us = generation_starts_us[event]
+        end_us = ends_us[event]
+        output_tokens = outputs[event]
+        first_bucket_us = start_us - start_us % minute_us
+        first = rows
+        share_events[first] = event
+        share_buckets_us[first] = first_bucket_us
+        share_inputs[first] = inputs[event]
+        share_outputs[first] = output_tokens if generation_start_us == end_us else 0
+        rows += 1
+        generation_us = end_us - generation_start_us
+        if generation_us:
+            bucket_from_us = generation_start_us - generation_start_us % minute_us
+            while bucket_from_us < end_us:
+                share_from_us = max(bucket_from_us, generation_start_us)
+                share_to_us = min(bucket_from_us + minute_us, end_us)
+                # placed_before: round half up in integers, as bucket_call_tokens does.
+                tokens = (2 * output_tokens * (share_to_us - generation_start_us) + generation_us) // (
+                    2 * generation_us
+                ) - (2 * output_tokens * (share_from_us - generation_start_us) + generation_us) // (2 * generation_us)
+                if tokens:
+                    if bucket_from_us == first_bucket_us:
+                        share_outputs[first] += tokens
+                    else:
+                        share_events[rows] = event
+                        share_buckets_us[rows] = bucket_from_us
+                        share_inputs[rows] = 0
+                        share_outputs[rows] = tokens
+                        rows += 1
+                bucket_from_us += minute_us
+    return rows
+
+
+def claimed_sums(
+    events: list[tuple],
+) -> tuple[dict[str, SessionBatch], dict[tuple[int, str, str], list[int]]]:
+    """Per-session sums and calls of the claimed events (rows in CLAIM_COLUMNS order, sorted by
+    id), and what they add to each minute bucket: `{(bucket_start_us, provider, model):
+    [sums in BUCKET_SUMS order]}`."""
+    if not events:
+        return {}, {}
+    (
+        _, session_ids, kinds, steps, providers, models, call_ids, starts_us, ends_at_us, attributes, durations_ms,
+        ttfts_ms, inputs, outputs, cache_reads, cache_writes, tools, thoughts, token_sources, waits_ms, costs,
+        price_sources,
+    ) = zip(*events)  # fmt: skip
+    size = len(events)
+    usage_flags = list(map(_USAGE.__eq__, kinds))
+    priced_flags = list(map(is_not, costs, repeat(None)))
+    _check_int64_totals(inputs, outputs, cache_reads, cache_writes, tools, thoughts, compress(costs, priced_flags))
+
+    # A group is (session, step, provider, model); its code is the index of its first event,
+    # found in C by setdefault (sparse codes: the kernel's group arrays have one row per event).
+    first_of_group: dict[tuple, int] = {}
+    group_codes = np.fromiter(
+        map(first_of_group.setdefault, zip(session_ids, steps, providers, models), count()), np.int64, size
+    )
+    # A minute bucket is (provider, model, minute): coded the same way.
+    first_of_bucket: dict[tuple, int] = {}
+    bucket_keys = np.fromiter(
+        map(first_of_bucket.setdefault, zip(providers, models, map(_minute_of, starts_us)), count()), np.int64, size
+    )
+
+    ints, floats = _int64s, _float64s
+    starts_array, inputs_array, outputs_array = ints(starts_us), ints(inputs), ints(outputs)
+    group_sums = np.zeros((size, len(SUM_COLUMNS)), np.int64)
+    group_events = np.zeros(size, np.int64)
+    group_first_usage_us = np.full(size, np.iinfo(np.int64).max, np.int64)
+    group_started_us = np.full(size, np.iinfo(np.int64).max, np.int64)
+    group_ended_us = np.full(size, np.iinfo(np.int64).min, np.int64)
+    group_throttles = np.zeros(size, np.int64)
+    group_throttle_wait_us = np.zeros(size, np.int64)
+    group_last_priced = np.full(size, -1, np.int64)
+    generation_starts_us = np.zeros(size, np.int64)
+    call_ends_us = np.zeros(size, np.int64)
+    crosses = np.zeros(size, np.bool_)
+    bucket_starts_us = np.zeros(size, np.int64)
+    bucket_sums = np.zeros((size, len(BUCKET_SUMS)), np.int64)
+    priced_costs = np.array(costs, dtype=object)
+    priced_costs[~np.array(priced_flags, np.bool_)] = 0
+    bad_event = _sums_kernel(
+        group_codes, bucket_keys, np.array(usage_flags, np.bool_), starts_array, ints(ends_at_us),
+        floats(durations_ms), floats(ttfts_ms), inputs_array, outputs_array, ints(cache_reads), ints(cache_writes),
+        ints(tools), ints(thoughts), np.fromiter(map(_ESTIMATED.__eq__, token_sources), np.bool_, size),
+        np.array(priced_flags, np.bool_), priced_costs.astype(np.int64), floats(waits_ms),
+        np.fromiter(map(bool, price_sources), np.bool_, size),
+        group_sums, group_events, group_first_usage_us, group_started_us, group_ended_us, group_throttles,
+        group_throttle_wait_us, group_last_priced, generation_starts_us, call_ends_us, crosses, bucket_starts_us,
+        bucket_sums,
+    )  # fmt: skip
+    if bad_event != _OK:
+        _raise_for(events[bad_event])
+
+    batches: dict[str, SessionBatch] = {}
+    groups = np.fromiter(first_of_group.values(), np.int64, len(first_of_group))
+    for (session_id, step, provider, model), events_in_group, started_us, ended_us, throttles, wait_us, sums, first_us in zip(
+        first_of_group, group_events[groups].tolist(), group_started_us[groups].tolist(),
+        group_ended_us[groups].tolist(), group_throttles[groups].tolist(), group_throttle_wait_us[groups].tolist(),
+        group_sums[groups].tolist(), group_first_usage_us[groups].tolist(),
+    ):  # fmt: skip
+        batch = batches.get(session_id)
+        if batch is None:
+            batch = batches[session_id] = SessionBatch(started_us=started_us, ended_us=ended_us)
+        batch.event_count += events_in_group
+        if started_us < batch.started_us:
+            batch.started_us = started_us
+        if ended_us > batch.ended_us:
+            batch.ended_us = ended_us
+        batch.throttle_count += throttles
+        batch.throttle_wait_us += wait_us
+        if sums[0]:  # a group of throttle waits only adds no call sums
+            batch.sums_by_group[(step, provider, model)] = sums
+            if first_us < batch.first_us_by_step.get(step, first_us + 1):
+                batch.first_us_by_step[step] = first_us
+    # The last priced event of each (session, provider, model), by id, names its price source.
+    last_priced: dict[tuple[str, str, str], int] = {}
+    for (session_id, _, provider, model), event in zip(first_of_group, group_last_priced[groups].tolist()):
+        if event >= 0 and event > last_priced.get((session_id, provider, model), -1):
+            last_priced[(session_id, provider, model)] = event
+    for (session_id, provider, model), event in last_priced.items():
+        batches[session_id].price_source_by_model[(provider, model)] = price_sources[event]
+    for session_id in set(compress(session_ids, map(and_, usage_flags, map(bool, call_ids)))):
+        batches[session_id].has_call_id = True
+    for session_id, text in dict.fromkeys(compress(zip(session_ids, attributes), usage_flags)):
+        if text != "{}":
+            batches[session_id].attribute_texts[text] = None
+    call_rows = zip(starts_us, generation_starts_us.tolist(), call_ends_us.tolist(), inputs, outputs)
+    for session_id, row in zip(compress(session_ids, usage_flags), compress(call_rows, usage_flags)):
+        batches[session_id].calls.append(row)
+
+    buckets = {
+        (int(bucket_starts_us[event]), provider, model): bucket_sums[event].tolist()
+        for (provider, model, _), event in first_of_bucket.items()
+    }
+    for event, bucket_start_us, share_input, share_output in _crossing_shares(
+        np.flatnonzero(crosses), starts_array, generation_starts_us, call_ends_us, inputs_array, outputs_array
+    ):
+        key = (bucket_start_us, providers[event], models[event])
+        sums = buckets.get(key)
+        if sums is None:
+            sums = buckets[key] = [0] * len(BUCKET_SUMS)
+        sums[0] += share_input
+        sums[1] += share_output
+    return batches, buckets
+
+
+def _crossing_shares(
+    crossing: np.ndarray, starts_us: np.ndarray, generation_starts_us: np.ndarray, ends_us: np.ndarray,
+    inputs: np.ndarray, outputs: np.ndarray,
+) -> list[tuple[int, int, int, int]]:
+    """`(event, bucket_start_us, input_tokens, output_tokens)` of every minute share of the calls
+    crossing a minute (algorithms.bucket_call_tokens)."""
+    if not crossing.size:
+        return []
+    # 2 * output * generation must fit an int64 for the kernel; any other call is split in Python.
+    in_kernel = outputs[crossing] < _INT64_SAFE // np.maximum(2 * (ends_us[crossing] - generation_starts_us[crossing]), 1)
+    share_rows = _share_rows_needed(crossing[in_kernel], starts_us, generation_starts_us, ends_us)
+    share_events, share_buckets_us, share_inputs, share_outputs = (np.empty(share_rows, np.int64) for _ in range(4))
+    written = _shares_kernel(
+        crossing[in_kernel], starts_us, generation_starts_us, ends_us, inputs, outputs,
+        share_events, share_buckets_us, share_inputs, share_outputs,
+    )  # fmt: skip
+    shares = list(zip(share_events[:written].tolist(), share_buckets_us[:written].tolist(),
+                      share_inputs[:written].tolist(), share_outputs[:written].tolist()))  # fmt: skip
+    for event in crossing[~in_kernel].tolist():
+        call = algo.PlacedCall(int(starts_us[event]), int(ends_us[event]), int(generation_starts_us[event]),
+                               int(inputs[event]), int(outputs[event]))  # fmt: skip
+        shares.extend((event, share.bucket_start_us, share.input_tokens, share.output_tokens)
+                      for share in algo.bucket_call_tokens(call))  # fmt: skip
+    return shares
+
+
+def _int64s(values) -> np.ndarray:
+    return np.array(values, np.int64)
+
+
+def _float64s(values) -> np.ndarray:
+    """Floats; None (a missing ttft) becomes NaN, which no comparison in the kernel holds for."""
+    return np.array(values, np.float64)
+
+
+def _minute_of(instant_us: int) -> int:
+    return instant_us // algo.MINUTE_US
+
+
+def _check_int64_totals(*columns) -> None:
+    for column in columns:
+        if sum(column) >= _INT64_SAFE:
+            raise ValueError("claimed events' token or cost totals exceed what a fold sums in one transaction")
+
+
+def _raise_for(event: tuple) -> None:
+    """Raise algorithms' own error for an event the kernel could not place."""
+    row = dict(zip(CLAIM_COLUMNS, event))
+    if row["type"] == _USAGE:
+        algo.generation_interval_us(row["timestamp"], row["duration_ms"], row["time_to_first_token_ms"])
+        if math.isfinite(row["duration_ms"]):
+            raise ValueError(f"duration {row['duration_ms']!r} ms is beyond any call's")
+    else:
+        algo.ms_to_us(row["wait_ms"])
+        if math.isfinite(row["wait_ms"]):
+            raise ValueError(f"wait {row['wait_ms']!r} ms is beyond any throttle's")
+    raise ValueError(f"event {row['id']} could not be folded")
+
+
+def kernels_compile() -> None:
+    """Compile the fold's kernels now (numba caches them on disk beside their modules), not in a
+    worker's first fold: compiling takes seconds, loading the cache a fraction of one."""
+    row = dict.fromkeys(CLAIM_COLUMNS, 0)
+    row.update(id=1, session_id="s", type=_USAGE, step="", provider="p", model="m", call_id="", timestamp=0,
+               end_at=90_000_000, attributes="{}", duration_ms=90_000.0, time_to_first_token_ms=None,
+               token_source="client", wait_ms=0.0, cost_nanousd=None, price_source="")  # fmt: skip
+    batches, _ = claimed_sums([tuple(row[name] for name in CLAIM_COLUMNS)])
+    groups_peaks([PeakGroup(batches["s"].calls)])

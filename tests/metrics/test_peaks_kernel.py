@@ -1,0 +1,105 @@
+"""The compiled peaks kernel gives exactly the floats and counts of algorithms.burst_peaks and
+algorithms.peak_concurrency, for many groups of calls in one call."""
+from __future__ import annotations
+
+import random
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from apps.metrics import peaks_kernel
+from apps.metrics.algorithms import BURST_WINDOWS_US, PeakUpdateRange, burst_peaks, peak_concurrency
+from apps.metrics.peaks_kernel import PeakGroup, call_row, groups_peaks
+from tests.metrics.test_bursts import GRID_US, PROPERTY_SETTINGS, SECOND_US, call, instants, placed_calls, shifted
+
+
+def python_peaks(group: PeakGroup, windows_us=BURST_WINDOWS_US) -> tuple[dict[int, float], int]:
+    calls = [peaks_kernel.placed(row) for row in group.calls]
+    update = group.update
+    if update is None:
+        return burst_peaks(calls, windows_us), peak_concurrency(calls)
+    return (
+        burst_peaks(calls, windows_us, update.burst_start_from_us, update.burst_start_to_us),
+        peak_concurrency(calls, update.concurrency_from_us, update.concurrency_to_us),
+    )
+
+
+def rows(calls) -> list[peaks_kernel.CallRow]:
+    return [call_row(c) for c in calls]
+
+
+def update_range(burst_bounds: tuple[int, int], concurrency_bounds: tuple[int, int]) -> PeakUpdateRange:
+    return PeakUpdateRange(*sorted(burst_bounds), *sorted(concurrency_bounds), load_from_us=0, load_to_us=0)
+
+
+@st.composite
+def peak_groups(draw, max_calls: int = 30) -> PeakGroup:
+    calls = draw(st.lists(placed_calls(), max_size=max_calls))
+    if not draw(st.booleans()):
+        return PeakGroup(rows(calls))
+    # Range ends drawn from the token edges too: that is where off-by-one-edge errors show.
+    edges = [edge - shift for c in calls for edge in (c.start_us, c.generation_start_us, c.end_us)
+             for shift in (0, *BURST_WINDOWS_US)]  # fmt: skip
+    bound = instants | (st.sampled_from(edges) if edges else st.nothing())
+    return PeakGroup(rows(calls), update_range((draw(bound), draw(bound)), (draw(bound), draw(bound))))
+
+
+@PROPERTY_SETTINGS
+@given(groups=st.lists(peak_groups(), max_size=8))
+def test_every_group_gets_the_python_floats_and_counts(groups):
+    assert groups_peaks(groups) == [python_peaks(group) for group in groups]
+
+
+@PROPERTY_SETTINGS
+@given(group=peak_groups(), windows_us=st.lists(st.integers(1, 3 * SECOND_US), min_size=1, max_size=3, unique=True))
+def test_any_window_lengths_give_the_python_floats(group, windows_us):
+    assert groups_peaks([group], tuple(windows_us)) == [python_peaks(group, tuple(windows_us))]
+
+
+def test_dense_grid_sessions_give_the_python_floats():
+    # Edges on a coarse grid meet mirrors of other edges exactly, and sums of rates leave float
+    # drift where intervals close: the kernel must sum and reset exactly where the Python sweep does.
+    rng = random.Random(23)
+    groups = []
+    for _ in range(300):
+        calls = [
+            call(
+                rng.randrange(0, 40) * GRID_US,
+                rng.choice([0, 250, 500, 1000, 1250, 10_000, rng.randrange(1, 40) * 250]),
+                rng.choice([0, 0, 1, rng.randrange(0, 5000)]),
+                rng.choice([0, 1, rng.randrange(0, 5000)]),
+                ttft_ms=rng.choice([None, 0.0, 250.0, rng.uniform(0, 2000), rng.randrange(0, 8) * 125.0]),
+            )
+            for _ in range(rng.randrange(1, 30))
+        ]
+        edges = sorted({c.start_us - shift for c in calls for shift in (0, *BURST_WINDOWS_US)} | {0, 10 * GRID_US})
+        groups.append(PeakGroup(rows(calls)))
+        groups.append(PeakGroup(rows(calls), update_range(tuple(rng.sample(edges, 2)), tuple(rng.sample(edges, 2)))))
+    assert groups_peaks(groups) == [python_peaks(group) for group in groups]
+
+
+@PROPERTY_SETTINGS
+@given(calls=st.lists(placed_calls(), max_size=12), shift_us=st.sampled_from([2**53, 2**60, -(2**60)]))
+def test_sessions_far_from_the_epoch_give_the_python_floats(calls, shift_us):
+    group = PeakGroup(rows(shifted(calls, shift_us)))
+    assert groups_peaks([group]) == [python_peaks(group)]
+
+
+def test_token_sums_beyond_int64_safety_are_left_to_python():
+    huge = PeakGroup(rows([call(0, 1000, 2**62, 2**62, ttft_ms=100), call(1, 0, 2**53 + 1, 0)]))
+    small = PeakGroup(rows([call(0, 1000, 10, 5)]))
+    late = PeakGroup(rows([call(2**63, 1000, 10, 5)]))  # no int64 instant
+    assert groups_peaks([small, huge, small, late]) == [python_peaks(group) for group in (small, huge, small, late)]
+
+
+def test_no_groups_and_groups_without_calls():
+    assert groups_peaks([]) == []
+    assert groups_peaks([PeakGroup([])]) == [(dict.fromkeys(BURST_WINDOWS_US, 0.0), 0)]
+    assert groups_peaks([PeakGroup([], update_range((0, SECOND_US), (0, SECOND_US)))]) == [
+        (dict.fromkeys(BURST_WINDOWS_US, 0.0), 0)
+    ]
+
+
+def test_kernel_releases_the_gil():
+    # The fold's second thread runs Python while this one is in the kernel.
+    assert peaks_kernel._groups_peaks_kernel.targetoptions["nogil"]
