@@ -64,7 +64,7 @@ def generation_interval_us(
 
     `end_us = start_us + duration`; the interval is empty (`begin_us == end_us`) when the
     generation time is 0 or rounds to less than a microsecond. This is
-    `end_us - ms_to_us(generation_ms(...))` with both inlined (the fold calls it once per event):
+    `end_us - ms_to_us(generation_ms(...))` with both inlined (the fold places every call with it):
     the same operations in the same order, so the same values and the same errors.
     """
     if not duration_ms >= 0:
@@ -171,16 +171,6 @@ class PlacedCall:
         return self.input_tokens
 
 
-# `place_call` builds the fold's PlacedCalls without the frozen dataclass __init__ (one
-# object.__setattr__ per field) and `__post_init__`, which were most of a placement's cost: it
-# makes the same checks itself and sets the slots directly. `PlacedCall(...)` still validates.
-_new_object = object.__new__
-_set_start_us, _set_end_us, _set_generation_start_us, _set_input_tokens, _set_output_tokens = (
-    PlacedCall.__dict__[name].__set__
-    for name in ("start_us", "end_us", "generation_start_us", "input_tokens", "output_tokens")
-)
-
-
 def place_call(
     *,
     start_us: int,
@@ -191,21 +181,7 @@ def place_call(
 ) -> PlacedCall:
     """Place one usage event in time: `start_us` is its `timestamp` (see `epoch_us`)."""
     generation_start_us, end_us = generation_interval_us(start_us, duration_ms, time_to_first_token_ms)
-    # PlacedCall.__post_init__ inlined.
-    if not start_us <= generation_start_us <= end_us:
-        raise ValueError(
-            f"need start_us <= generation_start_us <= end_us, got "
-            f"{start_us}, {generation_start_us}, {end_us}"
-        )
-    if input_tokens < 0 or output_tokens < 0:
-        raise ValueError("token counts must be >= 0")
-    call = _new_object(PlacedCall)
-    _set_start_us(call, start_us)
-    _set_end_us(call, end_us)
-    _set_generation_start_us(call, generation_start_us)
-    _set_input_tokens(call, input_tokens)
-    _set_output_tokens(call, output_tokens)
-    return call
+    return PlacedCall(start_us, end_us, generation_start_us, input_tokens, output_tokens)
 
 
 # --- Bursts (DESIGN 4) ------------------------------------------------------------------------
@@ -222,8 +198,9 @@ def place_call(
 # limit F(p+) for p in [a, b), once a and b are breakpoints themselves. The right limit at
 # x - W is the "window that just takes in the instant" of DESIGN 4: the peak is a supremum.
 #
-# The sweep is the fold's hottest pure-Python code, so it is written for CPython's speed; its
-# floats must not depend on that: every breakpoint takes the same float operations, in the same
+# The fold computes peaks with apps.metrics.peaks_kernel (compiled); this sweep is the reference
+# it is tested against, the fallback for values beyond an int64, and what the SDK and the pages
+# use. It is written for CPython's speed, and its floats must not depend on that: every breakpoint takes the same float operations, in the same
 # order, as the plain sweep (a running slope sum and a running spread sum, both reset to exactly
 # 0 when no generation interval is open), so the peaks are the same floats whichever shortcut
 # the code takes.

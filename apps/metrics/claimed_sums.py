@@ -12,12 +12,11 @@ placement with algorithms.generation_interval_us's float operations (IEEE, no fa
 `np.rint` rounds half to even, as Python's `round` does).
 
 Bounds: ingestion caps a duration at 24 hours and a token count at 10**9, so every sum here
-fits an int64 many times over; a claim whose totals could overflow one is refused with a
-ValueError rather than summed wrong.
+fits an int64 many times over; a claim whose token, cost, duration or wait totals could overflow
+one is still refused with a ValueError rather than summed wrong.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from itertools import compress, count, repeat
 from operator import and_, is_not
@@ -27,7 +26,8 @@ from numba import njit
 
 from apps.ingestion.models import RawEvent
 from apps.metrics import algorithms as algo
-from apps.metrics.peaks_kernel import CallRow, PeakGroup, groups_peaks
+from apps.metrics.buckets import BUCKET_COLUMNS
+from apps.metrics.peaks_kernel import CallRow
 
 # TokenSums columns, in the order of the sum vectors (the kernel adds into them by position).
 SUM_COLUMNS = (
@@ -42,9 +42,6 @@ CLAIM_COLUMNS = (
     "duration_ms", "time_to_first_token_ms", "input_tokens", "output_tokens", "cache_read_tokens",
     "cache_write_tokens", "tool_tokens", "thought_tokens", "token_source", "wait_ms", "cost_nanousd", "price_source",
 )  # fmt: skip
-# Minute bucket sums, in BucketDelta field order.
-BUCKET_SUMS = ("input_tokens", "output_tokens", "calls", "throttle_count", "throttle_wait_us", "cost_nanousd",
-               "unpriced_tokens")  # fmt: skip
 
 _USAGE = RawEvent.Type.USAGE.value
 _ESTIMATED = RawEvent.TokenSource.ESTIMATED.value
@@ -150,7 +147,7 @@ def _sums_kernel(
 
 
 @njit(cache=True, nogil=True)
-def _share_rows_needed(crossing, starts_us, generation_starts_us, ends_us):
+def _share_rows_needed(crossing, starts_us, ends_us):
     """Upper bound of the bucket shares `_shares_kernel` writes: one per minute a call spans."""
     minute_us = 60_000_000
     rows = 0
@@ -208,7 +205,7 @@ def claimed_sums(
 ) -> tuple[dict[str, SessionBatch], dict[tuple[int, str, str], list[int]]]:
     """Per-session sums and calls of the claimed events (rows in CLAIM_COLUMNS order, sorted by
     id), and what they add to each minute bucket: `{(bucket_start_us, provider, model):
-    [sums in BUCKET_SUMS order]}`."""
+    [sums in BUCKET_COLUMNS order]}`."""
     if not events:
         return {}, {}
     (
@@ -219,6 +216,8 @@ def claimed_sums(
     size = len(events)
     usage_flags = list(map(_USAGE.__eq__, kinds))
     priced_flags = list(map(is_not, costs, repeat(None)))
+    if min(inputs) < 0 or min(outputs) < 0:
+        raise ValueError("token counts must be >= 0")  # as algorithms.PlacedCall
     _check_int64_totals(inputs, outputs, cache_reads, cache_writes, tools, thoughts, compress(costs, priced_flags))
 
     # A group is (session, step, provider, model); its code is the index of its first event,
@@ -247,7 +246,7 @@ def claimed_sums(
     call_ends_us = np.zeros(size, np.int64)
     crosses = np.zeros(size, np.bool_)
     bucket_starts_us = np.zeros(size, np.int64)
-    bucket_sums = np.zeros((size, len(BUCKET_SUMS)), np.int64)
+    bucket_sums = np.zeros((size, len(BUCKET_COLUMNS)), np.int64)
     priced_costs = np.array(costs, dtype=object)
     priced_costs[~np.array(priced_flags, np.bool_)] = 0
     bad_event = _sums_kernel(
@@ -262,6 +261,9 @@ def claimed_sums(
     )  # fmt: skip
     if bad_event != _OK:
         _raise_for(events[bad_event])
+    # Each duration and wait is below 2**53 us now; their sums must fit too (summed in the kernel,
+    # checked after it so that a bad value raises its own error first).
+    _check_int64_totals(map((1000.0).__mul__, durations_ms), map((1000.0).__mul__, waits_ms))
 
     batches: dict[str, SessionBatch] = {}
     groups = np.fromiter(first_of_group.values(), np.int64, len(first_of_group))
@@ -310,7 +312,7 @@ def claimed_sums(
         key = (bucket_start_us, providers[event], models[event])
         sums = buckets.get(key)
         if sums is None:
-            sums = buckets[key] = [0] * len(BUCKET_SUMS)
+            sums = buckets[key] = [0] * len(BUCKET_COLUMNS)
         sums[0] += share_input
         sums[1] += share_output
     return batches, buckets
@@ -326,7 +328,7 @@ def _crossing_shares(
         return []
     # 2 * output * generation must fit an int64 for the kernel; any other call is split in Python.
     in_kernel = outputs[crossing] < _INT64_SAFE // np.maximum(2 * (ends_us[crossing] - generation_starts_us[crossing]), 1)
-    share_rows = _share_rows_needed(crossing[in_kernel], starts_us, generation_starts_us, ends_us)
+    share_rows = _share_rows_needed(crossing[in_kernel], starts_us, ends_us)
     share_events, share_buckets_us, share_inputs, share_outputs = (np.empty(share_rows, np.int64) for _ in range(4))
     written = _shares_kernel(
         crossing[in_kernel], starts_us, generation_starts_us, ends_us, inputs, outputs,
@@ -358,29 +360,15 @@ def _minute_of(instant_us: int) -> int:
 def _check_int64_totals(*columns) -> None:
     for column in columns:
         if sum(column) >= _INT64_SAFE:
-            raise ValueError("claimed events' token or cost totals exceed what a fold sums in one transaction")
+            raise ValueError("claimed events' totals exceed what a fold sums in one transaction")
 
 
 def _raise_for(event: tuple) -> None:
-    """Raise algorithms' own error for an event the kernel could not place."""
+    """Raise algorithms' own error for an event the kernel could not place: negative, NaN or
+    infinite, or (finite) beyond the 2**53 us the kernel's float-to-int rounding is exact for."""
     row = dict(zip(CLAIM_COLUMNS, event))
     if row["type"] == _USAGE:
         algo.generation_interval_us(row["timestamp"], row["duration_ms"], row["time_to_first_token_ms"])
-        if math.isfinite(row["duration_ms"]):
-            raise ValueError(f"duration {row['duration_ms']!r} ms is beyond any call's")
-    else:
-        algo.ms_to_us(row["wait_ms"])
-        if math.isfinite(row["wait_ms"]):
-            raise ValueError(f"wait {row['wait_ms']!r} ms is beyond any throttle's")
-    raise ValueError(f"event {row['id']} could not be folded")
-
-
-def kernels_compile() -> None:
-    """Compile the fold's kernels now (numba caches them on disk beside their modules), not in a
-    worker's first fold: compiling takes seconds, loading the cache a fraction of one."""
-    row = dict.fromkeys(CLAIM_COLUMNS, 0)
-    row.update(id=1, session_id="s", type=_USAGE, step="", provider="p", model="m", call_id="", timestamp=0,
-               end_at=90_000_000, attributes="{}", duration_ms=90_000.0, time_to_first_token_ms=None,
-               token_source="client", wait_ms=0.0, cost_nanousd=None, price_source="")  # fmt: skip
-    batches, _ = claimed_sums([tuple(row[name] for name in CLAIM_COLUMNS)])
-    groups_peaks([PeakGroup(batches["s"].calls)])
+        raise ValueError(f"duration {row['duration_ms']!r} ms is beyond any call's")
+    algo.ms_to_us(row["wait_ms"])
+    raise ValueError(f"wait {row['wait_ms']!r} ms is beyond any throttle's")

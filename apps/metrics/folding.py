@@ -115,7 +115,7 @@ _gc_was_enabled = False
 def cyclic_gc_paused():
     """Pause Python's cyclic garbage collector while folds run in this process.
 
-    A fold allocates a few objects per event (rows, placed calls, sums) that live until its
+    A fold allocates a few objects per event (rows, columns, call tuples) that live until its
     chunk commits; each collection the allocations trigger walks all of them again (alternating
     runs with and without, 400,000 events of the aggregation benchmark: 12 % fewer CPU seconds
     per event without). The fold builds no reference cycles, so reference counting frees its

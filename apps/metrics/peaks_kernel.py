@@ -10,16 +10,18 @@ Same values means the same floats: the kernel is the plain sweep the Python code
 written as (integer positions and instant sums, one running float slope and spread sum reset
 to exactly 0 when no generation interval is open, every breakpoint a candidate), and numba
 compiles IEEE arithmetic without reordering it (no fastmath). An integer converted to a float
-is correctly rounded in both CPython and LLVM, and `int / int` of values below 2**53 is too.
+is correctly rounded in both CPython and LLVM, and `int / int` is one rounding in both as long
+as the operands are at most 2**53 (the kernel divides their floats).
 Hypothesis tests compare the two bit for bit (tests/metrics/test_peaks_kernel.py).
 
 Int64 bounds: positions are epoch microseconds and token counts at most 10**9 per call
-(apps.ingestion.schema), so nothing here comes near 2**63; `groups_peaks` still checks and
-hands a group that could overflow to the Python code, which computes with unbounded ints.
+(apps.ingestion.schema), so nothing here comes near 2**53; `groups_peaks` still checks and
+hands a group beyond these bounds to the Python code, which computes with unbounded ints.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from operator import sub
 
 import numpy as np
 from numba import njit
@@ -27,6 +29,7 @@ from numba import njit
 from apps.metrics import algorithms as algo
 
 _INT64_SAFE = 2**62  # token sums and instants below this cannot overflow int64 in the kernel
+_EXACT_FLOAT_INT = 2**53  # integers up to this are exactly floats
 
 
 @njit(cache=True, nogil=True)
@@ -182,10 +185,6 @@ def _groups_peaks_kernel(
 CallRow = tuple[int, int, int, int, int]
 
 
-def call_row(call: algo.PlacedCall) -> CallRow:
-    return (call.start_us, call.generation_start_us, call.end_us, call.input_tokens, call.output_tokens)
-
-
 def placed(row: CallRow) -> algo.PlacedCall:
     start_us, generation_start_us, end_us, input_tokens, output_tokens = row
     return algo.PlacedCall(start_us, end_us, generation_start_us, input_tokens, output_tokens)
@@ -221,6 +220,10 @@ def groups_peaks(
             sum(group_columns[3]) + sum(group_columns[4]) >= _INT64_SAFE
             or min(group_columns[0]) <= -_INT64_SAFE
             or max(group_columns[2]) >= _INT64_SAFE
+            # A rate `output / generation time` is one rounding in Python; in the kernel both are
+            # floats first, which is exact only up to 2**53.
+            or max(group_columns[4]) > _EXACT_FLOAT_INT
+            or max(map(sub, group_columns[2], group_columns[1])) > _EXACT_FLOAT_INT
         ):
             results[index] = _python_peaks(group, windows_us)
             continue

@@ -7,12 +7,17 @@ from __future__ import annotations
 from apps.ingestion.models import RawEvent
 from apps.metrics import algorithms as algo
 from apps.metrics.claimed_sums import SUM_COLUMNS, SessionBatch
-from apps.metrics.peaks_kernel import call_row
+from apps.metrics.peaks_kernel import CallRow
 
 _ZERO_SUMS = (0,) * len(SUM_COLUMNS)
 _USAGE = RawEvent.Type.USAGE.value
 _ESTIMATED = RawEvent.TokenSource.ESTIMATED.value
 _MINUTE_US = algo.MINUTE_US
+
+
+def call_row(call: algo.PlacedCall) -> CallRow:
+    """A PlacedCall as the fold keeps it."""
+    return (call.start_us, call.generation_start_us, call.end_us, call.input_tokens, call.output_tokens)
 
 
 def minute_shares(call: algo.PlacedCall) -> list[tuple[int, int, int]]:

@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 
 from apps.metrics import peaks_kernel
 from apps.metrics.algorithms import BURST_WINDOWS_US, PeakUpdateRange, burst_peaks, peak_concurrency
-from apps.metrics.peaks_kernel import PeakGroup, call_row, groups_peaks
+from apps.metrics.peaks_kernel import PeakGroup, groups_peaks
+from tests.metrics.claimed_sums_reference import call_row
 from tests.metrics.test_bursts import GRID_US, PROPERTY_SETTINGS, SECOND_US, call, instants, placed_calls, shifted
 
 
@@ -92,6 +93,16 @@ def test_token_sums_beyond_int64_safety_are_left_to_python():
     assert groups_peaks([small, huge, small, late]) == [python_peaks(group) for group in (small, huge, small, late)]
 
 
+def test_rates_beyond_exact_floats_are_left_to_python():
+    # output / generation time: one rounding of the exact quotient, as Python's int division gives.
+    groups = [
+        PeakGroup([(0, 0, 1_000_004, 0, 2**53 + 1)]),
+        PeakGroup([(0, 0, 2**53 + 3, 0, 7)]),
+        PeakGroup([(0, 0, 1_000_004, 0, 2**53 - 1)]),
+    ]
+    assert groups_peaks(groups) == [python_peaks(group) for group in groups]
+
+
 def test_no_groups_and_groups_without_calls():
     assert groups_peaks([]) == []
     assert groups_peaks([PeakGroup([])]) == [(dict.fromkeys(BURST_WINDOWS_US, 0.0), 0)]
@@ -99,7 +110,3 @@ def test_no_groups_and_groups_without_calls():
         (dict.fromkeys(BURST_WINDOWS_US, 0.0), 0)
     ]
 
-
-def test_kernel_releases_the_gil():
-    # The fold's second thread runs Python while this one is in the kernel.
-    assert peaks_kernel._groups_peaks_kernel.targetoptions["nogil"]
