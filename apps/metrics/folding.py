@@ -21,7 +21,8 @@ statements whatever the number of events:
    under the lock), minute buckets with additive upserts in key order (apps.metrics.upserts:
    COPY + INSERT ... SELECT on PostgreSQL).
 A call with more sessions than one transaction takes runs its chunks in two threads on
-PostgreSQL, so one chunk computes while the database works on the other's claim.
+PostgreSQL, so one chunk computes while the database works on the other's claim. PostgreSQL's
+JIT is off in these transactions (see `_chunk_fold`).
 """
 from __future__ import annotations
 
@@ -185,6 +186,12 @@ def sessions_lock(project_id: int, session_ids: list[str]) -> dict[str, dict]:
 @transaction.atomic
 def _chunk_fold(project_id: int, session_ids: list[str]) -> int:
     """Fold up to EVENTS_PER_TRANSACTION unprocessed events of these sessions; returns how many."""
+    if connection.vendor == "postgresql":
+        # The fold's statements have one UNION ALL branch per session, so their estimated cost
+        # passes jit_above_cost at about 500 sessions: PostgreSQL then JIT-compiles thousands of
+        # functions per statement (2.7 s for a claim of 1,000 sessions that runs in 0.3 s).
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL jit = off")
     sessions = sessions_lock(project_id, session_ids)
     events = _claim(project_id, session_ids)
     if not events:

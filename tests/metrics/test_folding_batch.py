@@ -153,3 +153,28 @@ def test_the_collector_pause_ends_with_the_last_fold():
         assert not gc.isenabled(), "a collector disabled before stays disabled"
     finally:
         gc.enable()
+
+
+@pytest.mark.postgres
+def test_fold_statements_run_without_jit(team, monkeypatch):
+    """The fold's one-branch-per-session statements pass jit_above_cost at a few hundred
+    sessions, and compiling them takes seconds; the fold's transactions turn JIT off."""
+    project = project_get_or_create(team=team, slug="jit")
+    ingest(project, sessions_events(seed=29))
+    unfold(project)
+    jit_during_claims = []
+    claim = folding._claim
+
+    def claim_noting_jit(project_id, session_ids):
+        with connections["default"].cursor() as cursor:
+            cursor.execute("SHOW jit")
+            jit_during_claims.append(cursor.fetchone()[0])
+        return claim(project_id, session_ids)
+
+    monkeypatch.setattr(folding, "_claim", claim_noting_jit)
+    services.sessions_fold(project_id=project.pk, session_ids=SESSIONS)
+    with connections["default"].cursor() as cursor:
+        cursor.execute("SHOW jit")
+        jit_outside = cursor.fetchone()[0]
+    assert jit_during_claims and set(jit_during_claims) == {"off"}
+    assert jit_outside == "on"  # SET LOCAL: the connection's other work keeps the server's setting
