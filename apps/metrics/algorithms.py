@@ -200,10 +200,10 @@ def place_call(
 #
 # The fold computes peaks with apps.metrics.peaks_kernel (compiled); this sweep is the reference
 # it is tested against, the fallback for values beyond an int64, and what the SDK and the pages
-# use. It is written for CPython's speed, and its floats must not depend on that: every breakpoint takes the same float operations, in the same
-# order, as the plain sweep (a running slope sum and a running spread sum, both reset to exactly
-# 0 when no generation interval is open), so the peaks are the same floats whichever shortcut
-# the code takes.
+# use. It is written for CPython's speed, and its floats must not depend on that: every
+# breakpoint takes the same float operations, in the same order, as the plain sweep (a running
+# slope sum and a running spread sum, both reset to exactly 0 when no generation interval is
+# open), so the peaks are the same floats whichever shortcut the code takes.
 
 _EXACT_FLOAT_INT = 2**53  # integers of at most this magnitude are exactly floats
 

@@ -226,14 +226,16 @@ def claimed_sums(
     group_codes = np.fromiter(
         map(first_of_group.setdefault, zip(session_ids, steps, providers, models), count()), np.int64, size
     )
-    # A minute bucket is (provider, model, minute): coded the same way.
-    first_of_bucket: dict[tuple, int] = {}
-    bucket_keys = np.fromiter(
-        map(first_of_bucket.setdefault, zip(providers, models, map(_minute_of, starts_us)), count()), np.int64, size
-    )
-
     ints, floats = _int64s, _float64s
     starts_array, inputs_array, outputs_array = ints(starts_us), ints(inputs), ints(outputs)
+    priced_array = np.array(priced_flags, np.bool_)
+    # A minute bucket is (provider, model, minute): coded the same way.
+    first_of_bucket: dict[tuple, int] = {}
+    minutes = (starts_array // algo.MINUTE_US).tolist()  # floor, as algorithms.bucket_start_us
+    bucket_keys = np.fromiter(
+        map(first_of_bucket.setdefault, zip(providers, models, minutes), count()), np.int64, size
+    )
+
     group_sums = np.zeros((size, len(SUM_COLUMNS)), np.int64)
     group_events = np.zeros(size, np.int64)
     group_first_usage_us = np.full(size, np.iinfo(np.int64).max, np.int64)
@@ -248,12 +250,12 @@ def claimed_sums(
     bucket_starts_us = np.zeros(size, np.int64)
     bucket_sums = np.zeros((size, len(BUCKET_COLUMNS)), np.int64)
     priced_costs = np.array(costs, dtype=object)
-    priced_costs[~np.array(priced_flags, np.bool_)] = 0
+    priced_costs[~priced_array] = 0
     bad_event = _sums_kernel(
         group_codes, bucket_keys, np.array(usage_flags, np.bool_), starts_array, ints(ends_at_us),
         floats(durations_ms), floats(ttfts_ms), inputs_array, outputs_array, ints(cache_reads), ints(cache_writes),
         ints(tools), ints(thoughts), np.fromiter(map(_ESTIMATED.__eq__, token_sources), np.bool_, size),
-        np.array(priced_flags, np.bool_), priced_costs.astype(np.int64), floats(waits_ms),
+        priced_array, priced_costs.astype(np.int64), floats(waits_ms),
         np.fromiter(map(bool, price_sources), np.bool_, size),
         group_sums, group_events, group_first_usage_us, group_started_us, group_ended_us, group_throttles,
         group_throttle_wait_us, group_last_priced, generation_starts_us, call_ends_us, crosses, bucket_starts_us,
@@ -266,12 +268,16 @@ def claimed_sums(
     _check_int64_totals(map((1000.0).__mul__, durations_ms), map((1000.0).__mul__, waits_ms))
 
     batches: dict[str, SessionBatch] = {}
+    # The last priced event of each (session, provider, model), by id, names its price source.
+    last_priced: dict[tuple[str, str, str], int] = {}
     groups = np.fromiter(first_of_group.values(), np.int64, len(first_of_group))
-    for (session_id, step, provider, model), events_in_group, started_us, ended_us, throttles, wait_us, sums, first_us in zip(
+    group_rows = zip(
         first_of_group, group_events[groups].tolist(), group_started_us[groups].tolist(),
         group_ended_us[groups].tolist(), group_throttles[groups].tolist(), group_throttle_wait_us[groups].tolist(),
-        group_sums[groups].tolist(), group_first_usage_us[groups].tolist(),
-    ):  # fmt: skip
+        group_sums[groups].tolist(), group_first_usage_us[groups].tolist(), group_last_priced[groups].tolist(),
+    )  # fmt: skip
+    for key, events_in_group, started_us, ended_us, throttles, wait_us, sums, first_us, priced_event in group_rows:
+        session_id, step, provider, model = key
         batch = batches.get(session_id)
         if batch is None:
             batch = batches[session_id] = SessionBatch(started_us=started_us, ended_us=ended_us)
@@ -286,11 +292,8 @@ def claimed_sums(
             batch.sums_by_group[(step, provider, model)] = sums
             if first_us < batch.first_us_by_step.get(step, first_us + 1):
                 batch.first_us_by_step[step] = first_us
-    # The last priced event of each (session, provider, model), by id, names its price source.
-    last_priced: dict[tuple[str, str, str], int] = {}
-    for (session_id, _, provider, model), event in zip(first_of_group, group_last_priced[groups].tolist()):
-        if event >= 0 and event > last_priced.get((session_id, provider, model), -1):
-            last_priced[(session_id, provider, model)] = event
+        if priced_event > last_priced.get((session_id, provider, model), -1):
+            last_priced[(session_id, provider, model)] = priced_event
     for (session_id, provider, model), event in last_priced.items():
         batches[session_id].price_source_by_model[(provider, model)] = price_sources[event]
     for session_id in set(compress(session_ids, map(and_, usage_flags, map(bool, call_ids)))):
@@ -327,7 +330,8 @@ def _crossing_shares(
     if not crossing.size:
         return []
     # 2 * output * generation must fit an int64 for the kernel; any other call is split in Python.
-    in_kernel = outputs[crossing] < _INT64_SAFE // np.maximum(2 * (ends_us[crossing] - generation_starts_us[crossing]), 1)
+    generation_us = ends_us[crossing] - generation_starts_us[crossing]
+    in_kernel = outputs[crossing] < _INT64_SAFE // np.maximum(2 * generation_us, 1)
     share_rows = _share_rows_needed(crossing[in_kernel], starts_us, ends_us)
     share_events, share_buckets_us, share_inputs, share_outputs = (np.empty(share_rows, np.int64) for _ in range(4))
     written = _shares_kernel(
@@ -351,10 +355,6 @@ def _int64s(values) -> np.ndarray:
 def _float64s(values) -> np.ndarray:
     """Floats; None (a missing ttft) becomes NaN, which no comparison in the kernel holds for."""
     return np.array(values, np.float64)
-
-
-def _minute_of(instant_us: int) -> int:
-    return instant_us // algo.MINUTE_US
 
 
 def _check_int64_totals(*columns) -> None:

@@ -298,21 +298,26 @@ def test_token_sums_beyond_float_precision_stay_exact():
     assert burst_peak(calls, SECOND_US) == float(2**53 + 3) * SECOND_US / SECOND_US
 
 
+def dense_grid_session(rng: random.Random) -> list[PlacedCall]:
+    """Up to 29 calls with starts, durations and ttfts on coarse grids, and some arbitrary ones."""
+    return [
+        call(
+            rng.randrange(0, 40) * GRID_US,
+            rng.choice([0, 250, 500, 1000, 1250, 10_000, rng.randrange(1, 40) * 250]),
+            rng.choice([0, 0, 1, rng.randrange(0, 5000)]),
+            rng.choice([0, 1, rng.randrange(0, 5000)]),
+            ttft_ms=rng.choice([None, 0.0, 250.0, rng.uniform(0, 2000), rng.randrange(0, 8) * 125.0]),
+        )
+        for _ in range(rng.randrange(1, 30))
+    ]
+
+
 def test_dense_grid_sessions_give_the_floats_of_the_plain_sweep():
     # Edges on a coarse grid meet mirrors of other edges exactly, and sums of rates leave float
     # drift where intervals close: the sweep must reset (or not) exactly where the plain one does.
     rng = random.Random(11)
     for _ in range(300):
-        calls = [
-            call(
-                rng.randrange(0, 40) * GRID_US,
-                rng.choice([0, 250, 500, 1000, 1250, 10_000, rng.randrange(1, 40) * 250]),
-                rng.choice([0, 0, 1, rng.randrange(0, 5000)]),
-                rng.choice([0, 1, rng.randrange(0, 5000)]),
-                ttft_ms=rng.choice([None, 0.0, 250.0, rng.uniform(0, 2000), rng.randrange(0, 8) * 125.0]),
-            )
-            for _ in range(rng.randrange(1, 30))
-        ]
+        calls = dense_grid_session(rng)
         windows_us = rng.sample([GRID_US, SECOND_US, 10 * SECOND_US, 750_000], rng.randrange(1, 4))
         positions = [edge for c in calls for edge in (c.start_us, c.generation_start_us, c.end_us)]
         edges = sorted({edge - shift for edge in positions for shift in (0, *windows_us)})

@@ -11,7 +11,9 @@ from apps.metrics import peaks_kernel
 from apps.metrics.algorithms import BURST_WINDOWS_US, PeakUpdateRange, burst_peaks, peak_concurrency
 from apps.metrics.peaks_kernel import PeakGroup, groups_peaks
 from tests.metrics.claimed_sums_reference import call_row
-from tests.metrics.test_bursts import GRID_US, PROPERTY_SETTINGS, SECOND_US, call, instants, placed_calls, shifted
+from tests.metrics.test_bursts import (
+    GRID_US, PROPERTY_SETTINGS, SECOND_US, call, dense_grid_session, instants, placed_calls, shifted,
+)  # fmt: skip
 
 
 def python_peaks(group: PeakGroup, windows_us=BURST_WINDOWS_US) -> tuple[dict[int, float], int]:
@@ -63,16 +65,7 @@ def test_dense_grid_sessions_give_the_python_floats():
     rng = random.Random(23)
     groups = []
     for _ in range(300):
-        calls = [
-            call(
-                rng.randrange(0, 40) * GRID_US,
-                rng.choice([0, 250, 500, 1000, 1250, 10_000, rng.randrange(1, 40) * 250]),
-                rng.choice([0, 0, 1, rng.randrange(0, 5000)]),
-                rng.choice([0, 1, rng.randrange(0, 5000)]),
-                ttft_ms=rng.choice([None, 0.0, 250.0, rng.uniform(0, 2000), rng.randrange(0, 8) * 125.0]),
-            )
-            for _ in range(rng.randrange(1, 30))
-        ]
+        calls = dense_grid_session(rng)
         edges = sorted({c.start_us - shift for c in calls for shift in (0, *BURST_WINDOWS_US)} | {0, 10 * GRID_US})
         groups.append(PeakGroup(rows(calls)))
         groups.append(PeakGroup(rows(calls), update_range(tuple(rng.sample(edges, 2)), tuple(rng.sample(edges, 2)))))
