@@ -1,10 +1,11 @@
 """What a fold's claimed events add up to, per session and per minute bucket, computed by columns.
 
 A fold claims up to 100,000 events per transaction. Summing them one Python statement at a
-time was the largest part of a worker's time per event, so here the rows become columns in C
-(`zip`, `map`) and one compiled pass (numba, GIL released) places every call, sums every
-(session, step, provider, model) group and every minute bucket. Python then walks only the
-groups (a few per session) and the calls that cross a minute boundary.
+time was the largest part of a worker's time per event, so here they arrive as columns
+(apps.metrics.claimed_events) and one compiled pass (numba, GIL released) places every call,
+sums every (session, step, provider, model) group and every minute bucket. Python then walks
+only the groups (a few per session), each distinct (session, attributes) pair, and the calls
+that cross a minute boundary; each session's calls stay columns (`CallColumns` slices).
 
 The numbers are those of a loop over the events (tests/metrics/claimed_sums_reference.py is
 that loop, and tests compare the two on random and edge-case events): integer sums, and call
@@ -18,8 +19,6 @@ one is still refused with a ValueError rather than summed wrong.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from itertools import compress, count, repeat
-from operator import and_, is_not
 
 import numpy as np
 from numba import njit
@@ -27,7 +26,8 @@ from numba import njit
 from apps.ingestion.models import RawEvent
 from apps.metrics import algorithms as algo
 from apps.metrics.buckets import BUCKET_COLUMNS
-from apps.metrics.peaks_kernel import CallRow
+from apps.metrics.claimed_events import ClaimedEvents, TextColumn, first_of_keys
+from apps.metrics.peaks_kernel import CallColumns
 
 # TokenSums columns, in the order of the sum vectors (the kernel adds into them by position).
 SUM_COLUMNS = (
@@ -35,16 +35,7 @@ SUM_COLUMNS = (
     "thought_tokens", "timed_output_tokens", "generation_us", "throttle_count", "throttle_wait_us", "cost_nanousd",
     "unpriced_tokens", "unpriced_calls", "estimated_calls",
 )  # fmt: skip
-# The claimed events' columns, in the order the fold's claim reads them (`timestamp` and
-# `end_at` as integer epoch microseconds).
-CLAIM_COLUMNS = (
-    "id", "session_id", "type", "step", "provider", "model", "call_id", "timestamp", "end_at", "attributes",
-    "duration_ms", "time_to_first_token_ms", "input_tokens", "output_tokens", "cache_read_tokens",
-    "cache_write_tokens", "tool_tokens", "thought_tokens", "token_source", "wait_ms", "cost_nanousd", "price_source",
-)  # fmt: skip
-
 _USAGE = RawEvent.Type.USAGE.value
-_ESTIMATED = RawEvent.TokenSource.ESTIMATED.value
 _INT64_SAFE = 2**62
 _OK = -1
 
@@ -56,7 +47,7 @@ class SessionBatch:
     sums_by_group: dict[tuple[str, str, str], list[int]] = field(default_factory=dict)  # (step, provider, model)
     first_us_by_step: dict[str, int] = field(default_factory=dict)
     price_source_by_model: dict[tuple[str, str], str] = field(default_factory=dict)
-    calls: list[CallRow] = field(default_factory=list)  # in event order
+    calls: CallColumns = field(default_factory=lambda: CallColumns.from_rows([]))  # in event order
     attribute_texts: dict[str, None] = field(default_factory=dict)  # distinct, in event order
     event_count: int = 0
     throttle_count: int = 0
@@ -201,40 +192,25 @@ def _shares_kernel(crossing, starts_us, generation_starts_us, ends_us, inputs, o
 
 
 def claimed_sums(
-    events: list[tuple],
+    claimed: ClaimedEvents,
 ) -> tuple[dict[str, SessionBatch], dict[tuple[int, str, str], list[int]]]:
-    """Per-session sums and calls of the claimed events (rows in CLAIM_COLUMNS order, sorted by
-    id), and what they add to each minute bucket: `{(bucket_start_us, provider, model):
-    [sums in BUCKET_COLUMNS order]}`."""
-    if not events:
+    """Per-session sums and calls of the claimed events, and what they add to each minute
+    bucket: `{(bucket_start_us, provider, model): [sums in BUCKET_COLUMNS order]}`."""
+    size = len(claimed)
+    if not size:
         return {}, {}
-    (
-        _, session_ids, kinds, steps, providers, models, call_ids, starts_us, ends_at_us, attributes, durations_ms,
-        ttfts_ms, inputs, outputs, cache_reads, cache_writes, tools, thoughts, token_sources, waits_ms, costs,
-        price_sources,
-    ) = zip(*events)  # fmt: skip
-    size = len(events)
-    usage_flags = list(map(_USAGE.__eq__, kinds))
-    priced_flags = list(map(is_not, costs, repeat(None)))
-    if min(inputs) < 0 or min(outputs) < 0:
+    usage, inputs, outputs, starts_us = claimed.usage, claimed.inputs, claimed.outputs, claimed.starts_us
+    if int(inputs.min()) < 0 or int(outputs.min()) < 0:
         raise ValueError("token counts must be >= 0")  # as algorithms.PlacedCall
-    _check_int64_totals(inputs, outputs, cache_reads, cache_writes, tools, thoughts, compress(costs, priced_flags))
-
-    # A group is (session, step, provider, model); its code is the index of its first event,
-    # found in C by setdefault (sparse codes: the kernel's group arrays have one row per event).
-    first_of_group: dict[tuple, int] = {}
-    group_codes = np.fromiter(
-        map(first_of_group.setdefault, zip(session_ids, steps, providers, models), count()), np.int64, size
+    _check_int64_totals(
+        inputs, outputs, claimed.cache_reads, claimed.cache_writes, claimed.tools, claimed.thoughts, claimed.costs
     )
-    ints, floats = _int64s, _float64s
-    starts_array, inputs_array, outputs_array = ints(starts_us), ints(inputs), ints(outputs)
-    priced_array = np.array(priced_flags, np.bool_)
-    # A minute bucket is (provider, model, minute): coded the same way.
-    first_of_bucket: dict[tuple, int] = {}
-    minutes = (starts_array // algo.MINUTE_US).tolist()  # floor, as algorithms.bucket_start_us
-    bucket_keys = np.fromiter(
-        map(first_of_bucket.setdefault, zip(providers, models, minutes), count()), np.int64, size
-    )
+    sessions, steps, providers, models = claimed.sessions, claimed.steps, claimed.providers, claimed.models
+    # A group is (session, step, provider, model), a minute bucket (provider, model, minute); the
+    # code of each is the index of its first event (sparse: the kernel's arrays have a row per event).
+    group_codes = first_of_keys(np.stack([sessions.codes, steps.codes, providers.codes, models.codes], axis=1))
+    minutes = starts_us // algo.MINUTE_US  # floor, as algorithms.bucket_start_us
+    bucket_keys = first_of_keys(np.stack([providers.codes, models.codes, minutes], axis=1))
 
     group_sums = np.zeros((size, len(SUM_COLUMNS)), np.int64)
     group_events = np.zeros(size, np.int64)
@@ -249,35 +225,36 @@ def claimed_sums(
     crosses = np.zeros(size, np.bool_)
     bucket_starts_us = np.zeros(size, np.int64)
     bucket_sums = np.zeros((size, len(BUCKET_COLUMNS)), np.int64)
-    priced_costs = np.array(costs, dtype=object)
-    priced_costs[~priced_array] = 0
     bad_event = _sums_kernel(
-        group_codes, bucket_keys, np.array(usage_flags, np.bool_), starts_array, ints(ends_at_us),
-        floats(durations_ms), floats(ttfts_ms), inputs_array, outputs_array, ints(cache_reads), ints(cache_writes),
-        ints(tools), ints(thoughts), np.fromiter(map(_ESTIMATED.__eq__, token_sources), np.bool_, size),
-        priced_array, priced_costs.astype(np.int64), floats(waits_ms),
-        np.fromiter(map(bool, price_sources), np.bool_, size),
+        group_codes, bucket_keys, usage, starts_us, claimed.ends_at_us, claimed.durations_ms, claimed.ttfts_ms,
+        inputs, outputs, claimed.cache_reads, claimed.cache_writes, claimed.tools, claimed.thoughts,
+        claimed.estimated, claimed.priced, claimed.costs, claimed.waits_ms, claimed.price_sources.nonempty,
         group_sums, group_events, group_first_usage_us, group_started_us, group_ended_us, group_throttles,
         group_throttle_wait_us, group_last_priced, generation_starts_us, call_ends_us, crosses, bucket_starts_us,
         bucket_sums,
     )  # fmt: skip
     if bad_event != _OK:
-        _raise_for(events[bad_event])
+        _raise_for(claimed.row(bad_event))
     # Each duration and wait is below 2**53 us now; their sums must fit too (summed in the kernel,
     # checked after it so that a bad value raises its own error first).
-    _check_int64_totals(map((1000.0).__mul__, durations_ms), map((1000.0).__mul__, waits_ms))
+    if float(np.sum(claimed.durations_ms)) * 1000.0 >= _INT64_SAFE or float(np.sum(claimed.waits_ms)) * 1000.0 >= _INT64_SAFE:
+        raise ValueError("claimed events' totals exceed what a fold sums in one transaction")
 
     batches: dict[str, SessionBatch] = {}
     # The last priced event of each (session, provider, model), by id, names its price source.
     last_priced: dict[tuple[str, str, str], int] = {}
-    groups = np.fromiter(first_of_group.values(), np.int64, len(first_of_group))
+    groups = np.flatnonzero(group_codes == np.arange(size))
     group_rows = zip(
-        first_of_group, group_events[groups].tolist(), group_started_us[groups].tolist(),
+        sessions.codes[groups].tolist(), steps.codes[groups].tolist(), providers.codes[groups].tolist(),
+        models.codes[groups].tolist(), group_events[groups].tolist(), group_started_us[groups].tolist(),
         group_ended_us[groups].tolist(), group_throttles[groups].tolist(), group_throttle_wait_us[groups].tolist(),
         group_sums[groups].tolist(), group_first_usage_us[groups].tolist(), group_last_priced[groups].tolist(),
     )  # fmt: skip
-    for key, events_in_group, started_us, ended_us, throttles, wait_us, sums, first_us, priced_event in group_rows:
-        session_id, step, provider, model = key
+    session_text, step_text, provider_text, model_text = sessions.text, steps.text, providers.text, models.text
+    for (session_code, step_code, provider_code, model_code, events_in_group, started_us, ended_us, throttles, wait_us,
+         sums, first_us, priced_event) in group_rows:  # fmt: skip
+        session_id, step = session_text(session_code), step_text(step_code)
+        provider, model = provider_text(provider_code), model_text(model_code)
         batch = batches.get(session_id)
         if batch is None:
             batch = batches[session_id] = SessionBatch(started_us=started_us, ended_us=ended_us)
@@ -295,22 +272,23 @@ def claimed_sums(
         if priced_event > last_priced.get((session_id, provider, model), -1):
             last_priced[(session_id, provider, model)] = priced_event
     for (session_id, provider, model), event in last_priced.items():
-        batches[session_id].price_source_by_model[(provider, model)] = price_sources[event]
-    for session_id in set(compress(session_ids, map(and_, usage_flags, map(bool, call_ids)))):
-        batches[session_id].has_call_id = True
-    for session_id, text in dict.fromkeys(compress(zip(session_ids, attributes), usage_flags)):
+        batches[session_id].price_source_by_model[(provider, model)] = claimed.price_sources[event]
+    for session_code in np.unique(sessions.codes[usage & claimed.call_ids.nonempty]).tolist():
+        batches[session_text(session_code)].has_call_id = True
+    usage_events = np.flatnonzero(usage)
+    # Distinct (session, attributes) of usage events, in event order.
+    pairs = first_of_keys(np.stack([sessions.codes[usage_events], claimed.attributes.codes[usage_events]], axis=1))
+    for event in usage_events[pairs == np.arange(usage_events.shape[0])].tolist():
+        text = claimed.attributes[event]
         if text != "{}":
-            batches[session_id].attribute_texts[text] = None
-    call_rows = zip(starts_us, generation_starts_us.tolist(), call_ends_us.tolist(), inputs, outputs)
-    for session_id, row in zip(compress(session_ids, usage_flags), compress(call_rows, usage_flags)):
-        batches[session_id].calls.append(row)
+            batches[sessions[event]].attribute_texts[text] = None
+    _calls_attach(batches, sessions, usage_events, starts_us, generation_starts_us, call_ends_us, inputs, outputs)
 
-    buckets = {
-        (int(bucket_starts_us[event]), provider, model): bucket_sums[event].tolist()
-        for (provider, model, _), event in first_of_bucket.items()
-    }
+    buckets = {}
+    for event in np.flatnonzero(bucket_keys == np.arange(size)).tolist():
+        buckets[(int(bucket_starts_us[event]), providers[event], models[event])] = bucket_sums[event].tolist()
     for event, bucket_start_us, share_input, share_output in _crossing_shares(
-        np.flatnonzero(crosses), starts_array, generation_starts_us, call_ends_us, inputs_array, outputs_array
+        np.flatnonzero(crosses), starts_us, generation_starts_us, call_ends_us, inputs, outputs
     ):
         key = (bucket_start_us, providers[event], models[event])
         sums = buckets.get(key)
@@ -319,6 +297,23 @@ def claimed_sums(
         sums[0] += share_input
         sums[1] += share_output
     return batches, buckets
+
+
+def _calls_attach(
+    batches: dict[str, SessionBatch], sessions: TextColumn, usage_events: np.ndarray, starts_us: np.ndarray,
+    generation_starts_us: np.ndarray, ends_us: np.ndarray, inputs: np.ndarray, outputs: np.ndarray,
+) -> None:
+    """Give each session its placed calls, in event order, as slices of columns ordered by session."""
+    order = usage_events[np.argsort(sessions.codes[usage_events], kind="stable")]
+    columns = [column[order] for column in (starts_us, generation_starts_us, ends_us, inputs, outputs)]
+    session_codes = sessions.codes[order]
+    bounds = np.flatnonzero(session_codes[1:] != session_codes[:-1]) + 1
+    firsts = [0, *bounds.tolist()]
+    lasts = [*bounds.tolist(), order.shape[0]]
+    for first, last in zip(firsts, lasts):
+        if first < last:
+            batch = batches[sessions.text(int(session_codes[first]))]
+            batch.calls = CallColumns(*(column[first:last] for column in columns))
 
 
 def _crossing_shares(
@@ -348,25 +343,18 @@ def _crossing_shares(
     return shares
 
 
-def _int64s(values) -> np.ndarray:
-    return np.array(values, np.int64)
-
-
-def _float64s(values) -> np.ndarray:
-    """Floats; None (a missing ttft) becomes NaN, which no comparison in the kernel holds for."""
-    return np.array(values, np.float64)
-
-
-def _check_int64_totals(*columns) -> None:
+def _check_int64_totals(*columns: np.ndarray) -> None:
+    """Refuse columns whose sum could overflow an int64 (bound first, exact Python sum if needed)."""
     for column in columns:
-        if sum(column) >= _INT64_SAFE:
-            raise ValueError("claimed events' totals exceed what a fold sums in one transaction")
+        if column.size and int(np.abs(column).max()) * column.shape[0] >= _INT64_SAFE:
+            if sum(column.tolist()) >= _INT64_SAFE:
+                raise ValueError("claimed events' totals exceed what a fold sums in one transaction")
 
 
-def _raise_for(event: tuple) -> None:
-    """Raise algorithms' own error for an event the kernel could not place: negative, NaN or
-    infinite, or (finite) beyond the 2**53 us the kernel's float-to-int rounding is exact for."""
-    row = dict(zip(CLAIM_COLUMNS, event))
+def _raise_for(row: dict) -> None:
+    """Raise algorithms' own error for an event (`ClaimedEvents.row`) the kernel could not place:
+    negative, NaN or infinite, or (finite) beyond the 2**53 us the kernel's float-to-int rounding
+    is exact for."""
     if row["type"] == _USAGE:
         algo.generation_interval_us(row["timestamp"], row["duration_ms"], row["time_to_first_token_ms"])
         raise ValueError(f"duration {row['duration_ms']!r} ms is beyond any call's")

@@ -8,7 +8,9 @@ statements whatever the number of events:
 2. claim: one statement deletes the sessions' oldest pending rows (apps.ingestion.models.PendingEvent,
    at most EVENTS_PER_TRANSACTION) and reads their raw events, so what is folded is exactly what
    leaves the queue, in the transaction that updates the aggregates. A task that runs twice
-   claims nothing; a worker that dies mid-fold rolls the claim back with everything else.
+   claims nothing; a worker that dies mid-fold rolls the claim back with everything else. On
+   PostgreSQL the events come back as one row of binary column arrays, not a row per event
+   (apps.metrics.claimed_events).
 3. compute: sums per (step, provider, model), the calls placed in time, their minute bucket
    shares, session attributes (apps.metrics.claimed_sums, column-wise and compiled).
 4. peaks: a session with no folded event before this transaction has only the new calls, so its
@@ -35,6 +37,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
+import numpy as np
+import psycopg
 from django.db import connection, transaction
 from django.utils import timezone as dj_timezone
 
@@ -42,7 +46,8 @@ from apps.ingestion.models import PendingEvent, RawEvent
 from apps.metrics import algorithms as algo
 from apps.metrics import peaks_kernel
 from apps.metrics.buckets import BucketDelta, buckets_add
-from apps.metrics.claimed_sums import CLAIM_COLUMNS, SUM_COLUMNS, SessionBatch, claimed_sums
+from apps.metrics.claimed_events import CLAIM_COLUMNS, ClaimedEvents, from_postgres_arrays, postgres_select_list
+from apps.metrics.claimed_sums import SUM_COLUMNS, SessionBatch, claimed_sums
 from apps.metrics.models import SessionAggregate, SessionModelAggregate, SessionStepAggregate, UsageBucket
 from apps.metrics.upserts import added, earliest, replaced, rows_upsert, unless_empty
 
@@ -61,7 +66,6 @@ _SESSION_COLUMNS = (
     *SUM_COLUMNS, "started_at", "ended_at", "event_count", "burst_1s", "burst_10s", "burst_60s", "peak_concurrency",
     "throttled_us", "attributes",
 )  # fmt: skip
-_USAGE = RawEvent.Type.USAGE.value
 _THROTTLE = RawEvent.Type.THROTTLE.value
 _WINDOW_1S, _WINDOW_10S, _WINDOW_60S = algo.BURST_WINDOWS_US
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -194,9 +198,8 @@ def _chunk_fold(project_id: int, session_ids: list[str]) -> int:
             cursor.execute("SET LOCAL jit = off")
     sessions = sessions_lock(project_id, session_ids)
     events = _claim(project_id, session_ids)
-    if not events:
+    if not len(events):
         return 0
-    events.sort()  # by id: arrival order decides which attribute value is first
     batches, bucket_deltas = claimed_sums(events)
     peaks = _peaks(project_id, sessions, batches)
     throttle_sessions = [
@@ -221,13 +224,14 @@ def _chunk_fold(project_id: int, session_ids: list[str]) -> int:
     return len(events)
 
 
-def _claim(project_id: int, session_ids: list[str]) -> list[tuple]:
-    """Take the sessions' oldest pending events off the queue and return them (`CLAIM_COLUMNS`,
-    with `timestamp` and `end_at` as integer epoch microseconds)."""
+def _claim(project_id: int, session_ids: list[str]) -> ClaimedEvents:
+    """Take the sessions' oldest pending events off the queue and return them, in id order."""
     if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute(*claim_statement_postgres(project_id, session_ids))
-            return cursor.fetchall()
+        # A plain (server-binding) psycopg cursor on the fold's connection: Django's client-side
+        # cursors cannot ask for binary results, and the claim's row is binary arrays.
+        with psycopg.Cursor(connection.connection) as cursor:
+            cursor.execute(*claim_statement_postgres(project_id, session_ids), prepare=False, binary=True)
+            return from_postgres_arrays(cursor.fetchone())
     raw, pending = _raw_and_pending_tables()
     with connection.cursor() as cursor:
         # SQLite: no data-modifying CTE, but DELETE ... RETURNING; its planner keeps an IN list on
@@ -239,12 +243,15 @@ def _claim(project_id: int, session_ids: list[str]) -> list[tuple]:
         )
         event_pks = [event_pk for (event_pk,) in cursor.fetchall()]
         rows = []
+        quote = connection.ops.quote_name
+        columns = ", ".join(map(quote, CLAIM_COLUMNS))
         for start in range(0, len(event_pks), _PARAMS_PER_QUERY):
             chunk = event_pks[start : start + _PARAMS_PER_QUERY]
-            cursor.execute(f"SELECT {_claim_columns_sql()} FROM {raw} WHERE id IN ({', '.join(['%s'] * len(chunk))})",
-                           chunk)  # fmt: skip
+            cursor.execute(f"SELECT {columns} FROM {raw} WHERE id IN ({', '.join(['%s'] * len(chunk))})", chunk)
             rows.extend(cursor.fetchall())
-    return [(*row[:7], _epoch_us(row[7]), _epoch_us(row[8]), *row[9:]) for row in rows]
+    return ClaimedEvents.from_rows(
+        [(*row[:7], _epoch_us(row[7]), _epoch_us(row[8]), *row[9:]) for row in rows]
+    )
 
 
 def claim_statement_postgres(project_id: int, session_ids: list[str]) -> tuple[str, list]:
@@ -253,7 +260,8 @@ def claim_statement_postgres(project_id: int, session_ids: list[str]) -> tuple[s
     One equality per session, for the reason `_union_all_select` gives; the oldest first, so a
     backlog larger than one transaction folds in arrival order. `ctid = ANY(ARRAY(...))` is a TID
     scan of exactly the chosen rows, and `id = ANY(ARRAY(...))` keeps the raw lookup on the
-    primary key whatever the planner guesses the claim returns.
+    primary key whatever the planner guesses the claim returns. Its one row holds each column as
+    a binary array (apps.metrics.claimed_events).
     """
     raw, pending = _raw_and_pending_tables()
     branches = " UNION ALL ".join(
@@ -262,7 +270,8 @@ def claim_statement_postgres(project_id: int, session_ids: list[str]) -> tuple[s
     return (
         f"WITH claimed AS (DELETE FROM {pending} WHERE ctid = ANY(ARRAY("
         f"SELECT ctid FROM ({branches}) AS queued ORDER BY raw_event_id LIMIT %s)) RETURNING raw_event_id) "
-        f"SELECT {_claim_columns_sql()} FROM {raw} WHERE id = ANY(ARRAY(SELECT raw_event_id FROM claimed))",
+        f"SELECT {postgres_select_list(connection.ops.quote_name)} FROM {raw} "
+        f"WHERE id = ANY(ARRAY(SELECT raw_event_id FROM claimed))",
         [*(value for session_id in session_ids for value in (project_id, session_id)), EVENTS_PER_TRANSACTION],
     )
 
@@ -272,25 +281,23 @@ def _raw_and_pending_tables() -> tuple[str, str]:
     return quote(RawEvent._meta.db_table), quote(PendingEvent._meta.db_table)
 
 
-def _claim_columns_sql() -> str:
-    quote = connection.ops.quote_name
-    return ", ".join(_as_epoch_us(name) if name in ("timestamp", "end_at") else quote(name) for name in CLAIM_COLUMNS)
-
-
 def _peaks(project_id: int, sessions: dict[str, dict], batches: dict[str, SessionBatch]) -> dict[str, _Peaks]:
     """Burst and concurrency peaks the new calls can set, per session (to be maxed with the stored ones)."""
     groups: list[peaks_kernel.PeakGroup] = []
     group_sessions: list[str] = []
     ranges: dict[str, list[algo.PeakUpdateRange]] = {}
     for session_id, batch in batches.items():
-        if not batch.calls:
+        if not len(batch.calls):
             continue
         if sessions[session_id]["event_count"] == 0:
             # Nothing folded before: the new calls are all the session's calls.
             groups.append(peaks_kernel.PeakGroup(batch.calls))
             group_sessions.append(session_id)
         else:
-            ranges[session_id] = algo.peak_update_ranges([algo.Interval(row[0], row[2]) for row in batch.calls])
+            calls = batch.calls
+            ranges[session_id] = algo.peak_update_ranges(
+                list(map(algo.Interval, calls.starts_us.tolist(), calls.ends_us.tolist()))
+            )
     if ranges:
         stored = _folded_calls(project_id, ranges)
         for session_id, session_ranges in ranges.items():
@@ -398,7 +405,7 @@ def _as_epoch_us(column: str) -> str:
 
 
 def _throttles_reattribute(
-    project_id: int, session_pks: dict[str, int], claimed: list[tuple], only_claimed: set[str]
+    project_id: int, session_pks: dict[str, int], claimed: ClaimedEvents, only_claimed: set[str]
 ) -> dict[str, int]:
     """Re-attribute every folded throttle wait of these sessions to steps and models (DESIGN.md section 5).
 
@@ -418,12 +425,12 @@ def _throttles_reattribute(
             for session_id in sorted(session_pks) if session_id not in only_claimed
         ])
     ]  # fmt: skip
-    if only_claimed:
-        throttles.extend(
-            (session_id, call_id, step, provider, model, wait_ms, start_us)
-            for _, session_id, kind, step, provider, model, call_id, start_us, *_, wait_ms, _, _ in claimed
-            if kind == _THROTTLE and session_id in only_claimed
-        )
+    # Events of the sessions in `only_claimed`, read from the claimed columns.
+    in_only_claimed = np.isin(claimed.sessions.codes, claimed.sessions.codes_of(only_claimed))
+    for event in np.flatnonzero(in_only_claimed & ~claimed.usage).tolist():
+        throttles.append((claimed.sessions[event], claimed.call_ids[event], claimed.steps[event],
+                          claimed.providers[event], claimed.models[event], float(claimed.waits_ms[event]),
+                          int(claimed.starts_us[event])))  # fmt: skip
     call_ids_by_session: dict[str, set[str]] = defaultdict(set)
     for session_id, call_id, *_ in throttles:
         if call_id:
@@ -436,10 +443,10 @@ def _throttles_reattribute(
         if known is None or (step, provider, model) < known:
             usage_by_call[(session_id, call_id)] = (step, provider, model)
 
-    if only_claimed:
-        for _, session_id, kind, step, provider, model, call_id, *_ in claimed:
-            if kind == _USAGE and session_id in only_claimed and call_id in call_ids_by_session.get(session_id, ()):
-                usage_found(session_id, call_id, step, provider, model)
+    for event in np.flatnonzero(in_only_claimed & claimed.usage & claimed.call_ids.nonempty).tolist():
+        session_id, call_id = claimed.sessions[event], claimed.call_ids[event]
+        if call_id in call_ids_by_session.get(session_id, ()):
+            usage_found(session_id, call_id, claimed.steps[event], claimed.providers[event], claimed.models[event])
     usage_branches = []
     for session_id, call_ids in sorted(call_ids_by_session.items()):
         if session_id in only_claimed:

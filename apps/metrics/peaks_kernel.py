@@ -190,11 +190,42 @@ def placed(row: CallRow) -> algo.PlacedCall:
     return algo.PlacedCall(start_us, end_us, generation_start_us, input_tokens, output_tokens)
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class CallColumns:
+    """Calls as int64 columns, the fields of `CallRow` (a fold's claimed calls of one session,
+    without a tuple per call). Equal to another when their rows are."""
+
+    starts_us: np.ndarray
+    generation_starts_us: np.ndarray
+    ends_us: np.ndarray
+    inputs: np.ndarray
+    outputs: np.ndarray
+
+    @classmethod
+    def from_rows(cls, rows: list[CallRow]) -> CallColumns:
+        columns = tuple(zip(*rows)) or ((),) * 5
+        return cls(*(np.array(column, np.int64) for column in columns))
+
+    def __len__(self) -> int:
+        return self.starts_us.shape[0]
+
+    def columns(self) -> tuple[np.ndarray, ...]:
+        return (self.starts_us, self.generation_starts_us, self.ends_us, self.inputs, self.outputs)
+
+    def rows(self) -> list[CallRow]:
+        return list(zip(*(column.tolist() for column in self.columns())))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, CallColumns) and self.rows() == other.rows()
+
+    __hash__ = None  # type: ignore[assignment]
+
+
 @dataclass(frozen=True, slots=True)
 class PeakGroup:
     """Calls whose peaks to compute, optionally restricted to a range (a `PeakUpdateRange`)."""
 
-    calls: list[CallRow]
+    calls: list[CallRow] | CallColumns
     update: algo.PeakUpdateRange | None = None
 
 
@@ -208,39 +239,37 @@ def groups_peaks(
     """
     results: list[tuple[dict[int, float], int] | None] = [None] * len(groups)
     kernel_groups: list[int] = []
-    columns: tuple[list[int], ...] = ([], [], [], [], [])
-    offsets = [0]
+    columns: list[tuple[np.ndarray, ...]] = []
+    unchecked = False  # CallColumns groups are checked all at once, below
     for index, group in enumerate(groups):
-        if not group.calls:
-            kernel_groups.append(index)
-            offsets.append(offsets[-1])
-            continue
-        group_columns = tuple(zip(*group.calls))
-        if (
-            sum(group_columns[3]) + sum(group_columns[4]) >= _INT64_SAFE
-            or min(group_columns[0]) <= -_INT64_SAFE
-            or max(group_columns[2]) >= _INT64_SAFE
-            # A rate `output / generation time` is one rounding in Python; in the kernel both are
-            # floats first, which is exact only up to 2**53.
-            or max(group_columns[4]) > _EXACT_FLOAT_INT
-            or max(map(sub, group_columns[2], group_columns[1])) > _EXACT_FLOAT_INT
-        ):
+        calls = group.calls
+        if isinstance(calls, CallColumns):
+            group_columns = calls.columns()
+            unchecked = True
+        elif not calls:
+            group_columns = CallColumns.from_rows([]).columns()
+        elif _in_kernel_bounds(*zip(*calls)):
+            group_columns = CallColumns.from_rows(calls).columns()
+        else:
             results[index] = _python_peaks(group, windows_us)
             continue
         kernel_groups.append(index)
-        for column, values in zip(columns, group_columns):
-            column.extend(values)
-        offsets.append(len(columns[0]))
-    if kernel_groups:
+        columns.append(group_columns)
+    if columns:
+        starts, generation_starts, ends, inputs, outputs = (np.concatenate(column) for column in zip(*columns))
+        if unchecked and starts.size and not _columns_in_kernel_bounds(starts, generation_starts, ends, inputs, outputs):
+            # Rare (tokens near 2**62 in all): decide group by group, as for rows.
+            return _groups_peaks_by_group(groups, windows_us)
+        offsets = np.zeros(len(columns) + 1, np.int64)
+        np.cumsum([len(group_columns[0]) for group_columns in columns], out=offsets[1:])
         count = len(kernel_groups)
         updates = [groups[index].update for index in kernel_groups]
         has_range = np.array([update is not None for update in updates], np.bool_)
         bursts = np.empty((count, len(windows_us)), np.float64)
         concurrency = np.empty(count, np.int64)
-        starts, generation_starts, ends, inputs, outputs = (np.array(column, np.int64) for column in columns)
         _groups_peaks_kernel(
             starts, generation_starts, ends, inputs, outputs,
-            np.array(offsets, np.int64),
+            offsets,
             has_range,
             *_bounds(updates, "burst_start_from_us", "burst_start_to_us"),
             has_range,
@@ -254,6 +283,39 @@ def groups_peaks(
     return results  # type: ignore[return-value]
 
 
+def _in_kernel_bounds(starts_us, generation_starts_us, ends_us, inputs, outputs) -> bool:
+    """The kernel computes these calls exactly: int64 sums and instants, and rates `output /
+    generation time` whose operands are exact floats (in Python the division is one rounding; in
+    the kernel both are floats first, which is exact only up to 2**53). Python ints in."""
+    return (
+        sum(inputs) + sum(outputs) < _INT64_SAFE
+        and min(starts_us) > -_INT64_SAFE
+        and max(ends_us) < _INT64_SAFE
+        and max(outputs) <= _EXACT_FLOAT_INT
+        and max(map(sub, ends_us, generation_starts_us)) <= _EXACT_FLOAT_INT
+    )
+
+
+def _columns_in_kernel_bounds(starts_us, generation_starts_us, ends_us, inputs, outputs) -> bool:
+    """`_in_kernel_bounds` of int64 columns, without a Python int per call where the maxima
+    already bound the token sum."""
+    if not (int(starts_us.min()) > -_INT64_SAFE and int(ends_us.max()) < _INT64_SAFE):
+        return False  # checked first: end - generation start below cannot overflow then
+    if int(outputs.max()) > _EXACT_FLOAT_INT or int((ends_us - generation_starts_us).max()) > _EXACT_FLOAT_INT:
+        return False
+    if min(int(inputs.min()), int(outputs.min())) >= 0 and (
+        (int(inputs.max()) + int(outputs.max())) * starts_us.shape[0] < _INT64_SAFE
+    ):
+        return True
+    return sum(inputs.tolist()) + sum(outputs.tolist()) < _INT64_SAFE
+
+
+def _groups_peaks_by_group(groups: list[PeakGroup], windows_us: tuple[int, ...]):
+    as_rows = [PeakGroup(group.calls.rows(), group.update) if isinstance(group.calls, CallColumns) else group
+               for group in groups]  # fmt: skip
+    return groups_peaks(as_rows, windows_us)
+
+
 def _bounds(updates: list[algo.PeakUpdateRange | None], lower: str, upper: str) -> tuple[np.ndarray, np.ndarray]:
     return (
         np.array([0 if update is None else getattr(update, lower) for update in updates], np.int64),
@@ -262,7 +324,7 @@ def _bounds(updates: list[algo.PeakUpdateRange | None], lower: str, upper: str) 
 
 
 def _python_peaks(group: PeakGroup, windows_us: tuple[int, ...]) -> tuple[dict[int, float], int]:
-    calls = [placed(row) for row in group.calls]
+    calls = [placed(row) for row in (group.calls.rows() if isinstance(group.calls, CallColumns) else group.calls)]
     update = group.update
     if update is None:
         return algo.burst_peaks(calls, windows_us), algo.peak_concurrency(calls)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from apps.ingestion.models import RawEvent
 from apps.metrics import algorithms as algo
 from apps.metrics.claimed_sums import SUM_COLUMNS, SessionBatch
-from apps.metrics.peaks_kernel import CallRow
+from apps.metrics.peaks_kernel import CallColumns, CallRow
 
 _ZERO_SUMS = (0,) * len(SUM_COLUMNS)
 _USAGE = RawEvent.Type.USAGE.value
@@ -31,6 +31,7 @@ def minute_shares(call: algo.PlacedCall) -> list[tuple[int, int, int]]:
 def reference_sums(events: list[tuple]) -> tuple[dict[str, SessionBatch], dict[tuple[int, str, str], list[int]]]:
     """claimed_sums as a loop over the events (the fold's code before it went column-wise)."""
     batches: dict[str, SessionBatch] = {}
+    calls: dict[str, list[CallRow]] = {}
     buckets: dict[tuple[int, str, str], list[int]] = {}
     place_call = algo.place_call
     session_id_of_batch = batch = None
@@ -43,6 +44,7 @@ def reference_sums(events: list[tuple]) -> tuple[dict[str, SessionBatch], dict[t
             batch = batches.get(session_id)
             if batch is None:
                 batch = batches[session_id] = SessionBatch(started_us=start_us, ended_us=end_us)
+                calls[session_id] = []
         batch.event_count += 1
         if start_us < batch.started_us:
             batch.started_us = start_us
@@ -51,7 +53,7 @@ def reference_sums(events: list[tuple]) -> tuple[dict[str, SessionBatch], dict[t
         if kind == _USAGE:
             call = place_call(start_us=start_us, duration_ms=duration_ms, time_to_first_token_ms=ttft,
                               input_tokens=input_tokens, output_tokens=output_tokens)  # fmt: skip
-            batch.calls.append(call_row(call))
+            calls[session_id].append(call_row(call))
             group_key = (step, provider, model)
             sums = batch.sums_by_group.get(group_key)
             if sums is None:
@@ -116,5 +118,7 @@ def reference_sums(events: list[tuple]) -> tuple[dict[str, SessionBatch], dict[t
                 delta = buckets[key] = [0, 0, 0, 0, 0, 0, 0]
             delta[3] += 1
             delta[4] += wait_us
+    for session_id, session_calls in calls.items():
+        batches[session_id].calls = CallColumns.from_rows(session_calls)
     return batches, buckets
 

@@ -11,9 +11,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from apps.metrics import algorithms as algo
+from apps.metrics import claimed_events as events_module
 from apps.metrics import claimed_sums as sums_module
 from apps.metrics import peaks_kernel
-from apps.metrics.claimed_sums import CLAIM_COLUMNS, claimed_sums
+from apps.metrics.claimed_events import CLAIM_COLUMNS, ClaimedEvents
+from apps.metrics.claimed_sums import claimed_sums as claimed_sums_of_columns
 from tests.metrics.claimed_sums_reference import reference_sums
 
 MINUTE_US = algo.MINUTE_US
@@ -28,6 +30,10 @@ starts = st.one_of(
 durations_ms = st.one_of(
     st.just(0.0), st.sampled_from([0.0004, 0.0005, 0.0015, 60_000.0, 59_999.9995]), st.floats(0, 200_000)
 )
+
+
+def claimed_sums(rows: list[tuple]):
+    return claimed_sums_of_columns(ClaimedEvents.from_rows(rows))
 
 
 @st.composite
@@ -152,7 +158,8 @@ def test_compile_kernels_command_compiles_and_caches_the_fold_kernels():
     out = io.StringIO()
     call_command("compile_kernels", stdout=out)
     assert "compiled" in out.getvalue()
-    for kernel in (sums_module._sums_kernel, sums_module._shares_kernel, peaks_kernel._groups_peaks_kernel):
+    for kernel in (sums_module._sums_kernel, sums_module._shares_kernel, peaks_kernel._groups_peaks_kernel,
+                   events_module._text_spans, events_module._first_of_texts, events_module.first_of_keys):
         assert kernel.signatures
         # numba's on-disk cache: an index file per kernel, which later processes load.
         cache_path = Path(kernel._cache._cache_path)

@@ -1,6 +1,7 @@
 from django.core.management.base import BaseCommand
 
-from apps.metrics.claimed_sums import CLAIM_COLUMNS, claimed_sums
+from apps.metrics.claimed_events import CLAIM_COLUMNS, ClaimedEvents, compile_decoders
+from apps.metrics.claimed_sums import claimed_sums
 from apps.metrics.peaks_kernel import PeakGroup, groups_peaks
 
 
@@ -14,6 +15,7 @@ class Command(BaseCommand):
         row.update(id=1, session_id="s", type="usage", step="", provider="p", model="m", call_id="", timestamp=0,
                    end_at=90_000_000, attributes="{}", duration_ms=90_000.0, time_to_first_token_ms=None,
                    token_source="client", wait_ms=0.0, cost_nanousd=None, price_source="")  # fmt: skip
-        batches, _ = claimed_sums([tuple(row[name] for name in CLAIM_COLUMNS)])
+        batches, _ = claimed_sums(ClaimedEvents.from_rows([tuple(row[name] for name in CLAIM_COLUMNS)]))
         groups_peaks([PeakGroup(batches["s"].calls)])
+        compile_decoders()
         self.stdout.write("Fold kernels compiled and cached.")
