@@ -2,7 +2,9 @@
 
 1. Batch fold: raw events (1 million over 10,000 sessions; COPYed in, unprocessed, so only
    folding is timed) folded by `apps.metrics.services.sessions_fold` in this one process, as a
-   worker's task runs it: timed from the start of folding until every event is processed.
+   worker's task runs it: timed from the start of folding until every event is processed. It also
+   prints the process's CPU time per event (both fold threads; PostgreSQL's share is not in it),
+   which moves less with the host's speed than the rate does.
 2. Baseline in the same run: a naive per-event ORM fold of the same events (get_or_create the
    session, step and model aggregate, F() increments, mark the event processed, one
    transaction per event), on a subset of the sessions and extrapolated as a rate. It only

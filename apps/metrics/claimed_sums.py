@@ -237,7 +237,7 @@ def claimed_sums(
         _raise_for(claimed.row(bad_event))
     # Each duration and wait is below 2**53 us now; their sums must fit too (summed in the kernel,
     # checked after it so that a bad value raises its own error first).
-    if float(np.sum(claimed.durations_ms)) * 1000.0 >= _INT64_SAFE or float(np.sum(claimed.waits_ms)) * 1000.0 >= _INT64_SAFE:
+    if max(float(np.sum(claimed.durations_ms)), float(np.sum(claimed.waits_ms))) * 1000.0 >= _INT64_SAFE:
         raise ValueError("claimed events' totals exceed what a fold sums in one transaction")
 
     batches: dict[str, SessionBatch] = {}

@@ -257,7 +257,8 @@ def groups_peaks(
         columns.append(group_columns)
     if columns:
         starts, generation_starts, ends, inputs, outputs = (np.concatenate(column) for column in zip(*columns))
-        if unchecked and starts.size and not _columns_in_kernel_bounds(starts, generation_starts, ends, inputs, outputs):
+        if (unchecked and starts.size
+                and not _columns_in_kernel_bounds(starts, generation_starts, ends, inputs, outputs)):  # fmt: skip
             # Rare (tokens near 2**62 in all): decide group by group, as for rows.
             return _groups_peaks_by_group(groups, windows_us)
         offsets = np.zeros(len(columns) + 1, np.int64)

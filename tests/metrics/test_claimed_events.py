@@ -71,7 +71,8 @@ def claim_row(**values) -> dict:
     row = dict.fromkeys(CLAIM_COLUMNS, 0)
     row.update(id=1, session_id="s", type="usage", step="plan", provider="openai", model="gpt-4o", call_id=None,
                timestamp=1_795_165_680_000_000, end_at=1_795_165_681_000_000, attributes="{}", duration_ms=1000.0,
-               time_to_first_token_ms=None, token_source="client", wait_ms=0.0, cost_nanousd=None, price_source="")  # fmt: skip
+               time_to_first_token_ms=None, token_source="client", wait_ms=0.0, cost_nanousd=None,
+               price_source="")  # fmt: skip
     row.update(values)
     return row
 

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from apps.metrics import peaks_kernel
 from apps.metrics.algorithms import BURST_WINDOWS_US, PeakUpdateRange, burst_peaks, peak_concurrency
-from apps.metrics.peaks_kernel import PeakGroup, groups_peaks
+from apps.metrics.peaks_kernel import CallColumns, PeakGroup, groups_peaks
 from tests.metrics.claimed_sums_reference import call_row
 from tests.metrics.test_bursts import (
     GRID_US, PROPERTY_SETTINGS, SECOND_US, call, dense_grid_session, instants, placed_calls, shifted,
@@ -51,6 +51,27 @@ def peak_groups(draw, max_calls: int = 30) -> PeakGroup:
 @given(groups=st.lists(peak_groups(), max_size=8))
 def test_every_group_gets_the_python_floats_and_counts(groups):
     assert groups_peaks(groups) == [python_peaks(group) for group in groups]
+
+
+def as_columns(group: PeakGroup) -> PeakGroup:
+    return PeakGroup(CallColumns.from_rows(group.calls), group.update)
+
+
+@PROPERTY_SETTINGS
+@given(groups=st.lists(peak_groups(), max_size=8), columnar=st.lists(st.booleans(), min_size=8, max_size=8))
+def test_groups_of_call_columns_get_the_floats_and_counts_of_their_rows(groups, columnar):
+    # The fold hands new sessions' calls as columns and reloaded calls as rows, in one call.
+    mixed = [as_columns(group) if as_column else group for group, as_column in zip(groups, columnar)]
+    assert groups_peaks(mixed) == [python_peaks(group) for group in groups]
+
+
+def test_call_columns_beyond_the_kernel_bounds_are_decided_group_by_group():
+    # Each group alone is within the kernel's int64 bounds, all of them together are not; the
+    # third has a rate the kernel cannot divide exactly.
+    heavy = PeakGroup(rows([call(0, 1000, 2**61 - 5, 2**60, ttft_ms=100)]))
+    inexact = PeakGroup([(0, 0, 1_000_004, 0, 2**53 + 1)])
+    groups = [heavy, heavy, inexact, PeakGroup(rows([call(0, 1000, 10, 5)]))]
+    assert groups_peaks([as_columns(group) for group in groups]) == [python_peaks(group) for group in groups]
 
 
 @PROPERTY_SETTINGS
