@@ -91,16 +91,16 @@ class ClaimedEvents:
     attributes: TextColumn  # JSON text of each event's attributes
     durations_ms: np.ndarray
     ttfts_ms: np.ndarray  # NaN where the event has none
-    inputs: np.ndarray
-    outputs: np.ndarray
-    cache_reads: np.ndarray
-    cache_writes: np.ndarray
-    tools: np.ndarray
-    thoughts: np.ndarray
+    input_tokens: np.ndarray
+    output_tokens: np.ndarray
+    cache_read_tokens: np.ndarray
+    cache_write_tokens: np.ndarray
+    tool_tokens: np.ndarray
+    thought_tokens: np.ndarray
     estimated: np.ndarray  # token_source == estimated
     waits_ms: np.ndarray
     priced: np.ndarray  # cost_nanousd is not NULL
-    costs: np.ndarray  # cost_nanousd, 0 where unpriced
+    costs_nanousd: np.ndarray  # 0 where unpriced
     price_sources: TextColumn
 
     def __len__(self) -> int:
@@ -117,11 +117,12 @@ class ClaimedEvents:
             "timestamp": int(self.starts_us[event]), "end_at": int(self.ends_at_us[event]),
             "attributes": self.attributes[event], "duration_ms": float(self.durations_ms[event]),
             "time_to_first_token_ms": None if math.isnan(ttft) else ttft,
-            "input_tokens": int(self.inputs[event]), "output_tokens": int(self.outputs[event]),
-            "cache_read_tokens": int(self.cache_reads[event]), "cache_write_tokens": int(self.cache_writes[event]),
-            "tool_tokens": int(self.tools[event]), "thought_tokens": int(self.thoughts[event]),
+            "input_tokens": int(self.input_tokens[event]), "output_tokens": int(self.output_tokens[event]),
+            "cache_read_tokens": int(self.cache_read_tokens[event]),
+            "cache_write_tokens": int(self.cache_write_tokens[event]),
+            "tool_tokens": int(self.tool_tokens[event]), "thought_tokens": int(self.thought_tokens[event]),
             "token_source": _ESTIMATED if self.estimated[event] else _CLIENT, "wait_ms": float(self.waits_ms[event]),
-            "cost_nanousd": int(self.costs[event]) if self.priced[event] else None,
+            "cost_nanousd": int(self.costs_nanousd[event]) if self.priced[event] else None,
             "price_source": self.price_sources[event],
         }  # fmt: skip
 
@@ -152,9 +153,10 @@ class ClaimedEvents:
             steps=_python_texts(steps), providers=_python_texts(providers), models=_python_texts(models),
             call_ids=_python_texts(call_ids), starts_us=starts, ends_at_us=ends, attributes=_python_texts(attributes),
             durations_ms=np.array(durations_ms, np.float64), ttfts_ms=np.array(ttfts_ms, np.float64),
-            inputs=inputs, outputs=outputs, cache_reads=cache_reads, cache_writes=cache_writes, tools=tools,
-            thoughts=thoughts, estimated=np.array([source == _ESTIMATED for source in token_sources], np.bool_),
-            waits_ms=np.array(waits_ms, np.float64), priced=priced, costs=cost_values,
+            input_tokens=inputs, output_tokens=outputs, cache_read_tokens=cache_reads, cache_write_tokens=cache_writes,
+            tool_tokens=tools, thought_tokens=thoughts,
+            estimated=np.array([source == _ESTIMATED for source in token_sources], np.bool_),
+            waits_ms=np.array(waits_ms, np.float64), priced=priced, costs_nanousd=cost_values,
             price_sources=_python_texts(price_sources),
         )  # fmt: skip
 
@@ -167,13 +169,9 @@ def _python_texts(values: Sequence[str | None]) -> TextColumn:
 
 
 def _empty() -> ClaimedEvents:
-    ints, floats, flags = (np.empty(0, np.int64), np.empty(0, np.float64), np.empty(0, np.bool_))
-    texts = TextColumn(ints, flags, {})
-    return ClaimedEvents(ids=ints, sessions=texts, usage=flags, steps=texts, providers=texts, models=texts,
-                         call_ids=texts, starts_us=ints, ends_at_us=ints, attributes=texts, durations_ms=floats,
-                         ttfts_ms=floats, inputs=ints, outputs=ints, cache_reads=ints, cache_writes=ints, tools=ints,
-                         thoughts=ints, estimated=flags, waits_ms=floats, priced=flags, costs=ints,
-                         price_sources=texts)  # fmt: skip
+    empty = {"i8": np.empty(0, np.int64), "ts": np.empty(0, np.int64), "f8": np.empty(0, np.float64),
+             "b": np.empty(0, np.bool_), "t": TextColumn(np.empty(0, np.int64), np.empty(0, np.bool_), {})}  # fmt: skip
+    return ClaimedEvents(**{name: empty[kind] for name, _, kind in POSTGRES_ARRAYS})
 
 
 # --- PostgreSQL: the claim's one row of binary arrays ----------------------------------------
@@ -194,19 +192,24 @@ POSTGRES_ARRAYS = (
     ("attributes", "{attributes}::text", "t"),
     ("durations_ms", "{duration_ms}", "f8"),
     ("ttfts_ms", "coalesce({time_to_first_token_ms}, 'NaN'::float8)", "f8"),
-    ("inputs", "{input_tokens}", "i8"),
-    ("outputs", "{output_tokens}", "i8"),
-    ("cache_reads", "{cache_read_tokens}", "i8"),
-    ("cache_writes", "{cache_write_tokens}", "i8"),
-    ("tools", "{tool_tokens}", "i8"),
-    ("thoughts", "{thought_tokens}", "i8"),
+    ("input_tokens", "{input_tokens}", "i8"),
+    ("output_tokens", "{output_tokens}", "i8"),
+    ("cache_read_tokens", "{cache_read_tokens}", "i8"),
+    ("cache_write_tokens", "{cache_write_tokens}", "i8"),
+    ("tool_tokens", "{tool_tokens}", "i8"),
+    ("thought_tokens", "{thought_tokens}", "i8"),
     ("estimated", "{token_source} = '" + _ESTIMATED + "'", "b"),
     ("waits_ms", "{wait_ms}", "f8"),
     ("priced", "{cost_nanousd} IS NOT NULL", "b"),
-    ("costs", "coalesce({cost_nanousd}, 0)", "i8"),
+    ("costs_nanousd", "coalesce({cost_nanousd}, 0)", "i8"),
     ("price_sources", "{price_source}", "t"),
 )
 _FIXED_ELEMENTS = {"i8": (">i8", 8), "ts": (">i8", 8), "f8": (">f8", 8), "b": ("u1", 1)}
+# Element type oids each kind accepts (pg_type): int8, timestamptz, float8, bool; text, varchar.
+_ELEMENT_TYPES = {"i8": {20}, "ts": {1184}, "f8": {701}, "b": {16}, "t": {25, 1043}}
+_ARRAY_HEADER_BYTES = 20
+# timestamptz 'infinity' and '-infinity'.
+_INFINITE_TIMESTAMPS = (np.iinfo(np.int64).max, np.iinfo(np.int64).min)
 
 
 def postgres_select_list(quote: Callable[[str], str]) -> str:
@@ -217,14 +220,15 @@ def postgres_select_list(quote: Callable[[str], str]) -> str:
 
 def from_postgres_arrays(buffers: Sequence[bytes | None]) -> ClaimedEvents:
     """`ClaimedEvents` of the claim's row (`postgres_select_list`'s values; NULLs when it claimed
-    nothing). Raises ValueError for a buffer that is not the expected one-dimensional array."""
+    nothing). Raises ValueError for a buffer that is not the expected one-dimensional array of
+    its column's type, NULL in a fixed-width column, or an infinite timestamp."""
     if buffers[0] is None:
         return _empty()
-    size = _array_length(buffers[0])
+    size = _array_length(buffers[0], "i8")
     fixed: dict[str, np.ndarray] = {}
     spans: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
-    for (name, _, kind), buffer in zip(POSTGRES_ARRAYS, buffers):
-        if _array_length(buffer) != size:
+    for (name, _, kind), buffer in zip(POSTGRES_ARRAYS, buffers, strict=True):
+        if _array_length(buffer, kind) != size:
             raise ValueError(f"claimed column {name} has another length than the ids")
         if kind == "t":
             offsets, lengths = _text_spans(np.frombuffer(buffer, np.uint8), size)
@@ -240,25 +244,34 @@ def from_postgres_arrays(buffers: Sequence[bytes | None]) -> ClaimedEvents:
     return ClaimedEvents(**fixed, **texts)
 
 
-def _array_length(buffer: bytes) -> int:
-    """Elements of a one-dimensional binary array (ndim, has-null flag, element type, then per
-    dimension its length and lower bound)."""
-    ndim, _, _, length, _ = np.frombuffer(buffer, ">i4", 5)
+def _array_length(buffer: bytes | None, kind: str) -> int:
+    """Elements of a one-dimensional binary array of `kind` (header: ndim, has-null flag,
+    element type oid, then per dimension its length and lower bound)."""
+    if buffer is None or len(buffer) < _ARRAY_HEADER_BYTES:
+        raise ValueError("claimed column is not a one-dimensional array")
+    ndim, _, element_type, length, _ = np.frombuffer(buffer, ">i4", 5).tolist()
     if ndim != 1:
         raise ValueError(f"claimed column is a {ndim}-dimensional array")
-    return int(length)
+    if element_type not in _ELEMENT_TYPES[kind]:
+        raise ValueError(f"claimed column has elements of type oid {element_type}")
+    return length
 
 
 def _fixed_array(buffer: bytes, size: int, kind: str) -> np.ndarray:
     element, width = _FIXED_ELEMENTS[kind]
-    cells = np.frombuffer(buffer, np.dtype([("length", ">i4"), ("value", element)]), size, 20)
+    if len(buffer) != _ARRAY_HEADER_BYTES + size * (4 + width):
+        raise ValueError("claimed column holds NULL or values of another width")
+    cells = np.frombuffer(buffer, np.dtype([("length", ">i4"), ("value", element)]), size, _ARRAY_HEADER_BYTES)
     if size and not bool(np.all(cells["length"] == width)):
         raise ValueError("claimed column holds NULL or values of another width")
     values = cells["value"]
     if kind == "b":
         return values != 0
     if kind == "ts":
-        return values.astype(np.int64) + _POSTGRES_EPOCH_US
+        values = values.astype(np.int64)
+        if bool(np.isin(values, _INFINITE_TIMESTAMPS).any()):
+            raise ValueError("claimed event has an infinite timestamp")
+        return values + _POSTGRES_EPOCH_US
     return values.astype(np.int64 if kind == "i8" else np.float64)
 
 
@@ -280,18 +293,23 @@ def _text_spans(data, size):
     """(offset, length) of each element of a binary text array; length -1 for NULL."""
     offsets = np.empty(size, np.int64)
     lengths = np.empty(size, np.int64)
+    end = data.shape[0]
     position = 20
     for element in range(size):
+        if position + 4 > end:
+            raise ValueError("text array ends inside an element")
         length = np.int32(
             (np.uint32(data[position]) << 24) | (np.uint32(data[position + 1]) << 16)
             | (np.uint32(data[position + 2]) << 8) | np.uint32(data[position + 3])
         )  # fmt: skip
         position += 4
+        if length < -1 or position + max(length, 0) > end:
+            raise ValueError("text array ends inside an element")
         offsets[element] = position
         lengths[element] = length
         if length > 0:
             position += length
-    if position != data.shape[0]:
+    if position != end:
         raise ValueError("text array ends elsewhere than its elements")
     return offsets, lengths
 

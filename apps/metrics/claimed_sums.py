@@ -199,12 +199,11 @@ def claimed_sums(
     size = len(claimed)
     if not size:
         return {}, {}
-    usage, inputs, outputs, starts_us = claimed.usage, claimed.inputs, claimed.outputs, claimed.starts_us
+    usage, inputs, outputs, starts_us = claimed.usage, claimed.input_tokens, claimed.output_tokens, claimed.starts_us
     if int(inputs.min()) < 0 or int(outputs.min()) < 0:
         raise ValueError("token counts must be >= 0")  # as algorithms.PlacedCall
-    _check_int64_totals(
-        inputs, outputs, claimed.cache_reads, claimed.cache_writes, claimed.tools, claimed.thoughts, claimed.costs
-    )
+    _check_int64_totals(inputs, outputs, claimed.cache_read_tokens, claimed.cache_write_tokens, claimed.tool_tokens,
+                        claimed.thought_tokens, claimed.costs_nanousd)  # fmt: skip
     sessions, steps, providers, models = claimed.sessions, claimed.steps, claimed.providers, claimed.models
     # A group is (session, step, provider, model), a minute bucket (provider, model, minute); the
     # code of each is the index of its first event (sparse: the kernel's arrays have a row per event).
@@ -227,8 +226,9 @@ def claimed_sums(
     bucket_sums = np.zeros((size, len(BUCKET_COLUMNS)), np.int64)
     bad_event = _sums_kernel(
         group_codes, bucket_keys, usage, starts_us, claimed.ends_at_us, claimed.durations_ms, claimed.ttfts_ms,
-        inputs, outputs, claimed.cache_reads, claimed.cache_writes, claimed.tools, claimed.thoughts,
-        claimed.estimated, claimed.priced, claimed.costs, claimed.waits_ms, claimed.price_sources.nonempty,
+        inputs, outputs, claimed.cache_read_tokens, claimed.cache_write_tokens, claimed.tool_tokens,
+        claimed.thought_tokens, claimed.estimated, claimed.priced, claimed.costs_nanousd, claimed.waits_ms,
+        claimed.price_sources.nonempty,
         group_sums, group_events, group_first_usage_us, group_started_us, group_ended_us, group_throttles,
         group_throttle_wait_us, group_last_priced, generation_starts_us, call_ends_us, crosses, bucket_starts_us,
         bucket_sums,
@@ -237,8 +237,11 @@ def claimed_sums(
         _raise_for(claimed.row(bad_event))
     # Each duration and wait is below 2**53 us now; their sums must fit too (summed in the kernel,
     # checked after it so that a bad value raises its own error first).
-    if max(float(np.sum(claimed.durations_ms)), float(np.sum(claimed.waits_ms))) * 1000.0 >= _INT64_SAFE:
-        raise ValueError("claimed events' totals exceed what a fold sums in one transaction")
+    # Summed in order, one column at a time, as Python floats: the same roundings (and the same NaN
+    # from an unused throttle duration) as the per-event code these checks came from.
+    for milliseconds in (claimed.durations_ms, claimed.waits_ms):
+        if sum((milliseconds * 1000.0).tolist()) >= _INT64_SAFE:
+            raise ValueError("claimed events' totals exceed what a fold sums in one transaction")
 
     batches: dict[str, SessionBatch] = {}
     # The last priced event of each (session, provider, model), by id, names its price source.

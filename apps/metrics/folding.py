@@ -228,10 +228,13 @@ def _claim(project_id: int, session_ids: list[str]) -> ClaimedEvents:
     """Take the sessions' oldest pending events off the queue and return them, in id order."""
     if connection.vendor == "postgresql":
         # A plain (server-binding) psycopg cursor on the fold's connection: Django's client-side
-        # cursors cannot ask for binary results, and the claim's row is binary arrays.
-        with psycopg.Cursor(connection.connection) as cursor:
+        # cursors cannot ask for binary results, and the claim's row is binary arrays. Its errors
+        # still become Django's DatabaseError (the fold task retries on those); Django's query log
+        # and execute wrappers do not see this one statement.
+        with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
             cursor.execute(*claim_statement_postgres(project_id, session_ids), prepare=False, binary=True)
-            return from_postgres_arrays(cursor.fetchone())
+            buffers = cursor.fetchone()
+        return from_postgres_arrays(buffers)
     raw, pending = _raw_and_pending_tables()
     with connection.cursor() as cursor:
         # SQLite: no data-modifying CTE, but DELETE ... RETURNING; its planner keeps an IN list on

@@ -198,8 +198,8 @@ class CallColumns:
     starts_us: np.ndarray
     generation_starts_us: np.ndarray
     ends_us: np.ndarray
-    inputs: np.ndarray
-    outputs: np.ndarray
+    input_tokens: np.ndarray
+    output_tokens: np.ndarray
 
     @classmethod
     def from_rows(cls, rows: list[CallRow]) -> CallColumns:
@@ -210,7 +210,7 @@ class CallColumns:
         return self.starts_us.shape[0]
 
     def columns(self) -> tuple[np.ndarray, ...]:
-        return (self.starts_us, self.generation_starts_us, self.ends_us, self.inputs, self.outputs)
+        return (self.starts_us, self.generation_starts_us, self.ends_us, self.input_tokens, self.output_tokens)
 
     def rows(self) -> list[CallRow]:
         return list(zip(*(column.tolist() for column in self.columns())))

@@ -1,6 +1,7 @@
 """Claimed events as columns: PostgreSQL's binary arrays decode to exactly the rows SQLite's claim reads."""
 from __future__ import annotations
 
+import io
 import math
 import struct
 from datetime import timedelta
@@ -8,11 +9,15 @@ from datetime import timedelta
 import numpy as np
 import psycopg
 import pytest
+from django.core.management import call_command
 from django.db import connection
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from apps.ingestion.models import RawEvent
+from apps.metrics import claimed_events as events_module
+from apps.metrics import claimed_sums as sums_module
+from apps.metrics import peaks_kernel
 from apps.metrics.claimed_events import (
     CLAIM_COLUMNS,
     POSTGRES_ARRAYS,
@@ -21,7 +26,9 @@ from apps.metrics.claimed_events import (
     from_postgres_arrays,
     postgres_select_list,
 )
+from apps.metrics.claimed_sums import claimed_sums
 from apps.metrics.folding import claim_statement_postgres
+from apps.metrics.peaks_kernel import PeakGroup
 from tests.conftest import BASE_TIME
 
 _POSTGRES_EPOCH_US = 946_684_800_000_000
@@ -55,10 +62,10 @@ def column_values(row: dict, name: str):
         "starts_us": row["timestamp"], "ends_at_us": row["end_at"], "attributes": row["attributes"],
         "durations_ms": row["duration_ms"],
         "ttfts_ms": math.nan if row["time_to_first_token_ms"] is None else row["time_to_first_token_ms"],
-        "inputs": row["input_tokens"], "outputs": row["output_tokens"], "cache_reads": row["cache_read_tokens"],
-        "cache_writes": row["cache_write_tokens"], "tools": row["tool_tokens"], "thoughts": row["thought_tokens"],
+        "input_tokens": row["input_tokens"], "output_tokens": row["output_tokens"], "cache_read_tokens": row["cache_read_tokens"],
+        "cache_write_tokens": row["cache_write_tokens"], "tool_tokens": row["tool_tokens"], "thought_tokens": row["thought_tokens"],
         "estimated": row["token_source"] == "estimated", "waits_ms": row["wait_ms"],
-        "priced": row["cost_nanousd"] is not None, "costs": row["cost_nanousd"] or 0,
+        "priced": row["cost_nanousd"] is not None, "costs_nanousd": row["cost_nanousd"] or 0,
         "price_sources": row["price_source"],
     }[name]  # fmt: skip
 
@@ -130,6 +137,12 @@ def test_a_claim_of_nothing_is_empty():
         lambda buffers: [*buffers[:2], array_send("b", [True, None]), *buffers[3:]],  # NULL in a fixed column
         lambda buffers: [*buffers[:1], array_send("t", ["s"]), *buffers[2:]],  # another length
         lambda buffers: [*buffers[:1], buffers[1][:-1], *buffers[2:]],  # text cut short
+        lambda buffers: [*buffers[:1], buffers[1][:22], *buffers[2:]],  # text cut inside a length
+        lambda buffers: [array_send("f8", [1.0, 2.0]), *buffers[1:]],  # another element type
+        lambda buffers: [buffers[0] + b"\0", *buffers[1:]],  # bytes after the last element
+        lambda buffers: [*buffers[:7], struct.pack(">5i", 1, 0, 1184, 2, 1) + struct.pack(">iq", 8, 2**63 - 1) * 2,
+                         *buffers[8:]],  # 'infinity'
+        lambda buffers: buffers[:-1],  # a column missing
     ],
 )
 def test_a_malformed_array_is_refused(damage):
@@ -142,10 +155,12 @@ texts = st.one_of(st.none(), st.text(st.characters(exclude_categories=("Cs",)), 
 
 
 @settings(max_examples=200, deadline=None, database=None)
-@given(values=st.lists(texts, max_size=300))
-def test_text_codes_are_first_appearances_exactly(values):
+@given(values=st.lists(texts, max_size=300), data=st.data())
+def test_text_codes_are_first_appearances_exactly(values, data):
     rows = [claim_row(id=number, call_id=value) for number, value in enumerate(values, 1)]
-    decoded = from_postgres_arrays(encoded(rows)) if rows else ClaimedEvents.from_rows([])
+    # PostgreSQL returns the claimed rows in any order; the decoder sorts them by id.
+    shuffled = data.draw(st.permutations(rows))
+    decoded = from_postgres_arrays(encoded(shuffled)) if rows else ClaimedEvents.from_rows([])
     first: dict = {}
     assert decoded.call_ids.codes.tolist() == [first.setdefault(value, index) for index, value in enumerate(values)]
     assert [decoded.call_ids[event] for event in range(len(values))] == values
@@ -157,6 +172,19 @@ def test_key_codes_are_first_appearances_exactly(keys):
     first: dict = {}
     expected = [first.setdefault(key, index) for index, key in enumerate(keys)]
     assert first_of_keys(np.array(keys, np.int64).reshape(len(keys), 2)).tolist() == expected
+
+
+def test_the_postgres_path_runs_the_kernels_compile_kernels_compiled():
+    # A signature the warm-up did not compile (a writable buffer, a non-contiguous column, another
+    # dtype) would make each worker compile it again at its first fold, for seconds.
+    call_command("compile_kernels", stdout=io.StringIO())
+    kernels = (events_module._text_spans, events_module._first_of_texts, first_of_keys, sums_module._sums_kernel,
+               sums_module._shares_kernel, sums_module._share_rows_needed, peaks_kernel._groups_peaks_kernel)  # fmt: skip
+    compiled = [set(kernel.signatures) for kernel in kernels]
+    crossing = claim_row(id=11, timestamp=1_795_165_679_000_000, duration_ms=90_000.0, output_tokens=500)
+    batches, _ = claimed_sums(from_postgres_arrays(encoded([*MIXED, crossing])))
+    peaks_kernel.groups_peaks([PeakGroup(batch.calls) for batch in batches.values()])
+    assert [set(kernel.signatures) for kernel in kernels] == compiled
 
 
 def test_an_int64_overflowing_row_is_refused():

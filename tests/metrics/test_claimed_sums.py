@@ -150,6 +150,13 @@ def test_totals_an_int64_cannot_hold_are_refused():
         claimed_sums(events)
 
 
+def test_wait_totals_an_int64_cannot_hold_are_refused_whatever_the_durations():
+    # A throttle's duration is never used; a NaN there must not hide the waits' total.
+    waits = [usage_row(id=number, type="throttle", duration_ms=0.0, wait_ms=8e12) for number in range(2, 602)]
+    with pytest.raises(ValueError, match="exceed"):
+        claimed_sums([usage_row(type="throttle", duration_ms=float("nan"), wait_ms=1.0), *waits])
+
+
 def test_no_events_add_nothing():
     assert claimed_sums([]) == ({}, {})
 

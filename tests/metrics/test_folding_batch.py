@@ -6,11 +6,12 @@ import json
 import random
 import threading
 
+import psycopg
 import pytest
-from django.db import connections
+from django.db import OperationalError, connections
 
 from apps.accounts.services import project_get_or_create
-from apps.ingestion.models import RawEvent
+from apps.ingestion.models import PendingEvent, RawEvent
 from apps.ingestion.services import events_ingest
 from apps.metrics import folding, services
 from apps.metrics.models import SessionAggregate, UsageBucket
@@ -178,3 +179,30 @@ def test_fold_statements_run_without_jit(team, monkeypatch):
         jit_outside = cursor.fetchone()[0]
     assert jit_during_claims and set(jit_during_claims) == {"off"}
     assert jit_outside == "on"  # SET LOCAL: the connection's other work keeps the server's setting
+
+
+@pytest.mark.postgres
+def test_a_claim_that_fails_raises_djangos_database_error_and_keeps_the_queue(team):
+    # The claim runs on a plain psycopg cursor; its errors must still be Django's, which the fold
+    # task retries on (apps.metrics.tasks.project_fold's autoretry_for).
+    project = project_get_or_create(team=team, slug="locked")
+    ingest(project, sessions_events(seed=29)[:50])
+    unfold(project)
+    queued = pending_count(project=project)
+    settings_dict = connections["default"].settings_dict
+    blocker = psycopg.connect(host=settings_dict["HOST"], port=settings_dict["PORT"], user=settings_dict["USER"],
+                              dbname=settings_dict["NAME"])  # fmt: skip
+    blocker.execute(f"SELECT 1 FROM {PendingEvent._meta.db_table} WHERE project_id = %s FOR UPDATE", [project.pk])
+    connection = connections["default"]
+    with connection.cursor() as cursor:
+        cursor.execute("SET lock_timeout = '200ms'")
+    try:
+        with pytest.raises(OperationalError, match="lock timeout"):
+            services.sessions_fold(project_id=project.pk, session_ids=SESSIONS)
+    finally:
+        blocker.rollback()
+        blocker.close()
+        with connection.cursor() as cursor:
+            cursor.execute("RESET lock_timeout")
+    assert pending_count(project=project) == queued
+    assert services.sessions_fold(project_id=project.pk, session_ids=SESSIONS) == queued
