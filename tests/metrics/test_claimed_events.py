@@ -62,8 +62,9 @@ def column_values(row: dict, name: str):
         "starts_us": row["timestamp"], "ends_at_us": row["end_at"], "attributes": row["attributes"],
         "durations_ms": row["duration_ms"],
         "ttfts_ms": math.nan if row["time_to_first_token_ms"] is None else row["time_to_first_token_ms"],
-        "input_tokens": row["input_tokens"], "output_tokens": row["output_tokens"], "cache_read_tokens": row["cache_read_tokens"],
-        "cache_write_tokens": row["cache_write_tokens"], "tool_tokens": row["tool_tokens"], "thought_tokens": row["thought_tokens"],
+        # The token columns carry their database names.
+        **{name: row[name] for name in ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens",
+                                        "tool_tokens", "thought_tokens")},
         "estimated": row["token_source"] == "estimated", "waits_ms": row["wait_ms"],
         "priced": row["cost_nanousd"] is not None, "costs_nanousd": row["cost_nanousd"] or 0,
         "price_sources": row["price_source"],
@@ -178,8 +179,10 @@ def test_the_postgres_path_runs_the_kernels_compile_kernels_compiled():
     # A signature the warm-up did not compile (a writable buffer, a non-contiguous column, another
     # dtype) would make each worker compile it again at its first fold, for seconds.
     call_command("compile_kernels", stdout=io.StringIO())
-    kernels = (events_module._text_spans, events_module._first_of_texts, first_of_keys, sums_module._sums_kernel,
-               sums_module._shares_kernel, sums_module._share_rows_needed, peaks_kernel._groups_peaks_kernel)  # fmt: skip
+    kernels = (
+        events_module._text_spans, events_module._first_of_texts, first_of_keys, sums_module._sums_kernel,
+        sums_module._shares_kernel, sums_module._share_rows_needed, peaks_kernel._groups_peaks_kernel,
+    )  # fmt: skip
     compiled = [set(kernel.signatures) for kernel in kernels]
     crossing = claim_row(id=11, timestamp=1_795_165_679_000_000, duration_ms=90_000.0, output_tokens=500)
     batches, _ = claimed_sums(from_postgres_arrays(encoded([*MIXED, crossing])))
