@@ -226,7 +226,7 @@ def from_postgres_arrays(buffers: Sequence[bytes | None]) -> ClaimedEvents:
         return _empty()
     size = _array_length(buffers[0], "i8")
     fixed: dict[str, np.ndarray] = {}
-    spans: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    spans: dict[str, tuple[bytes, np.ndarray, np.ndarray]] = {}  # buffer, offsets, lengths
     for (name, _, kind), buffer in zip(POSTGRES_ARRAYS, buffers, strict=True):
         if _array_length(buffer, kind) != size:
             raise ValueError(f"claimed column {name} has another length than the ids")
@@ -276,8 +276,6 @@ def _fixed_array(buffer: bytes, size: int, kind: str) -> np.ndarray:
 
 
 def _buffer_texts(buffer: bytes, offsets: np.ndarray, lengths: np.ndarray) -> TextColumn:
-    codes = _first_of_texts(np.frombuffer(buffer, np.uint8), offsets, lengths)
-
     def decode(event: int) -> str | None:
         length = int(lengths[event])
         if length == _NULL_LENGTH:
@@ -285,6 +283,13 @@ def _buffer_texts(buffer: bytes, offsets: np.ndarray, lengths: np.ndarray) -> Te
         start = int(offsets[event])
         return buffer[start : start + length].decode()
 
+    data = np.frombuffer(buffer, np.uint8)
+    # Equal texts have equal (length, digest); codes from those are exact once every element is
+    # checked byte by byte against its code's element. A 64-bit digest collision between texts of
+    # one length fails that check, and the column is then coded from its decoded texts.
+    codes = first_of_keys(np.stack([lengths, _text_digests(data, offsets, lengths).view(np.int64)], axis=1))
+    if not _same_bytes_as_codes(data, offsets, lengths, codes):
+        return _python_texts([decode(event) for event in range(lengths.shape[0])])
     return TextColumn(codes, lengths > 0, {}, decode)
 
 
@@ -319,54 +324,44 @@ _FNV_PRIME = np.uint64(1099511628211)
 
 
 @njit(cache=True, nogil=True)
-def _table_size(count):
-    size = 16
-    while size < 2 * count:
-        size *= 2
-    return size
+def _text_digests(data, offsets, lengths):
+    """FNV-1a of each element's bytes (a NULL, length -1, hashes as nothing)."""
+    digests = np.empty(offsets.shape[0], np.uint64)
+    for element in range(offsets.shape[0]):
+        digest = _FNV_OFFSET
+        start = offsets[element]
+        for index in range(start, start + max(lengths[element], 0)):
+            digest = (digest ^ np.uint64(data[index])) * _FNV_PRIME
+        digests[element] = digest
+    return digests
 
 
 @njit(cache=True, nogil=True)
-def _first_of_texts(data, offsets, lengths):
-    """Per element, the index of the first element with the same bytes (NULL equals only NULL):
-    an open-addressing hash table of first indices, every hit compared byte by byte."""
-    size = offsets.shape[0]
-    codes = np.empty(size, np.int64)
-    table = np.full(_table_size(size), -1, np.int64)
-    mask = np.uint64(table.shape[0] - 1)
-    for element in range(size):
-        start = offsets[element]
-        length = lengths[element]
-        digest = _FNV_OFFSET ^ np.uint64(length + 1)
-        for index in range(start, start + max(length, 0)):
-            digest = (digest ^ np.uint64(data[index])) * _FNV_PRIME
-        slot = digest & mask
-        while True:
-            first = table[slot]
-            if first < 0:
-                table[slot] = element
-                codes[element] = element
-                break
-            if lengths[first] == length:
-                other = offsets[first]
-                same = True
-                for index in range(max(length, 0)):
-                    if data[start + index] != data[other + index]:
-                        same = False
-                        break
-                if same:
-                    codes[element] = first
-                    break
-            slot = (slot + np.uint64(1)) & mask
-    return codes
+def _same_bytes_as_codes(data, offsets, lengths, codes):
+    """Every element has the length and bytes of the element its code names."""
+    for element in range(offsets.shape[0]):
+        first = codes[element]
+        if first == element:
+            continue
+        if lengths[first] != lengths[element]:
+            return False
+        start, other = offsets[element], offsets[first]
+        for index in range(max(lengths[element], 0)):
+            if data[start + index] != data[other + index]:
+                return False
+    return True
 
 
 @njit(cache=True, nogil=True)
 def first_of_keys(keys):
-    """Per row of `keys` (int64, rows x columns), the index of the first row equal to it."""
+    """Per row of `keys` (int64, rows x columns), the index of the first row equal to it: an
+    open-addressing hash table of first indices, every hit compared column by column."""
     size = keys.shape[0]
     codes = np.empty(size, np.int64)
-    table = np.full(_table_size(size), -1, np.int64)
+    table_size = 16
+    while table_size < 2 * size:  # at most half full: probing always ends, and soon
+        table_size *= 2
+    table = np.full(table_size, -1, np.int64)
     mask = np.uint64(table.shape[0] - 1)
     for row in range(size):
         digest = _FNV_OFFSET
@@ -394,7 +389,6 @@ def first_of_keys(keys):
 
 def compile_decoders() -> None:
     """Compile (or load from numba's cache) the kernels `from_postgres_arrays` runs, on a
-    one-element text array; `first_of_keys` is compiled by any claimed_sums call."""
-    data = np.frombuffer(struct.pack(">5ii", 1, 0, 25, 1, 1, 1) + b"a", np.uint8)
-    offsets, lengths = _text_spans(data, 1)
-    _first_of_texts(data, offsets, lengths)
+    one-element text array."""
+    buffer = struct.pack(">5ii", 1, 0, 25, 1, 1, 1) + b"a"
+    _buffer_texts(buffer, *_text_spans(np.frombuffer(buffer, np.uint8), 1))

@@ -36,6 +36,7 @@ SUM_COLUMNS = (
     "unpriced_tokens", "unpriced_calls", "estimated_calls",
 )  # fmt: skip
 _USAGE = RawEvent.Type.USAGE.value
+_NO_CALLS = CallColumns.from_rows([])  # shared by the batches without calls; nothing writes into it
 _INT64_SAFE = 2**62
 _OK = -1
 
@@ -47,7 +48,7 @@ class SessionBatch:
     sums_by_group: dict[tuple[str, str, str], list[int]] = field(default_factory=dict)  # (step, provider, model)
     first_us_by_step: dict[str, int] = field(default_factory=dict)
     price_source_by_model: dict[tuple[str, str], str] = field(default_factory=dict)
-    calls: CallColumns = field(default_factory=lambda: CallColumns.from_rows([]))  # in event order
+    calls: CallColumns = field(default_factory=lambda: _NO_CALLS)  # in event order
     attribute_texts: dict[str, None] = field(default_factory=dict)  # distinct, in event order
     event_count: int = 0
     throttle_count: int = 0
@@ -307,16 +308,15 @@ def _calls_attach(
     generation_starts_us: np.ndarray, ends_us: np.ndarray, inputs: np.ndarray, outputs: np.ndarray,
 ) -> None:
     """Give each session its placed calls, in event order, as slices of columns ordered by session."""
+    if not usage_events.size:
+        return
     order = usage_events[np.argsort(sessions.codes[usage_events], kind="stable")]
     columns = [column[order] for column in (starts_us, generation_starts_us, ends_us, inputs, outputs)]
     session_codes = sessions.codes[order]
-    bounds = np.flatnonzero(session_codes[1:] != session_codes[:-1]) + 1
-    firsts = [0, *bounds.tolist()]
-    lasts = [*bounds.tolist(), order.shape[0]]
-    for first, last in zip(firsts, lasts):
-        if first < last:
-            batch = batches[sessions.text(int(session_codes[first]))]
-            batch.calls = CallColumns(*(column[first:last] for column in columns))
+    bounds = (np.flatnonzero(session_codes[1:] != session_codes[:-1]) + 1).tolist()
+    for first, last in zip([0, *bounds], [*bounds, order.shape[0]]):
+        batch = batches[sessions.text(int(session_codes[first]))]
+        batch.calls = CallColumns(*(column[first:last] for column in columns))
 
 
 def _crossing_shares(

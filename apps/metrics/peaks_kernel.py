@@ -298,17 +298,16 @@ def _in_kernel_bounds(starts_us, generation_starts_us, ends_us, inputs, outputs)
 
 
 def _columns_in_kernel_bounds(starts_us, generation_starts_us, ends_us, inputs, outputs) -> bool:
-    """`_in_kernel_bounds` of int64 columns, without a Python int per call where the maxima
-    already bound the token sum."""
-    if not (int(starts_us.min()) > -_INT64_SAFE and int(ends_us.max()) < _INT64_SAFE):
-        return False  # checked first: end - generation start below cannot overflow then
-    if int(outputs.max()) > _EXACT_FLOAT_INT or int((ends_us - generation_starts_us).max()) > _EXACT_FLOAT_INT:
-        return False
-    if min(int(inputs.min()), int(outputs.min())) >= 0 and (
-        (int(inputs.max()) + int(outputs.max())) * starts_us.shape[0] < _INT64_SAFE
-    ):
+    """`_in_kernel_bounds` of int64 columns. Non-negative tokens whose maxima bound the sum and
+    instants far from int64's ends are the usual case, checked without a Python int per call."""
+    if (int(inputs.min()) >= 0 and int(outputs.min()) >= 0
+            and (int(inputs.max()) + int(outputs.max())) * starts_us.shape[0] < _INT64_SAFE
+            and int(starts_us.min()) > -_INT64_SAFE and int(ends_us.max()) < _INT64_SAFE
+            and int(outputs.max()) <= _EXACT_FLOAT_INT
+            and int((ends_us - generation_starts_us).max()) <= _EXACT_FLOAT_INT):  # fmt: skip
         return True
-    return sum(inputs.tolist()) + sum(outputs.tolist()) < _INT64_SAFE
+    return _in_kernel_bounds(*(column.tolist() for column in (starts_us, generation_starts_us, ends_us, inputs,
+                                                              outputs)))  # fmt: skip
 
 
 def _groups_peaks_by_group(groups: list[PeakGroup], windows_us: tuple[int, ...]):

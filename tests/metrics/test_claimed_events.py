@@ -126,6 +126,16 @@ def test_null_and_empty_texts_are_different_values():
     assert decoded.call_ids.nonempty.tolist() == [True, True, False, False]
 
 
+def test_texts_whose_digests_collide_are_still_told_apart(monkeypatch):
+    # Every text given one digest: the byte check finds the collision, the decoded texts decide.
+    monkeypatch.setattr(events_module, "_text_digests", lambda data, offsets, _: np.zeros(len(offsets), np.uint64))
+    rows = [claim_row(id=number, call_id=value) for number, value in enumerate(["ab", "cd", "ab", None, "", "cd"], 1)]
+    decoded = from_postgres_arrays(encoded(rows))
+    assert decoded.call_ids.codes.tolist() == [0, 1, 0, 3, 4, 1]
+    assert [decoded.call_ids[event] for event in range(6)] == ["ab", "cd", "ab", None, "", "cd"]
+    assert decoded.call_ids.nonempty.tolist() == [True, True, True, False, False, True]
+
+
 def test_a_claim_of_nothing_is_empty():
     assert len(from_postgres_arrays([None] * len(POSTGRES_ARRAYS))) == 0
     assert len(ClaimedEvents.from_rows([])) == 0
@@ -180,8 +190,9 @@ def test_the_postgres_path_runs_the_kernels_compile_kernels_compiled():
     # dtype) would make each worker compile it again at its first fold, for seconds.
     call_command("compile_kernels", stdout=io.StringIO())
     kernels = (
-        events_module._text_spans, events_module._first_of_texts, first_of_keys, sums_module._sums_kernel,
-        sums_module._shares_kernel, sums_module._share_rows_needed, peaks_kernel._groups_peaks_kernel,
+        events_module._text_spans, events_module._text_digests, events_module._same_bytes_as_codes, first_of_keys,
+        sums_module._sums_kernel, sums_module._shares_kernel, sums_module._share_rows_needed,
+        peaks_kernel._groups_peaks_kernel,
     )  # fmt: skip
     compiled = [set(kernel.signatures) for kernel in kernels]
     crossing = claim_row(id=11, timestamp=1_795_165_679_000_000, duration_ms=90_000.0, output_tokens=500)

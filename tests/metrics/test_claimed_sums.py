@@ -166,7 +166,8 @@ def test_compile_kernels_command_compiles_and_caches_the_fold_kernels():
     call_command("compile_kernels", stdout=out)
     assert "compiled" in out.getvalue()
     for kernel in (sums_module._sums_kernel, sums_module._shares_kernel, peaks_kernel._groups_peaks_kernel,
-                   events_module._text_spans, events_module._first_of_texts, events_module.first_of_keys):
+                   events_module._text_spans, events_module._text_digests, events_module._same_bytes_as_codes,
+                   events_module.first_of_keys):  # fmt: skip
         assert kernel.signatures
         # numba's on-disk cache: an index file per kernel, which later processes load.
         cache_path = Path(kernel._cache._cache_path)
