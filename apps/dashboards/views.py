@@ -285,7 +285,7 @@ class ProjectSettingsView(ProjectScopedMixin, TemplateView):
 
     def _member_add(self, data):
         invitation = team_member_invite(actor=self.membership, team=self.membership.team, **data)
-        # The same words whether or not the name belonged to anyone (README "Members and invitations").
+        # The same words whether or not the name belonged to anyone (README "Accounts, invitations and sign-in").
         text = f"{invitation.username} is invited as {invitation.role} and joins after accepting the invitation."
         if data["password"]:
             text += f" If no account was named {invitation.username}, one was created with the password you gave."
