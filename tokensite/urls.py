@@ -1,14 +1,19 @@
+from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView
 
 urlpatterns = [
-    path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularRedocView.as_view(url_name="api-schema"), name="api-docs"),
     path("api/v1/", include("tokensite.api_urls")),
     path("", include("apps.dashboards.urls")),
 ]
+
+# Off unless ADMIN_ENABLED: staff credentials are the most valuable ones to guess, so the page
+# that takes them only exists where an operator asked for it.
+if settings.ADMIN_ENABLED:
+    urlpatterns.insert(0, path("admin/", admin.site.urls))
 
 handler400 = "apps.core.views.bad_request"
 handler404 = "apps.core.views.not_found"

@@ -70,3 +70,38 @@ class ApiKey(TimeStampedModel):
     @property
     def is_revoked(self) -> bool:
         return self.revoked_at is not None
+
+
+class Invitation(TimeStampedModel):
+    """A team's offer of a role to a username. The membership exists only once that user accepts.
+
+    Addressed by username, not by user, so that inviting a name nobody has looks exactly like
+    inviting someone: the row is the same either way.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        ACCEPTED = "accepted"
+        DECLINED = "declined"
+        REVOKED = "revoked"
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="invitations")
+    username = models.CharField(max_length=150)
+    role = models.CharField(max_length=16, choices=Membership.Role.choices, default=Membership.Role.MEMBER)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    expires_at = models.DateTimeField()
+    responded_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["team", "username"], condition=models.Q(status="pending"), name="invitation_one_pending_per_user"
+            )
+        ]
+        indexes = [models.Index(fields=["username", "status"], name="invitation_username_status")]
+
+    def __str__(self) -> str:
+        return f"{self.username} → {self.team.slug} ({self.status})"

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import QuerySet
+from django.utils import timezone
 
-from apps.accounts.models import ApiKey, Membership, Project, Team
+from apps.accounts.models import ApiKey, Invitation, Membership, Project, Team
 from apps.core.errors import NotFound
 
 
@@ -44,3 +45,30 @@ def api_key_get_active(*, prefix: str) -> ApiKey | None:
 
 def api_keys_for_project(*, project: Project) -> QuerySet[ApiKey]:
     return ApiKey.objects.filter(project=project).order_by("-created_at")
+
+
+def _open_invitations() -> QuerySet[Invitation]:
+    return Invitation.objects.filter(status=Invitation.Status.PENDING, expires_at__gt=timezone.now())
+
+
+def invitations_open_for_user(*, user: AbstractBaseUser) -> QuerySet[Invitation]:
+    """Pending, unexpired invitations addressed to the user's username, newest first."""
+    return (
+        _open_invitations()
+        .filter(username=user.get_username())
+        .select_related("team", "created_by")
+        .order_by("-created_at")
+    )
+
+
+def invitations_open_for_team(*, team: Team) -> QuerySet[Invitation]:
+    """The team's pending, unexpired invitations, by username."""
+    return _open_invitations().filter(team=team).select_related("created_by").order_by("username")
+
+
+def invitation_get_open_for_team(*, team: Team, invitation_id: int) -> Invitation:
+    """A pending invitation of this team (never another team's), or NotFound."""
+    invitation = _open_invitations().filter(team=team, pk=invitation_id).first()
+    if invitation is None:
+        raise NotFound("No such invitation.", code="invitation_not_found")
+    return invitation

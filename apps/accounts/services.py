@@ -2,15 +2,23 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 
 from django.contrib.auth import get_user_model
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.hashers import make_password
+from django.contrib.auth.password_validation import validate_password
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
 from apps.accounts.keys import key_generate, secret_hash
-from apps.accounts.models import ApiKey, Membership, Project, Team
+from apps.accounts.models import ApiKey, Invitation, Membership, Project, Team
 from apps.core.errors import BadRequest, NotFound
+
+# Long enough to be read after a weekend, short enough that a forgotten invitation lapses.
+INVITATION_LIFETIME = timedelta(days=7)
 
 
 @dataclass(frozen=True)
@@ -78,19 +86,44 @@ def api_key_revoke(*, prefix: str, project: Project | None = None) -> ApiKey:
     return api_key
 
 
+def username_check(*, username: str) -> None:
+    """The user model's username rules (letters, digits and @.+-_), or BadRequest."""
+    try:
+        get_user_model().username_validator(username)
+    except ValidationError as error:
+        raise BadRequest(" ".join(error.messages), code="invalid_username") from error
+
+
+def password_check(*, password: str, user: AbstractBaseUser) -> None:
+    """AUTH_PASSWORD_VALIDATORS against `user` (saved or not), or one BadRequest naming every rule broken."""
+    try:
+        validate_password(password, user=user)
+    except ValidationError as error:
+        raise BadRequest("Password rejected: " + " ".join(error.messages), code="invalid_password") from error
+
+
 @transaction.atomic
 def member_add(*, team: Team, username: str, password: str | None = None, role: str = Membership.Role.MEMBER) -> Membership:
-    """Add (or re-role) a user in the team, creating the user when missing."""
+    """Add (or re-role) a user in the team directly, creating the user when missing: the operator's path.
+
+    No consent is asked, so only operators reach it (`add_member`, the demo seed); a team admin
+    invites instead (`invitation_create`). A password is validated before it is set.
+    """
     if role not in Membership.Role.values:
         raise BadRequest(f"Role must be one of {', '.join(Membership.Role.values)}.", code="invalid_role")
     user_model = get_user_model()
-    user, created = user_model.objects.get_or_create(username=username)
+    user = user_model.objects.filter(username=username).first()
+    created = user is None
+    if created:
+        username_check(username=username)
+        user = user_model(username=username)
     if password and (created or not user.check_password(password)):
+        password_check(password=password, user=user)
         user.set_password(password)
-        user.save(update_fields=["password"])
+        user.save()
     elif created:
         user.set_unusable_password()
-        user.save(update_fields=["password"])
+        user.save()
     membership, _ = Membership.objects.update_or_create(user=user, team=team, defaults={"role": role})
     return membership
 
@@ -101,3 +134,69 @@ def member_set_role(*, membership: Membership, role: str) -> Membership:
     membership.role = role
     membership.save(update_fields=["role", "updated_at"])
     return membership
+
+
+def user_create_unless_taken(*, username: str, password: str) -> None:
+    """Create the user with this (validated) password when no one has the username; else change nothing.
+
+    Returns nothing, and hashes the password either way, so that a caller cannot tell by the
+    result or by the time taken whether the name was free.
+    """
+    password_hash = make_password(password)
+    get_user_model().objects.get_or_create(username=username, defaults={"password": password_hash})
+
+
+@transaction.atomic
+def invitation_create(*, team: Team, username: str, role: str, created_by: AbstractBaseUser | None) -> Invitation:
+    """Invite `username` to the team (renewing its pending invitation): the same row whether or not the user exists."""
+    if role not in Membership.Role.values:
+        raise BadRequest(f"Role must be one of {', '.join(Membership.Role.values)}.", code="invalid_role")
+    invitation, _ = Invitation.objects.update_or_create(
+        team=team,
+        username=username,
+        status=Invitation.Status.PENDING,
+        defaults={"role": role, "created_by": created_by, "expires_at": timezone.now() + INVITATION_LIFETIME},
+    )
+    return invitation
+
+
+def _open_invitation_for_update(*, user: AbstractBaseUser, invitation_id: int) -> Invitation:
+    invitation = (
+        Invitation.objects.select_for_update()
+        .filter(pk=invitation_id, username=user.get_username(), status=Invitation.Status.PENDING,
+                expires_at__gt=timezone.now())
+        .select_related("team")
+        .first()
+    )  # fmt: skip
+    if invitation is None:
+        raise NotFound("No such invitation.", code="invitation_not_found")
+    return invitation
+
+
+@transaction.atomic
+def invitation_accept(*, user: AbstractBaseUser, invitation_id: int) -> Membership:
+    """The invited user joins the team with the invitation's role (a membership they already have is kept as is)."""
+    invitation = _open_invitation_for_update(user=user, invitation_id=invitation_id)
+    invitation.status = Invitation.Status.ACCEPTED
+    invitation.responded_at = timezone.now()
+    invitation.save(update_fields=["status", "responded_at", "updated_at"])
+    membership, _ = Membership.objects.get_or_create(user=user, team=invitation.team, defaults={"role": invitation.role})
+    return membership
+
+
+@transaction.atomic
+def invitation_decline(*, user: AbstractBaseUser, invitation_id: int) -> Invitation:
+    """The invited user turns the invitation down; no membership is created."""
+    invitation = _open_invitation_for_update(user=user, invitation_id=invitation_id)
+    invitation.status = Invitation.Status.DECLINED
+    invitation.responded_at = timezone.now()
+    invitation.save(update_fields=["status", "responded_at", "updated_at"])
+    return invitation
+
+
+def invitation_revoke(*, invitation: Invitation) -> Invitation:
+    """Withdraw a pending invitation; it can no longer be accepted."""
+    invitation.status = Invitation.Status.REVOKED
+    invitation.responded_at = timezone.now()
+    invitation.save(update_fields=["status", "responded_at", "updated_at"])
+    return invitation

@@ -98,11 +98,28 @@ class PriceOverrideForm(forms.Form):
 
 
 class MemberAddForm(forms.Form):
+    """Invite a username; the optional password creates that account first if no one has the name."""
+
     username = forms.CharField(max_length=150)
     password = forms.CharField(
-        required=False, widget=forms.PasswordInput, help_text="Only for a new user; an existing user keeps theirs."
+        required=False,
+        widget=forms.PasswordInput,
+        help_text="Creates the account if the name is free; an existing account keeps its password.",
     )
     role = forms.ChoiceField(choices=Membership.Role.choices, initial=Membership.Role.MEMBER)
+
+
+# Row ids as the database can hold them: a larger number is a form error, not an overflow.
+_ROW_ID = {"min_value": 1, "max_value": 2**63 - 1}
+
+
+class InvitationRevokeForm(forms.Form):
+    invitation = forms.IntegerField(widget=forms.HiddenInput, **_ROW_ID)
+
+
+class InvitationAnswerForm(forms.Form):
+    invitation = forms.IntegerField(widget=forms.HiddenInput, **_ROW_ID)
+    decision = forms.ChoiceField(choices=[("accept", "Accept"), ("decline", "Decline")])
 
 
 class MemberRoleForm(forms.Form):

@@ -1,16 +1,24 @@
 """Settings-page writes on team membership, with the rules a page may not bypass.
 
-`apps.accounts.services.member_add` also resets the password of an existing user it is given
-one for (the CLI's behaviour); from a web page that would let the admin of one team take over
-a user of another, so here an existing user's password is never touched.
+A team admin never adds anyone directly: every addition is an invitation the invited user
+accepts (`apps.accounts.services.invitation_accept`), and whether the username belongs to
+anyone changes neither the reply nor what the page shows afterwards. The operator's direct
+path (`member_add`, which also resets passwords) stays off the web.
 """
 from __future__ import annotations
 
 from django.contrib.auth import get_user_model
 from django.db import transaction
 
-from apps.accounts.models import Membership, Team
-from apps.accounts.services import member_add, member_set_role
+from apps.accounts.models import Invitation, Membership, Team
+from apps.accounts.services import (
+    invitation_create,
+    invitation_revoke,
+    member_set_role,
+    password_check,
+    user_create_unless_taken,
+    username_check,
+)
 from apps.core.errors import BadRequest, Forbidden
 
 Role = Membership.Role
@@ -24,16 +32,33 @@ def _check_can_grant(*, actor: Membership, role: str) -> None:
 
 
 @transaction.atomic
-def team_member_invite(*, actor: Membership, team: Team, username: str, password: str = "", role: str) -> Membership:
-    """Add a user to the team (creating them with `password` when new); an existing member is refused."""
+def team_member_invite(*, actor: Membership, team: Team, username: str, password: str = "", role: str) -> Invitation:
+    """Invite `username` to the team; with a password, first create that account if the name is free.
+
+    Every check that can fail looks only at what the admin typed (role, username format,
+    password rules, the team's own member list), never at whether the account exists, and the
+    result is a pending invitation either way: nothing here tells the admin if the name was taken.
+    """
     _check_can_grant(actor=actor, role=role)
     username = username.strip()
-    user = get_user_model().objects.filter(username=username).first()
-    if user is not None and Membership.objects.filter(team=team, user=user).exists():
+    username_check(username=username)
+    if password:
+        password_check(password=password, user=get_user_model()(username=username))
+    if Membership.objects.filter(team=team, user__username=username).exists():
+        # Only for names in the team's member table, which every member reads anyway.
         raise BadRequest(f"{username} is already a member; change their role in the table.", code="already_member")
-    if user is None and not password:
-        raise BadRequest("A new user needs an initial password.", code="password_required")
-    return member_add(team=team, username=username, password=password if user is None else None, role=role)
+    if password:
+        user_create_unless_taken(username=username, password=password)
+    return invitation_create(team=team, username=username, role=role, created_by=actor.user)
+
+
+def team_invitation_revoke(*, actor: Membership, invitation: Invitation) -> Invitation:
+    """Withdraw a pending invitation of the actor's team; an owner invitation only by an owner."""
+    if not actor.can_manage:
+        raise Forbidden("Only owners and admins can change members.")
+    if invitation.role == Role.OWNER and actor.role != Role.OWNER:
+        raise Forbidden("Only an owner can withdraw an owner invitation.", code="owner_only")
+    return invitation_revoke(invitation=invitation)
 
 
 @transaction.atomic

@@ -12,9 +12,10 @@ from apps.dashboards import views
 PROJECT = "<slug:team_slug>/<slug:project_slug>/"
 
 urlpatterns = [
-    path("login/", auth_views.LoginView.as_view(template_name="dashboards/login.html"), name="login"),
+    path("login/", views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("", views.TeamOverviewView.as_view(), name="team-overview"),
+    path("invitations/", views.InvitationsView.as_view(), name="invitations"),
     path(PROJECT, views.ProjectDashboardView.as_view(), name="project"),
     path(PROJECT + "live.json", views.ProjectLiveView.as_view(), name="project-live"),
     path(PROJECT + "settings/", views.ProjectSettingsView.as_view(), name="project-settings"),

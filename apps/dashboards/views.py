@@ -13,6 +13,7 @@ from datetime import timedelta
 from urllib.parse import quote
 
 from django.contrib import messages
+from django.contrib.auth import views as auth_views
 from django.contrib.auth.mixins import AccessMixin, LoginRequiredMixin
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpResponseRedirect, JsonResponse, StreamingHttpResponse
@@ -21,11 +22,18 @@ from django.views import View
 from django.views.generic import TemplateView
 
 from apps.accounts.models import Membership, Project
-from apps.accounts.selectors import membership_get, project_get_for_member
-from apps.accounts.services import api_key_create, api_key_revoke
+from apps.accounts.forms import LoginForm
+from apps.accounts.selectors import (
+    invitation_get_open_for_team,
+    invitations_open_for_team,
+    invitations_open_for_user,
+    membership_get,
+    project_get_for_member,
+)
+from apps.accounts.services import api_key_create, api_key_revoke, invitation_accept, invitation_decline
 from apps.core.errors import ApplicationError, Forbidden, NotFound
 from apps.dashboards import forms, selectors
-from apps.dashboards.services import team_member_invite, team_member_role_change
+from apps.dashboards.services import team_invitation_revoke, team_member_invite, team_member_role_change
 from apps.metrics.selectors import session_metadata
 from apps.pricing.services import events_reprice, price_override_create
 
@@ -79,6 +87,20 @@ def _content_disposition(filename: str) -> str:
     return f"attachment; filename=\"{filename}\"; filename*=UTF-8''{quote(filename)}"
 
 
+class LoginView(auth_views.LoginView):
+    """`/login/`, throttled per username and per address; a blocked sign-in is a 429 with Retry-After."""
+
+    template_name = "dashboards/login.html"
+    authentication_form = LoginForm
+
+    def form_invalid(self, form):
+        response = super().form_invalid(form)
+        if form.retry_after_s:
+            response.status_code = 429
+            response["Retry-After"] = str(form.retry_after_s)
+        return response
+
+
 class TeamOverviewView(LoginRequiredMixin, TemplateView):
     """`/`: the user's own teams only (teams_for_user), so it needs no team in the URL."""
 
@@ -87,7 +109,40 @@ class TeamOverviewView(LoginRequiredMixin, TemplateView):
     def get_context_data(self, **kwargs):
         context = super().get_context_data(**kwargs)
         context["teams"] = selectors.team_overview(user=self.request.user, now=timezone.now())
+        context["invitation_count"] = invitations_open_for_user(user=self.request.user).count()
         return context
+
+
+class InvitationsView(LoginRequiredMixin, TemplateView):
+    """`/invitations/`: the signed-in user's own pending invitations, to accept or decline.
+
+    Lookups go through the user's username, so another user's invitation is a 404 like an
+    unknown one.
+    """
+
+    template_name = "dashboards/invitations.html"
+
+    def get_context_data(self, **kwargs):
+        context = super().get_context_data(**kwargs)
+        context["invitations"] = list(invitations_open_for_user(user=self.request.user))
+        return context
+
+    def post(self, request, *args, **kwargs):
+        form = forms.InvitationAnswerForm(request.POST)
+        if not form.is_valid():
+            messages.error(request, "The answer was not understood: " + " ".join(_form_errors(form)))
+            return self.render_to_response(self.get_context_data(), status=400)
+        invitation_id = form.cleaned_data["invitation"]
+        try:
+            if form.cleaned_data["decision"] == "accept":
+                membership = invitation_accept(user=request.user, invitation_id=invitation_id)
+                messages.success(request, f"You joined {membership.team.name} as {membership.role}.")
+                return HttpResponseRedirect("/")
+            invitation = invitation_decline(user=request.user, invitation_id=invitation_id)
+        except NotFound as error:
+            raise Http404(error.message) from error
+        messages.success(request, f"You declined the invitation to {invitation.team.name}.")
+        return HttpResponseRedirect(request.path)
 
 
 class ProjectDashboardView(ProjectScopedMixin, TemplateView):
@@ -173,6 +228,7 @@ class ProjectSettingsView(ProjectScopedMixin, TemplateView):
         "price_override": forms.PriceOverrideForm,
         "member_add": forms.MemberAddForm,
         "member_role": forms.MemberRoleForm,
+        "invitation_revoke": forms.InvitationRevokeForm,
     }
 
     def get_context_data(self, **kwargs):
@@ -182,6 +238,7 @@ class ProjectSettingsView(ProjectScopedMixin, TemplateView):
         context.setdefault("price_form", forms.PriceOverrideForm(initial={"effective_from": timezone.now()}))
         context.setdefault("member_form", forms.MemberAddForm())
         context["can_manage"] = self.membership.can_manage
+        context["invitations"] = list(invitations_open_for_team(team=self.membership.team))
         return context
 
     def post(self, request, *args, **kwargs):
@@ -227,8 +284,20 @@ class ProjectSettingsView(ProjectScopedMixin, TemplateView):
         messages.success(self.request, text)
 
     def _member_add(self, data):
-        membership = team_member_invite(actor=self.membership, team=self.membership.team, **data)
-        messages.success(self.request, f"{membership.user.username} joined as {membership.role}.")
+        invitation = team_member_invite(actor=self.membership, team=self.membership.team, **data)
+        # The same words whether or not the name belonged to anyone (README "Accounts, invitations and sign-in").
+        text = f"{invitation.username} is invited as {invitation.role} and joins after accepting the invitation."
+        if data["password"]:
+            text += f" If no account was named {invitation.username}, one was created with the password you gave."
+        messages.success(self.request, text)
+
+    def _invitation_revoke(self, data):
+        try:
+            invitation = invitation_get_open_for_team(team=self.membership.team, invitation_id=data["invitation"])
+        except NotFound as error:
+            raise Http404(error.message) from error
+        invitation = team_invitation_revoke(actor=self.membership, invitation=invitation)
+        messages.success(self.request, f"The invitation of {invitation.username} is withdrawn.")
 
     def _member_role(self, data):
         target = selectors.team_membership_get(team=self.membership.team, membership_id=data["membership"])

@@ -39,11 +39,11 @@ def test_create_api_key_rejects_unknown_scope():
 
 
 def test_add_member_creates_user_with_password_and_role():
-    run("add_member", "--team", "acme", "--username", "ana", "--password", "s3cret-pass", "--role", "admin")
+    run("add_member", "--team", "acme", "--username", "ana", "--password", "s3cret-passphrase", "--role", "admin")
     user = get_user_model().objects.get(username="ana")
-    assert user.check_password("s3cret-pass")
+    assert user.check_password("s3cret-passphrase")
     assert Membership.objects.get(user=user).role == "admin"
-    run("add_member", "--team", "acme", "--username", "ana", "--password", "s3cret-pass", "--role", "viewer")
+    run("add_member", "--team", "acme", "--username", "ana", "--password", "s3cret-passphrase", "--role", "viewer")
     assert Membership.objects.get(user=user).role == "viewer"
 
 

@@ -55,15 +55,25 @@ settings_fields = st.fixed_dictionaries({}, optional={
     "reprice": st.sampled_from(["on", ""]), "username": query_values, "password": query_values,
     "role": st.sampled_from(["owner", "admin", "member", "viewer", "root"]),
     "membership": st.integers(-(10**30), 10**30).map(str) | query_values,
+    "invitation": st.integers(-(10**30), 10**30).map(str) | query_values,
 })
 
 
 @HOSTILE
-@given(action=st.sampled_from(["key_create", "key_revoke", "price_override", "member_add", "member_role", "nope"]),
-       fields=settings_fields)
+@given(action=st.sampled_from(["key_create", "key_revoke", "price_override", "member_add", "member_role",
+                                "invitation_revoke", "nope"]),
+       fields=settings_fields)  # fmt: skip
 def test_settings_posts_never_500(folded, users, team, action, fields):
     client = client_for(users["owner"])
     url = f"/{team.slug}/{folded.slug}/settings/"
     response = client.post(url, {"action": action, **fields})
-    assert response.status_code in (200, 302, 400, 403), (action, fields, response.status_code)
+    assert response.status_code in (200, 302, 400, 403, 404), (action, fields, response.status_code)
     assert client.get(url).status_code == 200
+
+
+@HOSTILE
+@given(fields=st.dictionaries(st.sampled_from(["invitation", "decision"]),
+                              query_values | st.sampled_from(["accept", "decline"]), max_size=2))  # fmt: skip
+def test_invitation_answers_never_500(users, fields):
+    response = client_for(users["viewer"]).post("/invitations/", fields)
+    assert response.status_code in (302, 400, 404), (fields, response.status_code)

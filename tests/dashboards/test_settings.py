@@ -22,6 +22,7 @@ ACTIONS = [
      "effective_from": "2026-01-01T00:00"},
     {"action": "member_add", "username": "newbie", "password": "pw-newbie-123", "role": "member"},
     {"action": "member_role", "membership": "1", "role": "owner"},
+    {"action": "invitation_revoke", "invitation": "1"},
 ]  # fmt: skip
 
 
@@ -106,12 +107,16 @@ def test_invalid_price_is_refused_with_the_reason(project, users):
     assert not PriceOverride.objects.exists()
 
 
-def test_admin_adds_a_new_member(project, users):
+def test_admin_adds_a_new_member_who_joins_on_accepting(project, users):
     client = client_for(users["admin"])
     response = client.post(URL, {"action": "member_add", "username": "newbie", "password": "pw-newbie-123", "role": "viewer"})
     assert response.status_code == 302
+    newbie = client_for(get_user_model().objects.get(username="newbie"))
+    assert newbie.get("/acme/chatbot/").status_code == 404
+    invitation = newbie.get("/invitations/").context["invitations"][0]
+    newbie.post("/invitations/", {"invitation": invitation.pk, "decision": "accept"})
     assert Membership.objects.get(user__username="newbie").role == "viewer"
-    assert client_for(get_user_model().objects.get(username="newbie")).get("/acme/chatbot/").status_code == 200
+    assert newbie.get("/acme/chatbot/").status_code == 200
 
 
 def test_adding_an_existing_user_never_changes_their_password(project, users, outsider):

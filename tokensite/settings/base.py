@@ -80,9 +80,28 @@ else:
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# Applied wherever a password is set: the settings page, `add_member`, invitation sign-ups, the
+# admin. 12 characters is OWASP ASVS 4.0's minimum (V2.1.1) for a password that is the only
+# factor, as it is here; Django's 8 assumes a second factor or a site that does not hold keys.
 AUTH_PASSWORD_VALIDATORS = [
-    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 12}},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+
+# Sign-in throttling (apps/accounts/login_throttle.py): this many failed sign-ins within the
+# window block further attempts for that username, or from that address, until the window ends.
+LOGIN_FAILURES_PER_USERNAME = env.int("LOGIN_FAILURES_PER_USERNAME", default=5)
+LOGIN_FAILURES_PER_ADDRESS = env.int("LOGIN_FAILURES_PER_ADDRESS", default=20)
+LOGIN_THROTTLE_WINDOW_MINUTES = env.int("LOGIN_THROTTLE_WINDOW_MINUTES", default=15)
+# The client address is REMOTE_ADDR unless the site runs behind this many reverse proxies, each
+# appending to X-Forwarded-For; then it is the entry the outermost trusted proxy added. Trusting
+# the header without a proxy would let any client pick its own address.
+NUM_PROXIES = env.int("NUM_PROXIES", default=0)
+
+# Django's admin is mounted at /admin/ only when enabled; its login shares the throttling above.
+ADMIN_ENABLED = env.bool("ADMIN_ENABLED", default=False)
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"

@@ -1,4 +1,5 @@
 from django.core.management.base import BaseCommand, CommandError
+from django.db import transaction
 
 from apps.accounts.models import Membership
 from apps.accounts.services import member_add, team_get_or_create
@@ -6,7 +7,10 @@ from apps.core.errors import ApplicationError
 
 
 class Command(BaseCommand):
-    help = "Add a user to a team (creating both if missing) with a role."
+    help = (
+        "Add a user to a team (creating both if missing) with a role, without an invitation: the operator's path. "
+        "The password must pass AUTH_PASSWORD_VALIDATORS."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("--team", required=True)
@@ -16,10 +20,12 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         try:
-            team = team_get_or_create(slug=options["team"])
-            membership = member_add(
-                team=team, username=options["username"], password=options["password"], role=options["role"]
-            )
+            # One transaction: a rejected password leaves no new team behind.
+            with transaction.atomic():
+                team = team_get_or_create(slug=options["team"])
+                membership = member_add(
+                    team=team, username=options["username"], password=options["password"], role=options["role"]
+                )
         except ApplicationError as exc:
             raise CommandError(exc.message) from exc
         self.stdout.write(f"{membership.user.username} is {membership.role} of team {team.slug}.")
