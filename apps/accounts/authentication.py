@@ -85,7 +85,9 @@ HasAnyScope = _scope_permission("ingest or read", ApiKey.Scope.INGEST, ApiKey.Sc
 
 
 RATE_LIMIT_CACHE_OUTAGE = DependencyOutage(
-    "rate_limit_cache", dependency="The rate limit's cache (Redis)", consequence="letting API requests through unlimited"
+    "rate_limit_cache",
+    dependency="The rate limit's cache (Redis)",
+    consequence="letting API requests through unlimited",
 )
 # A cache that is down or hung. Any other error (a bad key, a bug) still fails the request.
 _CACHE_OUTAGE_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)

@@ -62,8 +62,10 @@ class DependencyOutage:
                 return
             since_last = self.fallbacks - self._fallbacks_at_last_log
             self._last_logged, self._fallbacks_at_last_log = now, self.fallbacks
-        logger.warning("%s unavailable (%s: %s): %s; %d time(s) since the last warning, %d in this process.",
-                       self.dependency, type(exc).__name__, exc, self.consequence, since_last, self.fallbacks)  # fmt: skip
+        logger.warning(
+            "%s is unavailable (%s: %s): %s; %d time(s) since the last warning, %d in this process.",
+            self.dependency, type(exc).__name__, exc, self.consequence, since_last, self.fallbacks,
+        )  # fmt: skip
 
     def skipped(self) -> None:
         """The caller fell back without trying, inside the pause after a failure."""

@@ -24,7 +24,8 @@ DATABASE_UNAVAILABLE = "database_unavailable"
 
 
 def numbered_events(session_id: str, start: int, count: int) -> list[dict]:
-    return [usage_event(session_id=session_id, input_tokens=100 + i, output_tokens=i) for i in range(start, start + count)]
+    return [usage_event(session_id=session_id, input_tokens=100 + index, output_tokens=index)
+            for index in range(start, start + count)]
 
 
 def total_tokens(events: list[dict]) -> int:
@@ -43,8 +44,9 @@ def assert_database_unavailable(response: httpx.Response) -> None:
 # What counts as "unavailable": real errors from real failures, no server needed.
 
 def test_a_refused_postgres_connection_counts_as_unavailable(django_db_blocker):
-    handler = ConnectionHandler({"default": {"ENGINE": "django.db.backends.postgresql", "NAME": "tokensite",
-                                             "USER": "postgres", "HOST": "127.0.0.1", "PORT": free_port()}})  # fmt: skip
+    nobody_listens = {"ENGINE": "django.db.backends.postgresql", "NAME": "tokensite", "USER": "postgres",
+                      "HOST": "127.0.0.1", "PORT": free_port()}  # fmt: skip
+    handler = ConnectionHandler({"default": nobody_listens})
     with django_db_blocker.unblock(), pytest.raises(OperationalError) as refused:
         handler["default"].ensure_connection()
     assert database_unavailable(refused.value)
@@ -127,7 +129,8 @@ def test_apis_answer_503_with_retry_after_while_postgres_is_away_and_a_resend_co
     during = numbered_events("db-outage", 20, 20)
     assert_database_unavailable(post(during))
     assert_database_unavailable(httpx.get(f"{server.url}/api/v1/sessions", headers=read, timeout=30))
-    assert_database_unavailable(httpx.get(f"{server.url}/api/v1/sessions/db-outage/metadata", headers=read, timeout=30))
+    metadata_url = f"{server.url}/api/v1/sessions/db-outage/metadata"
+    assert_database_unavailable(httpx.get(metadata_url, headers=read, timeout=30))
     page = httpx.get(f"{server.url}/", cookies=page_cookie, timeout=30)
     assert (page.status_code, page.headers["Content-Type"].split(";")[0]) == (503, "text/html")
     assert page.headers["Retry-After"]
@@ -137,7 +140,7 @@ def test_apis_answer_503_with_retry_after_while_postgres_is_away_and_a_resend_co
     proxy.restore()
     assert post(during).json() == {"accepted": 20, "duplicates": 0, "rejected": []}
     assert post(during).json() == {"accepted": 0, "duplicates": 20, "rejected": []}
-    metadata = httpx.get(f"{server.url}/api/v1/sessions/db-outage/metadata", headers=read, timeout=30)
+    metadata = httpx.get(metadata_url, headers=read, timeout=30)
     assert metadata.status_code == 200
     assert metadata.json()["token_usage"]["total_tokens"] == total_tokens(before + during)
 

@@ -39,7 +39,8 @@ def redis_cache(url: str) -> dict:
 
 
 def numbered_events(session_id: str, start: int, count: int) -> list[dict]:
-    return [usage_event(session_id=session_id, input_tokens=100 + i, output_tokens=i) for i in range(start, start + count)]
+    return [usage_event(session_id=session_id, input_tokens=100 + index, output_tokens=index)
+            for index in range(start, start + count)]
 
 
 def total_tokens(events: list[dict]) -> int:
@@ -143,7 +144,7 @@ def test_a_server_keeps_ingesting_through_a_redis_outage_and_folds_exactly_after
         own_redis.stop()
     log = server.log()
     assert "Internal Server Error" not in log and "Traceback" not in log, log
-    assert log.count("rate limit's cache (Redis) unavailable") == 1, log
+    assert log.count("rate limit's cache (Redis) is unavailable") == 1, log
 
     assert RawEvent.objects.filter(project=project).count() == len(sent)
     services.unprocessed_sweep(min_age=timedelta(0))  # the beat sweep's work
