@@ -9,11 +9,12 @@ import httpx
 import pytest
 from django.db import IntegrityError, OperationalError, connection, transaction
 from django.db.utils import ConnectionHandler
-from django.test import Client
+from django.test import Client, RequestFactory
 
 import tokensite_client as ts
 from apps.accounts.models import Team
 from apps.accounts.services import api_key_create
+from apps.core.middleware import DatabaseUnavailableMiddleware
 from apps.core.outages import database_unavailable
 from apps.ingestion.models import RawEvent
 from apps.metrics.selectors import session_metadata
@@ -50,6 +51,30 @@ def test_a_refused_postgres_connection_counts_as_unavailable(django_db_blocker):
     with django_db_blocker.unblock(), pytest.raises(OperationalError) as refused:
         handler["default"].ensure_connection()
     assert database_unavailable(refused.value)
+
+
+@pytest.mark.parametrize("path, content_type", [
+    ("/otlp/v1/metrics", "application/json"),
+    ("/api/v1/events", "application/json"),
+    ("/acme/chatbot/", "text/html"),
+])
+def test_any_view_failing_for_want_of_the_database_answers_503(django_db_blocker, path, content_type):
+    """The middleware's share: views outside DRF's handler, OTLP intake included, whatever it is built on."""
+    nobody_listens = {"ENGINE": "django.db.backends.postgresql", "NAME": "tokensite", "USER": "postgres",
+                      "HOST": "127.0.0.1", "PORT": free_port()}  # fmt: skip
+    with django_db_blocker.unblock(), pytest.raises(OperationalError) as refused:
+        ConnectionHandler({"default": nobody_listens})["default"].ensure_connection()
+    middleware = DatabaseUnavailableMiddleware(lambda request: None)
+    response = middleware.process_exception(RequestFactory().post(path), refused.value)
+    assert (response.status_code, response["Content-Type"].split(";")[0]) == (503, content_type)
+    assert int(response["Retry-After"]) >= 1
+    if content_type == "application/json":
+        assert json.loads(response.content)["error"]["code"] == DATABASE_UNAVAILABLE
+
+
+def test_other_view_errors_are_left_alone():
+    middleware = DatabaseUnavailableMiddleware(lambda request: None)
+    assert middleware.process_exception(RequestFactory().get("/api/v1/usage"), ValueError("a bug")) is None
 
 
 @pytest.mark.django_db
