@@ -124,6 +124,16 @@ def is_postgres() -> bool:
 
 
 
+@pytest.fixture(autouse=True)
+def outages_forgotten():
+    """Fallback counters, pauses and log throttles (apps.core.outages) are per process: each test
+    starts with none, so a broker a previous test killed is not still skipped."""
+    from apps.core.outages import OUTAGES
+
+    for outage in OUTAGES.values():
+        outage.reset()
+
+
 def pytest_collection_modifyitems(config, items):
     # Tests marked `postgres` need PostgreSQL's concurrency; on SQLite they are skipped with a reason.
     from django.conf import settings

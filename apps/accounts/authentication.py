@@ -5,6 +5,7 @@ import time
 from dataclasses import dataclass
 from datetime import timedelta
 
+import redis.exceptions
 from django.conf import settings
 from django.core.cache import cache
 from django.utils import timezone
@@ -16,6 +17,7 @@ from apps.accounts.keys import key_parse, secret_matches
 from apps.accounts.models import ApiKey, Project
 from apps.accounts.selectors import api_key_get_active
 from apps.core.errors import Forbidden, RateLimited, Unauthorized
+from apps.core.outages import DependencyOutage
 
 # last_used_at is informational: refreshing it once a minute avoids a write on every request.
 _LAST_USED_RESOLUTION = timedelta(minutes=1)
@@ -82,26 +84,38 @@ HasReadScope = _scope_permission(ApiKey.Scope.READ)
 HasAnyScope = _scope_permission("ingest or read", ApiKey.Scope.INGEST, ApiKey.Scope.READ)
 
 
+RATE_LIMIT_CACHE_OUTAGE = DependencyOutage(
+    "rate_limit_cache",
+    dependency="The rate limit's cache (Redis)",
+    consequence="letting API requests through unlimited",
+)
+# A cache that is down or hung. Any other error (a bad key, a bug) still fails the request.
+_CACHE_OUTAGE_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+
+
 class ApiKeyRateThrottle(BaseThrottle):
-    """Fixed one-minute windows per key in the shared cache (Redis in production)."""
+    """Fixed one-minute windows per key in the shared cache (Redis in production).
+
+    Fails open: while the cache is unreachable requests are allowed, counted and logged
+    (RATE_LIMIT_CACHE_OUTAGE, shown by GET /healthz), because refusing every request for want
+    of a counter would lose the very events the limit exists to pace.
+    """
 
     def allow_request(self, request, view) -> bool:
         principal = request.user
         if not isinstance(principal, ApiKeyPrincipal):
             return True
+        if RATE_LIMIT_CACHE_OUTAGE.paused():
+            RATE_LIMIT_CACHE_OUTAGE.skipped()
+            return True
         limit = principal.api_key.rate_limit_per_minute or settings.INGEST_DEFAULT_RATE_LIMIT_PER_MINUTE
         now = time.time()
         window = int(now // 60)
-        cache_key = f"ratelimit:{principal.api_key.prefix}:{window}"
-        # add() is atomic and only sets when missing, so the first request of a window seeds it.
-        if cache.add(cache_key, 1, timeout=90):
-            count = 1
-        else:
-            try:
-                count = cache.incr(cache_key)
-            except ValueError:  # expired between add() and incr()
-                cache.set(cache_key, 1, timeout=90)
-                count = 1
+        try:
+            count = _window_count(f"ratelimit:{principal.api_key.prefix}:{window}")
+        except _CACHE_OUTAGE_ERRORS as exc:
+            RATE_LIMIT_CACHE_OUTAGE.failed(exc)
+            return True
         if count > limit:
             retry_after = max(1, int((window + 1) * 60 - now) + 1)
             raise RateLimited(
@@ -109,3 +123,15 @@ class ApiKeyRateThrottle(BaseThrottle):
                 retry_after_s=retry_after,
             )
         return True
+
+
+def _window_count(cache_key: str) -> int:
+    """Count one more request in the window's counter and return the new count."""
+    # add() is atomic and only sets when missing, so the first request of a window seeds it.
+    if cache.add(cache_key, 1, timeout=90):
+        return 1
+    try:
+        return cache.incr(cache_key)
+    except ValueError:  # expired between add() and incr()
+        cache.set(cache_key, 1, timeout=90)
+        return 1

@@ -65,3 +65,22 @@ class RateLimited(ApplicationError):
 
     def __init__(self, message: str, *, retry_after_s: int):
         super().__init__(message, details={"retry_after_s": retry_after_s}, headers={"Retry-After": str(retry_after_s)})
+
+
+class ServiceUnavailable(ApplicationError):
+    """The request was fine but a dependency is away; the same request may succeed after Retry-After."""
+
+    status_code = 503
+    code = "service_unavailable"
+
+    def __init__(self, message: str, *, retry_after_s: int, code: str | None = None):
+        super().__init__(message, code=code, headers={"Retry-After": str(retry_after_s)})
+
+
+class DatabaseUnavailable(ServiceUnavailable):
+    code = "database_unavailable"
+    retry_after_s = 5  # a fast restart or a failover's promotion takes seconds
+
+    def __init__(self, message: str = "The database is unavailable; send the request again after Retry-After "
+                                      "seconds (a resent event is never counted twice)."):
+        super().__init__(message, retry_after_s=self.retry_after_s)

@@ -9,6 +9,7 @@ from rest_framework import exceptions as drf_exceptions
 from rest_framework.response import Response
 
 from apps.core.errors import ApplicationError
+from apps.core.outages import database_unavailable_error
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +30,7 @@ _DRF_CODES: list[tuple[type[Exception], str]] = [
 
 def api_exception_handler(exc: Exception, context: dict) -> Response | None:
     """DRF EXCEPTION_HANDLER: every API error leaves as {"error": {...}} with the right status."""
+    exc = database_unavailable_error(exc) or exc
     if isinstance(exc, ApplicationError):
         return Response(exc.as_body(), status=exc.status_code, headers=exc.headers)
     if isinstance(exc, Http404):

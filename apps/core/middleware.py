@@ -3,6 +3,9 @@ from __future__ import annotations
 
 from django.http import HttpResponseBadRequest, JsonResponse
 
+from apps.core.outages import database_unavailable_error
+from apps.core.views import service_unavailable
+
 
 class RejectNulCharactersMiddleware:
     """Answer 400 to a path or query string that carries a NUL character.
@@ -29,3 +32,22 @@ def _query_has_nul(request) -> bool:
     if not request.META.get("QUERY_STRING"):
         return False
     return any("\x00" in key or any("\x00" in value for value in values) for key, values in request.GET.lists())
+
+
+class DatabaseUnavailableMiddleware:
+    """Answer 503 with Retry-After, not 500, when a view fails because the database is away.
+
+    DRF views already answer so through the API exception handler; this covers every other
+    view, and anything under /api/ or /otlp/ that fails outside DRF's handling, so clients
+    back off and resend instead of treating the request as broken.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        return self.get_response(request)
+
+    def process_exception(self, request, exception):
+        error = database_unavailable_error(exception)
+        return None if error is None else service_unavailable(request, error)

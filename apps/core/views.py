@@ -1,10 +1,15 @@
-"""Site-wide error pages: JSON under /api/, HTML elsewhere."""
-from django.http import JsonResponse
+"""Site-wide error pages: JSON under /api/ and /otlp/, HTML elsewhere."""
+from django.http import HttpResponse, JsonResponse
 from django.shortcuts import render
+from django.template.loader import render_to_string
+
+from apps.core.errors import ServiceUnavailable
+
+API_PATH_PREFIXES = ("/api/", "/otlp/")
 
 
 def _is_api(request) -> bool:
-    return request.path.startswith("/api/")
+    return request.path.startswith(API_PATH_PREFIXES)
 
 
 def bad_request(request, exception=None):
@@ -24,3 +29,15 @@ def server_error(request):
     if _is_api(request):
         return JsonResponse({"error": {"code": "server_error", "message": "Internal server error."}}, status=500)
     return render(request, "500.html", status=500)
+
+
+def service_unavailable(request, error: ServiceUnavailable):
+    """503 with the error's Retry-After: its JSON body under the API prefixes, a plain page elsewhere."""
+    if _is_api(request):
+        response = JsonResponse(error.as_body(), status=error.status_code)
+    else:
+        # Rendered without the request: its context processors could reach for the database.
+        response = HttpResponse(render_to_string("503.html"), status=error.status_code)
+    for header, value in error.headers.items():
+        response[header] = value
+    return response

@@ -5,7 +5,15 @@ import logging
 
 from django.db import transaction
 
+from apps.core.outages import DependencyOutage
+
 logger = logging.getLogger(__name__)
+
+FOLD_PUBLISH_OUTAGE = DependencyOutage(
+    "fold_publish", dependency="The Celery broker (Redis)", consequence="leaving new events for the beat sweep to fold"
+)
+# One quick retry at most: the request waits for this, and the sweep folds whatever it misses.
+_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.1, "interval_max": 0.1}
 
 
 def project_fold_enqueue(*, project_id: int) -> None:
@@ -14,7 +22,8 @@ def project_fold_enqueue(*, project_id: int) -> None:
     Nothing is enqueued while a fold task of the project is queued and not yet started: it will
     see these events (apps.metrics.coalescing). A broker that is down must not fail ingestion:
     the events are already committed, and the beat-scheduled sweep (apps.metrics.schedule) folds
-    unprocessed events once it is back.
+    unprocessed events once it is back. After a failed publish the next few seconds' requests
+    skip publishing altogether, so a hung broker does not slow every ingest request.
     """
     from kombu.exceptions import OperationalError
 
@@ -22,14 +31,17 @@ def project_fold_enqueue(*, project_id: int) -> None:
     from apps.metrics.tasks import project_fold
 
     def publish() -> None:
+        if not project_fold.app.conf.task_always_eager and FOLD_PUBLISH_OUTAGE.paused():
+            FOLD_PUBLISH_OUTAGE.skipped()
+            return
         if not fold_queued_mark(project_id=project_id):
             return
         try:
-            project_fold.delay(project_id)
-        except OperationalError:
-            # Not queued after all: the next request may try again, and the sweep folds these.
+            project_fold.apply_async((project_id,), retry_policy=_PUBLISH_RETRY_POLICY)
+        except OperationalError as exc:
+            # Not queued after all: a later request may try again, and the sweep folds these.
             fold_queued_clear(project_id=project_id)
-            logger.warning("Broker unreachable: project %s's new events are left for the sweep.", project_id)
+            FOLD_PUBLISH_OUTAGE.failed(exc)
         except Exception:  # noqa: BLE001 - in-process (eager) folding failed after the commit
             fold_queued_clear(project_id=project_id)
             logger.exception("Folding project %s failed; its events stay unprocessed for the sweep.", project_id)

@@ -74,6 +74,18 @@ def test_a_429_from_tokensite_waits_its_retry_after(make_tracker: Any, ingest: F
     assert second.received_at - first.received_at >= 0.3
 
 
+def test_a_503_from_tokensite_waits_its_retry_after(make_tracker: Any, ingest: FakeIngestServer) -> None:
+    # What TokenSite answers while its database is away.
+    replies = [(503, {"error": {"code": "database_unavailable", "message": "resend"}}, {"Retry-After": "0.3"})]
+    ingest.responder = lambda events: replies.pop(0) if replies else None
+    tracker = make_tracker(ingest.url)
+    ids = record(tracker, 5)
+    assert tracker.flush(5)
+    assert set(ingest.stored) == set(ids)
+    first, second = ingest.requests[0], ingest.requests[1]
+    assert second.received_at - first.received_at >= 0.3
+
+
 def test_server_errors_are_retried_with_backoff(make_tracker: Any, ingest: FakeIngestServer) -> None:
     replies = [(503, {"error": {"code": "unavailable", "message": "db"}}, {}),
                (500, {"error": {"code": "internal", "message": "oops"}}, {})]

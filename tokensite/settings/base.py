@@ -38,6 +38,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "apps.core.middleware.RejectNulCharactersMiddleware",
+    "apps.core.middleware.DatabaseUnavailableMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -77,6 +78,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     )
 else:
     DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
+    # A kept connection is checked before a request reuses it, so the first request after a
+    # PostgreSQL restart or failover reconnects instead of failing on the dead connection.
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -162,7 +166,12 @@ CELERY_TIMEZONE = "UTC"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # A publish to a dead broker must fail fast: ingestion has already committed the events and the
 # beat sweep will pick them up, so the request must not hang waiting for Redis.
-CELERY_BROKER_TRANSPORT_OPTIONS = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
+# The socket timeouts bound each try when Redis hangs rather than refuses (without them a
+# publish to a stopped Redis waits forever).
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5,
+    "socket_connect_timeout": 0.3, "socket_timeout": 0.5,
+}  # fmt: skip
 CELERY_BROKER_CONNECTION_TIMEOUT = 2
 
 # Ingestion limits (issue 2).
@@ -173,7 +182,13 @@ INGEST_DEFAULT_RATE_LIMIT_PER_MINUTE = env.int("INGEST_DEFAULT_RATE_LIMIT_PER_MI
 
 CACHES = {
     "default": (
-        {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+        # Every API request touches the cache (the key rate limit), so a Redis that is down or hung
+        # must fail within a fraction of a second; the limiter then lets requests through.
+        {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "OPTIONS": {"socket_connect_timeout": 0.3, "socket_timeout": 0.5},
+        }
         if REDIS_URL
         else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
     )
