@@ -65,3 +65,13 @@ class RateLimited(ApplicationError):
 
     def __init__(self, message: str, *, retry_after_s: int):
         super().__init__(message, details={"retry_after_s": retry_after_s}, headers={"Retry-After": str(retry_after_s)})
+
+
+class UriTooLong(ApplicationError):
+    status_code = 414
+    code = "uri_too_long"
+
+
+class HeaderFieldsTooLarge(ApplicationError):
+    status_code = 431
+    code = "header_fields_too_large"
