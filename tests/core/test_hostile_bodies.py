@@ -39,7 +39,8 @@ HOSTILE_BODIES = {
         "application/json; charset=latin-1",
         lambda path: json.dumps(_valid(path, step="café", text="café"), ensure_ascii=False).encode("latin-1"),
     ),
-    "declared latin-1, ASCII bytes": ("application/json; charset=ISO-8859-1", lambda path: json.dumps(_valid(path)).encode()),
+    "declared latin-1, ASCII bytes": (
+        "application/json; charset=ISO-8859-1", lambda path: json.dumps(_valid(path)).encode()),
     "declared UTF-16": ("application/json; charset=utf-16", lambda path: json.dumps(_valid(path)).encode("utf-16")),
     "declared unknown charset": ('application/json; charset="no-such"', lambda path: json.dumps(_valid(path)).encode()),
     "RFC 2231 charset": ("application/json; charset*=utf-8''utf-8", lambda path: json.dumps(_valid(path)).encode()),
