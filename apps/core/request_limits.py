@@ -10,6 +10,7 @@ look up in Content-Type raises ValueError), and that failure must be a 400 too.
 from __future__ import annotations
 
 import json
+from http import HTTPStatus
 
 from django.utils.http import parse_header_parameters
 
@@ -39,11 +40,8 @@ class RequestLimitsMiddleware:
             body, content_type = json.dumps(error.as_body()).encode(), "application/json"
         else:
             body, content_type = error.message.encode(), "text/plain; charset=utf-8"
-        reason = {400: "Bad Request", 414: "URI Too Long", 431: "Request Header Fields Too Large"}[error.status_code]
-        start_response(
-            f"{error.status_code} {reason}",
-            [("Content-Type", content_type), ("Content-Length", str(len(body))), ("Connection", "close")],
-        )
+        headers = [("Content-Type", content_type), ("Content-Length", str(len(body)))]
+        start_response(f"{error.status_code} {HTTPStatus(error.status_code).phrase}", headers)
         return [body]
 
 
