@@ -110,3 +110,12 @@ def test_tokenize_with_deeply_nested_json_is_a_400(api_client, ingest_key):
     assert response.status_code == 400, response.content
     assert response.json()["error"] == {"code": "malformed_json",
                                         "message": "JSON parse error - the body is nested too deeply."}
+
+
+@pytest.mark.parametrize("depth", [100, 900, 5_000])
+def test_tokenize_with_deeply_nested_message_content_is_a_count_or_a_400(api_client, ingest_key, depth):
+    body = b'{"model": "gpt-4o", "messages": [{"role": "user", "content": ' + _nested(depth) + b"}]}"
+    response = api_client.generic("POST", "/api/v1/tokenize", body, content_type=JSON,
+                                  HTTP_AUTHORIZATION=f"Bearer {ingest_key}")  # fmt: skip
+    assert response.status_code in (200, 400), response.content
+    assert "tokens" in response.json() or "error" in response.json()
