@@ -18,7 +18,6 @@ limit_request_field_size = 16384
 preload_app = True
 
 
-
 def _warm(log) -> None:
     from tokensite.warmup import app_warm_up
 

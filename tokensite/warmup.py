@@ -2,8 +2,9 @@
 
 A fresh process imports litellm (seconds) at its first priced event, loads a tokeniser at its
 first count, builds the URLconf and DRF's machinery at its first request, and, when tasks run
-in-process, loads the fold's numba kernels at its first fold: 6 to 9 s for the first request.
-gunicorn.conf.py calls `app_warm_up` before the server takes connections.
+in-process, loads the fold's numba kernels at its first fold: seconds for the first request
+(BENCHMARKS.md, "First request of a fresh worker"). gunicorn.conf.py calls `app_warm_up` before
+the server takes connections.
 """
 from __future__ import annotations
 

@@ -62,4 +62,3 @@ class LimitedJSONParser(JSONParser):
             return super().parse(io.BytesIO(data), media_type, {**(parser_context or {}), "encoding": "utf-8"})
         except RecursionError:
             raise ParseError("JSON parse error - the body is nested too deeply.") from None
-
