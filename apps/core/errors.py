@@ -84,3 +84,13 @@ class DatabaseUnavailable(ServiceUnavailable):
     def __init__(self, message: str = "The database is unavailable; send the request again after Retry-After "
                                       "seconds (a resent event is never counted twice)."):
         super().__init__(message, retry_after_s=self.retry_after_s)
+
+
+class UriTooLong(ApplicationError):
+    status_code = 414
+    code = "uri_too_long"
+
+
+class HeaderFieldsTooLarge(ApplicationError):
+    status_code = 431
+    code = "header_fields_too_large"

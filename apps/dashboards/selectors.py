@@ -7,6 +7,7 @@ that started in the range. Raw events are read for one session only (its timelin
 from __future__ import annotations
 
 import heapq
+import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -433,7 +434,32 @@ CSV_COLUMNS = (
     "cost_usd", "price_source", "token_source", "status_code", "attempt", "wait_ms", "retry_after_ms", "event_id",
 )  # fmt: skip
 _CSV_TEXT_COLUMNS = {"step", "provider", "model", "call_id", "price_source"}
-_CSV_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+# OWASP's CSV-injection guidance: a spreadsheet runs a cell as a formula (or DDE command) when it
+# starts with one of these, and some read the full-width forms as their ASCII twins.
+_CSV_FORMULA_STARTS = frozenset("=+-@|＝＋－＠｜")
+# Before it looks for one, a spreadsheet may skip leading spaces, control characters and quotes,
+# and a separator of the reader's locale (";", tab, "|") starts a new cell inside the text.
+_CSV_QUOTES = frozenset("'\"‘’“”＇＂")
+_CSV_SEPARATORS = re.compile(r"[,;\t\r\n|｜]")
+
+
+def csv_text_defuse(text: str) -> str:
+    """A client-sent text made inert in a spreadsheet: prefixed with a single quote when it starts
+    with a control character, or any cell a spreadsheet could make of it starts a formula."""
+    if not text:
+        return text
+    cells = [text, *_CSV_SEPARATORS.split(text)]
+    if not text[0].isprintable() or any(_starts_a_formula(cell) for cell in cells):
+        return "'" + text
+    return text
+
+
+def _starts_a_formula(text: str) -> bool:
+    for char in text:
+        if char.isspace() or not char.isprintable() or char in _CSV_QUOTES:
+            continue
+        return char in _CSV_FORMULA_STARTS
+    return False
 
 
 def _csv_cell(name: str, value) -> object:
@@ -443,8 +469,8 @@ def _csv_cell(name: str, value) -> object:
         return value.isoformat().replace("+00:00", "Z")
     if name == "cost_usd":
         return f"{usd(value):.9f}"
-    if name in _CSV_TEXT_COLUMNS and str(value).startswith(_CSV_FORMULA_STARTS):
-        return "'" + str(value)  # a spreadsheet must not run a step or model name as a formula
+    if name in _CSV_TEXT_COLUMNS:
+        return csv_text_defuse(str(value))
     return value
 
 

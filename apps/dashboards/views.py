@@ -211,7 +211,8 @@ class SessionCallsCsvView(ProjectScopedMixin, View):
         session_id = kwargs["session_id"]
         if not selectors.session_exists(project=self.project, session_id=session_id):
             raise NotFound("Session not found.")
-        writer = csv.writer(_Echo())
+        # OWASP: every cell quoted, quotes inside doubled; text cells are defused by the selector.
+        writer = csv.writer(_Echo(), quoting=csv.QUOTE_ALL)
         rows = selectors.session_csv_rows(project=self.project, session_id=session_id)
         response = StreamingHttpResponse((writer.writerow(row) for row in rows), content_type="text/csv; charset=utf-8")
         response["Content-Disposition"] = _content_disposition(_download_name(session_id, "csv"))

@@ -7,16 +7,19 @@ from django.conf import settings
 from django.http import HttpRequest
 
 from apps.core.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from apps.core.parsers import json_charset_check
 
 
 def request_body_read(request: HttpRequest) -> bytes:
-    """The decoded JSON body bytes; 413 over the raw or decompressed limit, 415 for a non-JSON body."""
+    """The decoded JSON body bytes; 413 over the raw or decompressed limit, 415 for a non-JSON body,
+    400 for a charset other than UTF-8."""
     content_type = request.META.get("CONTENT_TYPE", "")
     media_type = content_type.split(";", 1)[0].strip().lower()
     if media_type != "application/json":
         raise UnsupportedMediaType(
             f"Send the batch as application/json (got {media_type or 'no Content-Type'}).",
         )
+    json_charset_check(content_type)
     encoding = request.META.get("HTTP_CONTENT_ENCODING", "identity").strip().lower()
     if encoding not in ("identity", "gzip", ""):
         raise UnsupportedMediaType(f"Content-Encoding {encoding!r} is not supported; use gzip or none.")

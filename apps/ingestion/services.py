@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from apps.accounts.models import Project
 from apps.core.errors import BadRequest
+from apps.core.parsers import utf8_error_message
 from apps.ingestion.schema import batch_decoder
 from apps.ingestion.validation import PreparedEvent, Rejection, events_validate
 from apps.ingestion.writers import raw_events_insert
@@ -35,7 +36,18 @@ class IngestResult:
 
 
 def batch_decode(body: bytes) -> list[msgspec.Raw]:
-    """The batch's events, still undecoded; a malformed envelope is a 400 and nothing is stored."""
+    """The batch's events, still undecoded; a malformed envelope is a 400 and nothing is stored.
+
+    Bytes that are not UTF-8 make the whole body malformed JSON (RFC 8259 allows no other
+    encoding), wherever they sit, like a syntax error inside one event.
+    """
+    # msgspec checks UTF-8 only in the strings it decodes: the Raw events and skipped fields
+    # would reach the event decoder unchecked.
+    if not body.isascii():
+        try:
+            body.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise BadRequest(utf8_error_message(body, exc), code="malformed_json") from None
     try:
         batch = batch_decoder.decode(body)
     except msgspec.ValidationError as exc:

@@ -102,7 +102,7 @@ def test_events_survive_an_outage_and_arrive_exactly_once(make_tracker: Any, tmp
     spool_dir = tmp_path / "outage"
     first = make_tracker(f"http://127.0.0.1:{port}", spool_dir=spool_dir)
     ids = record(first, 300)
-    assert first.flush(5) is False  # server away: the events are on disk, not delivered
+    assert first.flush(1) is False  # server away: the events are on disk, not delivered
     stats = first.stats()
     assert (stats.spooled, stats.dropped, stats.degraded) == (300, 0, True)
     first.close(timeout=2)
@@ -126,7 +126,7 @@ def test_the_same_tracker_resumes_when_the_server_comes_back(make_tracker: Any) 
     port = free_port()
     tracker = make_tracker(f"http://127.0.0.1:{port}")
     before = record(tracker, 50)
-    assert tracker.flush(3) is False
+    assert tracker.flush(1) is False
     server = FakeIngestServer(port=port)
     server.start()
     try:
@@ -177,7 +177,7 @@ def test_full_queue_drops_are_counted(make_tracker: Any, ingest: FakeIngestServe
 def test_full_spool_drops_are_counted(make_tracker: Any) -> None:
     tracker = make_tracker(f"http://127.0.0.1:{free_port()}", spool_max_bytes=20_000)
     record(tracker, 200)
-    tracker.flush(3)
+    tracker.flush(1)
     stats = tracker.stats()
     assert stats.spooled + stats.dropped_spool_full == 200
     assert stats.dropped_spool_full > 0 and stats.spool_bytes <= 20_000
@@ -285,3 +285,58 @@ def test_close_runs_at_interpreter_exit(ingest: FakeIngestServer, tmp_path: Path
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=30)
     assert len(ingest.stored) == 7
+
+
+def test_flush_keeps_probing_until_the_server_answers_within_its_timeout(make_tracker: Any) -> None:
+    port = free_port()
+    tracker = make_tracker(f"http://127.0.0.1:{port}")
+    ids = record(tracker, 30)
+    server = FakeIngestServer(port=port)
+    # The server comes up after the first rounds have failed, well inside flush's timeout.
+    starter = threading.Timer(1.0, server.start)
+    starter.start()
+    try:
+        started = time.monotonic()
+        assert tracker.flush(8)
+        assert 1.0 <= time.monotonic() - started < 8
+        assert set(server.stored) == set(ids)
+    finally:
+        starter.join()
+        server.stop()
+
+
+def test_flush_gives_up_only_when_its_timeout_is_spent(make_tracker: Any) -> None:
+    tracker = make_tracker(f"http://127.0.0.1:{free_port()}")
+    record(tracker, 5)
+    started = time.monotonic()
+    assert tracker.flush(1.5) is False
+    assert 1.4 <= time.monotonic() - started < 3
+
+
+def test_flush_does_not_retry_before_a_retry_after_past_its_timeout(make_tracker: Any,
+                                                                    ingest: FakeIngestServer) -> None:
+    ingest.responder = lambda events: (429, {"error": {"code": "rate_limited", "message": "later"}},
+                                       {"Retry-After": "30"})  # fmt: skip
+    tracker = make_tracker(ingest.url)
+    record(tracker, 5)
+    started = time.monotonic()
+    assert tracker.flush(10) is False
+    assert time.monotonic() - started < 3
+    assert len(ingest.requests) == 1
+
+
+def test_last_error_clears_once_delivery_recovers(make_tracker: Any) -> None:
+    port = free_port()
+    tracker = make_tracker(f"http://127.0.0.1:{port}")
+    record(tracker, 5)
+    assert tracker.flush(0.5) is False
+    assert tracker.stats().last_error is not None
+    server = FakeIngestServer(port=port)
+    server.start()
+    try:
+        record(tracker, 5)
+        assert tracker.flush(5)
+        assert tracker.stats().last_error is None
+        assert len(server.stored) == 10
+    finally:
+        server.stop()

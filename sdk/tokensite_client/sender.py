@@ -36,6 +36,7 @@ IMMEDIATE_BACKOFF_S = 0.2
 DEGRADED_BACKOFF_S = 1.0
 DEGRADED_BACKOFF_MAX_S = 30.0
 LONGEST_IMMEDIATE_RETRY_AFTER_S = 2.0
+FLUSH_BACKOFF_MAX_S = 2.0
 
 
 class Outcome(enum.Enum):
@@ -125,6 +126,8 @@ class Sender:
         self._degraded = False
         self._replay_pending = False  # healthy, but the queue's overflow went to the spool
         self._next_probe_at = 0.0
+        # Set by a Retry-After or a refused key: no flush retries before this moment.
+        self._hold_off_until = 0.0
         self._backoff_s = DEGRADED_BACKOFF_S
         self.inflight: list[bytes] = []
         self._client: httpx.Client | None = None
@@ -137,20 +140,43 @@ class Sender:
     def degraded(self) -> bool:
         return self._degraded
 
-    def request_flush(self, timeout_s: float) -> bool:
+    def request_flush(self, timeout_s: float, *, retry: bool = True) -> bool:
         """Ask the thread to send (or spool) everything queued now and wait for it; True
-        when nothing is left undelivered (queue empty, spool replayed)."""
+        when nothing is left undelivered (queue empty, spool replayed).
+
+        With `retry`, a round that leaves events undelivered is tried again on a short,
+        growing backoff until the timeout is spent, never before a Retry-After the server
+        gave; False at once when that lies beyond the timeout or the key was refused.
+        """
+        deadline = time.monotonic() + timeout_s
+        backoff_s = IMMEDIATE_BACKOFF_S
+        while True:
+            if not self._flush_round(deadline):
+                return False
+            if self._all_delivered():
+                return True
+            if not retry or self._stop.is_set() or self._hold_off_until >= deadline:
+                return False
+            retry_at = min(max(time.monotonic() + _jittered(backoff_s), self._hold_off_until), deadline)
+            if self._stop.wait(max(0.0, retry_at - time.monotonic())) or time.monotonic() >= deadline:
+                return self._all_delivered()
+            backoff_s = min(backoff_s * 2, FLUSH_BACKOFF_MAX_S)
+
+    def _flush_round(self, deadline: float) -> bool:
+        """One pass of the thread over the queue and the spool; False when the deadline came first."""
         with self._flush_lock:
             self._flush_requested += 1
             wanted = self._flush_requested
         self.wake.set()
-        deadline = time.monotonic() + timeout_s
         with self._flush_lock:
             while self._flush_done < wanted and self._thread.is_alive():
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return False
                 self._flush_lock.wait(remaining)
+        return True
+
+    def _all_delivered(self) -> bool:
         return not self.queue and not self._degraded and not self._replay_pending and not self.inflight
 
     def stop(self, timeout_s: float) -> bool:
@@ -235,13 +261,13 @@ class Sender:
             if result.outcome is Outcome.TOO_LARGE:
                 return self._deliver_halves(batch)
             if result.outcome is Outcome.KEEP:
-                self._next_probe_at = time.monotonic() + DEGRADED_BACKOFF_MAX_S
+                self._hold_off(DEGRADED_BACKOFF_MAX_S)
                 return False
             wait_s = result.retry_after_s if result.retry_after_s is not None else _jittered(
                 IMMEDIATE_BACKOFF_S * 2 ** (attempt - 1))
             if attempt == IMMEDIATE_ATTEMPTS or wait_s > LONGEST_IMMEDIATE_RETRY_AFTER_S or self._stop.is_set():
                 if result.retry_after_s is not None:
-                    self._next_probe_at = time.monotonic() + result.retry_after_s
+                    self._hold_off(result.retry_after_s)
                 return False
             self._stop.wait(wait_s)
         return False
@@ -291,8 +317,10 @@ class Sender:
                 if result.outcome is Outcome.TOO_LARGE:
                     delivered_all = self._deliver_halves(batch)
                 elif result.outcome is not Outcome.DELIVERED:
-                    if result.retry_after_s is not None:
-                        self._next_probe_at = time.monotonic() + result.retry_after_s
+                    if result.outcome is Outcome.KEEP:
+                        self._hold_off(DEGRADED_BACKOFF_MAX_S)
+                    elif result.retry_after_s is not None:
+                        self._hold_off(result.retry_after_s)
                     delivered_all = False
                     break
                 self.counters.replayed += len(batch)
@@ -300,6 +328,9 @@ class Sender:
             if not delivered_all:
                 return False
         return True
+
+    def _hold_off(self, seconds: float) -> None:
+        self._next_probe_at = self._hold_off_until = time.monotonic() + seconds
 
     def _spool_queue(self) -> None:
         while self.queue:
@@ -359,6 +390,9 @@ class Sender:
             self.counters.sent += accepted
             self.counters.duplicates += duplicates
             self.counters.rejected += len(rejected)
+            # The server answers again: the last error is history, and so is any hold-off.
+            self.counters.last_error = None
+            self._hold_off_until = 0.0
             return PostResult(Outcome.DELIVERED, accepted, duplicates, len(rejected))
         error = _error_text(response)
         self.counters.last_error = f"HTTP {status}: {error}"

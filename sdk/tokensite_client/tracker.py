@@ -245,8 +245,9 @@ class Tracker:
     # Delivery control -----------------------------------------------------------
 
     def flush(self, timeout: float = 10) -> bool:
-        """Send everything recorded so far; True when all of it reached the server
-        (False: some is still queued, or is safe in the spool while the server is away)."""
+        """Send everything recorded so far, retrying on a short backoff while `timeout` lasts;
+        True when all of it reached the server (False: some is still queued, or is safe in the
+        spool while the server is away)."""
         if self._sender is None:
             return not self._queue
         return self._sender.request_flush(timeout)
@@ -262,7 +263,8 @@ class Tracker:
         if sender is None or self._spool is None:
             return
         deadline_s = max(timeout, 0.0)
-        sender.request_flush(deadline_s * 0.8)
+        # One round only: what the server does not take now waits in the spool, exit does not.
+        sender.request_flush(deadline_s * 0.8, retry=False)
         if not sender.stop(deadline_s * 0.2):
             # Stuck mid-request: keep the batch and the queue on disk. If the request does
             # succeed after all, the replay is a duplicate the server ignores.

@@ -77,3 +77,43 @@ def test_settings_posts_never_500(folded, users, team, action, fields):
 def test_invitation_answers_never_500(users, fields):
     response = client_for(users["viewer"]).post("/invitations/", fields)
     assert response.status_code in (302, 400, 404), (fields, response.status_code)
+
+
+# OWASP's CSV-injection payloads and the variants a spreadsheet still runs: leading whitespace,
+# control characters or quotes before the formula, full-width forms, and a formula after a separator.
+CSV_INJECTION_PAYLOADS = [
+    "=1+1", "+1+1", "-1+1", "@SUM(1,1)", "=HYPERLINK(\"http://x\")", "=cmd|' /C calc'!A0", "|cmd",
+    "\t=1+1", "\r=1+1", "\n=1+1", " =1+1", "   -1", "\u3000=1", "\u00a0=1", "＝1+1", "＋1", "－1", "＠SUM(1)", "｜cmd",
+    "\"=1+1", "'=1+1", "\"'=1", "“=1”", "x;=1+1", "x,=1+1", "x\t@SUM(1)", "x\n+1", "x|=1", "\tplain", "\rplain",
+]  # fmt: skip
+
+
+def _csv_rows(client, session_id: str) -> tuple[str, list[dict]]:
+    import csv
+    import io
+
+    body = b"".join(client.get(f"/acme/chatbot/sessions/{session_id}/calls.csv").streaming_content).decode()
+    return body, list(csv.DictReader(io.StringIO(body)))
+
+
+@pytest.mark.parametrize("payload", CSV_INJECTION_PAYLOADS)
+def test_csv_cells_a_spreadsheet_could_run_are_neutralised(project, users, payload):
+    from tests.conftest import usage_event
+    from tests.dashboards.conftest import ingest
+
+    ingest(project, [usage_event(session_id="csv", step=payload, model=payload, provider=payload, call_id=payload)])
+    _, rows = _csv_rows(client_for(users["viewer"]), "csv")
+    for column in ("step", "model", "provider", "call_id"):
+        assert rows[0][column] == "'" + payload, (column, rows[0][column])
+
+
+def test_csv_neutralises_only_client_text(project, users):
+    from tests.conftest import usage_event
+    from tests.dashboards.conftest import ingest
+
+    ingest(project, [usage_event(session_id="csv", step="a b; c", model="gpt-4o-mini", call_id="call-1")])
+    body, rows = _csv_rows(client_for(users["viewer"]), "csv")
+    assert (rows[0]["step"], rows[0]["model"], rows[0]["call_id"]) == ("a b; c", "gpt-4o-mini", "call-1")
+    assert rows[0]["input_tokens"] == "1250"
+    # Every cell quoted, as OWASP asks, so a cell stays whole whatever it holds.
+    assert all(line.startswith('"') and line.endswith('"') for line in body.splitlines())
