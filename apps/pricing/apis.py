@@ -1,7 +1,7 @@
 """POST /api/v1/tokenize: count tokens before a call, with the model's own tokeniser (F-063)."""
 from __future__ import annotations
 
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, extend_schema_serializer
 from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -17,6 +17,7 @@ class TokenizeApi(APIView):
     permission_classes = [HasAnyScope]
     throttle_classes = [ApiKeyRateThrottle]
 
+    @extend_schema_serializer(component_name="TokenizeRequest")
     class InputSerializer(serializers.Serializer):
         model = serializers.CharField(max_length=200)
         text = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False, max_length=MAX_TEXT_CHARS)
@@ -27,11 +28,17 @@ class TokenizeApi(APIView):
                 raise serializers.ValidationError("Send exactly one of text or messages.")
             return data
 
+    @extend_schema_serializer(component_name="TokenCount")
     class OutputSerializer(serializers.Serializer):
         tokens = serializers.IntegerField()
         tokenizer = serializers.CharField()
 
-    @extend_schema(operation_id="tokenize", request=InputSerializer, responses={200: OutputSerializer})
+    @extend_schema(
+        operation_id="tokenize",
+        summary="Count the tokens of a text or a message list with the model's tokeniser",
+        request=InputSerializer,
+        responses={200: OutputSerializer},
+    )
     def post(self, request):
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
