@@ -9,6 +9,11 @@ from drf_spectacular import openapi
 from drf_spectacular.utils import OpenApiResponse, extend_schema_serializer
 from rest_framework import serializers
 
+# A URL with NUL is a 400 (apps.core.middleware) and DRF's CharField refuses NUL, so a text a
+# client sends has none. Non-empty: an empty value is allowed separately (allowEmptyValue, or
+# drf-spectacular's `maxLength: 0` branch for a blank-allowed field), and the two must not overlap.
+TEXT_WITHOUT_NUL = "^[^\\x00]+$"
+
 
 @extend_schema_serializer(component_name="ErrorDetail")
 class ErrorDetailSerializer(serializers.Serializer):
@@ -44,8 +49,25 @@ class AutoSchema(openapi.AutoSchema):
 
     An operation keeps the responses it documents itself; the errors above are added where it
     does not. A raw JSON Schema request body that requires properties is marked required
-    (drf-spectacular only infers that for serializers).
+    (drf-spectacular only infers that for serializers). Optional query parameters are read by DRF
+    serializers and the paginator, which take `?name=` as leaving the parameter out, so the schema
+    says an empty value is allowed. Free text sent in the URL or a serializer's body says it takes
+    no NUL character.
     """
+
+    def _get_parameters(self):
+        parameters = super()._get_parameters()
+        for parameter in parameters:
+            if parameter["in"] == "query" and not parameter.get("required"):
+                parameter["allowEmptyValue"] = True
+            _forbid_nul(parameter["schema"])
+        return parameters
+
+    def _map_serializer_field(self, field, direction, bypass_extensions=False):
+        schema = super()._map_serializer_field(field, direction, bypass_extensions)
+        if direction == "request" and isinstance(field, serializers.CharField):
+            _forbid_nul(schema)
+        return schema
 
     def _get_response_bodies(self, direction="response"):
         responses = super()._get_response_bodies(direction)
@@ -62,3 +84,8 @@ class AutoSchema(openapi.AutoSchema):
         if isinstance(serializer, dict) and serializer.get("required"):
             required = True
         return schema, required
+
+
+def _forbid_nul(schema: dict) -> None:
+    if schema.get("type") == "string" and not {"enum", "format", "pattern"} & set(schema):
+        schema["pattern"] = TEXT_WITHOUT_NUL

@@ -49,6 +49,13 @@ class _SessionPagination(PageNumberPagination):
     page_size_query_param = "page_size"
     max_page_size = 500
 
+    def get_schema_operation_parameters(self, view):
+        parameters = super().get_schema_operation_parameters(view)
+        for parameter in parameters:
+            if parameter["name"] == self.page_size_query_param:
+                parameter["schema"].update(minimum=1, maximum=self.max_page_size)
+        return parameters
+
     def get_paginated_response_schema(self, schema):
         # DRF's own schema says `nullable`, which OpenAPI 3.1 (our schema's version) no longer has.
         page_link = {"type": ["string", "null"], "format": "uri", "description": "Absolute URL of the page, or null."}
@@ -71,6 +78,8 @@ class SessionListApi(_ReadApi):
         step = serializers.CharField(required=False, max_length=100)
         model = serializers.CharField(required=False, max_length=200)
         search = serializers.CharField(required=False, max_length=200)
+        # The paginator would quietly fall back to its default on a bad size; a client should hear of it.
+        page_size = serializers.IntegerField(required=False, min_value=1, max_value=_SessionPagination.max_page_size)
 
     @extend_schema_serializer(component_name="SessionSummary")
     class OutputSerializer(serializers.Serializer):
