@@ -68,4 +68,5 @@ class TokenizeInputSchema(OpenApiSerializerExtension):
 
     def map_serializer(self, auto_schema, direction):
         schema = auto_schema._map_serializer(self.target, direction, bypass_extensions=True)
-        return {**schema, "oneOf": [{"required": ["text"]}, {"required": ["messages"]}]}
+        one_of = [{"title": "With text", "required": ["text"]}, {"title": "With messages", "required": ["messages"]}]
+        return {**schema, "oneOf": one_of}
