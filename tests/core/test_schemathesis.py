@@ -8,13 +8,16 @@ from datetime import datetime
 
 import pytest
 import schemathesis
+from django.core import signals
 from django.core.wsgi import get_wsgi_application
+from django.db import close_old_connections
 from django.utils.dateparse import parse_datetime
 from hypothesis import HealthCheck, settings
 
 from apps.accounts.models import ApiKey
 from apps.accounts.services import api_key_create
-from tests.conftest import post_events, throttle_event, usage_event
+from tests.conftest import throttle_event, usage_event
+from tests.dashboards.conftest import at, ingest
 
 # Enough examples to reach past the happy path of each operation in both generation modes while
 # keeping the whole file well under a minute on a 2-core CI machine.
@@ -34,16 +37,23 @@ SCOPES_ALLOWED = {
 
 
 @pytest.fixture(params=[ApiKey.Scope.INGEST, ApiKey.Scope.READ])
-def api_key(request, project, settings, api_client, django_capture_on_commit_callbacks) -> str:
+def api_key(request, project, settings) -> str:
     # The rate limiter is not under test here: a run must not depend on how many requests fit a minute.
     settings.INGEST_DEFAULT_RATE_LIMIT_PER_MINUTE = 10**9
-    ingest_key = api_key_create(project=project, scope=ApiKey.Scope.INGEST).plaintext
     # Folded, so the session list and usage answer with rows their schemas are checked against.
-    with django_capture_on_commit_callbacks(execute=True):
-        post_events(api_client, ingest_key, [usage_event(session_id="session-1"), throttle_event(session_id="session-1")])
-    if request.param == ApiKey.Scope.INGEST:
-        return ingest_key
+    ingest(project, [usage_event(session_id="session-1", timestamp=at(0)), throttle_event(session_id="session-1")])
     return api_key_create(project=project, scope=request.param).plaintext
+
+
+@pytest.fixture(autouse=True)
+def connection_kept_between_requests():
+    """As Django's test client does: the bare WSGI handler closes the connection after each request,
+    which on PostgreSQL ends the test's transaction (and the keys and events in it)."""
+    signals.request_started.disconnect(close_old_connections)
+    signals.request_finished.disconnect(close_old_connections)
+    yield
+    signals.request_started.connect(close_old_connections)
+    signals.request_finished.connect(close_old_connections)
 
 
 @pytest.fixture
