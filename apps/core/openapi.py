@@ -60,7 +60,7 @@ class AutoSchema(openapi.AutoSchema):
         for parameter in parameters:
             if parameter["in"] == "query" and not parameter.get("required"):
                 parameter["allowEmptyValue"] = True
-            _forbid_nul(parameter["schema"])
+            _forbid_nul(parameter.get("schema", {}))
         return parameters
 
     def _map_serializer_field(self, field, direction, bypass_extensions=False):

@@ -133,7 +133,8 @@ SPECTACULAR_SETTINGS = {
     # /api/docs/ is Swagger UI from drf-spectacular-sidecar's static files: no CDN, works offline.
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
-    "SWAGGER_UI_SETTINGS": {"deepLinking": True, "persistAuthorization": False, "validatorUrl": None},
+    # No online validator badge: it would fetch from validator.swagger.io.
+    "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None},
 }
 
 # Headers on every reply (README "Deploying"). The pages load only their own scripts, styles and
