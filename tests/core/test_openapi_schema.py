@@ -35,7 +35,8 @@ def resolve(schema: dict, node: dict) -> dict:
 
 
 def reply_schema(schema: dict, method: str, path: str, status: str) -> dict:
-    return resolve(schema, operation(schema, method, path)["responses"][status]["content"]["application/json"]["schema"])
+    content = operation(schema, method, path)["responses"][status]["content"]
+    return resolve(schema, content["application/json"]["schema"])
 
 
 def test_schema_generates_without_warnings(tmp_path):
@@ -43,7 +44,9 @@ def test_schema_generates_without_warnings(tmp_path):
 
 
 def test_every_operation_is_in_the_schema(schema):
-    documented = {(method, path): op["operationId"] for path, ops in schema["paths"].items() for method, op in ops.items()}
+    documented = {
+        (method, path): op["operationId"] for path, ops in schema["paths"].items() for method, op in ops.items()
+    }
     assert documented == OPERATIONS
 
 
