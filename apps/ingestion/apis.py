@@ -6,8 +6,9 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.accounts.authentication import ApiKeyRateThrottle, HasIngestScope
+from apps.core.openapi import error_response
 from apps.ingestion.body import request_body_read
-from apps.ingestion.openapi import INGEST_REQUEST_SCHEMA, INGEST_RESPONSE_SCHEMA, ERROR_SCHEMA
+from apps.ingestion.openapi import INGEST_REQUEST_SCHEMA, INGEST_RESPONSE_SCHEMA
 from apps.ingestion.services import events_ingest
 
 
@@ -24,12 +25,12 @@ class EventIngestApi(APIView):
         responses={
             202: OpenApiResponse(INGEST_RESPONSE_SCHEMA, description="Every event stored or a duplicate."),
             207: OpenApiResponse(INGEST_RESPONSE_SCHEMA, description="Some events rejected; the rest stored."),
-            400: OpenApiResponse(ERROR_SCHEMA, description="Malformed JSON, no events list, 0 or over 1000 events."),
-            401: OpenApiResponse(ERROR_SCHEMA, description="Missing, unknown or revoked key."),
-            403: OpenApiResponse(ERROR_SCHEMA, description="Key without the ingest scope."),
-            413: OpenApiResponse(ERROR_SCHEMA, description="Body over 1 MiB, or over 8 MiB gunzipped."),
-            415: OpenApiResponse(ERROR_SCHEMA, description="Not application/json, or an unknown Content-Encoding."),
-            429: OpenApiResponse(ERROR_SCHEMA, description="Rate limit of the key exceeded; see Retry-After."),
+            400: error_response("Malformed JSON, no events list, 0 or over 1000 events."),
+            401: error_response("Missing, unknown or revoked key."),
+            403: error_response("Key without the ingest scope."),
+            413: error_response("Body over 1 MiB, or over 8 MiB gunzipped."),
+            415: error_response("Not application/json, or an unknown Content-Encoding."),
+            429: error_response("Rate limit of the key exceeded; see Retry-After."),
         },
         examples=[
             OpenApiExample(

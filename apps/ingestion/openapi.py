@@ -30,23 +30,13 @@ INGEST_RESPONSE_SCHEMA = {
             "items": {
                 "type": "object",
                 "properties": {
-                    "index": {"type": "integer"},
-                    "event_id": {"type": "string", "nullable": True},
+                    "index": {"type": "integer", "description": "Position of the event in the batch, from 0."},
+                    "event_id": {"type": ["string", "null"], "description": "Its event_id, when one could be read."},
                     "errors": {"type": "object", "additionalProperties": {"type": "array", "items": {"type": "string"}}},
                 },
+                "required": ["index", "event_id", "errors"],
             },
         },
     },
     "required": ["accepted", "duplicates", "rejected"],
-}
-
-ERROR_SCHEMA = {
-    "type": "object",
-    "properties": {
-        "error": {
-            "type": "object",
-            "properties": {"code": {"type": "string"}, "message": {"type": "string"}, "details": {}},
-            "required": ["code", "message"],
-        }
-    },
 }

@@ -1,0 +1,120 @@
+"""What /api/schema/ says matches what the API does (issue 12, item 8)."""
+from __future__ import annotations
+
+import pytest
+from django.core.management import call_command
+
+from tests.conftest import post_events, usage_event
+
+pytestmark = pytest.mark.django_db
+
+OPERATIONS = {
+    ("post", "/api/v1/events"): "events_ingest",
+    ("get", "/api/v1/sessions"): "sessions_list",
+    ("get", "/api/v1/sessions/{session_id}/metadata"): "session_metadata",
+    ("get", "/api/v1/usage"): "usage",
+    ("post", "/api/v1/tokenize"): "tokenize",
+}
+
+
+@pytest.fixture
+def schema(api_client) -> dict:
+    response = api_client.get("/api/schema/", HTTP_ACCEPT="application/json")
+    assert response.status_code == 200
+    return response.json()
+
+
+def operation(schema: dict, method: str, path: str) -> dict:
+    return schema["paths"][path][method]
+
+
+def resolve(schema: dict, node: dict) -> dict:
+    while "$ref" in node:
+        node = schema["components"]["schemas"][node["$ref"].rsplit("/", 1)[1]]
+    return node
+
+
+def reply_schema(schema: dict, method: str, path: str, status: str) -> dict:
+    content = operation(schema, method, path)["responses"][status]["content"]
+    return resolve(schema, content["application/json"]["schema"])
+
+
+def test_schema_generates_without_warnings(tmp_path):
+    call_command("spectacular", validate=True, fail_on_warn=True, file=str(tmp_path / "schema.yaml"))
+
+
+def test_every_operation_is_in_the_schema(schema):
+    documented = {
+        (method, path): op["operationId"] for path, ops in schema["paths"].items() for method, op in ops.items()
+    }
+    assert documented == OPERATIONS
+
+
+def test_session_list_is_documented_as_the_paginated_object_it_returns(schema, api_client, ingest_key, read_key):
+    post_events(api_client, ingest_key, [usage_event()])
+    page = reply_schema(schema, "get", "/api/v1/sessions", "200")
+    assert page["type"] == "object"
+    assert set(page["required"]) == {"count", "next", "previous", "results"}
+    assert page["properties"]["results"]["type"] == "array"
+    item = resolve(schema, page["properties"]["results"]["items"])
+    assert {"session_id", "total_tokens", "cost_usd", "burst_tokens_per_second"} <= set(item["properties"])
+    body = api_client.get("/api/v1/sessions", HTTP_AUTHORIZATION=f"Bearer {read_key}").json()
+    assert set(body) == set(page["properties"])
+    parameters = {p["name"]: p for p in operation(schema, "get", "/api/v1/sessions")["parameters"]}
+    assert {"from", "to", "step", "model", "search", "page", "page_size"} <= set(parameters)
+    assert parameters["page_size"]["schema"] == {"type": "integer", "minimum": 1, "maximum": 500}
+
+
+def test_tokenize_reply_has_its_own_schema(schema):
+    reply = reply_schema(schema, "post", "/api/v1/tokenize", "200")
+    assert set(reply["properties"]) == {"tokens", "tokenizer"}
+    ref = operation(schema, "post", "/api/v1/tokenize")["responses"]["200"]["content"]["application/json"]["schema"]
+    assert ref == {"$ref": "#/components/schemas/TokenCount"}
+    names = list(schema["components"]["schemas"])
+    assert "Output" not in names and len(names) == len(set(names))
+
+
+def test_tokenize_request_takes_exactly_one_of_text_and_messages(schema):
+    body = operation(schema, "post", "/api/v1/tokenize")["requestBody"]
+    assert body["required"] is True
+    request = resolve(schema, body["content"]["application/json"]["schema"])
+    assert request["required"] == ["model"]
+    assert [branch["required"] for branch in request["oneOf"]] == [["text"], ["messages"]]
+
+
+@pytest.mark.parametrize(("method", "path"), list(OPERATIONS))
+def test_every_operation_documents_its_errors(schema, method, path):
+    responses = operation(schema, method, path)["responses"]
+    expected = {"400", "401", "403", "429", "503"}
+    if method == "post":
+        expected |= {"413", "415"}
+    if path.startswith("/api/v1/sessions"):
+        expected |= {"404"}
+    assert expected <= set(responses)
+    for status in expected:
+        error = reply_schema(schema, method, path, status)
+        assert error["required"] == ["error"]
+        assert set(resolve(schema, error["properties"]["error"])["required"]) == {"code", "message"}
+
+
+@pytest.mark.parametrize(("method", "path"), list(OPERATIONS))
+def test_every_operation_requires_the_api_key_as_a_bearer_token(schema, method, path):
+    assert schema["components"]["securitySchemes"]["ApiKey"]["type"] == "http"
+    assert schema["components"]["securitySchemes"]["ApiKey"]["scheme"] == "bearer"
+    assert operation(schema, method, path)["security"] == [{"ApiKey": []}]
+
+
+def test_events_body_is_required(schema):
+    body = operation(schema, "post", "/api/v1/events")["requestBody"]
+    assert body["required"] is True
+    assert body["content"]["application/json"]["schema"]["required"] == ["events"]
+
+
+def test_a_documented_error_is_what_the_api_sends(api_client, read_key):
+    response = api_client.get("/api/v1/sessions", {"page_size": "0"}, HTTP_AUTHORIZATION=f"Bearer {read_key}")
+    assert response.status_code == 400
+    assert response.json()["error"]["details"] == {"page_size": ["Ensure this value is greater than or equal to 1."]}
+    response = api_client.post("/api/v1/tokenize", {"model": 0, "text": "hi"}, format="json",
+                               HTTP_AUTHORIZATION=f"Bearer {read_key}")  # fmt: skip
+    assert response.status_code == 400
+    assert response.json()["error"]["details"] == {"model": ["Not a valid string."]}
