@@ -35,3 +35,23 @@ def project_fold_enqueue(*, project_id: int) -> None:
             logger.exception("Folding project %s failed; its events stay unprocessed for the sweep.", project_id)
 
     transaction.on_commit(publish)
+
+
+def project_fold_defer(*, project_id: int, countdown_s: float) -> None:
+    """Ask a worker to fold the project in `countdown_s`, when the lease another worker holds
+    expires unless its holder, alive, renews it (apps.metrics.coalescing).
+
+    Nothing is scheduled while a fold task of the project is queued: it defers in turn if the
+    lease is still held. The deferred task holds the queued mark until it starts, so requests
+    meanwhile enqueue nothing. Broker errors are raised (the task retries).
+    """
+    from apps.metrics.coalescing import QUEUED_MARK_TTL_S, fold_queued_clear, fold_queued_mark
+    from apps.metrics.tasks import project_fold
+
+    if not fold_queued_mark(project_id=project_id, timeout_s=countdown_s + QUEUED_MARK_TTL_S):
+        return
+    try:
+        project_fold.apply_async(args=[project_id], countdown=countdown_s)
+    except BaseException:
+        fold_queued_clear(project_id=project_id)
+        raise
