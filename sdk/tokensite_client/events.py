@@ -46,7 +46,9 @@ def call_start_epoch(timestamp: Timestamp, elapsed_ms: float) -> float:
         epoch = timestamp.timestamp()
     else:
         epoch = float(timestamp)
-    if not _EARLIEST_EVENT_EPOCH <= epoch < math.inf:  # also refuses NaN
+    if not math.isfinite(epoch):
+        raise ValueError(f"timestamp must be a finite number of seconds, got {epoch!r}")
+    if epoch < _EARLIEST_EVENT_EPOCH:
         raise ValueError(f"timestamp must not be before {EARLIEST_EVENT_TIME:%Y-%m-%dT%H:%M:%SZ}")
     return epoch
 
