@@ -215,6 +215,11 @@ class QuarantineEntry:
     quarantined_at: datetime
 
 
+def quarantined_session_count(*, project: Project) -> int:
+    """How many of the project's sessions the fold quarantined."""
+    return QuarantinedSession.objects.filter(project=project).count()
+
+
 def quarantined_sessions(*, project: Project | None = None) -> list[QuarantineEntry]:
     """Sessions the fold quarantined (apps.metrics.quarantine), oldest first, with their unfolded events."""
     entries = QuarantinedSession.objects.select_related("project__team").order_by("quarantined_at", "id")

@@ -165,3 +165,13 @@ def test_a_project_failing_in_the_sweep_does_not_stop_the_others(team, monkeypat
     assert services.unprocessed_sweep(min_age=timedelta(0)) == 1
     assert pending_count(project=healthy) == 0 and pending_count(project=failing) == 1
     assert not QuarantinedSession.objects.exists(), "a transient error is not the session's fault"
+
+
+def test_the_settings_page_counts_the_projects_quarantined_sessions(project, owner, client):
+    poison = usage_event(session_id="poison")
+    store_without_folding(project, [poison])
+    poison_stored(poison["event_id"])
+    client.force_login(owner)
+    assert "quarantined" not in client.get("/acme/chatbot/settings/").content.decode()
+    project_fold.apply(args=[project.pk])
+    assert "1 session quarantined:" in client.get("/acme/chatbot/settings/").content.decode()
