@@ -38,14 +38,14 @@ def test_in_process_a_task_finding_the_lease_taken_returns_and_the_holder_folds(
 
 
 def test_the_holder_renews_the_lease_while_a_round_outlasts_it(project, monkeypatch):
-    monkeypatch.setattr(coalescing, "LEASE_TTL_S", 0.6)
-    monkeypatch.setattr(coalescing, "LEASE_RENEW_S", 0.1)
+    monkeypatch.setattr(coalescing, "LEASE_TTL_S", 1)  # whole seconds: Redis's own unit
+    monkeypatch.setattr(coalescing, "LEASE_RENEW_S", 0.2)
     store_without_folding(project, [usage_event()])
     seen: list[object] = []
     fold = folding.sessions_fold
 
     def slow_fold(**kwargs):
-        time.sleep(1.5)  # longer than the TTL: without renewal the lease would expire meanwhile
+        time.sleep(2.5)  # longer than the TTL: without renewal the lease would expire meanwhile
         seen.append(cache.get(lease_key(project)))
         return fold(**kwargs)
 
