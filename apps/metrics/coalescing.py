@@ -97,7 +97,7 @@ def pending_sessions(*, project_id: int, limit: int = PENDING_SESSIONS_PER_ROUND
     """Sessions of the project with events waiting to be folded (read off the pending rows' key),
     quarantined ones left out."""
     return list(
-        without_quarantined(PendingEvent.objects.filter(project_id=project_id))
+        without_quarantined(PendingEvent.objects.filter(project_id=project_id), project_id=project_id)
         .values_list("session_id", flat=True)
         .distinct()[:limit]
     )
