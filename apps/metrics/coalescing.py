@@ -48,6 +48,9 @@ logger = logging.getLogger(__name__)
 # missed renewals (a stalled process, a slow cache).
 LEASE_TTL_S = 15
 LEASE_RENEW_S = 5
+# A lease past its stated expiry yet still there (its holder's clock is behind) is waited for
+# this long at least, so the tasks that find it do not spin through the broker.
+LEASE_MIN_WAIT_S = 1.0
 FOLD_BUDGET_S = 20.0  # then the lease is handed on, so one busy project cannot hold a worker forever
 PENDING_SESSIONS_PER_ROUND = 5000
 QUEUED_MARK_TTL_S = 10  # a task lost before it started holds back new enqueues this long at most
@@ -142,7 +145,7 @@ def _lease_take(project_id: int) -> str | float:
         # Another host's clock, or a value of an older release, may say otherwise: the lease
         # expires within its TTL from now whatever it says.
         expires_at = held[1] if _is_lease(held) else time.time() + LEASE_TTL_S
-        return float(min(max(expires_at - time.time(), 0.0), LEASE_TTL_S))
+        return float(min(max(expires_at - time.time(), LEASE_MIN_WAIT_S), LEASE_TTL_S))
     return float(LEASE_TTL_S)
 
 

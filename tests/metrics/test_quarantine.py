@@ -175,3 +175,14 @@ def test_the_settings_page_counts_the_projects_quarantined_sessions(project, own
     assert "quarantined" not in client.get("/acme/chatbot/settings/").content.decode()
     project_fold.apply(args=[project.pk])
     assert "1 session quarantined:" in client.get("/acme/chatbot/settings/").content.decode()
+
+
+def test_a_drivers_own_connection_error_is_transient_and_its_data_error_is_not():
+    import psycopg
+
+    from apps.metrics.quarantine import fold_error_is_transient
+
+    assert fold_error_is_transient(psycopg.OperationalError("terminating connection"))
+    assert fold_error_is_transient(OperationalError("database is locked"))
+    assert not fold_error_is_transient(psycopg.errors.NumericValueOutOfRange("bigint out of range"))
+    assert not fold_error_is_transient(OverflowError("date value out of range"))
