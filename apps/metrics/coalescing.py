@@ -13,14 +13,15 @@ A holder can die without releasing (a worker killed mid-fold), so the lease is s
 (LEASE_TTL_S) and its holder renews it while it folds; its value says when it expires. A task
 that finds it taken asks for a fold of the project at that instant (`FoldPass.lease_busy_for_s`,
 apps.metrics.dispatch.project_fold_defer), which takes the lease at once if the holder is dead,
-or defers again while a live one keeps renewing.
+or defers again while a live one keeps renewing. One deferred task per project is enough (the
+*deferred mark*, which expires when that task is due): it stands for every task that finds the
+lease taken meanwhile.
 
 Ingest requests also skip enqueuing while a task of the project is queued and not yet started
 (the *queued mark*), so a busy project puts about one task per fold on the broker instead of one
 per request (at 200 requests/s, 200 tasks/s that mostly found nothing to do). A request that sees
 the mark committed its events before that task clears the mark, and the task clears it before it
-looks for pending events, so the task (or the lease holder it defers to) sees them. A deferred
-task holds the mark until it starts, so it stands for every task that would defer meanwhile.
+looks for pending events, so the task (or the lease holder it defers to) sees them.
 
 The lease and the mark are only optimisations: folding is exact under any concurrency
 (apps.metrics.folding), a lease or mark left by a crash costs at most its TTL of delay, and the
@@ -75,17 +76,40 @@ def _queued_key(project_id: int) -> str:
     return f"metrics:fold-queued:{project_id}"
 
 
-def fold_queued_mark(*, project_id: int, timeout_s: float = QUEUED_MARK_TTL_S) -> bool:
+def _deferred_key(project_id: int) -> str:
+    return f"metrics:fold-deferred:{project_id}"
+
+
+def fold_queued_mark(*, project_id: int) -> bool:
     """Mark a fold task of the project as queued; False when one already is (then enqueue nothing).
 
     Call after the events to fold are committed. A cache that fails answers True: an extra task
     is harmless, a missing one is not.
     """
     try:
-        return cache.add(_queued_key(project_id), 1, timeout=timeout_s)
+        return cache.add(_queued_key(project_id), 1, timeout=QUEUED_MARK_TTL_S)
     except Exception:  # noqa: BLE001 - the cache (Redis) is down: enqueue as if unmarked
         logger.warning("Cache unreachable: enqueuing a fold of project %s without the queued mark.", project_id)
         return True
+
+
+def fold_deferred_mark(*, project_id: int, countdown_s: float) -> bool:
+    """Mark a fold of the project as deferred for `countdown_s`; False when one already is (then
+    defer nothing). The mark expires by the time its task is due, so that task may defer again.
+    A cache that fails answers True, as for the queued mark."""
+    try:
+        return cache.add(_deferred_key(project_id), 1, timeout=max(int(countdown_s), 1))
+    except Exception:  # noqa: BLE001 - the cache (Redis) is down: defer as if unmarked
+        logger.warning("Cache unreachable: deferring a fold of project %s without the deferred mark.", project_id)
+        return True
+
+
+def fold_deferred_clear(*, project_id: int) -> None:
+    """Drop the deferred mark: its task was never scheduled because publishing failed."""
+    try:
+        cache.delete(_deferred_key(project_id))
+    except Exception:  # noqa: BLE001 - the mark expires on its own
+        logger.warning("Cache unreachable: the deferred mark of project %s expires on its own.", project_id)
 
 
 def fold_queued_clear(*, project_id: int) -> None:

@@ -41,17 +41,16 @@ def project_fold_defer(*, project_id: int, countdown_s: float) -> None:
     """Ask a worker to fold the project in `countdown_s`, when the lease another worker holds
     expires unless its holder, alive, renews it (apps.metrics.coalescing).
 
-    Nothing is scheduled while a fold task of the project is queued: it defers in turn if the
-    lease is still held. The deferred task holds the queued mark until it starts, so requests
-    meanwhile enqueue nothing. Broker errors are raised (the task retries).
+    Nothing is scheduled while another deferred fold of the project is due first. Broker errors
+    are raised (the task retries).
     """
-    from apps.metrics.coalescing import QUEUED_MARK_TTL_S, fold_queued_clear, fold_queued_mark
+    from apps.metrics.coalescing import fold_deferred_clear, fold_deferred_mark
     from apps.metrics.tasks import project_fold
 
-    if not fold_queued_mark(project_id=project_id, timeout_s=countdown_s + QUEUED_MARK_TTL_S):
+    if not fold_deferred_mark(project_id=project_id, countdown_s=countdown_s):
         return
     try:
         project_fold.apply_async(args=[project_id], countdown=countdown_s)
     except BaseException:
-        fold_queued_clear(project_id=project_id)
+        fold_deferred_clear(project_id=project_id)  # so that the task's retry defers again
         raise

@@ -25,8 +25,8 @@ from apps.metrics.quarantine import quarantine_release, session_quarantine, with
 
 __all__ = [
     "BucketDelta", "CostChange", "buckets_add", "buckets_compact", "pending_sessions", "project_fold_pending",
-    "pending_projects_fold_enqueue", "quarantine_release", "session_costs_change", "session_fold", "session_quarantine", "sessions_fold",
-    "unprocessed_sweep",
+    "pending_projects_fold_enqueue", "quarantine_release", "session_costs_change", "session_fold",
+    "session_quarantine", "sessions_fold", "unprocessed_sweep",
 ]  # fmt: skip
 
 logger = logging.getLogger(__name__)

@@ -32,6 +32,7 @@ def test_in_process_a_task_finding_the_lease_taken_returns_and_the_holder_folds(
         events_ingest(project=project, body=json.dumps({"events": [usage_event()]}).encode())
         assert pending_count() == 1
         assert not [record for record in caplog.records if record.levelname in ("WARNING", "ERROR")]
+        assert cache.get(f"metrics:fold-deferred:{project.pk}") is None, "nothing was deferred"
     finally:
         cache.delete(lease_key(project))
     assert project_fold.apply(args=[project.pk]).get() == 1
