@@ -54,3 +54,4 @@ def project_fold_defer(*, project_id: int, countdown_s: float) -> None:
     except BaseException:
         fold_deferred_clear(project_id=project_id)  # so that the task's retry defers again
         raise
+    logger.info("The fold lease of project %s is held: folding again in %.1f s.", project_id, countdown_s)

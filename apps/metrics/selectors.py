@@ -229,7 +229,7 @@ def quarantined_sessions(*, project: Project | None = None) -> list[QuarantineEn
         QuarantineEntry(
             project=f"{entry.project.team.slug}/{entry.project.slug}",
             session_id=entry.session_id,
-            pending_events=PendingEvent.objects.filter(project_id=entry.project_id, session_id=entry.session_id).count(),
+            pending_events=PendingEvent.objects.filter(project=entry.project, session_id=entry.session_id).count(),
             error=entry.error,
             quarantined_at=entry.quarantined_at,
         )

@@ -50,9 +50,10 @@ def assert_folded_exactly_once(project) -> None:
         for session in SessionAggregate.objects.filter(project=project)
     }
     assert folded == raw
-    totals = RawEvent.objects.filter(project=project).aggregate(input=Sum("input_tokens"), output=Sum("output_tokens"))
-    for model in (SessionStepAggregate.objects.filter(session__project=project), UsageBucket.objects.filter(project=project)):
-        assert model.aggregate(input=Sum("input_tokens"), output=Sum("output_tokens")) == totals
+    sums = {"input": Sum("input_tokens"), "output": Sum("output_tokens")}
+    totals = RawEvent.objects.filter(project=project).aggregate(**sums)
+    assert SessionStepAggregate.objects.filter(session__project=project).aggregate(**sums) == totals
+    assert UsageBucket.objects.filter(project=project).aggregate(**sums) == totals
 
 
 def test_a_task_finding_a_dead_workers_lease_folds_when_it_expires(project, broker):  # noqa: F811
@@ -82,17 +83,19 @@ def test_a_worker_killed_mid_fold_stalls_nothing_without_beat(project, broker, c
     rng = random.Random(12)
     events = [
         usage_event(session_id=f"s{session:04d}", timestamp=(BASE_TIME + timedelta(seconds=rng.randint(0, 600))).isoformat(),
-                    duration_ms=rng.randint(0, 5000), input_tokens=rng.randint(0, 5000), output_tokens=rng.randint(0, 2000))
+                    duration_ms=rng.randint(0, 5000), input_tokens=rng.randint(0, 5000),
+                    output_tokens=rng.randint(0, 2000))
         for session in range(SESSIONS) for _ in range(EVENTS_PER_SESSION)
     ]  # fmt: skip
     rng.shuffle(events)
     for start in range(0, len(events), 1000):
         ingest(project, events[start : start + 1000])
     # Hold one session of the middle transaction so the worker is caught mid-fold: holding the
-    # lease, two transactions committed, the third waiting on this row.
+    # lease, the first and last transactions committed, the middle one waiting on this row.
     SessionAggregate.objects.create(project=project, session_id="s0700")
     db = connection.settings_dict
-    blocker = psycopg.connect(host=db["HOST"] or "127.0.0.1", port=db["PORT"] or 5432, user=db["USER"], dbname=db["NAME"])
+    blocker = psycopg.connect(host=db["HOST"] or "127.0.0.1", port=db["PORT"] or 5432, user=db["USER"],
+                              dbname=db["NAME"])
     blocker.execute("SELECT 1 FROM metrics_sessionaggregate WHERE session_id = 's0700' FOR UPDATE")
 
     def caught_mid_fold() -> bool:
