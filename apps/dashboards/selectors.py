@@ -24,7 +24,7 @@ from apps.core.errors import NotFound
 from apps.ingestion.models import RawEvent
 from apps.metrics.algorithms import rolling_tokens_per_second
 from apps.metrics.models import SessionAggregate, SessionModelAggregate, SessionStepAggregate, UsageBucket
-from apps.metrics.selectors import USAGE_SUMS, priced_usd, session_metadata, usd
+from apps.metrics.selectors import USAGE_SUMS, priced_usd, quarantined_session_count, session_metadata, usd
 from apps.pricing.selectors import price_overrides_for_project
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -491,7 +491,8 @@ def session_exists(*, project: Project, session_id: str) -> bool:
 
 
 def project_settings(*, project: Project) -> dict:
-    """API keys, price overrides (with history) and the team's members for the settings page."""
+    """API keys, price overrides (with history), the team's members and the count of quarantined
+    sessions for the settings page."""
     overrides = list(price_overrides_for_project(project=project).select_related("created_by"))
     known_models = sorted(
         set(
@@ -507,6 +508,7 @@ def project_settings(*, project: Project) -> dict:
         ),
         "scopes": ApiKey.Scope.choices,
         "roles": Membership.Role.choices,
+        "quarantined_sessions": quarantined_session_count(project=project),
     }
 
 

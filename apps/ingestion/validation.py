@@ -10,9 +10,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import msgspec
+from tokensite_client.events import EARLIEST_EVENT_TIME
 
 from apps.ingestion.schema import Event, UsageEvent, event_decoder, loose_decoder
 
+# The accepted timestamps, compared in UTC after applying the event's offset: from
+# EARLIEST_EVENT_TIME (shared with the SDK, which refuses earlier ones when recording) to
+# MAX_FUTURE past the server's clock. Outside them a timestamp is a client's bug, and the far
+# ends (year 1 at +14:00 is a date BC in UTC) are instants the fold's datetimes cannot hold.
 MAX_FUTURE = timedelta(minutes=5)
 MAX_ATTRIBUTES_BYTES = 4096
 
@@ -90,7 +95,9 @@ def event_decode(index: int, raw: bytes, *, now: datetime, may_hold_nul: bool = 
         for name in _STORED_TEXT_FIELDS:
             if _contains_nul(getattr(event, name, None)):
                 errors[name] = [f"{name} must not contain NUL (\\u0000) characters."]
-    if event.timestamp > now + MAX_FUTURE:
+    if event.timestamp < EARLIEST_EVENT_TIME:
+        errors["timestamp"] = [f"timestamp must not be before {EARLIEST_EVENT_TIME:%Y-%m-%dT%H:%M:%SZ}."]
+    elif event.timestamp > now + MAX_FUTURE:
         errors["timestamp"] = ["timestamp is more than 5 minutes in the future."]
     prepared = PreparedEvent(index=index, event=event)
     if event.attributes is not None:

@@ -47,3 +47,23 @@ def project_fold_enqueue(*, project_id: int) -> None:
             logger.exception("Folding project %s failed; its events stay unprocessed for the sweep.", project_id)
 
     transaction.on_commit(publish)
+
+
+def project_fold_defer(*, project_id: int, countdown_s: float) -> None:
+    """Ask a worker to fold the project in `countdown_s`, when the lease another worker holds
+    expires unless its holder, alive, renews it (apps.metrics.coalescing).
+
+    Nothing is scheduled while another deferred fold of the project is due first. Broker errors
+    are raised (the task retries).
+    """
+    from apps.metrics.coalescing import fold_deferred_clear, fold_deferred_mark
+    from apps.metrics.tasks import project_fold
+
+    if not fold_deferred_mark(project_id=project_id, countdown_s=countdown_s):
+        return
+    try:
+        project_fold.apply_async(args=[project_id], countdown=countdown_s)
+    except BaseException:
+        fold_deferred_clear(project_id=project_id)  # so that the task's retry defers again
+        raise
+    logger.info("The fold lease of project %s is held: folding again in %.1f s.", project_id, countdown_s)

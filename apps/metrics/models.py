@@ -133,3 +133,22 @@ class UsageBucket(models.Model):
             ),
         ]
         indexes = [models.Index(fields=["project", "granularity", "bucket_start"], name="bucket_project_time")]
+
+
+class QuarantinedSession(models.Model):
+    """A session the fold gave up on: folding it raised an error that retrying will not cure
+    (apps.metrics.quarantine). Its events stay queued (ingestion.PendingEvent) but no fold or
+    sweep takes them until an operator releases it (`manage.py fold_quarantine --release`)."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="quarantined_sessions")
+    session_id = models.CharField(max_length=200)
+    error = models.TextField()  # the exception that quarantined it, as "Type: message"
+    quarantined_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["project", "session_id"], name="quarantine_unique_project_session"),
+        ]
+
+    def __str__(self) -> str:
+        return f"quarantined {self.session_id}"

@@ -1,6 +1,7 @@
 """Reads on aggregates, always scoped to one project: the metadata document, session lists, usage."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
@@ -10,7 +11,7 @@ from django.db.models.functions import TruncDay, TruncHour
 from apps.accounts.models import Project
 from apps.core.errors import NotFound
 from apps.ingestion.models import PendingEvent
-from apps.metrics.models import SessionAggregate, UsageBucket
+from apps.metrics.models import QuarantinedSession, SessionAggregate, UsageBucket
 
 NANO = Decimal(10**9)
 LITELLM_MAP = "litellm 1.106.2 model map"
@@ -203,3 +204,34 @@ def usage_for_project(*, project: Project, since: datetime | None, until: dateti
     trunc = TruncDay if group_by == "day" else TruncHour
     rows = buckets.annotate(period=trunc("bucket_start")).values("period").annotate(**USAGE_SUMS).order_by("period")
     return [_usage_row({"period": row["period"].isoformat()}, row) for row in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class QuarantineEntry:
+    project: str  # team/project
+    session_id: str
+    pending_events: int  # stored, not folded
+    error: str
+    quarantined_at: datetime
+
+
+def quarantined_session_count(*, project: Project) -> int:
+    """How many of the project's sessions the fold quarantined."""
+    return QuarantinedSession.objects.filter(project=project).count()
+
+
+def quarantined_sessions(*, project: Project | None = None) -> list[QuarantineEntry]:
+    """Sessions the fold quarantined (apps.metrics.quarantine), oldest first, with their unfolded events."""
+    entries = QuarantinedSession.objects.select_related("project__team").order_by("quarantined_at", "id")
+    if project is not None:
+        entries = entries.filter(project=project)
+    return [
+        QuarantineEntry(
+            project=f"{entry.project.team.slug}/{entry.project.slug}",
+            session_id=entry.session_id,
+            pending_events=PendingEvent.objects.filter(project=entry.project, session_id=entry.session_id).count(),
+            error=entry.error,
+            quarantined_at=entry.quarantined_at,
+        )
+        for entry in entries
+    ]

@@ -84,7 +84,9 @@ def _upsert_copy(table: str, columns: Sequence[str], rows: list[list], order: st
     quote = connection.ops.quote_name
     column_list = ", ".join(map(quote, columns))
     staging = f"{table}_upsert_{zlib.crc32(column_list.encode()):08x}"
-    with connection.cursor() as cursor:
+    # The raw cursor's errors become Django's DatabaseError, as through Django's own cursor: the
+    # fold task retries those, and the quarantine tells them from a session's bad data.
+    with connection.cursor() as cursor, connection.wrap_database_errors:
         raw_cursor = cursor.cursor
         # ON COMMIT DELETE ROWS empties it when the transaction ends; the table itself lives as long
         # as the (persistent) connection, so it is created once per connection and column set.

@@ -8,6 +8,7 @@ repeated only where failing early saves an event from being rejected after the f
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from collections.abc import Mapping
@@ -23,6 +24,10 @@ MAX_MODEL_CHARS = 200
 MAX_SESSION_ID_CHARS = 200
 MAX_DURATION_MS = 24 * 3600 * 1000
 MAX_TOKENS = 10**9
+# The server rejects events that start earlier (and those more than 5 minutes ahead of its clock,
+# which only the server can judge).
+EARLIEST_EVENT_TIME = datetime(2000, 1, 1, tzinfo=timezone.utc)
+_EARLIEST_EVENT_EPOCH = EARLIEST_EVENT_TIME.timestamp()
 
 AttributeValue = str | int | float | bool
 Timestamp = datetime | float | None
@@ -38,8 +43,14 @@ def call_start_epoch(timestamp: Timestamp, elapsed_ms: float) -> float:
     if isinstance(timestamp, datetime):
         if timestamp.tzinfo is None:
             raise ValueError("timestamp must be timezone-aware")
-        return timestamp.timestamp()
-    return float(timestamp)
+        epoch = timestamp.timestamp()
+    else:
+        epoch = float(timestamp)
+    if not math.isfinite(epoch):
+        raise ValueError(f"timestamp must be a finite number of seconds, got {epoch!r}")
+    if epoch < _EARLIEST_EVENT_EPOCH:
+        raise ValueError(f"timestamp must not be before {EARLIEST_EVENT_TIME:%Y-%m-%dT%H:%M:%SZ}")
+    return epoch
 
 
 def rfc3339(epoch: float) -> str:

@@ -1,5 +1,6 @@
 """Per-project fold lease: a backlog of ingest tasks folds in one pass, and no event is left behind."""
 import json
+import time
 
 import pytest
 from django.core.cache import cache
@@ -37,20 +38,21 @@ def test_one_task_folds_every_pending_session_of_its_project(project, other_team
 
 def test_a_task_finding_the_lease_taken_leaves_the_work_to_the_holder(project):
     store_without_folding(project, [usage_event()])
-    assert cache.add(f"metrics:fold-lease:{project.pk}", 1, timeout=60)
+    assert cache.add(f"metrics:fold-lease:{project.pk}", ("holder", time.time() + 12), timeout=60)
     try:
-        assert coalescing.project_fold_pending(project_id=project.pk) == (0, False)
+        fold = coalescing.project_fold_pending(project_id=project.pk)
+        assert fold.folded == 0 and not fold.more and 11 < fold.lease_busy_for_s <= 12
         assert pending_count() == 1
     finally:
         cache.delete(f"metrics:fold-lease:{project.pk}")
     # The holder, looking again after releasing, folds what arrived meanwhile.
-    assert coalescing.project_fold_pending(project_id=project.pk) == (1, False)
+    assert coalescing.project_fold_pending(project_id=project.pk) == coalescing.FoldPass(1)
 
 
 def test_a_spent_budget_hands_the_rest_on(project, monkeypatch):
     store_without_folding(project, [usage_event()])
     monkeypatch.setattr(coalescing, "FOLD_BUDGET_S", 0.0)
-    assert coalescing.project_fold_pending(project_id=project.pk) == (0, True)
+    assert coalescing.project_fold_pending(project_id=project.pk) == coalescing.FoldPass(0, more=True)
     assert cache.add(f"metrics:fold-lease:{project.pk}", 1, timeout=1), "the lease is released when handing on"
     cache.delete(f"metrics:fold-lease:{project.pk}")
 

@@ -142,7 +142,8 @@ def _start_worker(concurrency: int) -> subprocess.Popen:
         [sys.executable, "-m", "celery", "-A", "tokensite", "worker", "--loglevel=WARNING", "--pool=prefork",
          f"--concurrency={concurrency}", "--without-gossip", "--without-mingle", "--without-heartbeat",
          "-n", f"test-{uuid.uuid4().hex[:8]}@%h"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        # A session of its own, so a test can kill the worker with its pool processes at once.
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
 
 
