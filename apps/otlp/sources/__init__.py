@@ -13,15 +13,16 @@ from __future__ import annotations
 
 import functools
 import math
-import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Protocol, runtime_checkable
 
+from tokensite_client import agent_ids
+
 from apps.otlp.records import TelemetryRecord
 
 # Never change: stored event ids (and so idempotency across upgrades) depend on it.
-EVENT_ID_NAMESPACE = uuid.UUID("5f6b1c1e-3a51-4c52-9a43-0b7d2f3e8a11")
+EVENT_ID_NAMESPACE = agent_ids.EVENT_ID_NAMESPACE
 
 # Event attribute keys every source sets (DESIGN.md section 9); the dashboards read them back from
 # the session's folded attributes (first value seen of each key).
@@ -105,10 +106,10 @@ def event_id_for(*parts: object) -> str:
 
     Pass the source name first, then what identifies the call (session, request or response id,
     trace and span id, timestamp) and, for several events of one call, what tells them apart
-    (e.g. "throttle", attempt). None counts as "".
+    (e.g. "throttle", attempt). None counts as "". Defined once in the SDK
+    (tokensite_client.agent_ids), because `tokensite-client import` must derive the same ids.
     """
-    text = "\x1f".join("" if part is None else str(part) for part in parts)
-    return str(uuid.uuid5(EVENT_ID_NAMESPACE, text))
+    return agent_ids.event_id_for(*parts)
 
 
 def as_int(value: object) -> int | None:
