@@ -7,6 +7,7 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularRedocView.as_view(url_name="api-schema"), name="api-docs"),
     path("api/v1/", include("tokensite.api_urls")),
+    path("otlp/v1/", include("apps.otlp.urls")),
     path("", include("apps.dashboards.urls")),
 ]
 
