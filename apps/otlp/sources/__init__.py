@@ -83,10 +83,11 @@ def registered_sources() -> tuple[Source, ...]:
     from apps.otlp.sources.genai import GenAiSource
 
     # --- Agent sources (owned by the "agents" work: claude_code.py, codex.py, gemini_cli.py) ---
-    # Add them HERE, before GenAiSource, e.g.:
-    #     from apps.otlp.sources.claude_code import ClaudeCodeSource
-    #     agents: list[Source] = [ClaudeCodeSource(), CodexSource(), GeminiCliSource()]
-    agents: list[Source] = []
+    from apps.otlp.sources.claude_code import ClaudeCodeSource
+    from apps.otlp.sources.codex import CodexSource
+    from apps.otlp.sources.gemini_cli import GeminiCliSource
+
+    agents: list[Source] = [ClaudeCodeSource(), CodexSource(), GeminiCliSource()]
     # --- end of agent sources ---
 
     # The generic GenAI semantic-convention source comes last: it claims any span with gen_ai.*
