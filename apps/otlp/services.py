@@ -15,6 +15,7 @@ from django.conf import settings
 from apps.accounts.models import Project
 from apps.ingestion.services import IngestResult, events_store
 from apps.otlp.decoding import otlp_request_parse, record_count, records_from_request
+from apps.otlp.pending_throttles import project_scope
 from apps.otlp.records import SIGNAL_METRICS, TelemetryRecord
 from apps.otlp.sources import Source, registered_sources, source_for
 
@@ -70,7 +71,8 @@ def records_store(
             by_source[source].append(record)
     events: list[dict] = []
     for source, claimed in by_source.items():
-        output = source.convert(claimed)
+        with project_scope(project.pk):
+            output = source.convert(claimed)
         events.extend(output.events)
         result.used += output.used
         result.ignored += output.ignored

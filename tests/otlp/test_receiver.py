@@ -251,3 +251,16 @@ def test_rate_limited_key_gets_429_with_retry_after(api_client, project):
     response = post_otlp(api_client, key, "metrics", body)
     assert response.status_code == 429 and int(response["Retry-After"]) >= 1
     assert response.json()["error"]["code"] == "rate_limited"
+
+
+def test_throttled_attempt_exported_before_its_retry_waits_the_gap_to_it(api_client, ingest_key, project):
+    failed = genai_span("00000000000000f1", parent="00000000000000f0", start=0, end=0.5, status=2, **{
+        "gen_ai.usage.input_tokens": None, "gen_ai.usage.output_tokens": None, "gen_ai.response.model": None,
+        "error.type": "<class 'openai.RateLimitError'>"})
+    retry = genai_span("00000000000000f2", parent="00000000000000f0", start=1.75, end=2.5,
+                       **{"gen_ai.response.id": "chatcmpl-retry"})
+    post_otlp(api_client, ingest_key, "traces", traces_request([failed]).SerializeToString())
+    assert not RawEvent.objects.filter(project=project).exists()
+    post_otlp(api_client, ingest_key, "traces", traces_request([retry]).SerializeToString())
+    throttle = RawEvent.objects.get(project=project, type="throttle")
+    assert (throttle.status_code, throttle.wait_ms, throttle.call_id) == (429, 1250, "chatcmpl-retry")

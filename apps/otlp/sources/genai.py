@@ -17,8 +17,10 @@ by a log event in a later request maps to the same event.
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
+from apps.otlp.pending_throttles import pending_add, pending_take
 from apps.otlp.records import SIGNAL_LOGS, SIGNAL_TRACES, TelemetryRecord
 from apps.otlp.sources import (
     SourceOutput,
@@ -76,7 +78,8 @@ PROVIDER_NAMES = {
     "aws.bedrock": "bedrock", "az.ai.openai": "azure", "azure.ai.openai": "azure", "az.ai.inference": "azure",
     "x_ai": "xai",
 }
-STATUS_ERROR = 2
+MAX_WAIT_MS = 24 * 3600 * 1000.0
+_IDENTIFIER_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def _first(attributes: Mapping[str, object], keys: tuple[str, ...]) -> object:
@@ -105,7 +108,9 @@ def _throttle_status(record: TelemetryRecord) -> int | None:
     error_type = as_text(attributes.get("error.type")).strip()
     if as_int(error_type) in THROTTLE_STATUSES:
         return as_int(error_type)
-    return THROTTLE_ERROR_TYPES.get(error_type.rsplit(".", 1)[-1].lower())
+    # Class names come dotted and sometimes as a repr ("<class 'openai.RateLimitError'>").
+    names = _IDENTIFIER_RE.findall(error_type)
+    return THROTTLE_ERROR_TYPES.get(names[-1].lower()) if names else None
 
 
 def _is_genai(record: TelemetryRecord) -> bool:
@@ -147,10 +152,34 @@ class GenAiSource:
             call_ids[(record.trace_id, record.span_id)] = event["call_id"]
             output.events.append(event)
             output.used += 1
+            if record.signal == SIGNAL_TRACES and record.parent_span_id:
+                output.events.extend(_held_attempts_before(record, event))
         for record in throttled:
-            output.events.append(_throttle_event(record, spans, call_ids))
+            event, known_wait = _throttle_event(record, spans, call_ids)
             output.used += 1
+            held = not known_wait and record.parent_span_id and pending_add(
+                trace_id=record.trace_id, parent_span_id=record.parent_span_id,
+                attempt={"span_id": record.span_id, "end_unix_nano": record.end_unix_nano, "event": event},
+            )
+            if not held:
+                output.events.append(event)
         return output
+
+
+def _held_attempts_before(record: TelemetryRecord, usage: dict) -> list[dict]:
+    """Throttle events of failed attempts (from earlier requests) that this call's span retried."""
+    held = pending_take(trace_id=record.trace_id, parent_span_id=record.parent_span_id)
+    model = as_text(_first(record.attributes, REQUEST_MODEL_KEYS)).strip()
+    events: list[dict] = []
+    for attempt in held:
+        event = attempt["event"]
+        if attempt["end_unix_nano"] <= record.start_unix_nano and event["model"] in (model, ""):
+            event = {**event, "call_id": usage["call_id"],
+                     "wait_ms": min((record.start_unix_nano - attempt["end_unix_nano"]) / 1e6, MAX_WAIT_MS)}
+            events.append(event)
+        else:
+            pending_add(trace_id=record.trace_id, parent_span_id=record.parent_span_id, attempt=attempt)
+    return events
 
 
 def _spans_with_inner_usage(spans: list[TelemetryRecord]) -> set[tuple[str, str]]:
@@ -275,8 +304,8 @@ def _ttft_ms(attributes: Mapping[str, object]) -> float | None:
     return as_float(_first(attributes, TTFT_MS_KEYS))
 
 
-def _throttle_event(record: TelemetryRecord, spans: list[TelemetryRecord], call_ids: dict) -> dict:
-    """A throttled attempt: waited the stated Retry-After, else until the next attempt of the call."""
+def _throttle_event(record: TelemetryRecord, spans: list[TelemetryRecord], call_ids: dict) -> tuple[dict, bool]:
+    """(event, whether its wait is known): the stated Retry-After, else the gap to the next attempt."""
     status = _throttle_status(record) or 429
     model = as_text(_first(record.attributes, REQUEST_MODEL_KEYS + MODEL_KEYS)).strip()
     retry_after_s = as_float(_first(record.attributes, RETRY_AFTER_KEYS))
@@ -287,6 +316,7 @@ def _throttle_event(record: TelemetryRecord, spans: list[TelemetryRecord], call_
         wait_ms = max(0, next_attempt.start_unix_nano - record.end_unix_nano) / 1e6
     else:
         wait_ms = 0.0
+    known_wait = (retry_after_s is not None and retry_after_s >= 0) or next_attempt is not None
     call_id = ""
     if next_attempt is not None:
         call_id = call_ids.get((next_attempt.trace_id, next_attempt.span_id), "")
@@ -299,13 +329,13 @@ def _throttle_event(record: TelemetryRecord, spans: list[TelemetryRecord], call_
         **common,
         "timestamp": iso_from_unix_nano(record.end_unix_nano or record.start_unix_nano),
         "model": model[:200],
-        "wait_ms": min(wait_ms, 24 * 3600 * 1000.0),
+        "wait_ms": min(wait_ms, MAX_WAIT_MS),
         "status_code": status,
         "call_id": call_id[:200],
     }
     if retry_after_s is not None and retry_after_s >= 0:
-        event["retry_after_ms"] = min(retry_after_s * 1000, 24 * 3600 * 1000.0)
-    return event
+        event["retry_after_ms"] = min(retry_after_s * 1000, MAX_WAIT_MS)
+    return event, known_wait
 
 
 def _next_attempt(record: TelemetryRecord, spans: list[TelemetryRecord], model: str) -> TelemetryRecord | None:
