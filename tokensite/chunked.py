@@ -11,6 +11,11 @@ from __future__ import annotations
 
 import io
 import json
+import types
+
+
+# What runserver reads past the limit to answer 413 on a still-usable connection.
+DRAIN_LIMIT_BYTES = 64 * 1024 * 1024
 
 
 class MalformedChunkedBody(Exception):
@@ -28,17 +33,20 @@ class DechunkedBodyMiddleware:
             return self.app(environ, start_response)
         stream = environ["wsgi.input"]
         limit = self.max_bytes + 1
-        complete = True
         if environ.get("wsgi.input_terminated"):
             body = stream.read(limit)
             complete = len(body) < limit
         else:
-            # runserver wraps the socket file in a LimitedStream of length 0; read the socket itself.
-            raw = getattr(stream, "stream", stream)
+            raw = _socket_file(stream)
             try:
-                body, complete = dechunk(raw, limit=limit)
+                body, unread_in_chunk = dechunk(raw, limit=limit)
             except MalformedChunkedBody as exc:
                 return _bad_request(start_response, str(exc))
+            if unread_in_chunk is not None:
+                # runserver may not send hop-by-hop headers such as Connection: close, so the rest
+                # of the body is read and dropped to keep the connection in step.
+                _drain(raw, unread_in_chunk=unread_in_chunk, limit=DRAIN_LIMIT_BYTES)
+            complete = True
         environ["wsgi.input"] = io.BytesIO(body)
         environ["CONTENT_LENGTH"] = str(len(body))
         if complete:
@@ -52,8 +60,16 @@ class DechunkedBodyMiddleware:
         return self.app(environ, closing_start_response)
 
 
-def dechunk(stream, *, limit: int) -> tuple[bytes, bool]:
-    """(body, complete): the chunked body read from stream, stopping once it exceeds limit bytes."""
+def _socket_file(stream):
+    """runserver hands the app Django's LimitedStream(socket file, 0): read the socket file behind it."""
+    if hasattr(stream, "_read") and hasattr(stream, "_readline"):
+        return types.SimpleNamespace(read=stream._read, readline=stream._readline)
+    return stream
+
+
+def dechunk(stream, *, limit: int) -> tuple[bytes, int | None]:
+    """(body, None) for a whole chunked body; (first limit bytes, bytes left in the current chunk)
+    once it exceeds limit bytes."""
     parts: list[bytes] = []
     size = 0
     while True:
@@ -71,10 +87,10 @@ def dechunk(stream, *, limit: int) -> tuple[bytes, bool]:
             while True:
                 trailer = stream.readline(8192)
                 if trailer in (b"\r\n", b"\n", b""):
-                    return b"".join(parts), True
+                    return b"".join(parts), None
         if size + chunk_size > limit:
             parts.append(stream.read(limit - size))
-            return b"".join(parts), False
+            return b"".join(parts), chunk_size - (limit - size)
         chunk = stream.read(chunk_size)
         if len(chunk) != chunk_size or stream.readline(3) not in (b"\r\n", b"\n"):
             raise MalformedChunkedBody("A chunk is shorter than its stated size.")
@@ -82,9 +98,38 @@ def dechunk(stream, *, limit: int) -> tuple[bytes, bool]:
         size += chunk_size
 
 
+def _drain(stream, *, unread_in_chunk: int, limit: int) -> bool:
+    """Read and drop the rest of a chunked body; True once its end is reached within limit bytes."""
+    dropped = 0
+    while unread_in_chunk > 0:
+        piece = stream.read(min(unread_in_chunk, 1 << 16))
+        if not piece:
+            return False
+        unread_in_chunk -= len(piece)
+    stream.readline(3)
+    while dropped <= limit:
+        line = stream.readline(1024)
+        try:
+            chunk_size = int(line.split(b";", 1)[0].strip(), 16)
+        except ValueError:
+            return False
+        if chunk_size == 0:
+            while stream.readline(8192) not in (b"\r\n", b"\n", b""):
+                pass
+            return True
+        while chunk_size > 0:
+            piece = stream.read(min(chunk_size, 1 << 16))
+            if not piece:
+                return False
+            chunk_size -= len(piece)
+            dropped += len(piece)
+        stream.readline(3)
+    return False
+
+
 def _bad_request(start_response, message: str):
     payload = json.dumps({"error": {"code": "invalid_chunked_body", "message": message}}).encode()
     start_response("400 Bad Request", [
-        ("Content-Type", "application/json"), ("Content-Length", str(len(payload))), ("Connection", "close"),
+        ("Content-Type", "application/json"), ("Content-Length", str(len(payload))),
     ])
     return [payload]
