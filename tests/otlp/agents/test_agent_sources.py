@@ -123,3 +123,13 @@ def test_codex_call_keeps_cached_and_reasoning_inside_its_counts(api_client, ing
     assert throttle.wait_ms == pytest.approx(1005, abs=1)
     assert (throttle.status_code, throttle.attempt) == (429, 1)
     assert throttle.call_id == usage.call_id
+
+
+def test_percent_encoded_bearer_sent_as_is_by_claude_code_authenticates(api_client, ingest_key, project):
+    # OTEL_EXPORTER_OTLP_HEADERS=Authorization=Bearer%20tsk_...: Claude Code sends the value undecoded.
+    body = (FIXTURES / "claude_code_logs.json").read_bytes()
+    response = api_client.post("/otlp/v1/logs", data=body, content_type="application/json",
+                               HTTP_AUTHORIZATION=f"Bearer%20{ingest_key}")
+
+    assert response.status_code == 200
+    assert RawEvent.objects.filter(project=project, type="usage").count() == 1
