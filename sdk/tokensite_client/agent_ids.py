@@ -34,3 +34,8 @@ def codex_usage_id(conversation_id: str, *, input_tokens: int, cached_tokens: in
     """
     return event_id_for(CODEX, conversation_id, input_tokens, cached_tokens, output_tokens, reasoning_tokens,
                         "usage")
+
+
+def claude_code_throttle_id(session_id: str, request_id: str, attempt: int) -> str:
+    """A refused attempt of a Claude Code call (trace attempt events, JSONL api_error retries)."""
+    return event_id_for(CLAUDE_CODE, session_id, request_id, "throttle", attempt)

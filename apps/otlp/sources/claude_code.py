@@ -17,7 +17,7 @@ Claude Code claims every record it sends, so the generic GenAI source never coun
 """
 from __future__ import annotations
 
-from tokensite_client.agent_ids import CLAUDE_CODE, claude_code_usage_id
+from tokensite_client.agent_ids import CLAUDE_CODE, claude_code_throttle_id, claude_code_usage_id
 
 from apps.ingestion.schema import UsageEvent
 from apps.otlp.records import SIGNAL_LOGS, SIGNAL_TRACES, TelemetryRecord
@@ -158,7 +158,7 @@ class ClaudeCodeSource:
         call = request_id or record.span_id
         for (started_ns, attempt), (next_ns, _) in zip(attempts, attempts[1:]):
             output.events.append({
-                "event_id": event_id_for(CLAUDE_CODE, common["session_id"], call, "throttle", attempt),
+                "event_id": claude_code_throttle_id(common["session_id"], call, attempt),
                 "type": "throttle",
                 **common,
                 "timestamp": iso_from_unix_nano(started_ns),
