@@ -15,11 +15,15 @@ import hashlib
 
 from django.core.cache import cache
 
+from apps.otlp.pending_throttles import current_project_id
+
 PENDING_TTL_SECONDS = 30 * 60
 
 
 def _key(kind: str, source: str, session_id: str, call_key: str) -> str:
-    digest = hashlib.sha256("\x1f".join((source, session_id, call_key)).encode()).hexdigest()[:32]
+    # Scoped to the request's project: two projects' sessions never pair their attempts.
+    scope = str(current_project_id.get())
+    digest = hashlib.sha256("\x1f".join((scope, source, session_id, call_key)).encode()).hexdigest()[:32]
     return f"otlp-agent-{kind}:{digest}"
 
 

@@ -133,3 +133,17 @@ def test_percent_encoded_bearer_sent_as_is_by_claude_code_authenticates(api_clie
 
     assert response.status_code == 200
     assert RawEvent.objects.filter(project=project, type="usage").count() == 1
+
+
+def test_refused_attempt_never_pairs_with_another_projects_retry(api_client, ingest_key, project, other_team_project):
+    from apps.accounts.models import ApiKey
+    from apps.accounts.services import api_key_create
+
+    other_key = api_key_create(project=other_team_project, scope=ApiKey.Scope.INGEST).plaintext
+    body = json.loads((FIXTURES / "gemini_cli_logs.json").read_text())
+    for key, part in ((ingest_key, body["resourceLogs"][:1]), (other_key, body["resourceLogs"][1:])):
+        response = api_client.post("/otlp/v1/logs", data=json.dumps(dict(body, resourceLogs=part)),
+                                   content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {key}")
+        assert response.status_code == 200
+
+    assert not RawEvent.objects.filter(type="throttle").exists()
