@@ -41,6 +41,7 @@ class _OtlpExportApi(APIView):
         response["X-TokenSite-Records-Used"] = str(result.used)
         response["X-TokenSite-Records-Ignored"] = str(result.ignored)
         response["X-TokenSite-Records-Rejected"] = str(result.rejected)
+        response["X-TokenSite-Events-Stored"] = str(result.events_accepted)
         return response
 
 

