@@ -10,18 +10,24 @@ named `<prefix>.<event>` (gemini_cli, qwen-code, llxprt...):
   whose wait is the gap to the next `api_request` of the same prompt (agent_attempts);
 - `llm_call` spans and `gen_ai.client.inference.operation.details` log events repeating the same
   calls, and metrics: acknowledged, never counted.
+Qwen Code 0.15 logs no `api_error` for an attempt it retried: its refusals show only in the HTTP
+client spans it exports (`POST` with `http.status_code` 429), so for Qwen Code those spans are
+paired instead, per provider URL. In its Anthropic mode Qwen Code's `input_token_count` is input +
+cache reads: the cache writes the provider reported are missing from its telemetry.
 Gemini CLI's resource `service.version` is the Node.js version, not the CLI's; it is not kept as
 the agent version.
 """
 from __future__ import annotations
 
-from apps.otlp.records import SIGNAL_LOGS, TelemetryRecord
+from apps.otlp.records import SIGNAL_LOGS, SIGNAL_TRACES, TelemetryRecord
 from apps.otlp.sources import SourceOutput, as_float, as_int, as_text, event_attributes, event_id_for, iso_from_unix_nano
 from apps.otlp.sources.agent_attempts import attempt_failed, attempt_start_of, attempt_started
 
 SERVICE_NAMES = frozenset({"gemini-cli", "qwen-code", "llxprt-code", "llxprt"})
 EVENT_PREFIXES = ("gemini_cli.", "qwen-code.", "qwen_code.", "llxprt_code.", "llxprt.")
 THROTTLE_STATUSES = frozenset({429, 503, 529})
+# Agents whose refused attempts appear only in their HTTP client spans (see the module docstring).
+HTTP_SPAN_THROTTLE_SERVICES = frozenset({"qwen-code"})
 
 
 def _event_name(record: TelemetryRecord) -> str:
@@ -47,6 +53,9 @@ class GeminiCliSource:
                 self._usage(record, output)
             elif event == "api_error":
                 self._attempt_failed(record, output)
+            elif record.signal == SIGNAL_TRACES and record.service_name in HTTP_SPAN_THROTTLE_SERVICES \
+                    and _http_status(record) is not None:
+                self._http_attempt(record, output)
             else:
                 output.ignored += 1
         return output
@@ -64,7 +73,7 @@ class GeminiCliSource:
             "session_id": as_text(record.get("session.id")),
             "provider": "vertex_ai" if record.get("vertex_ai_enabled") is True else "gemini",
             "model": as_text(record.get("model")) or as_text(record.get("model_name")),
-            "step": (as_text(record.get("role")) or "main")[:100],
+            "step": (as_text(record.get("subagent_name")) or as_text(record.get("role")) or "main")[:100],
         }
 
     def _call_key(self, record: TelemetryRecord) -> str:
@@ -146,3 +155,37 @@ class GeminiCliSource:
         }
         output.events.append(event)
         output.used += 1
+
+    def _http_attempt(self, record: TelemetryRecord, output: SourceOutput) -> None:
+        """An HTTP client span to the provider: refusals wait until the next request to the same URL."""
+        session_id = as_text(record.get("session.id"))
+        url = as_text(record.get("http.url")) or as_text(record.get("url.full"))
+        if not session_id or not url:
+            output.ignored += 1
+            return
+        service, _ = self._agent(record)
+        call_key = f"http {url}"
+        failures = attempt_started(source=service, session_id=session_id, call_key=call_key,
+                                   started_ns=record.start_unix_nano)
+        for failure in failures:
+            output.events.append({
+                "event_id": event_id_for(service, session_id, call_key, failure["ended_ns"], "throttle"),
+                "type": "throttle",
+                "session_id": session_id,
+                "step": "main",
+                "provider": "",
+                "model": "",
+                "timestamp": iso_from_unix_nano(failure["ended_ns"]),
+                "wait_ms": max(0, record.start_unix_nano - failure["ended_ns"]) / 1_000_000,
+                "status_code": failure["status"],
+                "attributes": self._attributes(record, {"provider_url": url}),
+            })
+        status = _http_status(record)
+        if status in THROTTLE_STATUSES:
+            attempt_failed(source=service, session_id=session_id, call_key=call_key,
+                           failure={"ended_ns": record.end_unix_nano, "status": status, "model": ""})
+        output.used += 1
+
+
+def _http_status(record: TelemetryRecord) -> int | None:
+    return as_int(record.attributes.get("http.status_code")) or as_int(record.attributes.get("http.response.status_code"))

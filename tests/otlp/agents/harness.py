@@ -177,6 +177,26 @@ def run_gemini(*, home: Path, fake: FakeProviders, server: TokenSiteServer, agen
     return _run([str(AGENT_BIN / agent), "-p", PROMPT, "-m", "gemini-2.5-flash"], env, home)
 
 
+def run_qwen(*, home: Path, fake: FakeProviders, server: TokenSiteServer) -> dict:
+    """The README's Qwen Code settings, in its Anthropic mode with the fake provider as the API."""
+    settings_dir = home / ".qwen"
+    settings_dir.mkdir(parents=True, exist_ok=True)
+    settings = {
+        "telemetry": {"enabled": True, "target": "local", "otlpEndpoint": f"{server.url}/otlp",
+                      "otlpProtocol": "http", "logPrompts": False},
+        "security": {"auth": {"selectedType": "anthropic"}},
+        "privacy": {"usageStatisticsEnabled": False},
+    }
+    (settings_dir / "settings.json").write_text(json.dumps(settings, indent=2))
+    env = agent_env(home)
+    env.update({
+        "ANTHROPIC_BASE_URL": fake.base_url, "ANTHROPIC_API_KEY": "sk-ant-fake",
+        "ANTHROPIC_MODEL": "claude-sonnet-4-5-20250929",
+        "OTEL_EXPORTER_OTLP_HEADERS": f"Authorization=Bearer%20{server.ingest_key}",
+    })
+    return _run([str(AGENT_BIN / "qwen"), "-p", PROMPT], env, home)
+
+
 def run_codex(*, home: Path, fake: FakeProviders, server: TokenSiteServer, protocol: str) -> dict:
     """The README's Codex CLI `[otel]` table, with the fake provider as the Responses API."""
     codex_home = home / ".codex"
@@ -237,6 +257,8 @@ def main() -> None:
             elif args.agent == "codex":
                 run = run_codex(home=home, fake=fake, server=server,
                                 protocol="binary" if "protobuf" in args.protocol else "json")
+            elif args.agent == "qwen":
+                run = run_qwen(home=home, fake=fake, server=server)
             else:
                 run = run_gemini(home=home, fake=fake, server=server, agent=args.agent)
             report = fake.report()

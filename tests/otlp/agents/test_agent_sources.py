@@ -147,3 +147,22 @@ def test_refused_attempt_never_pairs_with_another_projects_retry(api_client, ing
         assert response.status_code == 200
 
     assert not RawEvent.objects.filter(type="throttle").exists()
+
+
+def test_qwen_code_calls_and_the_refusals_only_its_http_spans_show(api_client, ingest_key, project):
+    # Qwen Code 0.15.10 in its Anthropic mode; the fake returned per call input 11 + n, cache read
+    # 1200 + 10n, cache write 300 + n, output 42 + n, each after one 429.
+    for signal in ("logs", "traces", "metrics"):
+        post_fixture(api_client, ingest_key, "qwen_code", signal)
+
+    usage = events(project, "usage")
+    assert [(u.step, u.input_tokens, u.cache_read_tokens, u.cache_write_tokens, u.output_tokens) for u in usage] == [
+        ("main", 11 + 1200, 1200, 0, 42),  # Qwen Code reports no cache writes: 300 are missing
+        ("managed-auto-memory-extractor", 12 + 1210, 1210, 0, 43),
+    ]
+    assert {u.attributes["source"] for u in usage} == {"qwen-code"}
+    assert {u.attributes["source_version"] for u in usage} == {"0.15.10"}
+    throttles = events(project, "throttle")
+    # 429 spans ended at ...645.054114597 and ...646.197078981; the retries began at ...646.069 and ...647.200.
+    assert [t.wait_ms for t in throttles] == [pytest.approx(1014.885403), pytest.approx(1002.921019)]
+    assert {t.status_code for t in throttles} == {429}

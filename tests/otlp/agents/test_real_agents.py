@@ -111,3 +111,22 @@ def test_codex_cli_usage_and_throttling_arrive_as_the_provider_returned_them(tem
 
     assert_counted_as_returned(result, DEVELOPER)
     assert {event["attributes"]["source_version"] for event in result["events"]} == {"0.171.0"}
+
+
+def test_qwen_code_usage_and_throttling_arrive_as_it_reports_them(template_db, tmp_path):
+    result = run_agent("qwen", template_db, tmp_path)
+
+    fake, events = result["fake"], result["events"]
+    usage = [event for event in events if event["type"] == "usage"]
+    throttles = sorted((event for event in events if event["type"] == "throttle"), key=lambda e: e["timestamp"])
+    assert len(usage) == fake["successes"] >= 1
+    (metadata,) = result["metadata"].values()
+    totals = fake["totals"]
+    # Qwen Code's telemetry leaves out the cache writes the provider reported (input = input + cache reads).
+    assert metadata["tokenMetrics"]["tokensIn"] == totals["input"] - totals["cache_write"]
+    assert metadata["tokenMetrics"]["tokensOut"] == totals["output"]
+    assert sum(event["cache_read_tokens"] for event in usage) == totals["cache_read"]
+    assert len(throttles) == fake["throttled"] == len(fake["observed_waits_ms"])
+    for throttle, imposed_ms in zip(throttles, fake["observed_waits_ms"]):
+        assert throttle["wait_ms"] == pytest.approx(imposed_ms, rel=0.10)
+    assert {event["attributes"]["source"] for event in events} == {"qwen-code"}
