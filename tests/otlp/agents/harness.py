@@ -11,8 +11,11 @@ and the session metadata of the read API.
 from __future__ import annotations
 
 import argparse
+import html
+import http.cookiejar
 import json
 import os
+import re
 import shutil
 import socket
 import sqlite3
@@ -20,6 +23,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import urllib.parse
 from pathlib import Path
 
 from tests.otlp.agents.fake_providers import FakeProviders
@@ -29,6 +33,7 @@ AGENT_BIN = ROOT / "agents" / "node_modules" / ".bin"
 PYTHON = sys.executable
 TEAM, PROJECT = "acme", "agents"
 DEVELOPER = "dev@example.com"
+VIEWER, VIEWER_PASSWORD = "lead", "lead-password-123"
 RESOURCE_ATTRIBUTES = "team=platform,department=eng,cost_center=cc-42"
 PROMPT = "Say OK"
 WARM_UP_SESSION = "harness-warm-up"
@@ -44,8 +49,9 @@ def free_port() -> int:
 def server_env(db_path: Path) -> dict:
     env = {key: os.environ[key] for key in ENV_KEEP if key in os.environ}
     env.update(DJANGO_SETTINGS_MODULE="tokensite.settings.local", DATABASE_URL=f"sqlite:///{db_path}",
-               PYTHONPATH=f"{ROOT / 'sdk'}:{ROOT}", DEBUG="False", LITELLM_LOCAL_MODEL_COST_MAP="True",
-               NUMBA_CACHE_DIR=os.environ.get("NUMBA_CACHE_DIR", str(db_path.parent / "numba")))
+               PYTHONPATH=f"{ROOT / 'sdk'}:{ROOT}", DEBUG="False", LITELLM_LOCAL_MODEL_COST_MAP="True")
+    if "NUMBA_CACHE_DIR" in os.environ:
+        env["NUMBA_CACHE_DIR"] = os.environ["NUMBA_CACHE_DIR"]
     return env
 
 
@@ -116,6 +122,25 @@ class TokenSiteServer:
                 " tool_tokens, thought_tokens, wait_ms, status_code, attempt, attributes, cost_nanousd"
                 " FROM ingestion_rawevent WHERE session_id != ? ORDER BY timestamp", (WARM_UP_SESSION,)).fetchall()
         return [dict(row, attributes=json.loads(row["attributes"] or "{}")) for row in rows]
+
+    def session_page(self, session_id: str) -> dict:
+        """The session page as a team member sees it: its data-metric values, source and developer."""
+        subprocess.run([PYTHON, str(ROOT / "manage.py"), "add_member", "--team", TEAM, "--username", VIEWER,
+                        "--password", VIEWER_PASSWORD], cwd=ROOT, env=server_env(self.db_path), check=True,
+                       capture_output=True)
+        opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+        login = opener.open(f"{self.url}/login/", timeout=30).read().decode()
+        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', login).group(1)
+        form = urllib.parse.urlencode({"username": VIEWER, "password": VIEWER_PASSWORD,
+                                       "csrfmiddlewaretoken": token}).encode()
+        opener.open(urllib.request.Request(f"{self.url}/login/", data=form,
+                                           headers={"Referer": f"{self.url}/login/"}), timeout=30).read()
+        page_url = f"{self.url}/{TEAM}/{PROJECT}/sessions/{urllib.parse.quote(session_id)}/"
+        page = opener.open(page_url, timeout=30).read().decode()
+        values = dict(re.findall(r'data-metric="([^"]+)" data-value="([^"]*)"', page))
+        origin = re.search(r'<p class="origin">(.*?)</p>', page, re.S)
+        origin_text = " ".join(html.unescape(re.sub(r"<[^>]+>", "", origin.group(1))).split()) if origin else ""
+        return {"values": values, "origin": origin_text}
 
     def metadata(self, session_id: str) -> dict:
         request = urllib.request.Request(f"{self.url}/api/v1/sessions/{session_id}/metadata",
@@ -276,9 +301,10 @@ def main() -> None:
         events = server.events()
         sessions = sorted({event["session_id"] for event in events})
         metadata = {session: server.metadata(session) for session in sessions}
+        pages = {session: server.session_page(session) for session in sessions}
     finally:
         server.stop()
-    print(json.dumps({"run": run, "fake": report, "events": events, "metadata": metadata,
+    print(json.dumps({"run": run, "fake": report, "events": events, "metadata": metadata, "pages": pages,
                       "server_log": (args.workdir / "server.log").read_text()[-3000:]}, default=str))
 
 

@@ -18,6 +18,8 @@ from tests.otlp.agents.harness import AGENT_BIN, DEVELOPER, ROOT, migrate_templa
 
 pytestmark = pytest.mark.slow
 
+PAGE_COUNTS = ("calls", "token_usage.total_input_tokens", "token_usage.total_output_tokens",
+               "tokenMetrics.sessionTokenUsage.cache", "tokenMetrics.sessionTokenUsage.thought", "throttle.count")
 AGENT_COMMANDS = {"claude-code": "claude", "gemini": "gemini", "codex": "codex", "qwen": "qwen"}
 
 
@@ -59,7 +61,7 @@ def run_agent(agent: str, template: Path, workdir: Path, protocol: str = "http/j
     return result
 
 
-def assert_counted_as_returned(result: dict, developer: str) -> None:
+def assert_counted_as_returned(result: dict, developer: str) -> dict:
     fake, events = result["fake"], result["events"]
     assert fake["successes"] >= 1 and fake["throttled"] >= 1, fake
     usage = [event for event in events if event["type"] == "usage"]
@@ -84,13 +86,25 @@ def assert_counted_as_returned(result: dict, developer: str) -> None:
     assert metrics["throttleWaitTimeMs"] == pytest.approx(sum(fake["observed_waits_ms"]), rel=0.10)
     assert {event["attributes"].get("user") for event in events} == {developer}
     assert {event["attributes"].get("team") for event in events} == {"platform"}
+    # The session page a team member opens shows the same numbers, the source and the developer.
+    page = result["pages"][session_id]
+    assert {name: int(float(page["values"][name])) for name in PAGE_COUNTS} == {
+        "calls": len(usage), "token_usage.total_input_tokens": totals["input"],
+        "token_usage.total_output_tokens": totals["output"],
+        "tokenMetrics.sessionTokenUsage.cache": totals["cache_read"] + totals["cache_write"],
+        "tokenMetrics.sessionTokenUsage.thought": totals["thought"], "throttle.count": fake["throttled"]}
+    assert float(page["values"]["tokenMetrics.throttleWaitTimeMs"]) == pytest.approx(
+        sum(fake["observed_waits_ms"]), rel=0.10)
+    assert page["origin"].endswith(f"Developer: {developer}")
+    return page
 
 
 @pytest.mark.parametrize("protocol", ["http/json", "http/protobuf"])
 def test_claude_code_usage_and_throttling_arrive_as_the_provider_returned_them(protocol, template_db, tmp_path):
     result = run_agent("claude-code", template_db, tmp_path, protocol)
 
-    assert_counted_as_returned(result, DEVELOPER)
+    page = assert_counted_as_returned(result, DEVELOPER)
+    assert page["origin"].startswith("Source: claude-code 2.1.332")
     (usage,) = [event for event in result["events"] if event["type"] == "usage"]
     assert usage["attributes"]["source"] == "claude-code"
     assert usage["attributes"]["source_version"] == "2.1.332"
