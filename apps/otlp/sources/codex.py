@@ -21,7 +21,15 @@ from datetime import datetime
 from tokensite_client.agent_ids import CODEX, codex_usage_id
 
 from apps.otlp.records import SIGNAL_LOGS, TelemetryRecord
-from apps.otlp.sources import SourceOutput, as_float, as_int, as_text, event_attributes, event_id_for, iso_from_unix_nano
+from apps.otlp.sources import (
+    SourceOutput,
+    as_float,
+    as_int,
+    as_text,
+    event_attributes,
+    event_id_for,
+    iso_from_unix_nano,
+)
 from apps.otlp.sources.agent_attempts import attempt_failed, attempt_start_of, attempt_started
 
 THROTTLE_STATUSES = frozenset({429, 503, 529})
@@ -51,7 +59,8 @@ class CodexSource:
 
     def claims(self, record: TelemetryRecord) -> bool:
         service = record.service_name
-        return service.startswith("codex") or _event_name(record).startswith("codex.") or record.scope.startswith("codex_")
+        return (service.startswith("codex") or _event_name(record).startswith("codex.")
+                or record.scope.startswith("codex_"))
 
     def convert(self, records: list[TelemetryRecord]) -> SourceOutput:
         output = SourceOutput()

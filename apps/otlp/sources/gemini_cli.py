@@ -20,7 +20,15 @@ the agent version.
 from __future__ import annotations
 
 from apps.otlp.records import SIGNAL_LOGS, SIGNAL_TRACES, TelemetryRecord
-from apps.otlp.sources import SourceOutput, as_float, as_int, as_text, event_attributes, event_id_for, iso_from_unix_nano
+from apps.otlp.sources import (
+    SourceOutput,
+    as_float,
+    as_int,
+    as_text,
+    event_attributes,
+    event_id_for,
+    iso_from_unix_nano,
+)
 from apps.otlp.sources.agent_attempts import attempt_failed, attempt_start_of, attempt_started
 
 SERVICE_NAMES = frozenset({"gemini-cli", "qwen-code", "llxprt-code", "llxprt"})
@@ -188,4 +196,5 @@ class GeminiCliSource:
 
 
 def _http_status(record: TelemetryRecord) -> int | None:
-    return as_int(record.attributes.get("http.status_code")) or as_int(record.attributes.get("http.response.status_code"))
+    attributes = record.attributes
+    return as_int(attributes.get("http.status_code")) or as_int(attributes.get("http.response.status_code"))

@@ -166,3 +166,32 @@ def test_qwen_code_calls_and_the_refusals_only_its_http_spans_show(api_client, i
     # 429 spans ended at ...645.054114597 and ...646.197078981; the retries began at ...646.069 and ...647.200.
     assert [t.wait_ms for t in throttles] == [pytest.approx(1014.885403), pytest.approx(1002.921019)]
     assert {t.status_code for t in throttles} == {429}
+
+
+def _claude_code_log(event_name: str, **attributes) -> dict:
+    """The fixture's api_request log record renamed, with some attributes replaced."""
+    body = json.loads((FIXTURES / "claude_code_logs.json").read_text())
+    for resource in body["resourceLogs"]:
+        for scope in resource["scopeLogs"]:
+            for record in scope["logRecords"]:
+                if record["body"].get("stringValue") == "claude_code.api_request":
+                    record["body"] = {"stringValue": f"claude_code.{event_name}"}
+                    kept = [a for a in record["attributes"] if a["key"] not in attributes and a["key"] != "event.name"]
+                    record["attributes"] = kept + [{"key": "event.name", "value": {"stringValue": event_name}}] + [
+                        {"key": key, "value": {"intValue": value}} for key, value in attributes.items()]
+                    scope["logRecords"] = [record]
+                    return {"resourceLogs": [dict(resource, scopeLogs=[scope])]}
+    raise AssertionError("no api_request in the fixture")
+
+
+@pytest.mark.parametrize(("status", "throttles"), [(529, 1), (429, 1), (400, 0), (500, 0)])
+def test_claude_code_call_that_failed_for_good_is_a_throttle_only_when_overloaded(
+        api_client, ingest_key, project, status, throttles):
+    body = _claude_code_log("api_error", status_code=status, attempt=11)
+    response = api_client.post("/otlp/v1/logs", data=json.dumps(body), content_type="application/json",
+                               HTTP_AUTHORIZATION=f"Bearer {ingest_key}")
+
+    assert response.status_code == 200
+    stored = events(project, "throttle")
+    assert [(t.status_code, t.attempt, t.wait_ms) for t in stored] == [(status, 11, 0)] * throttles
+    assert not events(project, "usage")
