@@ -120,8 +120,9 @@ def test_gemini_cli_usage_and_throttling_arrive_as_the_provider_returned_them(te
     assert {event["attributes"]["source"] for event in result["events"]} == {"gemini-cli"}
 
 
-def test_codex_cli_usage_and_throttling_arrive_as_the_provider_returned_them(template_db, tmp_path):
-    result = run_agent("codex", template_db, tmp_path, "http/protobuf")
+@pytest.mark.parametrize("protocol", ["http/protobuf", "http/json"])  # [otel] protocol = "binary" / "json"
+def test_codex_cli_usage_and_throttling_arrive_as_the_provider_returned_them(protocol, template_db, tmp_path):
+    result = run_agent("codex", template_db, tmp_path, protocol)
 
     assert_counted_as_returned(result, DEVELOPER)
     assert {event["attributes"]["source_version"] for event in result["events"]} == {"0.171.0"}
