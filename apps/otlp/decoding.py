@@ -339,7 +339,15 @@ def _hex_id(raw: bytes) -> str:
 
 def attributes_dict(key_values) -> dict[str, object]:
     """Repeated KeyValue into a dict; the last value of a repeated key wins."""
-    return {kv.key: any_value(kv.value) for kv in key_values}
+    out: dict[str, object] = {}
+    for kv in key_values:
+        value = kv.value
+        kind = value.WhichOneof("value")
+        out[kv.key] = getattr(value, kind) if kind in _SCALAR_KINDS else any_value(value)
+    return out
+
+
+_SCALAR_KINDS = frozenset({"string_value", "int_value", "double_value", "bool_value", "bytes_value"})
 
 
 def any_value(value, depth: int = 0) -> object:

@@ -52,6 +52,8 @@ TEAM_KEYS: tuple[str, ...] = (
     "project", "environment", "deployment.environment", "deployment.environment.name",
 )
 
+_TEAM_KEY_SET = frozenset(TEAM_KEYS)
+
 MAX_ATTRIBUTE_VALUE_CHARS = 200
 
 
@@ -154,6 +156,10 @@ def as_float(value: object) -> float | None:
 
 def as_text(value: object) -> str:
     """A short attribute value as text ("" for None, lists and maps)."""
+    if type(value) is str:
+        if "\x00" in value:
+            value = value.replace("\x00", "")
+        return value if len(value) <= MAX_ATTRIBUTE_VALUE_CHARS else value[:MAX_ATTRIBUTE_VALUE_CHARS]
     if value is None or isinstance(value, (list, dict, tuple)):
         return ""
     if isinstance(value, bytes):
@@ -174,17 +180,22 @@ def developer_of(record: TelemetryRecord, keys: tuple[str, ...] = DEVELOPER_KEYS
 
     Looks in the record's attributes first, then in its resource.
     """
+    attributes, resource = record.attributes, record.resource
     for key in keys:
-        text = as_text(record.get(key))
-        if text.strip():
-            return text.strip()
+        if key in attributes or key in resource:
+            text = as_text(record.get(key)).strip()
+            if text:
+                return text
     return ""
 
 
 def team_attributes(record: TelemetryRecord) -> dict[str, str | int | float | bool]:
     """The OTEL_RESOURCE_ATTRIBUTES keys a team uses for attribution, from the resource."""
     out: dict[str, str | int | float | bool] = {}
-    for key in TEAM_KEYS:
+    present = _TEAM_KEY_SET.intersection(record.resource)
+    for key in TEAM_KEYS if present else ():
+        if key not in present:
+            continue
         value = record.resource.get(key)
         if isinstance(value, (bool, int, float)) and not (isinstance(value, float) and not math.isfinite(value)):
             out[key] = value

@@ -28,6 +28,7 @@ from apps.otlp.sources import (
     as_int,
     as_text,
     event_attributes,
+    developer_of,
     event_id_for,
     iso_from_unix_nano,
 )
@@ -138,6 +139,7 @@ class GenAiSource:
         outer = _spans_with_inner_usage(spans)
         throttled = [record for record in spans if not _has_usage(record)]
         call_ids: dict[tuple[str, str], str] = {}
+        memo: dict = {}
         for record in records:
             if not _has_usage(record):
                 continue
@@ -145,7 +147,7 @@ class GenAiSource:
                 # A span around the call's own span: its usage is the inner span's, already counted.
                 output.ignored += 1
                 continue
-            event, reason = _usage_event(record)
+            event, reason = _usage_event(record, memo)
             if event is None:
                 output.rejected.append(reason)
                 continue
@@ -155,7 +157,7 @@ class GenAiSource:
             if record.signal == SIGNAL_TRACES and record.parent_span_id:
                 output.events.extend(_held_attempts_before(record, event))
         for record in throttled:
-            event, known_wait = _throttle_event(record, spans, call_ids)
+            event, known_wait = _throttle_event(record, spans, call_ids, memo)
             output.used += 1
             held = not known_wait and record.parent_span_id and pending_add(
                 trace_id=record.trace_id, parent_span_id=record.parent_span_id,
@@ -219,25 +221,32 @@ def _step(record: TelemetryRecord) -> str:
     return step[:100] if step and step.isprintable() else "default"
 
 
-def _common(record: TelemetryRecord) -> dict:
-    attributes = record.attributes
-    extra: dict[str, object] = {"service": record.service_name}
-    if record.trace_id:
-        extra["trace_id"] = record.trace_id
-    if record.scope:
-        extra["instrumentation"] = record.scope
+def _common(record: TelemetryRecord, memo: dict) -> dict:
+    """Fields every event of a record has. `memo` (one per convert call, while its records are
+    alive) shares the attributes of records from one resource, developer and trace."""
+    developer = developer_of(record)
+    key = (id(record.resource), developer, record.trace_id, record.scope)
+    attributes = memo.get(key)
+    if attributes is None:
+        extra: dict[str, object] = {"service": record.service_name}
+        if record.trace_id:
+            extra["trace_id"] = record.trace_id
+        if record.scope:
+            extra["instrumentation"] = record.scope
+        attributes = memo[key] = event_attributes(
+            record, source=record.service_name or SOURCE_NAME, version=record.service_version,
+            developer=developer, extra=extra,
+        )
     return {
         "session_id": _session(record),
         "step": _step(record),
-        "provider": _provider(attributes),
+        "provider": _provider(record.attributes),
         "timestamp": iso_from_unix_nano(record.start_unix_nano),
-        "attributes": event_attributes(
-            record, source=record.service_name or SOURCE_NAME, version=record.service_version, extra=extra,
-        ),
+        "attributes": attributes,
     }
 
 
-def _usage_event(record: TelemetryRecord) -> tuple[dict | None, str]:
+def _usage_event(record: TelemetryRecord, memo: dict) -> tuple[dict | None, str]:
     attributes = record.attributes
     where = f"{record.signal} record {record.name!r} (span {record.span_id or '-'})"
     counts = {
@@ -272,7 +281,7 @@ def _usage_event(record: TelemetryRecord) -> tuple[dict | None, str]:
     response_id = as_text(_first(attributes, RESPONSE_ID_KEYS))
     call_key = response_id or record.span_id
     model = as_text(_first(attributes, MODEL_KEYS)).strip() or "unknown"
-    common = _common(record)
+    common = _common(record, memo)
     if call_key:
         event_id = event_id_for(SOURCE_NAME, common["session_id"], record.trace_id, call_key)
     else:
@@ -304,7 +313,9 @@ def _ttft_ms(attributes: Mapping[str, object]) -> float | None:
     return as_float(_first(attributes, TTFT_MS_KEYS))
 
 
-def _throttle_event(record: TelemetryRecord, spans: list[TelemetryRecord], call_ids: dict) -> tuple[dict, bool]:
+def _throttle_event(
+    record: TelemetryRecord, spans: list[TelemetryRecord], call_ids: dict, memo: dict
+) -> tuple[dict, bool]:
     """(event, whether its wait is known): the stated Retry-After, else the gap to the next attempt."""
     status = _throttle_status(record) or 429
     model = as_text(_first(record.attributes, REQUEST_MODEL_KEYS + MODEL_KEYS)).strip()
@@ -321,7 +332,7 @@ def _throttle_event(record: TelemetryRecord, spans: list[TelemetryRecord], call_
     if next_attempt is not None:
         call_id = call_ids.get((next_attempt.trace_id, next_attempt.span_id), "")
     call_id = call_id or record.span_id or event_id_for(SOURCE_NAME, record.trace_id, record.start_unix_nano)
-    common = _common(record)
+    common = _common(record, memo)
     event = {
         "event_id": event_id_for(SOURCE_NAME, "throttle", common["session_id"], record.trace_id, record.span_id,
                                  record.start_unix_nano),
