@@ -138,7 +138,10 @@ def _message_kwargs(document: dict, descriptor) -> dict:
         if repeated:
             if type(value) is not list:
                 raise TypeError(f"{key} must be a list")
-            kwargs[name] = [_scalar_or_message(name, kind, message_type, item) for item in value]
+            if message_type is not None and message_type.full_name == _KEY_VALUE:
+                kwargs[name] = [_key_value_kwargs(item) for item in value]
+            else:
+                kwargs[name] = [_scalar_or_message(name, kind, message_type, item) for item in value]
         else:
             kwargs[name] = _scalar_or_message(name, kind, message_type, value)
     return kwargs
@@ -156,6 +159,8 @@ _ANY_INTS = frozenset({"intValue", "int_value"})
 
 def _key_value_kwargs(document: dict) -> dict:
     """KeyValue, most of any OTLP request: scalar values without the generic walk."""
+    if type(document) is not dict:
+        raise TypeError("a KeyValue must be an object")
     key = document.get("key", "")
     value = document.get("value")
     if type(key) is not str:

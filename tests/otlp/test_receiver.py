@@ -264,3 +264,26 @@ def test_throttled_attempt_exported_before_its_retry_waits_the_gap_to_it(api_cli
     post_otlp(api_client, ingest_key, "traces", traces_request([retry]).SerializeToString())
     throttle = RawEvent.objects.get(project=project, type="throttle")
     assert (throttle.status_code, throttle.wait_ms, throttle.call_id) == (429, 1250, "chatcmpl-retry")
+
+
+def test_json_fast_path_reads_the_same_message_as_protobufs_own_json_parser():
+    from google.protobuf import json_format
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    from apps.otlp.decoding import otlp_request_parse
+
+    request = two_calls()
+    span = request.resource_spans[0].scope_spans[0].spans[0]
+    extra = span.attributes.add(key="tags")
+    extra.value.array_value.values.add(string_value="a")
+    extra.value.array_value.values.add(int_value=2)
+    nested = span.attributes.add(key="meta")
+    nested.value.kvlist_value.values.add(key="k", value={"bytes_value": b"\x00\x01"})
+    span.events.add(name="gen_ai.choice", time_unix_nano=5)
+    document = json.loads(otlp_json(request))
+    document["somethingNew"] = {"ignored": True}
+    document["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["futureField"] = [1, 2]
+    body = json.dumps(document).encode()
+    parsed = otlp_request_parse(signal="traces", media_type=JSON, body=body)
+    assert parsed == request
+    assert isinstance(parsed, ExportTraceServiceRequest) and json_format.MessageToDict(parsed)
