@@ -268,11 +268,11 @@ def records_from_request(*, signal: str, message: Message, max_records: int) -> 
 
 def _log_records(message: logs_service_pb2.ExportLogsServiceRequest) -> list[TelemetryRecord]:
     records: list[TelemetryRecord] = []
-    for resource_index, resource_logs in enumerate(message.resource_logs):
+    for resource_logs in message.resource_logs:
         resource = attributes_dict(resource_logs.resource.attributes)
-        for scope_index, scope_logs in enumerate(resource_logs.scope_logs):
+        for scope_logs in resource_logs.scope_logs:
             scope, scope_version = scope_logs.scope.name, scope_logs.scope.version
-            for index, log in enumerate(scope_logs.log_records):
+            for log in scope_logs.log_records:
                 attributes = attributes_dict(log.attributes)
                 body = any_value(log.body) if log.HasField("body") else None
                 name = log.event_name
@@ -299,18 +299,17 @@ def _log_records(message: logs_service_pb2.ExportLogsServiceRequest) -> list[Tel
                     body=body,
                     scope_version=scope_version,
                     severity_text=log.severity_text,
-                    position=(resource_index, scope_index, index),
                 ))
     return records
 
 
 def _span_records(message: trace_service_pb2.ExportTraceServiceRequest) -> list[TelemetryRecord]:
     records: list[TelemetryRecord] = []
-    for resource_index, resource_spans in enumerate(message.resource_spans):
+    for resource_spans in message.resource_spans:
         resource = attributes_dict(resource_spans.resource.attributes)
-        for scope_index, scope_spans in enumerate(resource_spans.scope_spans):
+        for scope_spans in resource_spans.scope_spans:
             scope, scope_version = scope_spans.scope.name, scope_spans.scope.version
-            for index, span in enumerate(scope_spans.spans):
+            for span in scope_spans.spans:
                 records.append(TelemetryRecord(
                     signal=SIGNAL_TRACES,
                     name=span.name,
@@ -331,7 +330,6 @@ def _span_records(message: trace_service_pb2.ExportTraceServiceRequest) -> list[
                     scope_version=scope_version,
                     status_message=span.status.message,
                     span_kind=span.kind,
-                    position=(resource_index, scope_index, index),
                 ))
     return records
 

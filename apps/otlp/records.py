@@ -7,7 +7,7 @@ see protobuf objects, so they can be tested with plain records and stay independ
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 SIGNAL_LOGS = "logs"
 SIGNAL_TRACES = "traces"
@@ -43,8 +43,6 @@ class TelemetryRecord:
     status_message: str = ""         # span status message; "" for logs
     span_kind: int = 0               # SpanKind enum value; 0 for logs
     severity_text: str = ""          # logs only
-    # Where the record sits in the request, for partial_success messages: "resource/scope/record".
-    position: tuple[int, int, int] = field(default=(0, 0, 0), compare=False)
 
     @property
     def service_name(self) -> str:
