@@ -74,6 +74,7 @@ def test_sixty_four_bit_overflow_is_400(api_client, ingest_key, project):
     ({"gen_ai.usage.output_tokens": 9223372036854775807}, "output_tokens"),
     ({"gen_ai.usage.input_tokens": 10**12}, "input_tokens"),
     ({"gen_ai.usage.input_tokens": "lots"}, "not an integer"),
+    ({"gen_ai.usage.input_tokens": "9" * 39}, "input_tokens"),
     ({"gen_ai.usage.input_tokens": 10, "gen_ai.usage.cache_read.input_tokens": 10**10}, "input_tokens"),
 ])
 def test_negative_or_absurd_token_counts_are_rejected_in_the_partial_success(
