@@ -287,3 +287,18 @@ def test_json_fast_path_reads_the_same_message_as_protobufs_own_json_parser():
     parsed = otlp_request_parse(signal="traces", media_type=JSON, body=body)
     assert parsed == request
     assert isinstance(parsed, ExportTraceServiceRequest) and json_format.MessageToDict(parsed)
+
+
+def test_time_to_first_chunk_and_stated_retry_after_are_used(api_client, ingest_key, project):
+    request = traces_request([
+        genai_span("0000000000000101", start=0, end=2, **{"gen_ai.response.time_to_first_chunk": 0.25,
+                                                          "session.id": "s-ttft", "enduser.id": "carol"}),
+        genai_span("0000000000000102", start=3, end=3.1, status=2, **{
+            "gen_ai.usage.input_tokens": None, "gen_ai.usage.output_tokens": None, "gen_ai.response.model": None,
+            "http.response.status_code": 529, "http.response.header.retry-after": "4", "session.id": "s-ttft"}),
+    ])
+    assert post_otlp(api_client, ingest_key, "traces", request.SerializeToString()).status_code == 200
+    usage = RawEvent.objects.get(project=project, type="usage")
+    assert (usage.session_id, usage.time_to_first_token_ms, usage.attributes["user"]) == ("s-ttft", 250, "carol")
+    throttle = RawEvent.objects.get(project=project, type="throttle")
+    assert (throttle.status_code, throttle.wait_ms, throttle.retry_after_ms) == (529, 4000, 4000)
