@@ -302,3 +302,14 @@ def test_time_to_first_chunk_and_stated_retry_after_are_used(api_client, ingest_
     assert (usage.session_id, usage.time_to_first_token_ms, usage.attributes["user"]) == ("s-ttft", 250, "carol")
     throttle = RawEvent.objects.get(project=project, type="throttle")
     assert (throttle.status_code, throttle.wait_ms, throttle.retry_after_ms) == (529, 4000, 4000)
+
+
+def test_call_reported_as_span_and_as_log_event_counts_once(api_client, ingest_key, project):
+    span = genai_span("0000000000000201", **{"gen_ai.response.id": "chatcmpl-both"})
+    log = genai_log(7, **{"gen_ai.response.id": "chatcmpl-both", "gen_ai.conversation.id": "named-in-log-only"})
+    log.update(trace_id=TRACE_ID, span_id="0000000000000201")
+    post_otlp(api_client, ingest_key, "traces", traces_request([span]).SerializeToString())
+    response = post_otlp(api_client, ingest_key, "logs", logs_request([log]).SerializeToString())
+    assert "0 events stored, 1 already stored" in ExportLogsServiceResponse.FromString(
+        response.content).partial_success.error_message
+    assert RawEvent.objects.filter(project=project).count() == 1

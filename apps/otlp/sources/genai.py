@@ -282,8 +282,11 @@ def _usage_event(record: TelemetryRecord, memo: dict) -> tuple[dict | None, str]
     call_key = response_id or record.span_id
     model = as_text(_first(attributes, MODEL_KEYS)).strip() or "unknown"
     common = _common(record, memo)
-    if call_key:
-        event_id = event_id_for(SOURCE_NAME, common["session_id"], record.trace_id, call_key)
+    if call_key and record.trace_id:
+        # Not the session: a span and a log event of one call may name it differently.
+        event_id = event_id_for(SOURCE_NAME, record.trace_id, call_key)
+    elif call_key:
+        event_id = event_id_for(SOURCE_NAME, common["session_id"], call_key)
     else:
         event_id = event_id_for(SOURCE_NAME, common["session_id"], record.start_unix_nano, model,
                                 input_tokens, output_tokens)
