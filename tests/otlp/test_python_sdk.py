@@ -97,7 +97,9 @@ def test_openai_app_instrumented_with_opentelemetry_shows_its_calls(instrumented
         assert event.attributes["source"] == "support-bot" and event.attributes["source_version"] == "2.1.0"
     throttle = RawEvent.objects.get(project=project, type="throttle")
     assert throttle.status_code == 429 and throttle.session_id == trace_id
-    assert 300 <= throttle.wait_ms <= 330 * 1.1
+    # The gap from the failed attempt's end to the retry's start: the app's 0.3 s sleep plus its own
+    # exception handling on a busy machine.
+    assert 300 <= throttle.wait_ms <= 400
     assert throttle.call_id in {event.call_id for event in usage}
 
     document = session_metadata(project=project, session_id=trace_id)
