@@ -223,16 +223,13 @@ def _step(record: TelemetryRecord) -> str:
 
 def _common(record: TelemetryRecord, memo: dict) -> dict:
     """Fields every event of a record has. `memo` (one per convert call, while its records are
-    alive) shares the attributes of records from one resource, developer and trace."""
+    alive) shares the attributes of records from one resource, developer and scope."""
     developer = developer_of(record)
-    key = (id(record.resource), developer, record.trace_id, record.scope)
+    key = (id(record.resource), developer, record.scope)
     attributes = memo.get(key)
     if attributes is None:
-        extra: dict[str, object] = {"service": record.service_name}
-        if record.trace_id:
-            extra["trace_id"] = record.trace_id
-        if record.scope:
-            extra["instrumentation"] = record.scope
+        # The session keeps the first value of each attribute, so nothing per call (trace ids) here.
+        extra: dict[str, object] = {"instrumentation": record.scope} if record.scope else {}
         attributes = memo[key] = event_attributes(
             record, source=record.service_name or SOURCE_NAME, version=record.service_version,
             developer=developer, extra=extra,
