@@ -72,7 +72,8 @@ def otlp_request_parse(*, signal: str, media_type: str, body: bytes) -> Message:
         try:
             message.ParseFromString(body)
         except Exception as exc:  # noqa: BLE001 - any decoder failure on client bytes is the client's 400
-            raise BadRequest(f"The body is not a valid OTLP {signal} protobuf message: {exc}.", code="invalid_otlp") from None
+            message_text = f"The body is not a valid OTLP {signal} protobuf message: {exc}."
+            raise BadRequest(message_text, code="invalid_otlp") from None
         return message
     try:
         document = _json_decoder.decode(body)
@@ -88,7 +89,8 @@ def otlp_request_parse(*, signal: str, media_type: str, body: bytes) -> Message:
         _hex_ids_to_base64(document)
         json_format.ParseDict(document, message, ignore_unknown_fields=True)
     except Exception as exc:  # noqa: BLE001 - wrong shapes, overflows, bad ids: all the client's 400
-        raise BadRequest(f"The body is not a valid OTLP {signal} JSON message: {_short(exc)}", code="invalid_otlp") from None
+        message_text = f"The body is not a valid OTLP {signal} JSON message: {_short(exc)}"
+        raise BadRequest(message_text, code="invalid_otlp") from None
     return message
 
 
