@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 
-.PHONY: install run test migrate seed bench-quick worker beat clean
+.PHONY: install run test migrate seed bench-quick worker beat clean agents
 
 $(VENV)/.installed: requirements.txt sdk/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,15 @@ run: seed
 
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The coding-agent CLIs the OTLP end-to-end tests run, at the versions agents/package-lock.json pins.
+# `npm install` from the lock rather than `npm ci`: the lock lists optional platform packages the
+# registry mirror lacks (other platforms' clipboard builds), which `npm ci` refuses.
+agents: agents/node_modules/.installed
+
+agents/node_modules/.installed: agents/package.json agents/package-lock.json
+	npm install --prefix agents --no-save --no-audit --no-fund
+	touch $@
 
 # Background workers for a deployment with REDIS_URL set.
 worker: install

@@ -16,6 +16,7 @@ urlpatterns = [
         name="api-docs",
     ),
     path("api/v1/", include("tokensite.api_urls")),
+    path("otlp/v1/", include("apps.otlp.urls")),
     path("", include("apps.dashboards.urls")),
 ]
 

@@ -44,6 +44,10 @@ class ApiKeyAuthentication(BaseAuthentication):
         header = request.META.get("HTTP_AUTHORIZATION", "")
         if not header:
             return None
+        # OTEL_EXPORTER_OTLP_HEADERS=Authorization=Bearer%20tsk_... is percent-encoded by the OTel
+        # spec, and some exporters (Claude Code's) send the value without decoding it.
+        if header[:9].lower() == "bearer%20":
+            header = "Bearer " + header[9:]
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise Unauthorized("Send the key as 'Authorization: Bearer <key>'.", code="invalid_authorization_header")

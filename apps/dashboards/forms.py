@@ -17,12 +17,15 @@ SORT_CHOICES = [(key, key) for key in SESSION_SORTS] + [(f"-{key}", f"-{key}") f
 
 
 class ProjectQueryForm(forms.Form):
-    """`?range=24h|7d|30d|custom&from=YYYY-MM-DD&to=YYYY-MM-DD&q=...&sort=-cost&page=2` (dates in UTC, `to` inclusive)."""
+    """`?range=24h|7d|30d|custom&from=YYYY-MM-DD&to=YYYY-MM-DD&q=...&developer=...&source=...&sort=-cost&page=2`
+    (dates in UTC, `to` inclusive)."""
 
     range = forms.ChoiceField(choices=[(key, key) for key in RANGES] + [("custom", "custom")], required=False)
     start = forms.DateField(required=False, label="From")
     end = forms.DateField(required=False, label="To")
     q = forms.CharField(required=False, max_length=200, strip=True, label="Search sessions")
+    developer = forms.CharField(required=False, max_length=200, strip=True, label="Developer")
+    source = forms.CharField(required=False, max_length=200, strip=True, label="Source")
     sort = forms.ChoiceField(choices=SORT_CHOICES, required=False)
     page = forms.IntegerField(required=False, min_value=1)
 

@@ -16,6 +16,7 @@ from typing import Iterator
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.paginator import Page, Paginator
 from django.db.models import Count, F, Max, Q, QuerySet, Sum
+from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import TruncDay, TruncHour
 
 from apps.accounts.models import ApiKey, Membership, Project, Team
@@ -24,7 +25,9 @@ from apps.core.errors import NotFound
 from apps.ingestion.models import RawEvent
 from apps.metrics.algorithms import rolling_tokens_per_second
 from apps.metrics.models import SessionAggregate, SessionModelAggregate, SessionStepAggregate, UsageBucket
-from apps.metrics.selectors import USAGE_SUMS, priced_usd, quarantined_session_count, session_metadata, usd
+from apps.metrics.selectors import (
+    USAGE_SUMS, priced_usd, quarantined_session_count, session_metadata, session_origin, usd,
+)
 from apps.pricing.selectors import price_overrides_for_project
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -263,15 +266,20 @@ SESSION_SORTS = {
 
 
 def sessions_page(
-    *, project: Project, time_range: TimeRange, search: str = "", sort: str = "-started", page: int | str = 1
+    *, project: Project, time_range: TimeRange, search: str = "", sort: str = "-started", page: int | str = 1,
+    developer: str = "", source: str = "",
 ) -> Page:
     """One page of the project's sessions that started in the range, searchable by id and attribute
-    text, sorted by a SESSION_SORTS key (`-` prefix for descending)."""
+    text, filtered by developer and source, sorted by a SESSION_SORTS key (`-` prefix for descending)."""
     sessions = _sessions_in_range(project=project, time_range=time_range).annotate(
         tokens_total=F("input_tokens") + F("output_tokens")
     )
     if search:
         sessions = sessions.filter(Q(session_id__icontains=search) | Q(attributes__icontains=search))
+    if developer:
+        sessions = sessions.filter(**{f"attributes__{DEVELOPER_KEY}": developer})
+    if source:
+        sessions = sessions.filter(**{f"attributes__{SOURCE_KEY}": source})
     key = sort.lstrip("-")
     expression = SESSION_SORTS.get(key, SESSION_SORTS["started"])
     descending = sort.startswith("-") or key not in SESSION_SORTS
@@ -295,7 +303,54 @@ def session_row(session: SessionAggregate) -> dict:
         "burst_1s": session.burst_1s,
         "throttle_wait_ms": round(session.throttle_wait_ms),
         "attributes": session.attributes or {},
+        **session_origin(session.attributes),
     }
+
+
+# Session attributes naming who and what sent a session (DESIGN.md section 9; apps.otlp.sources).
+DEVELOPER_KEY = "user"
+SOURCE_KEY = "source"
+
+
+def people_table(*, project: Project, time_range: TimeRange) -> list[dict]:
+    """Per developer (the session's `user`), over the sessions that started in the range: sessions,
+    calls, tokens, cost and throttle wait. Sessions without a developer form one row of their own."""
+    rows = (
+        _sessions_in_range(project=project, time_range=time_range)
+        .annotate(developer=KeyTextTransform(DEVELOPER_KEY, "attributes"))
+        .values("developer")
+        .annotate(
+            sessions=Count("id"), calls=Sum("calls"), input_tokens=Sum("input_tokens"),
+            output_tokens=Sum("output_tokens"), cost_nanousd=Sum("cost_nanousd"),
+            unpriced_tokens=Sum("unpriced_tokens"), throttle_count=Sum("throttle_count"),
+            throttle_wait_us=Sum("throttle_wait_us"),
+        )
+        .order_by()
+    )  # fmt: skip
+    table = []
+    for row in rows:
+        total_tokens = row["input_tokens"] + row["output_tokens"]
+        table.append({
+            "developer": row["developer"] or "", "sessions": row["sessions"], "calls": row["calls"],
+            "input_tokens": row["input_tokens"], "output_tokens": row["output_tokens"], "total_tokens": total_tokens,
+            "cost_usd": priced_usd(row["cost_nanousd"], row["unpriced_tokens"], total_tokens),
+            "unpriced_tokens": row["unpriced_tokens"], "throttle_count": row["throttle_count"],
+            "throttle_wait_ms": round(row["throttle_wait_us"] / 1000),
+        })  # fmt: skip
+    return sorted(table, key=lambda row: (-(row["cost_usd"] or 0), -row["total_tokens"], row["developer"]))
+
+
+def session_sources(*, project: Project, time_range: TimeRange) -> list[str]:
+    """The sources (agent or service names) of the sessions that started in the range, for the filter."""
+    names = (
+        _sessions_in_range(project=project, time_range=time_range)
+        .annotate(source=KeyTextTransform(SOURCE_KEY, "attributes"))
+        .exclude(source__isnull=True)
+        .values_list("source", flat=True)
+        .distinct()
+        .order_by()
+    )
+    return sorted(name for name in names if name)
 
 
 def project_dashboard(*, project: Project, time_range: TimeRange) -> dict:
@@ -330,6 +385,8 @@ def project_dashboard(*, project: Project, time_range: TimeRange) -> dict:
         "series": _time_series(rows, time_range),
         "models": _model_table(project=project, time_range=time_range, rows=rows),
         "steps": _step_table(project=project, time_range=time_range),
+        "people": people_table(project=project, time_range=time_range),
+        "sources": session_sources(project=project, time_range=time_range),
         "has_data": bool(rows) or session_stats["sessions"] > 0 or project_has_events(project=project),
     }
 

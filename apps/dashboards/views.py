@@ -160,10 +160,13 @@ class ProjectDashboardView(ProjectScopedMixin, TemplateView):
             custom_last_day=time_range.until - timedelta(days=1),
             base_url=self.request.build_absolute_uri("/"),
             search=params.get("q", ""),
+            developer=params.get("developer", ""),
+            source=params.get("source", ""),
             sort=params.get("sort") or "-started",
             sessions=selectors.sessions_page(
                 project=self.project, time_range=time_range, search=params.get("q", ""),
                 sort=params.get("sort") or "-started", page=params.get("page") or 1,
+                developer=params.get("developer", ""), source=params.get("source", ""),
             ),  # fmt: skip
             live=selectors.live_rates(project=self.project, now=timezone.now()),
             **selectors.project_dashboard(project=self.project, time_range=time_range),

@@ -76,12 +76,18 @@ def _first_of_each_event_id(events: list[PreparedEvent]) -> tuple[list[PreparedE
 
 
 def events_ingest(*, project: Project, body: bytes) -> IngestResult:
-    """Store every valid event of the batch exactly once; folding into aggregates runs after commit.
+    """`POST /api/v1/events`: decode the batch envelope, then store it like any other source."""
+    return events_store(project=project, raw_events=batch_decode(body), body=body)
 
+
+def events_store(*, project: Project, raw_events: list[msgspec.Raw], body: bytes | None = None) -> IngestResult:
+    """Validate, price and store every valid event exactly once; folding runs after commit.
+
+    The one path into storage: the events API and the OTLP receiver (apps.otlp) both end here.
     An event counts as accepted only once its row is committed. Duplicates (resent ids, or the
     same id twice in one batch) are reported and never stored twice, also when requests race.
+    `body`, the JSON the raw events were cut from, lets validation skip its NUL walk.
     """
-    raw_events = batch_decode(body)
     now = timezone.now()
     valid, rejected = events_validate(raw_events, now=now, body=body)
     unique, in_batch_duplicates = _first_of_each_event_id(valid)

@@ -42,6 +42,20 @@ def _price_source_summary(sources: list[str]) -> str:
     return "; ".join(kinds) if kinds else "none (unpriced)"
 
 
+def session_origin(attributes: dict | None) -> dict:
+    """Who and what sent a session (DESIGN.md section 9), from its folded attributes: the developer
+    (`user`) and the source (`source`, `source_version`, set by the SDK's shims and by OTLP)."""
+    attributes = attributes or {}
+    name = attributes.get("source")
+    version = attributes.get("source_version")
+    developer = attributes.get("user")
+    return {
+        "developer": str(developer) if developer not in (None, "") else None,
+        "source": {"name": str(name), "version": str(version) if version not in (None, "") else None}
+        if name not in (None, "") else None,
+    }
+
+
 def session_metadata(*, project: Project, session_id: str) -> dict:
     """The session metadata document of DESIGN.md section 7 (the seeds' token_usage and tokenMetrics)."""
     session = session_get(project=project, session_id=session_id)
@@ -51,6 +65,7 @@ def session_metadata(*, project: Project, session_id: str) -> dict:
     return {
         "session_id": session.session_id,
         "project": f"{project.team.slug}/{project.slug}",
+        **session_origin(session.attributes),
         "started_at": session.started_at.isoformat() if session.started_at else None,
         "ended_at": session.ended_at.isoformat() if session.ended_at else None,
         "token_usage": {

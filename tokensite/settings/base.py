@@ -35,6 +35,7 @@ INSTALLED_APPS = [
     "apps.pricing",
     "apps.metrics",
     "apps.dashboards",
+    "apps.otlp",
 ]
 
 MIDDLEWARE = [
@@ -219,6 +220,12 @@ INGEST_MAX_BODY_BYTES = 1024 * 1024
 INGEST_MAX_DECOMPRESSED_BYTES = 8 * 1024 * 1024
 INGEST_MAX_EVENTS = 1000
 INGEST_DEFAULT_RATE_LIMIT_PER_MINUTE = env.int("INGEST_DEFAULT_RATE_LIMIT_PER_MINUTE", default=6000)
+
+# OTLP receiver limits (issue 13): exporters send up to 512 records a batch, a few KiB each, and
+# Gemini CLI / Qwen Code send chunked bodies without Content-Length (see tokensite.chunked).
+OTLP_MAX_BODY_BYTES = 4 * 1024 * 1024
+OTLP_MAX_DECOMPRESSED_BYTES = 32 * 1024 * 1024
+OTLP_MAX_RECORDS = 10_000
 
 CACHES = {
     "default": (

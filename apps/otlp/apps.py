@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class OtlpConfig(AppConfig):
+    name = "apps.otlp"
+    label = "otlp"
