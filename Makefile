@@ -27,7 +27,10 @@ seed: migrate
 run: seed
 	$(PY) manage.py runserver $(HOST):$(PORT)
 
+# The real coding-agent tests need the pinned agent CLIs: installed here when npm is there, skipped
+# with a reason by the tests when it is not.
 test: install
+	@if command -v npm >/dev/null 2>&1; then $(MAKE) --no-print-directory agents || echo "agent CLIs not installed: the real-agent tests will be skipped"; else echo "npm not found: the real-agent tests will be skipped"; fi
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # The coding-agent CLIs the OTLP end-to-end tests run, at the versions agents/package-lock.json pins.
