@@ -6,9 +6,6 @@ the same validation, pricing, idempotent storage and fold hand-off as `POST /api
 """
 from __future__ import annotations
 
-import contextlib
-import gc
-import threading
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -16,6 +13,7 @@ import msgspec
 from django.conf import settings
 
 from apps.accounts.models import Project
+from apps.core.collector import cyclic_gc_paused
 from apps.ingestion.services import IngestResult, events_store
 from apps.otlp.decoding import otlp_request_parse, record_count, records_from_request
 from apps.otlp.pending_throttles import project_scope
@@ -51,7 +49,7 @@ class OtlpExportResult:
 
 def otlp_export(*, project: Project, signal: str, media_type: str, body: bytes) -> OtlpExportResult:
     """Store the usage an OTLP request carries; metrics are acknowledged and never add tokens."""
-    with _cyclic_gc_paused():
+    with cyclic_gc_paused():
         message = otlp_request_parse(signal=signal, media_type=media_type, body=body)
         if signal == SIGNAL_METRICS:
             # Counters and histograms aggregate calls the logs and traces already report one by one.
@@ -59,35 +57,6 @@ def otlp_export(*, project: Project, signal: str, media_type: str, body: bytes) 
             return OtlpExportResult(records=count, ignored=count)
         records = records_from_request(signal=signal, message=message, max_records=settings.OTLP_MAX_RECORDS)
         return records_store(project=project, records=records)
-
-
-_gc_lock = threading.Lock()
-_gc_pausers = 0
-_gc_was_enabled = True
-
-
-@contextlib.contextmanager
-def _cyclic_gc_paused():
-    """Pause the cyclic garbage collector while a request is decoded and converted.
-
-    A batch of 512 records allocates tens of thousands of dicts and lists (all acyclic, freed by
-    reference counting); each collection they trigger walks every object of the worker (Django and
-    litellm's price map included), which made OTLP JSON requests of the benchmark stall for
-    hundreds of milliseconds. Same approach as the fold (apps.metrics.folding).
-    """
-    global _gc_pausers, _gc_was_enabled
-    with _gc_lock:
-        if _gc_pausers == 0:
-            _gc_was_enabled = gc.isenabled()
-            gc.disable()
-        _gc_pausers += 1
-    try:
-        yield
-    finally:
-        with _gc_lock:
-            _gc_pausers -= 1
-            if _gc_pausers == 0 and _gc_was_enabled:
-                gc.enable()
 
 
 def records_store(

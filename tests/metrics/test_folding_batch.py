@@ -127,35 +127,6 @@ def test_workers_folding_overlapping_session_sets_count_each_event_once(team, sm
     assert_same_as_reference(racing, reference)
 
 
-def test_the_collector_pause_ends_with_the_last_fold():
-    import gc
-
-    assert gc.isenabled()
-    inner_started, release = threading.Event(), threading.Event()
-
-    def other_fold() -> None:
-        with folding.cyclic_gc_paused():
-            inner_started.set()
-            release.wait(5)
-
-    with folding.cyclic_gc_paused():
-        thread = threading.Thread(target=other_fold)
-        thread.start()
-        inner_started.wait(5)
-        assert not gc.isenabled()
-    assert not gc.isenabled(), "another fold of the process is still running"
-    release.set()
-    thread.join(5)
-    assert gc.isenabled()
-    gc.disable()
-    try:
-        with folding.cyclic_gc_paused():
-            pass
-        assert not gc.isenabled(), "a collector disabled before stays disabled"
-    finally:
-        gc.enable()
-
-
 @pytest.mark.postgres
 def test_fold_statements_run_without_jit(team, monkeypatch):
     """The fold's one-branch-per-session statements pass jit_above_cost at a few hundred
