@@ -32,7 +32,6 @@ import json
 import os
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import time
@@ -258,17 +257,7 @@ def http_load_run(
         )  # fmt: skip
         for index in range(clients)
     ]
-    results = []
-    for generator in generators:
-        stdout, _ = generator.communicate(timeout=startup_s + warmup + seconds + 120)
-        if generator.returncode != 0:
-            sys.exit(f"a load generator failed with code {generator.returncode}")
-        results.append(json.loads(stdout))
-    latencies = sorted(latency for result in results for latency in result["latencies_ms"])
-    failures: dict[str, int] = {}
-    for result in results:
-        for failure, count in result["failures"].items():
-            failures[failure] = failures.get(failure, 0) + count
+    results, latencies, failures = load_results_collect(generators, timeout_s=startup_s + warmup + seconds + 120)
     accepted = sum(result["accepted"] for result in results)
     return Figure(
         name=name,
@@ -279,6 +268,24 @@ def http_load_run(
         requests=len(latencies),
         failures=failures,
     )
+
+
+def load_results_collect(
+    generators: list[subprocess.Popen], *, timeout_s: float
+) -> tuple[list[dict], list[float], dict[str, int]]:
+    """Each load generator's JSON result, all latencies sorted, and the failures summed by kind."""
+    results = []
+    for generator in generators:
+        stdout, _ = generator.communicate(timeout=timeout_s)
+        if generator.returncode != 0:
+            sys.exit(f"a load generator failed with code {generator.returncode}")
+        results.append(json.loads(stdout))
+    latencies = sorted(latency for result in results for latency in result["latencies_ms"])
+    failures: dict[str, int] = {}
+    for result in results:
+        for failure, count in result["failures"].items():
+            failures[failure] = failures.get(failure, 0) + count
+    return results, latencies, failures
 
 
 def copy_ceiling_run(database_url: str, *, seconds: float) -> Figure:

@@ -155,17 +155,7 @@ def load_run(
     cpu_before = _server_cpu_s(server_pid)
     time.sleep(max(0.0, measure_until - time.time()))
     cpu_s = _server_cpu_s(server_pid) - cpu_before
-    results = []
-    for generator in generators:
-        stdout, _ = generator.communicate(timeout=warmup + seconds + 120)
-        if generator.returncode != 0:
-            sys.exit(f"a load generator failed with code {generator.returncode}")
-        results.append(json.loads(stdout))
-    latencies = sorted(latency for result in results for latency in result["latencies_ms"])
-    failures: dict[str, int] = {}
-    for result in results:
-        for failure, count in result["failures"].items():
-            failures[failure] = failures.get(failure, 0) + count
+    results, latencies, failures = ingest.load_results_collect(generators, timeout_s=warmup + seconds + 120)
     figure = ingest.Figure(
         name=mode, batch_size=BATCH_RECORDS, events_per_s=sum(r["stored"] for r in results) / seconds,
         p50_ms=ingest.percentile(latencies, 50), p99_ms=ingest.percentile(latencies, 99),
