@@ -242,6 +242,7 @@ def start_services(scratch_url: str, redis_url: str, port: int) -> list[subproce
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "tokensite.settings.production",
+        "SECURE_SSL_REDIRECT": "False",  # plain HTTP on loopback, no TLS proxy in front
         "DATABASE_URL": scratch_url,
         "REDIS_URL": redis_url,
         "SECRET_KEY": "aggregate-benchmark-" + uuid.uuid4().hex,

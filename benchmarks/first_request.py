@@ -47,8 +47,9 @@ def main() -> None:
 
 
 def _environment(folder: Path) -> dict[str, str]:
+    # Plain HTTP on loopback with no TLS proxy in front: no redirect to HTTPS (README "Deploying").
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tokensite.settings.production", "SECRET_KEY": "b" * 50,
-           "ALLOWED_HOSTS": "127.0.0.1", "DATABASE_URL": f"sqlite:///{folder}/db.sqlite3", "LOG_LEVEL": "WARNING",
+           "SECURE_SSL_REDIRECT": "False", "ALLOWED_HOSTS": "127.0.0.1", "DATABASE_URL": f"sqlite:///{folder}/db.sqlite3", "LOG_LEVEL": "WARNING",
            "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "sdk"), str(REPO_ROOT)])}  # fmt: skip
     env.pop("REDIS_URL", None)
     return env

@@ -8,6 +8,8 @@ import os
 
 os.environ.setdefault("SECRET_KEY", "ingest-benchmark-only-not-a-secret-0123456789abcdef")
 os.environ.setdefault("ALLOWED_HOSTS", "127.0.0.1,localhost")
+# The load generators speak plain HTTP on loopback, with no TLS proxy in front (README "Deploying").
+os.environ.setdefault("SECURE_SSL_REDIRECT", "False")
 
 from tokensite.settings.production import *  # noqa: E402,F401,F403
 from tokensite.settings.production import CACHES  # noqa: E402

@@ -26,8 +26,9 @@ def _free_port() -> int:
 @pytest.fixture
 def server(tmp_path):
     """One gunicorn worker on SQLite, tasks in-process, started from the project folder as the README says."""
+    # Plain HTTP on loopback with no TLS proxy in front: no redirect to HTTPS (README "Deploying").
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tokensite.settings.production", "SECRET_KEY": "s" * 50,
-           "ALLOWED_HOSTS": "127.0.0.1", "DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite3",
+           "SECURE_SSL_REDIRECT": "False", "ALLOWED_HOSTS": "127.0.0.1", "DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite3",
            "PYTHONPATH": os.pathsep.join([str(ROOT / "sdk"), str(ROOT)])}  # fmt: skip
     env.pop("REDIS_URL", None)
     manage = [sys.executable, str(ROOT / "manage.py")]
