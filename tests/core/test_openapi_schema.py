@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 from django.core.management import call_command
 
+from apps.core.errors import ErrorCode
 from tests.conftest import post_events, usage_event
 
 pytestmark = pytest.mark.django_db
@@ -118,3 +119,36 @@ def test_a_documented_error_is_what_the_api_sends(api_client, read_key):
                                HTTP_AUTHORIZATION=f"Bearer {read_key}")  # fmt: skip
     assert response.status_code == 400
     assert response.json()["error"]["details"] == {"model": ["Not a valid string."]}
+
+
+def test_error_code_is_documented_as_the_enum_of_every_code(schema):
+    assert resolve(schema, {"$ref": "#/components/schemas/ErrorCode"})["enum"] == [code.value for code in ErrorCode]
+    detail = schema["components"]["schemas"]["ErrorDetail"]
+    assert detail["properties"]["code"]["allOf"] == [{"$ref": "#/components/schemas/ErrorCode"}]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "headers", "status", "code"),
+    [
+        ("get", "/api/v1/sessions", None, {}, 401, ErrorCode.UNAUTHORIZED),
+        ("get", "/api/v1/sessions", None, {"HTTP_AUTHORIZATION": "Basic x"}, 401,
+         ErrorCode.INVALID_AUTHORIZATION_HEADER),
+        ("get", "/api/v1/sessions", None, {"HTTP_AUTHORIZATION": "Bearer nope"}, 401, ErrorCode.INVALID_API_KEY),
+        ("get", "/api/v1/sessions/missing/metadata", None, "read", 404, ErrorCode.SESSION_NOT_FOUND),
+        ("get", "/api/v1/sessions/%00/metadata", None, "read", 400, ErrorCode.MALFORMED_URL),
+        ("get", "/api/v1/usage?group_by=week", None, "read", 400, ErrorCode.INVALID),
+        ("post", "/api/v1/events", b"{", "ingest", 400, ErrorCode.MALFORMED_JSON),
+        ("post", "/api/v1/events", b'{"events": []}', "ingest", 400, ErrorCode.INVALID_BATCH_SIZE),
+        ("post", "/api/v1/events", b"{}", "read", 403, ErrorCode.INSUFFICIENT_SCOPE),
+        ("delete", "/api/v1/events", None, "ingest", 405, ErrorCode.METHOD_NOT_ALLOWED),
+        ("get", "/api/v1/nothing-here", None, {}, 404, ErrorCode.NOT_FOUND),
+    ],
+)  # fmt: skip
+def test_an_error_reply_carries_a_member_of_the_error_code_enum(api_client, ingest_key, read_key, method, path, body,
+                                                                headers, status, code):  # fmt: skip
+    if isinstance(headers, str):
+        headers = {"HTTP_AUTHORIZATION": f"Bearer {ingest_key if headers == 'ingest' else read_key}"}
+    response = api_client.generic(method.upper(), path, body or b"", content_type="application/json", **headers)
+    assert response.status_code == status
+    assert response.json()["error"]["code"] == code
+    assert ErrorCode(response.json()["error"]["code"]) is code
