@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 from django.core.management import call_command
 
-from apps.core.errors import ErrorCode
+from apps.core.errors import ApplicationError, ErrorCode
 from tests.conftest import post_events, throttle_event, usage_event
 from tests.dashboards.conftest import ingest
 
@@ -201,3 +201,14 @@ def test_usage_reply_is_fully_typed(schema, api_client, project, read_key, group
     assert set(usage["required"]) == {"group_by", "results"}
     assert body["results"]
     assert_fully_typed(schema, usage, body)
+
+
+def test_every_application_error_takes_its_default_code_from_the_enum():
+    pending, classes = [ApplicationError], []
+    while pending:
+        cls = pending.pop()
+        classes.append(cls)
+        pending.extend(cls.__subclasses__())
+    assert len(classes) > 10
+    wrong = [cls for cls in classes if not isinstance(cls.code, ErrorCode)]
+    assert not wrong, wrong
