@@ -50,7 +50,9 @@ class ApiKeyAuthentication(BaseAuthentication):
             header = "Bearer " + header[9:]
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            raise Unauthorized("Send the key as 'Authorization: Bearer <key>'.", code=ErrorCode.INVALID_AUTHORIZATION_HEADER)
+            raise Unauthorized(
+                "Send the key as 'Authorization: Bearer <key>'.", code=ErrorCode.INVALID_AUTHORIZATION_HEADER
+            )
         parsed = key_parse(token.strip())
         if parsed is None:
             raise Unauthorized("Unknown or revoked API key.", code=ErrorCode.INVALID_API_KEY)
@@ -76,7 +78,9 @@ def _scope_permission(scope: str, *allowed: str) -> type[BasePermission]:
             if not isinstance(principal, ApiKeyPrincipal):
                 return False
             if principal.api_key.scope not in allowed_scopes:
-                raise Forbidden(f"This endpoint needs a key with the '{scope}' scope.", code=ErrorCode.INSUFFICIENT_SCOPE)
+                raise Forbidden(
+                    f"This endpoint needs a key with the '{scope}' scope.", code=ErrorCode.INSUFFICIENT_SCOPE
+                )
             return True
 
     ScopePermission.__name__ = f"Has{scope.capitalize()}Scope"

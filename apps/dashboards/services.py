@@ -46,7 +46,9 @@ def team_member_invite(*, actor: Membership, team: Team, username: str, password
         password_check(password=password, user=get_user_model()(username=username))
     if Membership.objects.filter(team=team, user__username=username).exists():
         # Only for names in the team's member table, which every member reads anyway.
-        raise BadRequest(f"{username} is already a member; change their role in the table.", code=ErrorCode.ALREADY_MEMBER)
+        raise BadRequest(
+            f"{username} is already a member; change their role in the table.", code=ErrorCode.ALREADY_MEMBER
+        )
     if password:
         user_create_unless_taken(username=username, password=password)
     return invitation_create(team=team, username=username, role=role, created_by=actor.user)

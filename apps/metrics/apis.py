@@ -57,7 +57,9 @@ class _MetadataTokenUsageSerializer(serializers.Serializer):
     total_input_tokens = serializers.IntegerField()
     total_output_tokens = serializers.IntegerField()
     total_tokens = serializers.IntegerField()
-    breakdown_by_step = _MetadataStepSerializer(many=True, help_text="In order of each step's earliest usage timestamp.")
+    breakdown_by_step = _MetadataStepSerializer(
+        many=True, help_text="In order of each step's earliest usage timestamp."
+    )
 
 
 @extend_schema_serializer(component_name="SessionMetadataTokenCounts")
