@@ -1,4 +1,5 @@
-# TokenSite: `make run` serves the embedded default (SQLite, in-process tasks); `make test` runs every test.
+# TokenSite: `make run` serves the embedded default (SQLite, in-process tasks); `make test` runs every test,
+# `make test-fast` all but the slow ones.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -7,7 +8,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 
-.PHONY: install run test migrate seed bench-quick worker beat clean agents
+.PHONY: install run test test-fast migrate seed bench-quick worker beat clean agents
 
 $(VENV)/.installed: requirements.txt sdk/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,6 +33,11 @@ run: seed
 test: install
 	@if command -v npm >/dev/null 2>&1; then $(MAKE) --no-print-directory agents || echo "agent CLIs not installed: the real-agent tests will be skipped"; else echo "npm not found: the real-agent tests will be skipped"; fi
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Everything but tests marked slow (model-map sweeps, browsers, real agents, servers in subprocesses,
+# Schemathesis), with property tests at a tenth of their examples (tests/conftest.py).
+test-fast: install
+	HYPOTHESIS_PROFILE=fast $(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 # The coding-agent CLIs the OTLP end-to-end tests run, at the versions agents/package-lock.json pins.
 # `npm install` from the lock rather than `npm ci`: the lock lists optional platform packages the

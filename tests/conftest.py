@@ -3,17 +3,30 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import uuid
 from datetime import datetime, timedelta, timezone
 
 import pytest
 from django.db import connection
+from hypothesis import settings as hypothesis_settings
 from rest_framework.test import APIClient
 
 from apps.accounts.models import ApiKey
 from apps.accounts.services import api_key_create, member_add, project_get_or_create, team_get_or_create
 
 BASE_TIME = datetime(2026, 11, 20, 9, 0, 0, tzinfo=timezone.utc)
+
+# Property tests run at the example counts they name under `make test` and in CI; `make test-fast`
+# sets HYPOTHESIS_PROFILE=fast, which runs a tenth of them (and of Hypothesis's default 100).
+FAST_LANE = os.environ.get("HYPOTHESIS_PROFILE") == "fast"
+hypothesis_settings.register_profile("fast", max_examples=10)
+hypothesis_settings.load_profile("fast" if FAST_LANE else "default")
+
+
+def property_examples(count: int) -> int:
+    """A property test's max_examples: `count`, or a tenth of it (at least 10) in the fast lane."""
+    return max(10, count // 10) if FAST_LANE else count
 
 
 @pytest.fixture

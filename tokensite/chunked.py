@@ -13,6 +13,8 @@ import io
 import json
 import types
 
+from apps.core.errors import ErrorCode, error_body
+
 
 # What runserver reads past the limit to answer 413 on a still-usable connection.
 DRAIN_LIMIT_BYTES = 64 * 1024 * 1024
@@ -128,7 +130,7 @@ def _drain(stream, *, unread_in_chunk: int, limit: int) -> bool:
 
 
 def _bad_request(start_response, message: str):
-    payload = json.dumps({"error": {"code": "invalid_chunked_body", "message": message}}).encode()
+    payload = json.dumps(error_body(ErrorCode.INVALID_CHUNKED_BODY, message)).encode()
     start_response("400 Bad Request", [
         ("Content-Type", "application/json"), ("Content-Length", str(len(payload))),
     ])

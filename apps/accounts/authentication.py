@@ -16,7 +16,7 @@ from rest_framework.throttling import BaseThrottle
 from apps.accounts.keys import key_parse, secret_matches
 from apps.accounts.models import ApiKey, Project
 from apps.accounts.selectors import api_key_get_active
-from apps.core.errors import Forbidden, RateLimited, Unauthorized
+from apps.core.errors import ErrorCode, Forbidden, RateLimited, Unauthorized
 from apps.core.outages import DependencyOutage
 
 # last_used_at is informational: refreshing it once a minute avoids a write on every request.
@@ -50,14 +50,16 @@ class ApiKeyAuthentication(BaseAuthentication):
             header = "Bearer " + header[9:]
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            raise Unauthorized("Send the key as 'Authorization: Bearer <key>'.", code="invalid_authorization_header")
+            raise Unauthorized(
+                "Send the key as 'Authorization: Bearer <key>'.", code=ErrorCode.INVALID_AUTHORIZATION_HEADER
+            )
         parsed = key_parse(token.strip())
         if parsed is None:
-            raise Unauthorized("Unknown or revoked API key.", code="invalid_api_key")
+            raise Unauthorized("Unknown or revoked API key.", code=ErrorCode.INVALID_API_KEY)
         prefix, secret = parsed
         api_key = api_key_get_active(prefix=prefix)
         if api_key is None or not secret_matches(secret, api_key.secret_hash):
-            raise Unauthorized("Unknown or revoked API key.", code="invalid_api_key")
+            raise Unauthorized("Unknown or revoked API key.", code=ErrorCode.INVALID_API_KEY)
         now = timezone.now()
         if api_key.last_used_at is None or now - api_key.last_used_at > _LAST_USED_RESOLUTION:
             ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=now)
@@ -76,7 +78,9 @@ def _scope_permission(scope: str, *allowed: str) -> type[BasePermission]:
             if not isinstance(principal, ApiKeyPrincipal):
                 return False
             if principal.api_key.scope not in allowed_scopes:
-                raise Forbidden(f"This endpoint needs a key with the '{scope}' scope.", code="insufficient_scope")
+                raise Forbidden(
+                    f"This endpoint needs a key with the '{scope}' scope.", code=ErrorCode.INSUFFICIENT_SCOPE
+                )
             return True
 
     ScopePermission.__name__ = f"Has{scope.capitalize()}Scope"

@@ -6,7 +6,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from apps.accounts.models import ApiKey, Invitation, Membership, Project, Team
-from apps.core.errors import NotFound
+from apps.core.errors import ErrorCode, NotFound
 
 
 def teams_for_user(*, user: AbstractBaseUser) -> QuerySet[Team]:
@@ -70,5 +70,5 @@ def invitation_get_open_for_team(*, team: Team, invitation_id: int) -> Invitatio
     """A pending invitation of this team (never another team's), or NotFound."""
     invitation = _open_invitations().filter(team=team, pk=invitation_id).first()
     if invitation is None:
-        raise NotFound("No such invitation.", code="invitation_not_found")
+        raise NotFound("No such invitation.", code=ErrorCode.INVITATION_NOT_FOUND)
     return invitation

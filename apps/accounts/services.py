@@ -15,7 +15,7 @@ from django.utils.text import slugify
 
 from apps.accounts.keys import key_generate, secret_hash
 from apps.accounts.models import ApiKey, Invitation, Membership, Project, Team
-from apps.core.errors import BadRequest, NotFound
+from apps.core.errors import BadRequest, ErrorCode, NotFound
 
 # Long enough to be read after a weekend, short enough that a forgotten invitation lapses.
 INVITATION_LIFETIME = timedelta(days=7)
@@ -30,7 +30,7 @@ class IssuedKey:
 def _slug_or_error(value: str, what: str) -> str:
     slug = slugify(value)
     if not slug:
-        raise BadRequest(f"{what} {value!r} has no usable characters for a slug.", code="invalid_slug")
+        raise BadRequest(f"{what} {value!r} has no usable characters for a slug.", code=ErrorCode.INVALID_SLUG)
     return slug
 
 
@@ -56,7 +56,7 @@ def api_key_create(
 ) -> IssuedKey:
     """Create a key for the project; the plaintext is returned here and never again."""
     if scope not in ApiKey.Scope.values:
-        raise BadRequest(f"Scope must be one of {', '.join(ApiKey.Scope.values)}.", code="invalid_scope")
+        raise BadRequest(f"Scope must be one of {', '.join(ApiKey.Scope.values)}.", code=ErrorCode.INVALID_SCOPE)
     while True:
         generated = key_generate()
         if not ApiKey.objects.filter(prefix=generated.prefix).exists():
@@ -79,7 +79,7 @@ def api_key_revoke(*, prefix: str, project: Project | None = None) -> ApiKey:
         keys = keys.filter(project=project)
     api_key = keys.first()
     if api_key is None:
-        raise NotFound(f"No API key with prefix {prefix!r}.", code="api_key_not_found")
+        raise NotFound(f"No API key with prefix {prefix!r}.", code=ErrorCode.API_KEY_NOT_FOUND)
     if api_key.revoked_at is None:
         api_key.revoked_at = timezone.now()
         api_key.save(update_fields=["revoked_at", "updated_at"])
@@ -91,7 +91,7 @@ def username_check(*, username: str) -> None:
     try:
         get_user_model().username_validator(username)
     except ValidationError as error:
-        raise BadRequest(" ".join(error.messages), code="invalid_username") from error
+        raise BadRequest(" ".join(error.messages), code=ErrorCode.INVALID_USERNAME) from error
 
 
 def password_check(*, password: str, user: AbstractBaseUser) -> None:
@@ -99,7 +99,7 @@ def password_check(*, password: str, user: AbstractBaseUser) -> None:
     try:
         validate_password(password, user=user)
     except ValidationError as error:
-        raise BadRequest("Password rejected: " + " ".join(error.messages), code="invalid_password") from error
+        raise BadRequest("Password rejected: " + " ".join(error.messages), code=ErrorCode.INVALID_PASSWORD) from error
 
 
 @transaction.atomic
@@ -110,7 +110,7 @@ def member_add(*, team: Team, username: str, password: str | None = None, role: 
     invites instead (`invitation_create`). A password is validated before it is set.
     """
     if role not in Membership.Role.values:
-        raise BadRequest(f"Role must be one of {', '.join(Membership.Role.values)}.", code="invalid_role")
+        raise BadRequest(f"Role must be one of {', '.join(Membership.Role.values)}.", code=ErrorCode.INVALID_ROLE)
     user_model = get_user_model()
     user = user_model.objects.filter(username=username).first()
     created = user is None
@@ -130,7 +130,7 @@ def member_add(*, team: Team, username: str, password: str | None = None, role: 
 
 def member_set_role(*, membership: Membership, role: str) -> Membership:
     if role not in Membership.Role.values:
-        raise BadRequest(f"Role must be one of {', '.join(Membership.Role.values)}.", code="invalid_role")
+        raise BadRequest(f"Role must be one of {', '.join(Membership.Role.values)}.", code=ErrorCode.INVALID_ROLE)
     membership.role = role
     membership.save(update_fields=["role", "updated_at"])
     return membership
@@ -150,7 +150,7 @@ def user_create_unless_taken(*, username: str, password: str) -> None:
 def invitation_create(*, team: Team, username: str, role: str, created_by: AbstractBaseUser | None) -> Invitation:
     """Invite `username` to the team (renewing its pending invitation): the same row whether or not the user exists."""
     if role not in Membership.Role.values:
-        raise BadRequest(f"Role must be one of {', '.join(Membership.Role.values)}.", code="invalid_role")
+        raise BadRequest(f"Role must be one of {', '.join(Membership.Role.values)}.", code=ErrorCode.INVALID_ROLE)
     invitation, _ = Invitation.objects.update_or_create(
         team=team,
         username=username,
@@ -169,7 +169,7 @@ def _open_invitation_for_update(*, user: AbstractBaseUser, invitation_id: int) -
         .first()
     )  # fmt: skip
     if invitation is None:
-        raise NotFound("No such invitation.", code="invitation_not_found")
+        raise NotFound("No such invitation.", code=ErrorCode.INVITATION_NOT_FOUND)
     return invitation
 
 

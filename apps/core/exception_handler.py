@@ -8,23 +8,23 @@ from django.http import Http404
 from rest_framework import exceptions as drf_exceptions
 from rest_framework.response import Response
 
-from apps.core.errors import ApplicationError
+from apps.core.errors import ApplicationError, ErrorCode, error_body
 from apps.core.outages import database_unavailable_error
 
 logger = logging.getLogger(__name__)
 
 # DRF exception class -> our stable error code.
-_DRF_CODES: list[tuple[type[Exception], str]] = [
-    (drf_exceptions.ParseError, "malformed_json"),
-    (drf_exceptions.NotAuthenticated, "unauthorized"),
-    (drf_exceptions.AuthenticationFailed, "unauthorized"),
-    (drf_exceptions.PermissionDenied, "forbidden"),
-    (drf_exceptions.NotFound, "not_found"),
-    (drf_exceptions.MethodNotAllowed, "method_not_allowed"),
-    (drf_exceptions.NotAcceptable, "not_acceptable"),
-    (drf_exceptions.UnsupportedMediaType, "unsupported_media_type"),
-    (drf_exceptions.Throttled, "rate_limited"),
-    (drf_exceptions.ValidationError, "invalid"),
+_DRF_CODES: list[tuple[type[Exception], ErrorCode]] = [
+    (drf_exceptions.ParseError, ErrorCode.MALFORMED_JSON),
+    (drf_exceptions.NotAuthenticated, ErrorCode.UNAUTHORIZED),
+    (drf_exceptions.AuthenticationFailed, ErrorCode.UNAUTHORIZED),
+    (drf_exceptions.PermissionDenied, ErrorCode.FORBIDDEN),
+    (drf_exceptions.NotFound, ErrorCode.NOT_FOUND),
+    (drf_exceptions.MethodNotAllowed, ErrorCode.METHOD_NOT_ALLOWED),
+    (drf_exceptions.NotAcceptable, ErrorCode.NOT_ACCEPTABLE),
+    (drf_exceptions.UnsupportedMediaType, ErrorCode.UNSUPPORTED_MEDIA_TYPE),
+    (drf_exceptions.Throttled, ErrorCode.RATE_LIMITED),
+    (drf_exceptions.ValidationError, ErrorCode.INVALID),
 ]
 
 
@@ -38,17 +38,17 @@ def api_exception_handler(exc: Exception, context: dict) -> Response | None:
     elif isinstance(exc, DjangoPermissionDenied):
         exc = drf_exceptions.PermissionDenied()
     if isinstance(exc, drf_exceptions.APIException):
-        code = next((c for cls, c in _DRF_CODES if isinstance(exc, cls)), "error")
+        code = next((c for cls, c in _DRF_CODES if isinstance(exc, cls)), ErrorCode.ERROR)
         if isinstance(exc, drf_exceptions.ValidationError):
-            body = {"code": code, "message": "The request is invalid.", "details": exc.detail}
+            body = error_body(code, "The request is invalid.", exc.detail)
         else:
-            body = {"code": code, "message": str(exc.detail)}
+            body = error_body(code, str(exc.detail))
         headers = {}
         if isinstance(exc, (drf_exceptions.NotAuthenticated, drf_exceptions.AuthenticationFailed)):
             headers["WWW-Authenticate"] = 'Bearer realm="api"'
             exc.status_code = 401
         if getattr(exc, "wait", None):
             headers["Retry-After"] = str(int(exc.wait))
-        return Response({"error": body}, status=exc.status_code, headers=headers)
+        return Response(body, status=exc.status_code, headers=headers)
     return None
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.http import HttpResponseBadRequest, JsonResponse
 
+from apps.core.errors import ErrorCode, error_body
 from apps.core.outages import database_unavailable_error
 from apps.core.views import service_unavailable
 
@@ -23,7 +24,7 @@ class RejectNulCharactersMiddleware:
         if "\x00" in request.path or _query_has_nul(request):
             message = "The URL must not contain NUL (%00) characters."
             if request.path.startswith("/api/"):
-                return JsonResponse({"error": {"code": "malformed_url", "message": message}}, status=400)
+                return JsonResponse(error_body(ErrorCode.MALFORMED_URL, message), status=400)
             return HttpResponseBadRequest(message, content_type="text/plain; charset=utf-8")
         return self.get_response(request)
 

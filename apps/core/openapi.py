@@ -9,6 +9,8 @@ from drf_spectacular import openapi
 from drf_spectacular.utils import OpenApiResponse, extend_schema_serializer
 from rest_framework import serializers
 
+from apps.core.errors import ErrorCode
+
 # A URL with NUL is a 400 (apps.core.middleware) and DRF's CharField refuses NUL, so a text a
 # client sends has none. Non-empty: an empty value is allowed separately (allowEmptyValue, or
 # drf-spectacular's `maxLength: 0` branch for a blank-allowed field), and the two must not overlap.
@@ -17,7 +19,10 @@ TEXT_WITHOUT_NUL = "^[^\\x00]+$"
 
 @extend_schema_serializer(component_name="ErrorDetail")
 class ErrorDetailSerializer(serializers.Serializer):
-    code = serializers.CharField(help_text="Stable machine-readable code, e.g. invalid_api_key or rate_limited.")
+    code = serializers.ChoiceField(
+        choices=[(code.value, code.name) for code in ErrorCode],
+        help_text="Stable machine-readable code, e.g. invalid_api_key or rate_limited (apps.core.errors.ErrorCode).",
+    )
     message = serializers.CharField(help_text="What went wrong, for a person.")
     details = serializers.JSONField(required=False, help_text="Per-field errors or other context, when there is some.")
 

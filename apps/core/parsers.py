@@ -4,7 +4,7 @@ import io
 from rest_framework.exceptions import ParseError
 from rest_framework.parsers import JSONParser
 
-from apps.core.errors import BadRequest, PayloadTooLarge
+from apps.core.errors import BadRequest, ErrorCode, PayloadTooLarge
 
 MAX_JSON_BODY_BYTES = 1024 * 1024
 _UTF8_NAMES = frozenset({"utf-8", "utf8"})
@@ -29,7 +29,7 @@ def json_charset_check(content_type: str) -> None:
             raise BadRequest(
                 f"JSON bodies must be UTF-8 (RFC 8259); this one declares charset {value.strip()!r}. "
                 "Send UTF-8 and declare charset=utf-8 or no charset.",
-                code="unsupported_charset",
+                code=ErrorCode.UNSUPPORTED_CHARSET,
             )
 
 
@@ -57,7 +57,7 @@ class LimitedJSONParser(JSONParser):
         try:
             data.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise BadRequest(utf8_error_message(data, exc), code="malformed_json") from None
+            raise BadRequest(utf8_error_message(data, exc), code=ErrorCode.MALFORMED_JSON) from None
         try:
             return super().parse(io.BytesIO(data), media_type, {**(parser_context or {}), "encoding": "utf-8"})
         except RecursionError:

@@ -14,7 +14,7 @@ from http import HTTPStatus
 
 from django.utils.http import parse_header_parameters
 
-from apps.core.errors import ApplicationError, BadRequest, HeaderFieldsTooLarge, UriTooLong
+from apps.core.errors import ApplicationError, BadRequest, ErrorCode, HeaderFieldsTooLarge, UriTooLong
 
 MAX_URL_BYTES = 4096
 MAX_HEADER_FIELDS = 100
@@ -72,5 +72,5 @@ def request_limits_check(environ: dict) -> ApplicationError | None:
     try:
         parse_header_parameters(environ.get("CONTENT_TYPE", ""))
     except ValueError as exc:
-        return BadRequest(f"The Content-Type header cannot be parsed: {exc}", code="malformed_content_type")
+        return BadRequest(f"The Content-Type header cannot be parsed: {exc}", code=ErrorCode.MALFORMED_CONTENT_TYPE)
     return None

@@ -3,7 +3,7 @@ from django.http import HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.template.loader import render_to_string
 
-from apps.core.errors import ServiceUnavailable
+from apps.core.errors import ErrorCode, ServiceUnavailable, error_body
 
 API_PATH_PREFIXES = ("/api/", "/otlp/")
 
@@ -15,19 +15,19 @@ def _is_api(request) -> bool:
 def bad_request(request, exception=None):
     # Django's own rejections (too many query fields, a disallowed host) land here.
     if _is_api(request):
-        return JsonResponse({"error": {"code": "bad_request", "message": "Malformed request."}}, status=400)
+        return JsonResponse(error_body(ErrorCode.BAD_REQUEST, "Malformed request."), status=400)
     return render(request, "400.html", status=400)
 
 
 def not_found(request, exception=None):
     if _is_api(request):
-        return JsonResponse({"error": {"code": "not_found", "message": "Not found."}}, status=404)
+        return JsonResponse(error_body(ErrorCode.NOT_FOUND, "Not found."), status=404)
     return render(request, "404.html", status=404)
 
 
 def server_error(request):
     if _is_api(request):
-        return JsonResponse({"error": {"code": "server_error", "message": "Internal server error."}}, status=500)
+        return JsonResponse(error_body(ErrorCode.SERVER_ERROR, "Internal server error."), status=500)
     return render(request, "500.html", status=500)
 
 

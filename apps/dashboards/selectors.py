@@ -21,7 +21,7 @@ from django.db.models.functions import TruncDay, TruncHour
 
 from apps.accounts.models import ApiKey, Membership, Project, Team
 from apps.accounts.selectors import api_keys_for_project, teams_for_user
-from apps.core.errors import NotFound
+from apps.core.errors import ErrorCode, NotFound
 from apps.ingestion.models import RawEvent
 from apps.metrics.algorithms import rolling_tokens_per_second
 from apps.metrics.models import SessionAggregate, SessionModelAggregate, SessionStepAggregate, UsageBucket
@@ -573,5 +573,5 @@ def team_membership_get(*, team: Team, membership_id: int | str) -> Membership:
     """A membership of this team (never another team's), or NotFound."""
     membership = Membership.objects.filter(team=team, pk=membership_id).select_related("user").first()
     if membership is None:
-        raise NotFound("No such member of this team.", code="member_not_found")
+        raise NotFound("No such member of this team.", code=ErrorCode.MEMBER_NOT_FOUND)
     return membership

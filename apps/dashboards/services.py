@@ -19,7 +19,7 @@ from apps.accounts.services import (
     user_create_unless_taken,
     username_check,
 )
-from apps.core.errors import BadRequest, Forbidden
+from apps.core.errors import BadRequest, ErrorCode, Forbidden
 
 Role = Membership.Role
 
@@ -28,7 +28,7 @@ def _check_can_grant(*, actor: Membership, role: str) -> None:
     if not actor.can_manage:
         raise Forbidden("Only owners and admins can change members.")
     if role == Role.OWNER and actor.role != Role.OWNER:
-        raise Forbidden("Only an owner can make someone an owner.", code="owner_only")
+        raise Forbidden("Only an owner can make someone an owner.", code=ErrorCode.OWNER_ONLY)
 
 
 @transaction.atomic
@@ -46,7 +46,9 @@ def team_member_invite(*, actor: Membership, team: Team, username: str, password
         password_check(password=password, user=get_user_model()(username=username))
     if Membership.objects.filter(team=team, user__username=username).exists():
         # Only for names in the team's member table, which every member reads anyway.
-        raise BadRequest(f"{username} is already a member; change their role in the table.", code="already_member")
+        raise BadRequest(
+            f"{username} is already a member; change their role in the table.", code=ErrorCode.ALREADY_MEMBER
+        )
     if password:
         user_create_unless_taken(username=username, password=password)
     return invitation_create(team=team, username=username, role=role, created_by=actor.user)
@@ -57,7 +59,7 @@ def team_invitation_revoke(*, actor: Membership, invitation: Invitation) -> Invi
     if not actor.can_manage:
         raise Forbidden("Only owners and admins can change members.")
     if invitation.role == Role.OWNER and actor.role != Role.OWNER:
-        raise Forbidden("Only an owner can withdraw an owner invitation.", code="owner_only")
+        raise Forbidden("Only an owner can withdraw an owner invitation.", code=ErrorCode.OWNER_ONLY)
     return invitation_revoke(invitation=invitation)
 
 
@@ -66,9 +68,9 @@ def team_member_role_change(*, actor: Membership, membership: Membership, role: 
     """Change a member's role: only owners grant or take away ownership, and a team keeps one owner."""
     _check_can_grant(actor=actor, role=role)
     if membership.role == Role.OWNER and actor.role != Role.OWNER:
-        raise Forbidden("Only an owner can change an owner's role.", code="owner_only")
+        raise Forbidden("Only an owner can change an owner's role.", code=ErrorCode.OWNER_ONLY)
     if membership.role == Role.OWNER and role != Role.OWNER:
         owners = Membership.objects.select_for_update().filter(team_id=membership.team_id, role=Role.OWNER)
         if len(owners.values_list("id", flat=True)) <= 1:  # locked rows: no aggregate under FOR UPDATE
-            raise BadRequest("A team needs at least one owner.", code="last_owner")
+            raise BadRequest("A team needs at least one owner.", code=ErrorCode.LAST_OWNER)
     return member_set_role(membership=membership, role=role)

@@ -10,7 +10,7 @@ import zlib
 from django.conf import settings
 from django.http import HttpRequest
 
-from apps.core.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from apps.core.errors import BadRequest, ErrorCode, PayloadTooLarge, UnsupportedMediaType
 from apps.core.parsers import json_charset_check
 
 
@@ -59,7 +59,7 @@ def request_body_read_limited(
     try:
         declared = int(request.META.get("CONTENT_LENGTH") or 0)
     except ValueError:
-        raise BadRequest("Content-Length is not a number.", code="invalid_content_length") from None
+        raise BadRequest("Content-Length is not a number.", code=ErrorCode.INVALID_CONTENT_LENGTH) from None
     if declared > max_bytes:
         raise PayloadTooLarge(f"The body is {declared} bytes; the limit is {max_bytes} bytes.")
     # Read one byte past the limit so a body without an honest Content-Length is still caught.
@@ -77,9 +77,9 @@ def _gunzip(data: bytes, *, limit: int) -> bytes:
     try:
         out = decompressor.decompress(data, limit + 1)
     except zlib.error as exc:
-        raise BadRequest(f"The gzip body is corrupt: {exc}.", code="invalid_gzip") from None
+        raise BadRequest(f"The gzip body is corrupt: {exc}.", code=ErrorCode.INVALID_GZIP) from None
     if len(out) > limit or decompressor.unconsumed_tail:
         raise PayloadTooLarge(f"The decompressed body is over the limit of {limit} bytes.")
     if not decompressor.eof:
-        raise BadRequest("The gzip body is truncated.", code="invalid_gzip")
+        raise BadRequest("The gzip body is truncated.", code=ErrorCode.INVALID_GZIP)
     return out

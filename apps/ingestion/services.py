@@ -10,7 +10,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from apps.accounts.models import Project
-from apps.core.errors import BadRequest
+from apps.core.errors import BadRequest, ErrorCode
 from apps.core.parsers import utf8_error_message
 from apps.ingestion.schema import batch_decoder
 from apps.ingestion.validation import PreparedEvent, Rejection, events_validate
@@ -47,20 +47,20 @@ def batch_decode(body: bytes) -> list[msgspec.Raw]:
         try:
             body.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise BadRequest(utf8_error_message(body, exc), code="malformed_json") from None
+            raise BadRequest(utf8_error_message(body, exc), code=ErrorCode.MALFORMED_JSON) from None
     try:
         batch = batch_decoder.decode(body)
     except msgspec.ValidationError as exc:
-        raise BadRequest(f'The body must be {{"events": [...]}}: {exc}.', code="invalid_batch") from None
+        raise BadRequest(f'The body must be {{"events": [...]}}: {exc}.', code=ErrorCode.INVALID_BATCH) from None
     except msgspec.DecodeError as exc:
-        raise BadRequest(f"The body is not valid JSON: {exc}.", code="malformed_json") from None
+        raise BadRequest(f"The body is not valid JSON: {exc}.", code=ErrorCode.MALFORMED_JSON) from None
     except RecursionError:
-        raise BadRequest("The body is nested too deeply to be an event batch.", code="malformed_json") from None
+        raise BadRequest("The body is nested too deeply to be an event batch.", code=ErrorCode.MALFORMED_JSON) from None
     count = len(batch.events)
     if not 1 <= count <= settings.INGEST_MAX_EVENTS:
         raise BadRequest(
             f"A batch holds 1 to {settings.INGEST_MAX_EVENTS} events; this one has {count}.",
-            code="invalid_batch_size",
+            code=ErrorCode.INVALID_BATCH_SIZE,
         )
     return batch.events
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_serializer, inline_serializer
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_serializer
 from rest_framework import serializers
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
@@ -34,14 +34,120 @@ class _ReadApi(APIView):
     throttle_classes = [ApiKeyRateThrottle]
 
 
+@extend_schema_serializer(component_name="SessionMetadataSource")
+class _MetadataSourceSerializer(serializers.Serializer):
+    name = serializers.CharField(help_text="The SDK shim or coding agent that sent the session.")
+    version = serializers.CharField(allow_null=True)
+
+
+@extend_schema_serializer(component_name="SessionMetadataStep")
+class _MetadataStepSerializer(serializers.Serializer):
+    step = serializers.CharField()
+    input = serializers.IntegerField()
+    output = serializers.IntegerField()
+    calls = serializers.IntegerField()
+    cost_usd = serializers.FloatField(allow_null=True, help_text="Null when every token is unpriced.")
+    unpriced_tokens = serializers.IntegerField()
+    tokens_per_second = serializers.FloatField()
+    throttle_wait_ms = serializers.IntegerField()
+
+
+@extend_schema_serializer(component_name="SessionMetadataTokenUsage")
+class _MetadataTokenUsageSerializer(serializers.Serializer):
+    total_input_tokens = serializers.IntegerField()
+    total_output_tokens = serializers.IntegerField()
+    total_tokens = serializers.IntegerField()
+    breakdown_by_step = _MetadataStepSerializer(
+        many=True, help_text="In order of each step's earliest usage timestamp."
+    )
+
+
+@extend_schema_serializer(component_name="SessionMetadataTokenCounts")
+class _MetadataTokenCountsSerializer(serializers.Serializer):
+    input = serializers.IntegerField()
+    output = serializers.IntegerField()
+    cache = serializers.IntegerField()
+    tool = serializers.IntegerField()
+    thought = serializers.IntegerField()
+    total = serializers.IntegerField()
+
+
+@extend_schema_serializer(component_name="SessionMetadataTokenMetrics")
+class _MetadataTokenMetricsSerializer(serializers.Serializer):
+    tokensIn = serializers.IntegerField()
+    tokensOut = serializers.IntegerField()
+    tokensPerSecond = serializers.FloatField()
+    burstTokensPerSecond = serializers.FloatField()
+    throttleWaitTimeMs = serializers.IntegerField()
+    sessionTokenUsage = _MetadataTokenCountsSerializer()
+
+
+@extend_schema_serializer(component_name="SessionMetadataModelCost")
+class _MetadataModelCostSerializer(serializers.Serializer):
+    provider = serializers.CharField()
+    model = serializers.CharField()
+    input = serializers.IntegerField()
+    output = serializers.IntegerField()
+    calls = serializers.IntegerField()
+    cost_usd = serializers.FloatField(allow_null=True, help_text="Null when every token is unpriced.")
+    unpriced_tokens = serializers.IntegerField()
+    price_source = serializers.CharField(allow_null=True)
+
+
+@extend_schema_serializer(component_name="SessionMetadataCost")
+class _MetadataCostSerializer(serializers.Serializer):
+    estimated_usd = serializers.FloatField(allow_null=True, help_text="Null when every token is unpriced.")
+    unpriced_tokens = serializers.IntegerField()
+    currency = serializers.ChoiceField(choices=["USD"])
+    by_model = _MetadataModelCostSerializer(many=True, help_text="Most tokens first.")
+    price_source = serializers.CharField()
+
+
+@extend_schema_serializer(component_name="SessionMetadataBursts")
+class _MetadataBurstsSerializer(serializers.Serializer):
+    """Peak tokens per second over 1, 10 and 60 s windows (DESIGN.md section 4)."""
+
+    def get_fields(self):
+        return {window: serializers.FloatField() for window in ("1s", "10s", "60s")}
+
+
+@extend_schema_serializer(component_name="SessionMetadataThrottle")
+class _MetadataThrottleSerializer(serializers.Serializer):
+    count = serializers.IntegerField()
+    wait_ms = serializers.IntegerField()
+    share_of_wall_time = serializers.FloatField()
+
+
 class SessionMetadataApi(_ReadApi):
+    @extend_schema_serializer(component_name="SessionMetadata")
+    class OutputSerializer(serializers.Serializer):
+        """The session metadata document, DESIGN.md section 7; extra keys (developer, source,
+        calls, pending_events...) beyond the seeds' shapes are documented here too."""
+
+        session_id = serializers.CharField()
+        project = serializers.CharField(help_text="team/project")
+        developer = serializers.CharField(allow_null=True, help_text="The `user` attribute of the session.")
+        source = _MetadataSourceSerializer(allow_null=True)
+        started_at = serializers.DateTimeField(allow_null=True)
+        ended_at = serializers.DateTimeField(allow_null=True)
+        token_usage = _MetadataTokenUsageSerializer()
+        tokenMetrics = _MetadataTokenMetricsSerializer()
+        cost = _MetadataCostSerializer()
+        bursts = _MetadataBurstsSerializer()
+        peak_concurrency = serializers.IntegerField()
+        throttle = _MetadataThrottleSerializer()
+        calls = serializers.IntegerField()
+        estimated_calls = serializers.IntegerField(help_text="Calls whose token counts a tokeniser estimated.")
+        pending_events = serializers.IntegerField(help_text="Events stored but not folded yet.")
+
     @extend_schema(
         operation_id="session_metadata",
         summary="Session metadata document (token_usage and tokenMetrics)",
-        responses={200: OpenApiTypes.OBJECT, 404: error_response("No session with this id in the key's project.")},
+        responses={200: OutputSerializer, 404: error_response("No session with this id in the key's project.")},
     )
     def get(self, request, session_id: str):
-        return Response(session_metadata(project=request.user.project, session_id=session_id))
+        document = session_metadata(project=request.user.project, session_id=session_id)
+        return Response(self.OutputSerializer(document).data)
 
 
 class _SessionPagination(PageNumberPagination):
@@ -129,9 +235,32 @@ class SessionListApi(_ReadApi):
         return paginator.get_paginated_response(self.OutputSerializer(page, many=True).data)
 
 
+@extend_schema_serializer(component_name="UsageRow")
+class _UsageRowSerializer(serializers.Serializer):
+    """One group's totals; its key is provider and model, the step, or the period, by group_by."""
+
+    provider = serializers.CharField(required=False, help_text="group_by=model")
+    model = serializers.CharField(required=False, help_text="group_by=model")
+    step = serializers.CharField(required=False, help_text="group_by=step")
+    period = serializers.DateTimeField(required=False, help_text="group_by=day or hour: the period's start")
+    input_tokens = serializers.IntegerField()
+    output_tokens = serializers.IntegerField()
+    total_tokens = serializers.IntegerField()
+    calls = serializers.IntegerField()
+    cost_usd = serializers.FloatField(allow_null=True, help_text="Null when every token is unpriced.")
+    unpriced_tokens = serializers.IntegerField()
+    throttle_count = serializers.IntegerField()
+    throttle_wait_ms = serializers.IntegerField()
+
+
 class UsageApi(_ReadApi):
     class FilterSerializer(TimeRangeFilterSerializer):
         group_by = serializers.ChoiceField(choices=["model", "step", "day", "hour"], default="model")
+
+    @extend_schema_serializer(component_name="Usage")
+    class OutputSerializer(serializers.Serializer):
+        group_by = serializers.ChoiceField(choices=["model", "step", "day", "hour"])
+        results = _UsageRowSerializer(many=True)
 
     @extend_schema(
         operation_id="usage",
@@ -141,18 +270,7 @@ class UsageApi(_ReadApi):
             OpenApiParameter("to", OpenApiTypes.DATETIME),
             OpenApiParameter("group_by", str, enum=["model", "step", "day", "hour"]),
         ],
-        responses={
-            200: inline_serializer(
-                "Usage",
-                {
-                    "group_by": serializers.ChoiceField(choices=["model", "step", "day", "hour"]),
-                    "results": serializers.ListField(
-                        child=serializers.DictField(),
-                        help_text="One row per group: its key (provider and model, step or period) and its totals.",
-                    ),
-                },
-            )
-        },
+        responses={200: OutputSerializer},
     )
     def get(self, request):
         filters = self.FilterSerializer(data=request.query_params)
@@ -162,4 +280,4 @@ class UsageApi(_ReadApi):
         rows = usage_for_project(
             project=request.user.project, since=data.get("from"), until=data.get("to"), group_by=group_by
         )
-        return Response({"group_by": group_by, "results": rows})
+        return Response(self.OutputSerializer({"group_by": group_by, "results": rows}).data)

@@ -9,7 +9,7 @@ from django.db.models import F, Q, QuerySet, Sum
 from django.db.models.functions import TruncDay, TruncHour
 
 from apps.accounts.models import Project
-from apps.core.errors import NotFound
+from apps.core.errors import ErrorCode, NotFound
 from apps.ingestion.models import PendingEvent
 from apps.metrics.models import QuarantinedSession, SessionAggregate, UsageBucket
 
@@ -33,7 +33,7 @@ def session_get(*, project: Project, session_id: str) -> SessionAggregate:
     """The project's session aggregate, or NotFound."""
     session = SessionAggregate.objects.filter(project=project, session_id=session_id).first()
     if session is None:
-        raise NotFound(f"Session {session_id!r} not found in this project.", code="session_not_found")
+        raise NotFound(f"Session {session_id!r} not found in this project.", code=ErrorCode.SESSION_NOT_FOUND)
     return session
 
 

@@ -22,7 +22,7 @@ from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
-from apps.core.errors import BadRequest, PayloadTooLarge
+from apps.core.errors import BadRequest, ErrorCode, PayloadTooLarge
 from apps.otlp.records import SIGNAL_LOGS, SIGNAL_METRICS, SIGNAL_TRACES, SpanEvent, TelemetryRecord
 
 MEDIA_PROTOBUF = "application/x-protobuf"
@@ -73,14 +73,14 @@ def otlp_request_parse(*, signal: str, media_type: str, body: bytes) -> Message:
             message.ParseFromString(body)
         except Exception as exc:  # noqa: BLE001 - any decoder failure on client bytes is the client's 400
             message_text = f"The body is not a valid OTLP {signal} protobuf message: {exc}."
-            raise BadRequest(message_text, code="invalid_otlp") from None
+            raise BadRequest(message_text, code=ErrorCode.INVALID_OTLP) from None
         return message
     try:
         document = _json_decoder.decode(body)
     except (msgspec.DecodeError, RecursionError) as exc:
-        raise BadRequest(f"The body is not valid JSON: {exc}.", code="malformed_json") from None
+        raise BadRequest(f"The body is not valid JSON: {exc}.", code=ErrorCode.MALFORMED_JSON) from None
     if not isinstance(document, dict):
-        raise BadRequest(f"The body must be an OTLP {signal} JSON object.", code="invalid_otlp")
+        raise BadRequest(f"The body must be an OTLP {signal} JSON object.", code=ErrorCode.INVALID_OTLP)
     try:
         return SIGNALS[signal].request(**_message_kwargs(document, message.DESCRIPTOR))
     except Exception:  # noqa: BLE001 - anything unusual takes json_format's path, which says what is wrong
@@ -90,7 +90,7 @@ def otlp_request_parse(*, signal: str, media_type: str, body: bytes) -> Message:
         json_format.ParseDict(document, message, ignore_unknown_fields=True)
     except Exception as exc:  # noqa: BLE001 - wrong shapes, overflows, bad ids: all the client's 400
         message_text = f"The body is not a valid OTLP {signal} JSON message: {_short(exc)}"
-        raise BadRequest(message_text, code="invalid_otlp") from None
+        raise BadRequest(message_text, code=ErrorCode.INVALID_OTLP) from None
     return message
 
 

@@ -8,7 +8,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.accounts.authentication import ApiKeyRateThrottle, HasAnyScope
-from apps.core.errors import BadRequest
+from apps.core.errors import BadRequest, ErrorCode
 from apps.pricing.counting import count_tokens
 
 MAX_TEXT_CHARS = 1_000_000
@@ -57,7 +57,7 @@ class TokenizeApi(APIView):
         try:
             counted = count_tokens(data["model"], text=data.get("text"), messages=data.get("messages"))
         except Exception as exc:  # noqa: BLE001 - a tokeniser choking on client input is the client's 400
-            raise BadRequest(f"Could not count tokens: {exc}", code="tokenize_failed") from None
+            raise BadRequest(f"Could not count tokens: {exc}", code=ErrorCode.TOKENIZE_FAILED) from None
         return Response(self.OutputSerializer(counted).data)
 
 

@@ -8,7 +8,7 @@ from decimal import Decimal
 from django.contrib.auth.models import AbstractBaseUser
 
 from apps.accounts.models import Project
-from apps.core.errors import BadRequest
+from apps.core.errors import BadRequest, ErrorCode
 from apps.ingestion.models import RawEvent
 from apps.ingestion.schema import UsageEvent
 from apps.ingestion.validation import PreparedEvent
@@ -66,9 +66,9 @@ def price_override_create(
     """Add a price for a model of the project from `effective_from` on (history is kept, never edited)."""
     prices = [input_per_million_usd, output_per_million_usd, cache_read_per_million_usd, cache_write_per_million_usd]
     if any(price is not None and price < 0 for price in prices):
-        raise BadRequest("Prices must not be negative.", code="invalid_price")
+        raise BadRequest("Prices must not be negative.", code=ErrorCode.INVALID_PRICE)
     if not model.strip():
-        raise BadRequest("Name the model the price is for.", code="invalid_model")
+        raise BadRequest("Name the model the price is for.", code=ErrorCode.INVALID_MODEL)
     return PriceOverride.objects.create(
         project=project,
         model=model.strip(),

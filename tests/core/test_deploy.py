@@ -34,6 +34,7 @@ def _production_settings(*names: str, **env: str) -> dict[str, str]:
     return dict(zip(names, json.loads(result.stdout)))
 
 
+@pytest.mark.slow  # a fresh Python in a subprocess: seconds
 def test_deploy_check_with_production_settings_reports_nothing():
     result = subprocess.run([sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"], cwd=ROOT,
                             env=_production_env(), capture_output=True, text=True, timeout=120)  # fmt: skip

@@ -4,7 +4,9 @@ from __future__ import annotations
 import pytest
 from django.core.management import call_command
 
-from tests.conftest import post_events, usage_event
+from apps.core.errors import ApplicationError, ErrorCode
+from tests.conftest import post_events, throttle_event, usage_event
+from tests.dashboards.conftest import ingest
 
 pytestmark = pytest.mark.django_db
 
@@ -118,3 +120,95 @@ def test_a_documented_error_is_what_the_api_sends(api_client, read_key):
                                HTTP_AUTHORIZATION=f"Bearer {read_key}")  # fmt: skip
     assert response.status_code == 400
     assert response.json()["error"]["details"] == {"model": ["Not a valid string."]}
+
+
+def test_error_code_is_documented_as_the_enum_of_every_code(schema):
+    assert resolve(schema, {"$ref": "#/components/schemas/ErrorCode"})["enum"] == [code.value for code in ErrorCode]
+    detail = schema["components"]["schemas"]["ErrorDetail"]
+    assert detail["properties"]["code"]["allOf"] == [{"$ref": "#/components/schemas/ErrorCode"}]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "headers", "status", "code"),
+    [
+        ("get", "/api/v1/sessions", None, {}, 401, ErrorCode.UNAUTHORIZED),
+        ("get", "/api/v1/sessions", None, {"HTTP_AUTHORIZATION": "Basic x"}, 401,
+         ErrorCode.INVALID_AUTHORIZATION_HEADER),
+        ("get", "/api/v1/sessions", None, {"HTTP_AUTHORIZATION": "Bearer nope"}, 401, ErrorCode.INVALID_API_KEY),
+        ("get", "/api/v1/sessions/missing/metadata", None, "read", 404, ErrorCode.SESSION_NOT_FOUND),
+        ("get", "/api/v1/sessions/%00/metadata", None, "read", 400, ErrorCode.MALFORMED_URL),
+        ("get", "/api/v1/usage?group_by=week", None, "read", 400, ErrorCode.INVALID),
+        ("post", "/api/v1/events", b"{", "ingest", 400, ErrorCode.MALFORMED_JSON),
+        ("post", "/api/v1/events", b'{"events": []}', "ingest", 400, ErrorCode.INVALID_BATCH_SIZE),
+        ("post", "/api/v1/events", b"{}", "read", 403, ErrorCode.INSUFFICIENT_SCOPE),
+        ("delete", "/api/v1/events", None, "ingest", 405, ErrorCode.METHOD_NOT_ALLOWED),
+        ("get", "/api/v1/nothing-here", None, {}, 404, ErrorCode.NOT_FOUND),
+    ],
+)  # fmt: skip
+def test_an_error_reply_carries_a_member_of_the_error_code_enum(api_client, ingest_key, read_key, method, path, body,
+                                                                headers, status, code):  # fmt: skip
+    if isinstance(headers, str):
+        headers = {"HTTP_AUTHORIZATION": f"Bearer {ingest_key if headers == 'ingest' else read_key}"}
+    response = api_client.generic(method.upper(), path, body or b"", content_type="application/json", **headers)
+    assert response.status_code == status
+    assert response.json()["error"]["code"] == code
+    assert ErrorCode(response.json()["error"]["code"]) is code
+
+
+def assert_fully_typed(schema: dict, node: dict, reply, where: str = "reply") -> None:
+    """Every object in the reply is described property by property (no free-form object), every
+    documented property it must have is there, and it has no key the schema does not name."""
+    node = resolve(schema, node)
+    if "oneOf" in node:  # a nullable object: the object's schema or null
+        branches = [b for b in node["oneOf"] if b.get("type") != "null"]
+        assert len(branches) == 1, where
+        if reply is not None:
+            assert_fully_typed(schema, branches[0], reply, where)
+        return
+    if "allOf" in node:
+        node = resolve(schema, node["allOf"][0])
+    kind = node.get("type")
+    if kind == "object" or "properties" in node:
+        assert node.get("properties"), f"{where} is a free-form object"
+        assert "additionalProperties" not in node, f"{where} is a free-form object"
+        assert set(node["required"]) <= set(reply), where
+        assert set(reply) <= set(node["properties"]), f"{where} has keys the schema does not name"
+        for key, value in reply.items():
+            assert_fully_typed(schema, node["properties"][key], value, f"{where}.{key}")
+    elif kind == "array":
+        assert "items" in node, where
+        for index, item in enumerate(reply):
+            assert_fully_typed(schema, node["items"], item, f"{where}[{index}]")
+    else:
+        assert kind or "enum" in node, f"{where} has no type"
+
+
+def test_session_metadata_reply_is_fully_typed(schema, api_client, project, read_key):
+    ingest(project, [usage_event(attributes={"user": "ada", "source": "claude-code"}), throttle_event()])
+    body = api_client.get("/api/v1/sessions/session-1/metadata", HTTP_AUTHORIZATION=f"Bearer {read_key}").json()
+    document = reply_schema(schema, "get", "/api/v1/sessions/{session_id}/metadata", "200")
+    assert set(document["required"]) == set(body) == set(document["properties"])
+    assert body["developer"] == "ada" and body["source"] == {"name": "claude-code", "version": None}
+    assert_fully_typed(schema, document, body)
+    assert resolve(schema, document["properties"]["bursts"])["required"] == ["10s", "1s", "60s"]
+
+
+@pytest.mark.parametrize("group_by", ["model", "step", "day", "hour"])
+def test_usage_reply_is_fully_typed(schema, api_client, project, read_key, group_by):
+    ingest(project, [usage_event(), throttle_event()])
+    body = api_client.get("/api/v1/usage", {"group_by": group_by}, HTTP_AUTHORIZATION=f"Bearer {read_key}").json()
+    usage = reply_schema(schema, "get", "/api/v1/usage", "200")
+    assert set(usage["required"]) == {"group_by", "results"}
+    assert body["results"]
+    assert_fully_typed(schema, usage, body)
+
+
+def test_every_application_error_takes_its_default_code_from_the_enum():
+    pending, classes = [ApplicationError], []
+    while pending:
+        cls = pending.pop()
+        classes.append(cls)
+        pending.extend(cls.__subclasses__())
+    assert len(classes) > 10
+    wrong = [cls for cls in classes if not isinstance(cls.code, ErrorCode)]
+    assert not wrong, wrong

@@ -7,11 +7,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.conftest import property_examples
 from tests.dashboards.conftest import client_for
 
 pytestmark = pytest.mark.django_db
 
-HOSTILE = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+HOSTILE = settings(
+    max_examples=property_examples(60), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 dates = st.dates().map(str) | st.sampled_from(["0001-01-01", "9999-12-31", "2026-02-30", "-1", "", "today"])
 query_values = st.text(max_size=40) | dates | st.integers(-(10**20), 10**20).map(str)
 queries = st.dictionaries(st.sampled_from(["range", "from", "to", "q", "sort", "page"]), query_values, max_size=6)

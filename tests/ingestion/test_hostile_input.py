@@ -7,7 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import post_events, usage_event
+from tests.conftest import post_events, property_examples, usage_event
 
 pytestmark = pytest.mark.django_db
 
@@ -19,7 +19,9 @@ json_values = st.recursive(
 )
 field_names = st.sampled_from(sorted(usage_event()) + ["wait_ms", "attempt", "status_code", "usage_raw",
                                                       "input_text", "messages", "attributes", "retry_after_ms"])
-HOSTILE = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+HOSTILE = settings(
+    max_examples=property_examples(60), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 
 
 @HOSTILE

@@ -34,9 +34,10 @@ from apps.metrics.algorithms import (
     tokens_per_second,
     union_length_us,
 )
+from tests.conftest import property_examples
 
 SECOND_US = 1_000_000
-PROPERTY_SETTINGS = settings(max_examples=200, deadline=None, database=None)
+PROPERTY_SETTINGS = settings(max_examples=property_examples(200), deadline=None, database=None)
 
 
 def placed(start_us: int, duration_ms: float, ttft_ms: float | None, input_tokens: int, output_tokens: int) -> PlacedCall:

@@ -19,9 +19,10 @@ from apps.metrics.algorithms import (
     peak_update_ranges,
     place_call,
 )
+from tests.conftest import property_examples
 
 SECOND_US = 1_000_000
-PROPERTY_SETTINGS = settings(max_examples=200, deadline=None, database=None)
+PROPERTY_SETTINGS = settings(max_examples=property_examples(200), deadline=None, database=None)
 
 
 def close(actual: float, expected: float | Fraction) -> bool:

@@ -1,7 +1,6 @@
 """Claimed events as columns: PostgreSQL's binary arrays decode to exactly the rows SQLite's claim reads."""
 from __future__ import annotations
 
-import io
 import math
 import struct
 from datetime import timedelta
@@ -9,15 +8,12 @@ from datetime import timedelta
 import numpy as np
 import psycopg
 import pytest
-from django.core.management import call_command
 from django.db import connection
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from apps.ingestion.models import RawEvent
 from apps.metrics import claimed_events as events_module
-from apps.metrics import claimed_sums as sums_module
-from apps.metrics import peaks_kernel
 from apps.metrics.claimed_events import (
     CLAIM_COLUMNS,
     POSTGRES_ARRAYS,
@@ -26,10 +22,8 @@ from apps.metrics.claimed_events import (
     from_postgres_arrays,
     postgres_select_list,
 )
-from apps.metrics.claimed_sums import claimed_sums
 from apps.metrics.folding import claim_statement_postgres
-from apps.metrics.peaks_kernel import PeakGroup
-from tests.conftest import BASE_TIME
+from tests.conftest import BASE_TIME, property_examples
 
 _POSTGRES_EPOCH_US = 946_684_800_000_000
 _ELEMENT_OIDS = {"i8": 20, "ts": 1184, "f8": 701, "b": 16, "t": 25}
@@ -165,7 +159,7 @@ def test_a_malformed_array_is_refused(damage):
 texts = st.one_of(st.none(), st.text(st.characters(exclude_categories=("Cs",)), max_size=6))
 
 
-@settings(max_examples=200, deadline=None, database=None)
+@settings(max_examples=property_examples(200), deadline=None, database=None)
 @given(values=st.lists(texts, max_size=300), data=st.data())
 def test_text_codes_are_first_appearances_exactly(values, data):
     rows = [claim_row(id=number, call_id=value) for number, value in enumerate(values, 1)]
@@ -177,28 +171,12 @@ def test_text_codes_are_first_appearances_exactly(values, data):
     assert [decoded.call_ids[event] for event in range(len(values))] == values
 
 
-@settings(max_examples=200, deadline=None, database=None)
+@settings(max_examples=property_examples(200), deadline=None, database=None)
 @given(keys=st.lists(st.tuples(st.integers(-3, 3), st.integers(-(2**63), 2**63 - 1)), max_size=300))
 def test_key_codes_are_first_appearances_exactly(keys):
     first: dict = {}
     expected = [first.setdefault(key, index) for index, key in enumerate(keys)]
     assert first_of_keys(np.array(keys, np.int64).reshape(len(keys), 2)).tolist() == expected
-
-
-def test_the_postgres_path_runs_the_kernels_compile_kernels_compiled():
-    # A signature the warm-up did not compile (a writable buffer, a non-contiguous column, another
-    # dtype) would make each worker compile it again at its first fold, for seconds.
-    call_command("compile_kernels", stdout=io.StringIO())
-    kernels = (
-        events_module._text_spans, events_module._text_digests, events_module._same_bytes_as_codes, first_of_keys,
-        sums_module._sums_kernel, sums_module._shares_kernel, sums_module._share_rows_needed,
-        peaks_kernel._groups_peaks_kernel,
-    )  # fmt: skip
-    compiled = [set(kernel.signatures) for kernel in kernels]
-    crossing = claim_row(id=11, timestamp=1_795_165_679_000_000, duration_ms=90_000.0, output_tokens=500)
-    batches, _ = claimed_sums(from_postgres_arrays(encoded([*MIXED, crossing])))
-    peaks_kernel.groups_peaks([PeakGroup(batch.calls) for batch in batches.values()])
-    assert [set(kernel.signatures) for kernel in kernels] == compiled
 
 
 def test_an_int64_overflowing_row_is_refused():

@@ -128,31 +128,6 @@ def test_workers_folding_overlapping_session_sets_count_each_event_once(team, sm
 
 
 @pytest.mark.postgres
-def test_fold_statements_run_without_jit(team, monkeypatch):
-    """The fold's one-branch-per-session statements pass jit_above_cost at a few hundred
-    sessions, and compiling them takes seconds; the fold's transactions turn JIT off."""
-    project = project_get_or_create(team=team, slug="jit")
-    ingest(project, sessions_events(seed=29))
-    unfold(project)
-    jit_during_claims = []
-    claim = folding._claim
-
-    def claim_noting_jit(project_id, session_ids):
-        with connections["default"].cursor() as cursor:
-            cursor.execute("SHOW jit")
-            jit_during_claims.append(cursor.fetchone()[0])
-        return claim(project_id, session_ids)
-
-    monkeypatch.setattr(folding, "_claim", claim_noting_jit)
-    services.sessions_fold(project_id=project.pk, session_ids=SESSIONS)
-    with connections["default"].cursor() as cursor:
-        cursor.execute("SHOW jit")
-        jit_outside = cursor.fetchone()[0]
-    assert jit_during_claims and set(jit_during_claims) == {"off"}
-    assert jit_outside == "on"  # SET LOCAL: the connection's other work keeps the server's setting
-
-
-@pytest.mark.postgres
 def test_a_claim_that_fails_raises_djangos_database_error_and_keeps_the_queue(team):
     # The claim runs on a plain psycopg cursor; its errors must still be Django's, which the fold
     # task retries on (apps.metrics.tasks.project_fold's autoretry_for).

@@ -65,6 +65,7 @@ def test_exactly_one_of_text_and_messages_is_required(arguments):
         count_tokens("gpt-4o", **arguments)
 
 
+@pytest.mark.slow  # a fresh Python in a subprocess: seconds
 def test_counting_works_with_the_network_absent_and_no_tiktoken_cache(tmp_path):
     """Texts, messages and image URLs are counted without a connection or any cache outside litellm's bundle."""
     result = run_without_network(
@@ -92,6 +93,7 @@ def test_counting_works_with_the_network_absent_and_no_tiktoken_cache(tmp_path):
     assert result["with_image"] > 10  # an image URL is counted at litellm's default size, never fetched
 
 
+@pytest.mark.slow  # a fresh Python in a subprocess: seconds
 def test_llama_3_names_fall_back_to_tiktoken_fast_instead_of_downloading(tmp_path):
     result = run_without_network(
         """

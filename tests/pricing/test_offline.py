@@ -84,6 +84,7 @@ def run_without_network(body: str, tmp_path: Path, *, timeout_s: float = 120) ->
     return result
 
 
+@pytest.mark.slow  # a fresh Python in a subprocess: seconds
 def test_import_litellm_with_offline_setup_does_not_try_the_network(tmp_path):
     result = run_without_network(
         """
@@ -105,6 +106,7 @@ def test_import_litellm_with_offline_setup_does_not_try_the_network(tmp_path):
     assert result["hf_download_disabled"] is True
 
 
+@pytest.mark.slow  # a fresh Python in a subprocess: seconds
 def test_without_the_offline_setup_import_litellm_does_try_the_network(tmp_path):
     """The guard's negative control: the check above would catch a missing `LITELLM_LOCAL_MODEL_COST_MAP`."""
     result = run_without_network("import litellm\nreport()", tmp_path)

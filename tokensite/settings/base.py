@@ -151,6 +151,8 @@ SPECTACULAR_SETTINGS = {
     "OAS_VERSION": "3.1.0",
     # Request bodies get their own components, so a non-blank field says minLength 1 where it is sent.
     "COMPONENT_SPLIT_REQUEST": True,
+    # The error body's `code` enum is named for the class that defines it.
+    "ENUM_NAME_OVERRIDES": {"ErrorCode": "apps.core.errors.ErrorCode"},
     "SERVE_INCLUDE_SCHEMA": False,
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
     "SERVE_AUTHENTICATION": [],
