@@ -10,7 +10,7 @@ cost arithmetic is exact and only litellm's own float noise separates the two re
 The rules below reproduce litellm's `generic_cost_per_token` and the provider calculators it routes
 to (`litellm/litellm_core_utils/llm_cost_calc/utils.py`, `litellm/cost_calculator.py`,
 `litellm/llms/{xai,fireworks_ai,dashscope}/`), for the standard service tier, no data-residency or
-regional uplift, and no off-peak window:
+regional uplift, and no off-peak window (service tiers and one-hour writes below):
 
 - `*_above_<N>k_tokens` keys: every threshold the prompt exceeds applies in ascending order, each
   replacing the input / output / cache-read / cache-write price it names and keeping the others, so
@@ -26,6 +26,19 @@ regional uplift, and no off-peak window:
   block sets replaces the rate that would otherwise apply (tiered or not); unset rates stay standard,
   a missing cache price becomes the off-peak input price. litellm decides by its wall clock when it is
   called; TokenSite decides by the time the call was billed (`billed_at`, the event's timestamp).
+
+One-hour cache writes bill at `cache_creation_input_token_cost_above_1hr` (and its
+`_above_<N>k_tokens` variants), else at the five-minute write price, as litellm bills them; no
+service tier has its own one-hour price in the map, so every tier uses the standard one.
+
+Service tiers (`ModelPrice.for_service_tier`): `flex` / `priority` (and litellm's other suffixes)
+read the entry as litellm's `get_service_tier_cost_key` does, each `<key>_<tier>` replacing `<key>`
+flat and per threshold; `batch` follows litellm's `batch_cost_calculator` (see `_batch_price`). A
+tier the entry has no prices for is the standard price, with a source saying so. Two deliberate
+differences from litellm, both toward what the provider bills: Fireworks AI priority calls bill the
+map's `*_priority` prices (litellm's Fireworks calculator ignores the tier), and one-hour writes in
+a batch bill at the discounted one-hour price (litellm's batch calculator bills them as
+five-minute writes).
 
 Nothing here imports Django; litellm is imported lazily through `apps.pricing.offline`.
 """
