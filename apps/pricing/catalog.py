@@ -332,18 +332,18 @@ def _batch_price(entry: Mapping[str, object], standard: ModelPrice, *, source: s
     standard one-hour price times the model's batch discount on cache writes."""
     half_output = _first(_rate(entry, "output_cost_per_token"), Decimal(0)) / 2
     batch_write, standard_write = _rate(entry, "cache_creation_input_token_cost_batches"), standard.base.cache_write
-    one_hour = standard.base.cache_write_1h
-    one_hour_batch = (
-        one_hour * batch_write / standard_write
-        if one_hour is not None and batch_write is not None and standard_write
-        else None
-    )
+    write_discount = batch_write / standard_write if batch_write is not None and standard_write else None
+
+    def one_hour_batch(input_tokens: int) -> Decimal | None:
+        one_hour = standard.prices_for(input_tokens).cache_write_1h
+        return None if one_hour is None or write_discount is None else one_hour * write_discount
+
     base = TokenPrices(
         input=_rate(entry, "input_cost_per_token_batches") or Decimal(0),
         output=_first(_rate(entry, "output_cost_per_token_batches"), half_output),
         cache_read=_rate(entry, "cache_read_input_token_cost_batches"),
         cache_write=batch_write,
-        cache_write_1h=one_hour_batch,
+        cache_write_1h=one_hour_batch(0),
     )
     thresholds: dict[int, str] = {}
     for key, value in entry.items():
@@ -365,6 +365,7 @@ def _batch_price(entry: Mapping[str, object], standard: ModelPrice, *, source: s
             output=at("output_cost_per_token", prices.output),
             cache_read=at("cache_read_input_token_cost", prices.cache_read),
             cache_write=at("cache_creation_input_token_cost", prices.cache_write),
+            cache_write_1h=one_hour_batch(threshold + 1),
         )
         tiers.append(PriceTier(above_input_tokens=threshold, prices=prices))
     return ModelPrice(

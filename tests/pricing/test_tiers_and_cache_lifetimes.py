@@ -158,6 +158,8 @@ def test_anthropic_models_priced_through_a_route_alias_get_anthropics_one_hour_a
     long = Usage(input=250_000, output=500, cache_write=10_000, cache_write_1h=4_000)
     assert cost_usd(price, long) == hand_usd(long, input_pm=6, output_pm=Decimal("22.5"), cache_read_pm=0,
                                              cache_write_pm=Decimal("7.5"), cache_write_1h_pm=12)
+    assert cost_usd(price, long, "batch") == hand_usd(long, input_pm=3, output_pm=Decimal("11.25"), cache_read_pm=0,
+                                                      cache_write_pm=Decimal("3.75"), cache_write_1h_pm=6)
 
 
 def test_an_override_bills_one_hour_writes_at_anthropics_ratio_of_its_write_price():
