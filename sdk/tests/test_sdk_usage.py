@@ -196,3 +196,8 @@ def test_usage_module_imports_nothing_heavy() -> None:
             "print(sorted(m for m in ('litellm', 'openai', 'django') if m in sys.modules))")
     output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert output.strip() == "[]"
+
+
+def test_a_responses_usage_object_carrying_the_responses_tier_stays_a_responses_object() -> None:
+    counts = normalize_usage("openai", {**OPENAI_RESPONSES, "service_tier": "flex"})
+    assert counts == UsageCounts(328, 52, 256, 0, 0, 16, service_tier="flex")

@@ -69,7 +69,7 @@ EXPECTED_SHAPES: dict[str, tuple[str, ...]] = {
 # serve Claude with the same object; the keys still decide when they say otherwise.
 _ANTHROPIC_PROVIDERS = frozenset({"anthropic", "bedrock", "vertex_ai", "vertex_ai_beta", "anthropic_text"})
 _ANTHROPIC_ONLY_KEYS = frozenset({"cache_read_input_tokens", "cache_creation_input_tokens", "cache_creation",
-                                  "server_tool_use", "service_tier"})
+                                  "server_tool_use"})
 _RESPONSES_ONLY_KEYS = frozenset({"input_tokens_details", "output_tokens_details", "total_tokens"})
 
 # Gemini's REST API spells usageMetadata in camelCase; google-genai's model_dump() in snake_case.
