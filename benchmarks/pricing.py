@@ -208,7 +208,8 @@ def main() -> None:
     print(f"all {event_count:,} events:                   ${total_nanousd / 1e9:,.2f}")
     tiered = sum(1 for event in events if event["service_tier"] not in (None, "default"))
     one_hour = sum(1 for event in events if event["cache_write_1h_tokens"])
-    print(f"in the mix:                           {tiered:,} flex/priority/batch calls, {one_hour:,} with one-hour writes")
+    print(f"in the mix:                           {tiered:,} flex/priority/batch calls,"
+          f" {one_hour:,} with one-hour writes")
 
     for model, tokenizer, rate in count_throughput(count_seconds):
         print(f"count_tokens {model:<18} {tokenizer:<22} {rate:12,.0f} tokens/s")

@@ -140,7 +140,8 @@ def test_one_hour_writes_and_service_tier_are_sent_as_ingest_fields(make_tracker
                                     cache_write_1h_tokens=600, service_tier="Priority")
     assert tracker.flush(5)
     event = ingest.stored[event_id]
-    assert (event["cache_write_tokens"], event["cache_write_1h_tokens"], event["service_tier"]) == (800, 600, "priority")
+    assert (event["cache_write_tokens"], event["cache_write_1h_tokens"], event["service_tier"]) == (
+        800, 600, "priority")
 
 
 def test_call_scope_takes_the_one_hour_split_and_tier_from_responses(make_tracker: Any,

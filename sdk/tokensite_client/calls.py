@@ -100,7 +100,8 @@ class CallScope:
         if isinstance(model, str) and model:
             self.model = model
         # OpenAI states the tier that served the call on the response, Anthropic inside usage.
-        tier = response.get("service_tier") if isinstance(response, Mapping) else getattr(response, "service_tier", None)
+        tier = (response.get("service_tier") if isinstance(response, Mapping)
+                else getattr(response, "service_tier", None))
         self.set_usage(usage_raw=raw, service_tier=tier if isinstance(tier, str) else None)
 
     def set_attributes(self, **attributes: Any) -> None:

@@ -307,7 +307,8 @@ def litellm_reads_the_same_prices(key: str, provider: str) -> bool:
     except Exception:  # noqa: BLE001 - litellm raises a bare Exception for names it cannot route
         return False
     entry = litellm.model_cost[key]
-    return all(info.get(name) == value for name, value in entry.items() if "cost_per_token" in name or "token_cost" in name)
+    return all(info.get(name) == value for name, value in entry.items()
+               if "cost_per_token" in name or "token_cost" in name)
 
 
 @pytest.mark.slow
