@@ -24,6 +24,12 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from apps.pricing.offline import ensure_offline, get_litellm  # noqa: E402
 
+# Service tiers as they occur in the mix (DESIGN.md section 6), with the share of calls of each;
+# a tier a model has no prices for bills at the standard price, as in the product.
+SERVICE_TIERS = [(None, 70), ("default", 10), ("batch", 10), ("flex", 5), ("priority", 5)]
+# Share of a call's cache writes that go to the one-hour cache, when it writes and is Anthropic's.
+ONE_HOUR_WRITE_SHARE = 0.4
+
 # (model as sent by clients, provider, share of traffic, uses prompt cache, has reasoning tokens)
 TRAFFIC = [
     ("gpt-4o", "openai", 20, True, False),
@@ -43,9 +49,11 @@ TRAFFIC = [
 
 
 def make_events(count: int, seed: int = 4) -> list[dict]:
-    """A realistic mix: mostly short calls, some long-context (a few past 200k), caches and reasoning."""
+    """A realistic mix: mostly short calls, some long-context (a few past 200k), caches and reasoning,
+    one-hour cache writes on Anthropic models, and every service tier."""
     rng = random.Random(seed)
     weights = [share for _, _, share, _, _ in TRAFFIC]
+    tiers, tier_weights = zip(*SERVICE_TIERS)
     week_start = datetime(2026, 11, 16, tzinfo=timezone.utc)
     events = []
     for model, provider, _, caches, reasons in rng.choices(TRAFFIC, weights=weights, k=count):
@@ -53,6 +61,10 @@ def make_events(count: int, seed: int = 4) -> list[dict]:
         output_tokens = int(rng.lognormvariate(6, 1)) + 1
         cache_read = rng.randint(0, input_tokens // 2) if caches and rng.random() < 0.6 else 0
         cache_write = rng.randint(0, (input_tokens - cache_read) // 4) if caches and rng.random() < 0.2 else 0
+        tier = rng.choices(tiers, weights=tier_weights)[0]
+        # litellm's batch calculator has no one-hour price (TokenSite applies Anthropic's batch
+        # discount to it): batches keep to five-minute writes so both sides price the same usage.
+        writes_1h = "claude" in model and cache_write and tier != "batch" and rng.random() < ONE_HOUR_WRITE_SHARE
         events.append(
             {
                 "model": model,
@@ -62,6 +74,8 @@ def make_events(count: int, seed: int = 4) -> list[dict]:
                 "cache_read_tokens": cache_read,
                 "cache_write_tokens": cache_write,
                 "thought_tokens": rng.randint(0, output_tokens) if reasons else 0,
+                "cache_write_1h_tokens": rng.randint(0, cache_write) if writes_1h else 0,
+                "service_tier": tier,
                 "timestamp": week_start + timedelta(seconds=rng.randint(0, 7 * 86_400)),
             }
         )
@@ -80,49 +94,67 @@ def price_events_our_way(events: list[dict]) -> tuple[float, int, int]:
         if price is None:
             continue
         total_nanousd += event_cost_nanousd(
-            price,
+            price.for_service_tier(event["service_tier"]),
             input_tokens=event["input_tokens"],
             output_tokens=event["output_tokens"],
             cache_read_tokens=event["cache_read_tokens"],
             cache_write_tokens=event["cache_write_tokens"],
             thought_tokens=event["thought_tokens"],
+            cache_write_1h_tokens=event["cache_write_1h_tokens"],
             billed_at=event["timestamp"],
         )
         priced += 1
     return time.perf_counter() - started, total_nanousd, priced
 
 
-def litellm_responses(events: list[dict]) -> list[tuple[str, object]]:
-    """One (map key, ModelResponse) per event, usage shaped as litellm's own provider transformations shape it."""
+def litellm_responses(events: list[dict]) -> list[tuple[str, str | None, object]]:
+    """One (map key, tier litellm is asked for, ModelResponse) per event, usage shaped as litellm's
+    own provider transformations shape it. A tier the model has no prices for is asked as standard:
+    TokenSite bills it at the standard price, where litellm's batch calculator would halve it."""
     from apps.pricing.catalog import resolve_model_price
-    from litellm.types.utils import CompletionTokensDetailsWrapper, PromptTokensDetailsWrapper
+    from litellm.types.utils import (
+        CacheCreationTokenDetails,
+        CompletionTokensDetailsWrapper,
+        PromptTokensDetailsWrapper,
+    )
 
     litellm = get_litellm()
     responses = []
     for event in events:
-        key = resolve_model_price(event["model"], event["provider"]).source.removeprefix("litellm:")
+        price = resolve_model_price(event["model"], event["provider"])
+        key = price.source.removeprefix("litellm:")
+        tier = event["service_tier"]
+        priced_tier = tier if tier and price.for_service_tier(tier).source.endswith(f"[{tier}]") else None
+        written_1h = event["cache_write_1h_tokens"]
         usage = litellm.Usage(
             prompt_tokens=event["input_tokens"],
             completion_tokens=event["output_tokens"],
             total_tokens=event["input_tokens"] + event["output_tokens"],
             prompt_tokens_details=PromptTokensDetailsWrapper(
-                cached_tokens=event["cache_read_tokens"], cache_creation_tokens=event["cache_write_tokens"]
+                cached_tokens=event["cache_read_tokens"], cache_creation_tokens=event["cache_write_tokens"],
+                cache_creation_token_details=CacheCreationTokenDetails(
+                    ephemeral_5m_input_tokens=event["cache_write_tokens"] - written_1h,
+                    ephemeral_1h_input_tokens=written_1h,
+                ) if written_1h else None,
             ),
             completion_tokens_details=CompletionTokensDetailsWrapper(reasoning_tokens=event["thought_tokens"]),
             cache_read_input_tokens=event["cache_read_tokens"],
             cache_creation_input_tokens=event["cache_write_tokens"],
         )
-        responses.append((key, litellm.ModelResponse(model=key, usage=usage)))
+        responses.append((key, priced_tier, litellm.ModelResponse(model=key, usage=usage)))
     return responses
 
 
-def price_events_with_litellm(responses: list[tuple[str, object]]) -> tuple[float, float]:
-    """(seconds, total USD as litellm's float sum)."""
+def price_events_with_litellm(responses: list[tuple[str, str | None, object]]) -> tuple[float, float]:
+    """(seconds, total USD as litellm's float sum); batches through litellm's batch calculator."""
     litellm = get_litellm()
     total_usd = 0.0
     started = time.perf_counter()
-    for key, response in responses:
-        total_usd += litellm.completion_cost(completion_response=response, model=key)
+    for key, tier, response in responses:
+        if tier == "batch":
+            total_usd += litellm.completion_cost(completion_response=response, model=key, call_type="retrieve_batch")
+        else:
+            total_usd += litellm.completion_cost(completion_response=response, model=key, service_tier=tier)
     return time.perf_counter() - started, total_usd
 
 
@@ -174,6 +206,10 @@ def main() -> None:
         f" (|diff| {difference_usd:.2e} USD over {len(baseline):,} events)"
     )
     print(f"all {event_count:,} events:                   ${total_nanousd / 1e9:,.2f}")
+    tiered = sum(1 for event in events if event["service_tier"] not in (None, "default"))
+    one_hour = sum(1 for event in events if event["cache_write_1h_tokens"])
+    print(f"in the mix:                           {tiered:,} flex/priority/batch calls,"
+          f" {one_hour:,} with one-hour writes")
 
     for model, tokenizer, rate in count_throughput(count_seconds):
         print(f"count_tokens {model:<18} {tokenizer:<22} {rate:12,.0f} tokens/s")

@@ -41,8 +41,12 @@ class UsageEvent(_EventBase, kw_only=True, tag="usage"):
     output_tokens: TokenCount | UnsetType = UNSET
     cache_read_tokens: TokenCount = 0
     cache_write_tokens: TokenCount = 0
+    # The part of cache_write_tokens written to a one-hour cache (Anthropic); the rest is five-minute.
+    cache_write_1h_tokens: TokenCount = 0
     tool_tokens: TokenCount = 0
     thought_tokens: TokenCount = 0
+    # DESIGN.md section 6: `standard` (or `default`), `flex`, `priority`, `batch`; None is standard.
+    service_tier: Annotated[str, Meta(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_.-]+$")] | None = None
     # The provider's own usage object, normalised by tokensite_client.usage (DESIGN.md section 1).
     usage_raw: dict[str, Any] | None = None
     # Text instead of counts: counted with the model's tokeniser, never stored.

@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 
 import msgspec
 from tokensite_client.events import EARLIEST_EVENT_TIME
+from tokensite_client.usage import canonical_service_tier
 
 from apps.ingestion.schema import Event, UsageEvent, event_decoder, loose_decoder
 
@@ -139,6 +140,8 @@ def _usage_check(prepared: PreparedEvent, errors: dict[str, list[str]]) -> None:
         event.input_tokens = 0
     if event.output_tokens is msgspec.UNSET:
         event.output_tokens = 0
+    if event.service_tier is not None:
+        event.service_tier = canonical_service_tier(event.service_tier)
     _subset_check(event, errors)
 
 
@@ -157,8 +160,11 @@ def _counts_from_usage_raw(prepared: PreparedEvent, errors: dict[str, list[str]]
     event.output_tokens = counts.output_tokens
     event.cache_read_tokens = counts.cache_read_tokens
     event.cache_write_tokens = counts.cache_write_tokens
+    event.cache_write_1h_tokens = counts.cache_write_1h_tokens
     event.tool_tokens = counts.tool_tokens
     event.thought_tokens = counts.thought_tokens
+    if event.service_tier is None:
+        event.service_tier = counts.service_tier
     prepared.token_source = "usage_raw"
 
 
@@ -197,6 +203,10 @@ def _subset_check(event: UsageEvent, errors: dict[str, list[str]]) -> None:
         message = "cache_read_tokens + cache_write_tokens must not exceed input_tokens."
         errors.setdefault("cache_read_tokens", []).append(message)
         errors.setdefault("cache_write_tokens", []).append(message)
+    if event.cache_write_1h_tokens > event.cache_write_tokens:
+        errors.setdefault("cache_write_1h_tokens", []).append(
+            "cache_write_1h_tokens must not exceed cache_write_tokens (the one-hour writes are a part of them)."
+        )
     if event.tool_tokens > event.input_tokens:
         errors.setdefault("tool_tokens", []).append("tool_tokens must not exceed input_tokens.")
     if event.thought_tokens > event.output_tokens:

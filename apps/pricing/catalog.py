@@ -10,7 +10,7 @@ cost arithmetic is exact and only litellm's own float noise separates the two re
 The rules below reproduce litellm's `generic_cost_per_token` and the provider calculators it routes
 to (`litellm/litellm_core_utils/llm_cost_calc/utils.py`, `litellm/cost_calculator.py`,
 `litellm/llms/{xai,fireworks_ai,dashscope}/`), for the standard service tier, no data-residency or
-regional uplift, and no off-peak window:
+regional uplift, and no off-peak window (service tiers and one-hour writes below):
 
 - `*_above_<N>k_tokens` keys: every threshold the prompt exceeds applies in ascending order, each
   replacing the input / output / cache-read / cache-write price it names and keeping the others, so
@@ -27,17 +27,32 @@ regional uplift, and no off-peak window:
   a missing cache price becomes the off-peak input price. litellm decides by its wall clock when it is
   called; TokenSite decides by the time the call was billed (`billed_at`, the event's timestamp).
 
+One-hour cache writes bill at `cache_creation_input_token_cost_above_1hr` (and its
+`_above_<N>k_tokens` variants), else at the five-minute write price, as litellm bills them; no
+service tier has its own one-hour price in the map, so every tier uses the standard one.
+
+Service tiers (`ModelPrice.for_service_tier`): `flex` / `priority` (and litellm's other suffixes)
+read the entry as litellm's `get_service_tier_cost_key` does, each `<key>_<tier>` replacing `<key>`
+flat and per threshold; `batch` follows litellm's `batch_cost_calculator` (see `_batch_price`). A
+tier the entry has no prices for is the standard price, with a source saying so. Two deliberate
+differences from litellm, both toward what the provider bills: Fireworks AI priority calls bill the
+map's `*_priority` prices (litellm's Fireworks calculator ignores the tier), and one-hour writes in
+a batch bill at the discounted one-hour price (litellm's batch calculator bills them as
+five-minute writes).
+
 Nothing here imports Django; litellm is imported lazily through `apps.pricing.offline`.
 """
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
 from functools import lru_cache
 from typing import TypeVar
+
+from tokensite_client.usage import STANDARD_TIER, canonical_service_tier
 
 from apps.pricing.off_peak import OffPeakSchedule, parse_off_peak_schedule
 from apps.pricing.offline import get_litellm
@@ -71,6 +86,23 @@ ROUTE_ALIASES = {
 }
 
 
+BATCH_TIER = "batch"
+# Tiers litellm prices with `<key>_<suffix>` keys (its ServiceTier), batch with `<key>_batches`.
+SUFFIXED_TIERS = ("flex", "priority", "balanced", "ultrafast")
+_TOKEN_KEYS = ("input_cost_per_token", "output_cost_per_token", "cache_read_input_token_cost",
+               "cache_creation_input_token_cost")
+_THRESHOLD_SUFFIXED = re.compile(r"^(.+)_above_(\d+k?)_tokens_([a-z]+)$")
+# Anthropic's published multipliers, for Claude entries the map borrows from another route
+# (ROUTE_ALIASES) that lack them: one-hour cache writes bill at 2x the input price, batches at half
+# of every price. Every Anthropic entry of the map that has these prices has exactly these ratios.
+ANTHROPIC_ONE_HOUR_WRITE_MULTIPLIER = Decimal(2)
+ANTHROPIC_BATCH_MULTIPLIER = Decimal("0.5")
+
+
+def _standard_stood_in(source: str, tier: str) -> str:
+    return f"{source} [{tier}: standard price]"
+
+
 @dataclass(frozen=True, slots=True)
 class TokenPrices:
     """USD per token for one price tier. A `None` cache price bills at `input`; `None` reasoning at `output`."""
@@ -80,6 +112,8 @@ class TokenPrices:
     cache_read: Decimal | None = None
     cache_write: Decimal | None = None
     reasoning: Decimal | None = None
+    # One-hour cache writes (Anthropic); `None` bills them at the five-minute `cache_write` price, as litellm does.
+    cache_write_1h: Decimal | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +143,8 @@ class OffPeakPrices:
             cache_read=_first(self.cache_read, _first(standard.cache_read, input_price)),
             cache_write=_first(self.cache_write, _first(standard.cache_write, input_price)),
             reasoning=_first(self.reasoning, standard.reasoning),
+            # off_peak_pricing has no one-hour rate: a present one stands, an absent one follows cache_write.
+            cache_write_1h=standard.cache_write_1h,
         )
 
 
@@ -126,6 +162,19 @@ class ModelPrice:
     tiers: tuple[PriceTier, ...] = ()  # ascending by threshold
     tier_includes_threshold: bool = False  # xAI bills the higher tier from the threshold itself
     off_peak: OffPeakPrices | None = None
+    # Service tiers (DESIGN.md section 6) -> their prices: the map's own where it has them, else
+    # these same standard prices with a source that says the standard price stood in.
+    service_tiers: Mapping[str, ModelPrice] = field(default_factory=dict)
+
+    def for_service_tier(self, service_tier: str | None) -> ModelPrice:
+        """The prices a call of `service_tier` bills at; the standard tier (or none) is `self`."""
+        tier = canonical_service_tier(service_tier)
+        if tier is None or tier == STANDARD_TIER:
+            return self
+        priced = self.service_tiers.get(tier)
+        if priced is not None:
+            return priced
+        return replace(self, source=_standard_stood_in(self.source, tier), service_tiers={})
 
     def prices_for(self, input_tokens: int, billed_at: datetime | None = None) -> TokenPrices:
         """Prices for every token of a call with this many input tokens, billed at `billed_at`.
@@ -173,7 +222,7 @@ def _resolve(model: str, provider: str | None) -> ModelPrice | None:
     alias = ROUTE_ALIASES.get(model.rsplit("/", 1)[-1])
     entry = model_cost.get(alias) if alias else None
     if isinstance(entry, Mapping) and _is_token_priced(entry):
-        return _model_price(entry, source=f"litellm:{alias} (alias of {model})")
+        return _model_price(entry, source=f"litellm:{alias} (alias of {model})", anthropic_rules=True)
     return None
 
 
@@ -194,12 +243,30 @@ def _is_token_priced(entry: Mapping[str, object]) -> bool:
 
 def _rate(entry: Mapping[str, object], key: str) -> Decimal | None:
     value = entry.get(key)
+    if isinstance(value, Decimal):
+        return value
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     return Decimal(repr(value))
 
 
-def _model_price(entry: Mapping[str, object], *, source: str) -> ModelPrice:
+def _model_price(entry: Mapping[str, object], *, source: str, anthropic_rules: bool = False) -> ModelPrice:
+    """The standard prices of an entry, with its service tiers (the map's, else the standard price)."""
+    if anthropic_rules:
+        entry = _with_anthropic_multipliers(entry)
+    standard = _standard_price(entry, source=source)
+    service_tiers: dict[str, ModelPrice] = {}
+    for tier in SUFFIXED_TIERS:
+        if _has_suffixed_prices(entry, tier):
+            service_tiers[tier] = _standard_price(_suffixed_view(entry, tier), source=f"{source} [{tier}]")
+    if _rate(entry, "input_cost_per_token_batches") is not None:
+        service_tiers[BATCH_TIER] = _batch_price(entry, standard, source=f"{source} [{BATCH_TIER}]")
+    for tier in (*SUFFIXED_TIERS, BATCH_TIER):
+        service_tiers.setdefault(tier, replace(standard, source=_standard_stood_in(source, tier)))
+    return replace(standard, service_tiers=service_tiers)
+
+
+def _standard_price(entry: Mapping[str, object], *, source: str) -> ModelPrice:
     provider = entry.get("litellm_provider")
     base = TokenPrices(
         input=_first(_rate(entry, "input_cost_per_token"), Decimal(0)),
@@ -207,6 +274,7 @@ def _model_price(entry: Mapping[str, object], *, source: str) -> ModelPrice:
         cache_read=_rate(entry, "cache_read_input_token_cost"),
         cache_write=_rate(entry, "cache_creation_input_token_cost"),
         reasoning=_rate(entry, "output_cost_per_reasoning_token"),
+        cache_write_1h=_rate(entry, "cache_creation_input_token_cost_above_1hr"),
     )
     if provider == "fireworks_ai" and base.cache_read is None:
         base = replace(base, cache_read=base.input * _FIREWORKS_CACHE_READ_SHARE)
@@ -222,6 +290,109 @@ def _model_price(entry: Mapping[str, object], *, source: str) -> ModelPrice:
         tier_includes_threshold=provider == "xai",
         off_peak=_off_peak_prices(entry.get("off_peak_pricing")),
     )
+
+
+def _has_suffixed_prices(entry: Mapping[str, object], tier: str) -> bool:
+    suffix = f"_{tier}"
+    return any(
+        key.endswith(suffix) and key.startswith(_TOKEN_KEYS) and value is not None for key, value in entry.items()
+    )
+
+
+def _suffixed_view(entry: Mapping[str, object], tier: str) -> dict[str, object]:
+    """The entry as litellm reads it for a `flex` / `priority` call: each `<key>_<tier>` price
+    replaces `<key>`, flat and per threshold, and a price the tier lacks stays the standard one.
+    The one-hour write price has no tier keys in the map: the standard one applies (as in litellm)."""
+    view = dict(entry)
+    if entry.get("litellm_provider") == "fireworks_ai" and entry.get("cache_read_input_token_cost") is None:
+        standard_input = _rate(entry, "input_cost_per_token")
+        if standard_input is not None:
+            view["cache_read_input_token_cost"] = standard_input * _FIREWORKS_CACHE_READ_SHARE
+    for key in _TOKEN_KEYS:
+        if entry.get(f"{key}_{tier}") is not None:
+            view[key] = entry[f"{key}_{tier}"]
+    if entry.get(f"output_cost_per_reasoning_token_{tier}") is not None:
+        view["output_cost_per_reasoning_token"] = entry[f"output_cost_per_reasoning_token_{tier}"]
+    elif entry.get(f"output_cost_per_token_{tier}") is not None:
+        view.pop("output_cost_per_reasoning_token", None)  # the tier's output price bills reasoning too
+    for key, value in entry.items():
+        match = _THRESHOLD_SUFFIXED.match(key)
+        if match and match.group(3) == tier and value is not None:
+            view[f"{match.group(1)}_above_{match.group(2)}_tokens"] = value
+    return view
+
+
+def _batch_price(entry: Mapping[str, object], standard: ModelPrice, *, source: str) -> ModelPrice:
+    """Batch prices as litellm's `batch_cost_calculator` bills them: `<key>_batches` prices, each
+    switched by its own `<key>_above_<N>_tokens_batches` thresholds (standard thresholds do not
+    apply), an output price the map lacks at half the standard one, cache prices the map lacks at
+    the batch input price, reasoning at the batch output price, no off-peak window and no range
+    table. One-hour writes: the map has no batch price for them and litellm bills them as
+    five-minute writes; Anthropic discounts them like every other price, so they bill at the
+    standard one-hour price times the model's batch discount on cache writes."""
+    half_output = _first(_rate(entry, "output_cost_per_token"), Decimal(0)) / 2
+    batch_write, standard_write = _rate(entry, "cache_creation_input_token_cost_batches"), standard.base.cache_write
+    write_discount = batch_write / standard_write if batch_write is not None and standard_write else None
+
+    def one_hour_batch(input_tokens: int) -> Decimal | None:
+        one_hour = standard.prices_for(input_tokens).cache_write_1h
+        return None if one_hour is None or write_discount is None else one_hour * write_discount
+
+    base = TokenPrices(
+        input=_rate(entry, "input_cost_per_token_batches") or Decimal(0),
+        output=_first(_rate(entry, "output_cost_per_token_batches"), half_output),
+        cache_read=_rate(entry, "cache_read_input_token_cost_batches"),
+        cache_write=batch_write,
+        cache_write_1h=one_hour_batch(0),
+    )
+    thresholds: dict[int, str] = {}
+    for key, value in entry.items():
+        match = _THRESHOLD_SUFFIXED.match(key)
+        if match and match.group(3) == "batches" and match.group(1) in _TOKEN_KEYS and value is not None:
+            label = match.group(2)
+            thresholds[int(label.rstrip("k")) * (1000 if label.endswith("k") else 1)] = label
+    tiers = []
+    prices = base
+    for threshold in sorted(thresholds):
+        label = thresholds[threshold]
+
+        def at(key: str, current: Decimal | None, label: str = label) -> Decimal | None:
+            return _first(_rate(entry, f"{key}_above_{label}_tokens_batches"), current)
+
+        prices = replace(
+            prices,
+            input=at("input_cost_per_token", prices.input),
+            output=at("output_cost_per_token", prices.output),
+            cache_read=at("cache_read_input_token_cost", prices.cache_read),
+            cache_write=at("cache_creation_input_token_cost", prices.cache_write),
+            cache_write_1h=one_hour_batch(threshold + 1),
+        )
+        tiers.append(PriceTier(above_input_tokens=threshold, prices=prices))
+    return ModelPrice(
+        source=source, base=base, tiers=tuple(tiers), tier_includes_threshold=entry.get("litellm_provider") == "xai"
+    )
+
+
+def _with_anthropic_multipliers(entry: Mapping[str, object]) -> dict[str, object]:
+    """A Claude entry borrowed from another route, completed with the one-hour write and batch
+    prices Anthropic publishes for every model (2x input; half of each price) where it lacks them."""
+    view = dict(entry)
+    input_keys = {key: value for key, value in entry.items()
+                  if value is not None and (key == "input_cost_per_token" or _THRESHOLD_KEY.match(key)
+                                            and key.startswith("input_cost_per_token_above_"))}  # fmt: skip
+    for key in input_keys:
+        one_hour_key = key.replace("input_cost_per_token", "cache_creation_input_token_cost_above_1hr", 1)
+        if view.get(one_hour_key) is None:
+            view[one_hour_key] = _rate(entry, key) * ANTHROPIC_ONE_HOUR_WRITE_MULTIPLIER
+    if entry.get("input_cost_per_token_batches") is None:
+        for key, value in entry.items():
+            if value is None or not key.startswith(_TOKEN_KEYS) or "_above_1hr" in key:
+                continue
+            if key in _TOKEN_KEYS:
+                view[f"{key}_batches"] = _rate(entry, key) * ANTHROPIC_BATCH_MULTIPLIER
+            elif _THRESHOLD_KEY.match(key):
+                view[f"{key}_batches"] = _rate(entry, key) * ANTHROPIC_BATCH_MULTIPLIER
+    return view
 
 
 def _off_peak_prices(block: object) -> OffPeakPrices | None:
@@ -257,6 +428,9 @@ def _threshold_tiers(entry: Mapping[str, object], base: TokenPrices) -> tuple[Pr
                 _rate(entry, f"cache_creation_input_token_cost_above_{label}_tokens"), prices.cache_write
             ),
             reasoning=base.reasoning,
+            cache_write_1h=_first(
+                _rate(entry, f"cache_creation_input_token_cost_above_1hr_above_{label}_tokens"), prices.cache_write_1h
+            ),
         )
         tiers.append(PriceTier(above_input_tokens=threshold, prices=prices))
     return tuple(tiers)
@@ -280,6 +454,7 @@ def _table_tiers(table: list[object], base: TokenPrices) -> tuple[PriceTier, ...
                     output=_first(tier_output, base.output),
                     cache_read=_rate(row, "cache_read_input_token_cost"),
                     cache_write=_rate(row, "cache_creation_input_token_cost"),
+                    cache_write_1h=_rate(row, "cache_creation_input_token_cost_above_1hr"),
                     reasoning=_first(
                         _rate(row, "output_cost_per_reasoning_token"),
                         None if tier_output is not None else base.reasoning,

@@ -31,6 +31,11 @@ class PerMillionPrices(Protocol):
     cache_write_per_million_usd: Decimal | None
 
 
+# An override names one cache-write price; a one-hour write bills at Anthropic's ratio of the two
+# write prices (2x input / 1.25x input), so a negotiated discount carries over to it.
+OVERRIDE_ONE_HOUR_WRITE_RATIO = Decimal(2) / Decimal("1.25")
+
+
 def event_cost_nanousd(
     price: ModelPrice,
     *,
@@ -39,27 +44,32 @@ def event_cost_nanousd(
     cache_read_tokens: int,
     cache_write_tokens: int,
     thought_tokens: int,
+    cache_write_1h_tokens: int = 0,
     billed_at: datetime | None = None,
 ) -> int:
     """Cost of one call in nano-USD, rounded half-even.
 
     `(input - cache_read - cache_write) x input + cache_read x cache_read_price
-    + cache_write x cache_write_price + (output - thought) x output + thought x reasoning_price`,
-    at the prices of the tier the call's input tokens select. A missing cache price is the input
-    price; a missing reasoning price is the output price. Pass the event's timestamp as
+    + (cache_write - cache_write_1h) x cache_write_price + cache_write_1h x one_hour_write_price
+    + (output - thought) x output + thought x reasoning_price`, at the prices of the tier the
+    call's input tokens select. A missing cache price is the input price; a missing one-hour
+    write price is the (five-minute) cache write price; a missing reasoning price is the output
+    price. Pass `price.for_service_tier(tier)` for a call of a non-standard service tier. Pass the event's timestamp as
     `billed_at` so models with off-peak windows (DeepSeek V4) bill the rate in force then;
     without it they bill standard rates.
-    Precondition (DESIGN.md section 1): counts are >= 0, `cache_read + cache_write <= input` and
-    `thought <= output`; a ValueError names the fields otherwise.
+    Precondition (DESIGN.md section 1): counts are >= 0, `cache_read + cache_write <= input`,
+    `cache_write_1h <= cache_write` and `thought <= output`; a ValueError names the fields otherwise.
     """
-    _check_subsets(input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, thought_tokens)
+    _check_subsets(input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, thought_tokens,
+                   cache_write_1h_tokens)  # fmt: skip
     prices = price.prices_for(input_tokens, billed_at)
     if (factors := _atto_usd_per_token(prices)) is not None:
-        input_atto, cache_read_atto, cache_write_atto, output_atto, reasoning_atto = factors
+        input_atto, cache_read_atto, cache_write_atto, cache_write_1h_atto, output_atto, reasoning_atto = factors
         cost_atto = (
             (input_tokens - cache_read_tokens - cache_write_tokens) * input_atto
             + cache_read_tokens * cache_read_atto
-            + cache_write_tokens * cache_write_atto
+            + (cache_write_tokens - cache_write_1h_tokens) * cache_write_atto
+            + cache_write_1h_tokens * cache_write_1h_atto
             + (output_tokens - thought_tokens) * output_atto
             + thought_tokens * reasoning_atto
         )
@@ -67,10 +77,12 @@ def event_cost_nanousd(
         if remainder > _HALF_NANO_IN_ATTO or (remainder == _HALF_NANO_IN_ATTO and nano % 2):
             nano += 1
         return nano
+    cache_write_price = _or(prices.cache_write, prices.input)
     cost_usd = (
         (input_tokens - cache_read_tokens - cache_write_tokens) * prices.input
         + cache_read_tokens * _or(prices.cache_read, prices.input)
-        + cache_write_tokens * _or(prices.cache_write, prices.input)
+        + (cache_write_tokens - cache_write_1h_tokens) * cache_write_price
+        + cache_write_1h_tokens * _or(prices.cache_write_1h, cache_write_price)
         + (output_tokens - thought_tokens) * prices.output
         + thought_tokens * _or(prices.reasoning, prices.output)
     )
@@ -88,14 +100,16 @@ _HALF_NANO_IN_ATTO = _ATTO_PER_NANO // 2
 
 
 @lru_cache(maxsize=4096)
-def _atto_usd_per_token(prices: TokenPrices) -> tuple[int, int, int, int, int] | None:
-    """(input, cache_read, cache_write, output, reasoning) in atto-USD, with missing prices filled
-    in as the formula fills them; None when one is not a whole number of atto-USD."""
+def _atto_usd_per_token(prices: TokenPrices) -> tuple[int, int, int, int, int, int] | None:
+    """(input, cache_read, cache_write, cache_write_1h, output, reasoning) in atto-USD, with missing
+    prices filled in as the formula fills them; None when one is not a whole number of atto-USD."""
     factors = []
+    cache_write_price = _or(prices.cache_write, prices.input)
     for token_price in (
         prices.input,
         _or(prices.cache_read, prices.input),
-        _or(prices.cache_write, prices.input),
+        cache_write_price,
+        _or(prices.cache_write_1h, cache_write_price),
         prices.output,
         _or(prices.reasoning, prices.output),
     ):
@@ -110,7 +124,9 @@ def model_price_from_override(override: PerMillionPrices) -> ModelPrice:
     """A project's override as a `ModelPrice` with source `override:<id>`.
 
     Overrides have one tier and no reasoning price: thought tokens bill at the output price, as
-    providers that publish no separate reasoning price bill them.
+    providers that publish no separate reasoning price bill them. One-hour cache writes bill at
+    `OVERRIDE_ONE_HOUR_WRITE_RATIO` (1.6) times the override's cache-write price, or at the input
+    price when it sets none. Every service tier bills at the override's prices (its source says so).
     """
     return model_price_per_million(
         source=f"override:{override.id}",
@@ -130,13 +146,15 @@ def model_price_per_million(
     cache_write_per_million_usd: Decimal | None = None,
 ) -> ModelPrice:
     """A `ModelPrice` from prices per million tokens, the unit providers publish and admins type."""
+    cache_write = _per_token(cache_write_per_million_usd)
     return ModelPrice(
         source=source,
         base=TokenPrices(
             input=Decimal(input_per_million_usd) / _ONE_MILLION,
             output=Decimal(output_per_million_usd) / _ONE_MILLION,
             cache_read=_per_token(cache_read_per_million_usd),
-            cache_write=_per_token(cache_write_per_million_usd),
+            cache_write=cache_write,
+            cache_write_1h=None if cache_write is None else cache_write * OVERRIDE_ONE_HOUR_WRITE_RATIO,
         ),
     )
 
@@ -150,14 +168,16 @@ def _or(price: Decimal | None, fallback: Decimal) -> Decimal:
 
 
 def _check_subsets(
-    input_tokens: int, output_tokens: int, cache_read_tokens: int, cache_write_tokens: int, thought_tokens: int
-) -> None:
+    input_tokens: int, output_tokens: int, cache_read_tokens: int, cache_write_tokens: int, thought_tokens: int,
+    cache_write_1h_tokens: int,
+) -> None:  # fmt: skip
     counts = {
         "input_tokens": input_tokens,
         "output_tokens": output_tokens,
         "cache_read_tokens": cache_read_tokens,
         "cache_write_tokens": cache_write_tokens,
         "thought_tokens": thought_tokens,
+        "cache_write_1h_tokens": cache_write_1h_tokens,
     }
     if negative := [name for name, count in counts.items() if count < 0]:
         raise ValueError(f"token counts must be >= 0: {', '.join(negative)}")
@@ -165,6 +185,10 @@ def _check_subsets(
         raise ValueError(
             f"cache_read_tokens + cache_write_tokens ({cache_read_tokens} + {cache_write_tokens}) "
             f"exceed input_tokens ({input_tokens})"
+        )
+    if cache_write_1h_tokens > cache_write_tokens:
+        raise ValueError(
+            f"cache_write_1h_tokens ({cache_write_1h_tokens}) exceed cache_write_tokens ({cache_write_tokens})"
         )
     if thought_tokens > output_tokens:
         raise ValueError(f"thought_tokens ({thought_tokens}) exceed output_tokens ({output_tokens})")

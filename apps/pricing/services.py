@@ -21,10 +21,12 @@ REPRICE_CHUNK = 2000
 
 
 def _cost(book: ProjectPriceBook, *, model: str, provider: str, at: datetime, counts) -> tuple[int | None, str]:
-    """Cost and price source of one usage event billed at its own time (off-peak windows apply)."""
+    """Cost and price source of one usage event billed at its own time (off-peak windows apply), in
+    its service tier and cache lifetimes."""
     price = book.price_at(model=model, provider=provider, at=at)
     if price is None:
         return None, ""
+    price = price.for_service_tier(counts.service_tier)
     cost = event_cost_nanousd(
         price,
         input_tokens=counts.input_tokens,
@@ -32,6 +34,7 @@ def _cost(book: ProjectPriceBook, *, model: str, provider: str, at: datetime, co
         cache_read_tokens=counts.cache_read_tokens,
         cache_write_tokens=counts.cache_write_tokens,
         thought_tokens=counts.thought_tokens,
+        cache_write_1h_tokens=counts.cache_write_1h_tokens,
         billed_at=at,
     )
     return cost, price.source
@@ -91,7 +94,7 @@ def events_reprice(*, project: Project, since: datetime | None = None) -> int:
     changes_by_session: dict[str, list[CostChange]] = defaultdict(list)
     for event in events.only(
         "id", "session_id", "model", "provider", "timestamp", "input_tokens", "output_tokens", "cache_read_tokens",
-        "cache_write_tokens", "thought_tokens", "cost_nanousd", "price_source",
+        "cache_write_tokens", "cache_write_1h_tokens", "thought_tokens", "service_tier", "cost_nanousd", "price_source",
     ).iterator(chunk_size=REPRICE_CHUNK):  # fmt: skip
         cost, source = _cost(book, model=event.model, provider=event.provider, at=event.timestamp, counts=event)
         if (cost, source) != (event.cost_nanousd, event.price_source):

@@ -57,6 +57,7 @@ def test_timestamp_defaults_to_the_calls_start(make_tracker: Any) -> None:
     {"tool_tokens": 101}, {"input_tokens": 1.5}, {"duration_ms": -3},
     {"attributes": {"nested": {"a": 1}}}, {"attributes": {"big": "x" * 5000}},
     {"timestamp": datetime(2026, 1, 1)},
+    {"cache_write_tokens": 10, "cache_write_1h_tokens": 11}, {"service_tier": "two words"},
 ])
 def test_events_the_server_would_reject_fail_on_the_callers_line(make_tracker: Any, bad: dict[str, Any]) -> None:
     tracker = make_tracker(None)
@@ -129,6 +130,37 @@ def test_call_scope_times_the_call_and_takes_usage_from_a_response(make_tracker:
     assert event["usage_raw"] == anthropic_message["usage"]
     assert event["step"] == "drafting" and event["call_id"] == call.call_id
     assert 0 <= event["time_to_first_token_ms"] <= event["duration_ms"]
+
+
+def test_one_hour_writes_and_service_tier_are_sent_as_ingest_fields(make_tracker: Any,
+                                                                    ingest: FakeIngestServer) -> None:
+    tracker = make_tracker(ingest.url)
+    event_id = tracker.record_usage(model="claude-sonnet-4-5", provider="anthropic", input_tokens=1000,
+                                    output_tokens=10, duration_ms=5, cache_write_tokens=800,
+                                    cache_write_1h_tokens=600, service_tier="Priority")
+    assert tracker.flush(5)
+    event = ingest.stored[event_id]
+    assert (event["cache_write_tokens"], event["cache_write_1h_tokens"], event["service_tier"]) == (
+        800, 600, "priority")
+
+
+def test_call_scope_takes_the_one_hour_split_and_tier_from_responses(make_tracker: Any,
+                                                                     ingest: FakeIngestServer) -> None:
+    tracker = make_tracker(ingest.url)
+    anthropic_message = {"model": "claude-sonnet-4-5", "usage": {
+        "input_tokens": 20, "cache_creation_input_tokens": 300, "output_tokens": 7, "service_tier": "batch",
+        "cache_creation": {"ephemeral_5m_input_tokens": 100, "ephemeral_1h_input_tokens": 200}}}
+    openai_completion = {"model": "gpt-5", "service_tier": "flex", "usage": {
+        "prompt_tokens": 50, "completion_tokens": 5, "total_tokens": 55}}
+    with tracker.call(model="claude-sonnet-4-5", provider="anthropic") as call:
+        call.set_response(anthropic_message)
+    with tracker.call(model="gpt-5", provider="openai") as call:
+        call.set_response(openai_completion)
+    assert tracker.flush(5)
+    anthropic, openai = sorted(ingest.events_of_type("usage"), key=lambda event: event["provider"])
+    assert (anthropic["cache_write_tokens"], anthropic["cache_write_1h_tokens"], anthropic["service_tier"]) == (
+        300, 200, "batch")
+    assert (openai["service_tier"], "cache_write_1h_tokens" in openai) == ("flex", False)
 
 
 def test_call_scope_without_usage_records_nothing(make_tracker: Any) -> None:

@@ -72,8 +72,48 @@ def test_openai_responses_usage() -> None:
 def test_anthropic_usage_adds_cached_prompt_tokens_to_input_once() -> None:
     counts = normalize_usage("anthropic", ANTHROPIC)
     assert counts == UsageCounts(input_tokens=21 + 188086 + 1200, output_tokens=393,
-                                 cache_read_tokens=1200, cache_write_tokens=188086)
+                                 cache_read_tokens=1200, cache_write_tokens=188086, service_tier="standard")
     assert counts.total_tokens == 21 + 188086 + 1200 + 393
+
+
+def test_anthropic_one_hour_cache_writes_are_the_1h_part_of_the_writes() -> None:
+    payload = {**ANTHROPIC, "cache_creation_input_tokens": 100_000,
+               "cache_creation": {"ephemeral_5m_input_tokens": 40_000, "ephemeral_1h_input_tokens": 60_000}}
+    counts = normalize_usage("anthropic", payload)
+    assert (counts.cache_write_tokens, counts.cache_write_1h_tokens) == (100_000, 60_000)
+    assert counts.input_tokens == 21 + 100_000 + 1200
+
+
+def test_anthropic_writes_are_summed_from_their_lifetimes_when_the_total_is_missing() -> None:
+    payload = {"input_tokens": 5, "output_tokens": 1,
+               "cache_creation": {"ephemeral_5m_input_tokens": 30, "ephemeral_1h_input_tokens": 70}}
+    counts = normalize_usage("anthropic", payload)
+    assert (counts.input_tokens, counts.cache_write_tokens, counts.cache_write_1h_tokens) == (105, 100, 70)
+
+
+def test_a_non_integer_one_hour_count_is_an_error_naming_it() -> None:
+    payload = {**ANTHROPIC, "cache_creation": {"ephemeral_1h_input_tokens": -3}}
+    with pytest.raises(InvalidUsageError, match="cache_creation.ephemeral_1h_input_tokens"):
+        normalize_usage("anthropic", payload)
+
+
+@pytest.mark.parametrize(("stated", "tier"), [("standard", "standard"), ("priority", "priority"),
+                                              ("batch", "batch"), ("Default", "standard")])
+def test_anthropic_service_tier_is_taken_from_usage(stated: str, tier: str) -> None:
+    assert normalize_usage("anthropic", {**ANTHROPIC, "service_tier": stated}).service_tier == tier
+
+
+def test_litellm_usage_keeps_anthropics_one_hour_split() -> None:
+    payload = {**OPENAI_CHAT, "prompt_tokens_details": {
+        "cached_tokens": 1920, "cache_write_tokens": 64,
+        "cache_creation_token_details": {"ephemeral_5m_input_tokens": 14, "ephemeral_1h_input_tokens": 50}}}
+    assert normalize_usage("anthropic", payload).cache_write_1h_tokens == 50
+
+
+def test_one_hour_writes_above_the_writes_break_the_subset_rule() -> None:
+    errors = subset_violations(input_tokens=10, output_tokens=0, cache_write_tokens=4, cache_write_1h_tokens=5)
+    assert list(errors) == ["cache_write_1h_tokens"]
+    assert "cache_write_1h_tokens (5) exceed cache_write_tokens (4)" in errors["cache_write_1h_tokens"][0]
 
 
 def test_gemini_usage_metadata_total_matches_the_providers_total() -> None:
@@ -156,3 +196,8 @@ def test_usage_module_imports_nothing_heavy() -> None:
             "print(sorted(m for m in ('litellm', 'openai', 'django') if m in sys.modules))")
     output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert output.strip() == "[]"
+
+
+def test_a_responses_usage_object_carrying_the_responses_tier_stays_a_responses_object() -> None:
+    counts = normalize_usage("openai", {**OPENAI_RESPONSES, "service_tier": "flex"})
+    assert counts == UsageCounts(328, 52, 256, 0, 0, 16, service_tier="flex")

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .agent_ids import CLAUDE_CODE, CODEX, claude_code_throttle_id, claude_code_usage_id, codex_usage_id
+from .usage import canonical_service_tier
 
 CLAUDE_CODE_HOME_GLOB = ("~/.claude/projects", "**/*.jsonl")
 CODEX_HOME_GLOB = ("~/.codex/sessions", "**/rollout-*.jsonl")
@@ -98,9 +99,7 @@ def _claude_code_usage(request_id: str, line: dict[str, Any], developer: str) ->
     cache_creation = usage.get("cache_creation") if isinstance(usage.get("cache_creation"), dict) else {}
     attributes = _attributes(CLAUDE_CODE, str(line.get("version") or ""), developer)
     attributes["request_id"] = request_id
-    if _int(cache_creation.get("ephemeral_1h_input_tokens")):
-        attributes["cache_write_1h_tokens"] = _int(cache_creation.get("ephemeral_1h_input_tokens"))
-    return {
+    event = {
         "event_id": claude_code_usage_id(session_id, request_id),
         "type": "usage",
         "session_id": session_id,
@@ -117,6 +116,11 @@ def _claude_code_usage(request_id: str, line: dict[str, Any], developer: str) ->
         "call_id": request_id,
         "attributes": attributes,
     }
+    if _int(cache_creation.get("ephemeral_1h_input_tokens")):
+        event["cache_write_1h_tokens"] = _int(cache_creation.get("ephemeral_1h_input_tokens"))
+    if (tier := canonical_service_tier(usage.get("service_tier"))) is not None:
+        event["service_tier"] = tier
+    return event
 
 
 def _claude_code_throttle(error_line: dict[str, Any], answered: dict[str, Any], developer: str) -> dict[str, Any]:

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from contextvars import Token
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from .context import current_call, current_call_id
 from .events import new_event_id
-from .usage import InvalidUsageError, UsageCounts, normalize_usage
+from .usage import InvalidUsageError, UsageCounts, canonical_service_tier, normalize_usage
 
 if TYPE_CHECKING:
     from .tracker import Tracker
@@ -73,14 +74,18 @@ class CallScope:
 
     def set_usage(self, input_tokens: int = 0, output_tokens: int = 0, cache_read_tokens: int = 0,
                   cache_write_tokens: int = 0, tool_tokens: int = 0, thought_tokens: int = 0,
-                  usage_raw: Mapping[str, Any] | None = None) -> None:
+                  usage_raw: Mapping[str, Any] | None = None, cache_write_1h_tokens: int = 0,
+                  service_tier: str | None = None) -> None:
         """Counts in TokenSite's convention, or a provider's raw usage object to convert."""
         if usage_raw is not None:
             self.usage_raw = dict(usage_raw)
             self.counts = normalize_usage(self.provider, self.usage_raw)
+            if service_tier is not None and self.counts.service_tier is None:
+                self.counts = replace(self.counts, service_tier=canonical_service_tier(service_tier))
         else:
             self.counts = UsageCounts(input_tokens, output_tokens, cache_read_tokens, cache_write_tokens,
-                                      tool_tokens, thought_tokens)
+                                      tool_tokens, thought_tokens, cache_write_1h_tokens,
+                                      canonical_service_tier(service_tier))
 
     def set_response(self, response: Any) -> None:
         """Take usage (and the exact model name) from a provider response: OpenAI chat or
@@ -94,7 +99,10 @@ class CallScope:
         model = response.get("model") if isinstance(response, Mapping) else getattr(response, "model", None)
         if isinstance(model, str) and model:
             self.model = model
-        self.set_usage(usage_raw=raw)
+        # OpenAI states the tier that served the call on the response, Anthropic inside usage.
+        tier = (response.get("service_tier") if isinstance(response, Mapping)
+                else getattr(response, "service_tier", None))
+        self.set_usage(usage_raw=raw, service_tier=tier if isinstance(tier, str) else None)
 
     def set_attributes(self, **attributes: Any) -> None:
         self.attributes.update(attributes)
@@ -129,7 +137,8 @@ class CallScope:
             thought_tokens=counts.thought_tokens,
             time_to_first_token_ms=None if ttft_ms is None else round(ttft_ms, 3),
             timestamp=self._start_wall, usage_raw=self.usage_raw, attributes=self.attributes or None,
-            call_id=self.call_id,
+            call_id=self.call_id, cache_write_1h_tokens=counts.cache_write_1h_tokens,
+            service_tier=counts.service_tier,
         )
 
 

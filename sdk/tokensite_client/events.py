@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
 
-from .usage import subset_violations
+from .usage import MAX_SERVICE_TIER_CHARS, canonical_service_tier, subset_violations
 
 MAX_ATTRIBUTES_BYTES = 4096
 MAX_STEP_CHARS = 100
@@ -129,6 +129,8 @@ def usage_event(
     usage_raw: Mapping[str, Any] | None,
     attributes: Mapping[str, Any] | None,
     call_id: str | None,
+    cache_write_1h_tokens: int = 0,
+    service_tier: str | None = None,
 ) -> dict[str, Any]:
     """A validated `usage` event; its timestamp is the call's start."""
     _check_name("provider", provider, MAX_PROVIDER_CHARS)
@@ -140,11 +142,13 @@ def usage_event(
     _check_tokens("cache_write_tokens", cache_write_tokens)
     _check_tokens("tool_tokens", tool_tokens)
     _check_tokens("thought_tokens", thought_tokens)
+    _check_tokens("cache_write_1h_tokens", cache_write_1h_tokens)
     if (cache_read_tokens + cache_write_tokens > input_tokens or tool_tokens > input_tokens
-            or thought_tokens > output_tokens):
+            or thought_tokens > output_tokens or cache_write_1h_tokens > cache_write_tokens):
         violations = subset_violations(
             input_tokens=input_tokens, output_tokens=output_tokens, cache_read_tokens=cache_read_tokens,
-            cache_write_tokens=cache_write_tokens, tool_tokens=tool_tokens, thought_tokens=thought_tokens)
+            cache_write_tokens=cache_write_tokens, tool_tokens=tool_tokens, thought_tokens=thought_tokens,
+            cache_write_1h_tokens=cache_write_1h_tokens)
         raise ValueError("; ".join(sorted({m for messages in violations.values() for m in messages})))
     event: dict[str, Any] = {
         "event_id": new_event_id(),
@@ -162,6 +166,14 @@ def usage_event(
         "tool_tokens": tool_tokens,
         "thought_tokens": thought_tokens,
     }
+    if cache_write_1h_tokens:
+        event["cache_write_1h_tokens"] = cache_write_1h_tokens
+    if service_tier is not None:
+        tier = canonical_service_tier(service_tier)
+        if tier is None:
+            raise ValueError(f"service_tier must be a name of at most {MAX_SERVICE_TIER_CHARS} letters, digits, "
+                             f"'_', '.' or '-', got {service_tier!r}")
+        event["service_tier"] = tier
     if time_to_first_token_ms is not None:
         _check_ms("time_to_first_token_ms", time_to_first_token_ms)
         event["time_to_first_token_ms"] = min(time_to_first_token_ms, duration_ms)

@@ -21,7 +21,7 @@ from .context import current_call_id
 from .litellm_loader import import_litellm
 from .retry_after import retry_after_ms
 from .tracker import Tracker
-from .usage import InvalidUsageError, normalize_usage
+from .usage import InvalidUsageError, canonical_service_tier, normalize_usage
 
 _litellm = import_litellm()
 from litellm.integrations.custom_logger import CustomLogger  # noqa: E402  (after the offline switches)
@@ -91,6 +91,8 @@ class LiteLLMCallback(CustomLogger):  # type: ignore[misc]
             tool_tokens=counts.tool_tokens, thought_tokens=counts.thought_tokens,
             time_to_first_token_ms=ttft_ms, timestamp=start or None,
             call_id=None if _in_call_scope() else kwargs.get("litellm_call_id"),
+            cache_write_1h_tokens=counts.cache_write_1h_tokens,
+            service_tier=counts.service_tier or _response_service_tier(response_obj),
         )
 
     def _record_failure(self, kwargs: dict[str, Any]) -> None:
@@ -120,3 +122,8 @@ def _provider(kwargs: dict[str, Any], logged: dict[str, Any]) -> str:
 def _in_call_scope() -> bool:
     """Inside `retrying` or `tracker.call`, whose call id links the waits to this usage."""
     return current_call_id.get() is not None
+
+
+def _response_service_tier(response: Any) -> str | None:
+    tier = response.get("service_tier") if isinstance(response, dict) else getattr(response, "service_tier", None)
+    return canonical_service_tier(tier)

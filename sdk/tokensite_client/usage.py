@@ -16,6 +16,7 @@ __all__ = [
     "InvalidUsageError",
     "UnrecognizedUsageError",
     "UsageCounts",
+    "canonical_service_tier",
     "normalize_usage",
     "subset_violations",
     "USAGE_FIELDS",
@@ -28,7 +29,26 @@ USAGE_FIELDS: tuple[str, ...] = (
     "cache_write_tokens",
     "tool_tokens",
     "thought_tokens",
+    "cache_write_1h_tokens",
 )
+
+STANDARD_TIER = "standard"
+# What providers call a service tier -> DESIGN.md section 6's name. OpenAI answers `default` (or
+# echoes `auto`) for the standard tier, Anthropic `standard`; `fast` is litellm's alias of priority.
+_TIER_ALIASES = {"default": STANDARD_TIER, "auto": STANDARD_TIER, "standard": STANDARD_TIER,
+                 "on_demand": STANDARD_TIER, "batches": "batch", "fast": "priority"}
+MAX_SERVICE_TIER_CHARS = 32
+
+
+def canonical_service_tier(service_tier: object) -> str | None:
+    """DESIGN.md's name for a service tier as a provider spells it (`default` -> `standard`);
+    None for no tier, or for a value that is not a short name."""
+    if not isinstance(service_tier, str):
+        return None
+    tier = service_tier.strip().lower()
+    if not tier or len(tier) > MAX_SERVICE_TIER_CHARS or not all(c.isalnum() or c in "_.-" for c in tier):
+        return None
+    return _TIER_ALIASES.get(tier, tier)
 
 # The key sets each recognised payload is identified by; also what an unrecognised
 # object's error message lists, so a client sees what would have been accepted.
@@ -49,7 +69,7 @@ EXPECTED_SHAPES: dict[str, tuple[str, ...]] = {
 # serve Claude with the same object; the keys still decide when they say otherwise.
 _ANTHROPIC_PROVIDERS = frozenset({"anthropic", "bedrock", "vertex_ai", "vertex_ai_beta", "anthropic_text"})
 _ANTHROPIC_ONLY_KEYS = frozenset({"cache_read_input_tokens", "cache_creation_input_tokens", "cache_creation",
-                                  "server_tool_use", "service_tier"})
+                                  "server_tool_use"})
 _RESPONSES_ONLY_KEYS = frozenset({"input_tokens_details", "output_tokens_details", "total_tokens"})
 
 # Gemini's REST API spells usageMetadata in camelCase; google-genai's model_dump() in snake_case.
@@ -98,6 +118,10 @@ class UsageCounts:
     cache_write_tokens: int = 0
     tool_tokens: int = 0
     thought_tokens: int = 0
+    # The part of cache_write_tokens written for one hour (Anthropic's 1h cache).
+    cache_write_1h_tokens: int = 0
+    # The service tier the provider says served the call (`standard`, `flex`, `priority`, `batch`).
+    service_tier: str | None = None
 
     @property
     def total_tokens(self) -> int:
@@ -115,6 +139,7 @@ def subset_violations(
     cache_write_tokens: int = 0,
     tool_tokens: int = 0,
     thought_tokens: int = 0,
+    cache_write_1h_tokens: int = 0,
 ) -> dict[str, list[str]]:
     """The subset rules of DESIGN.md section 1 that these counts break, keyed by the
     offending subset field (empty when they all fit). Keyword-only so the server can pass
@@ -127,6 +152,10 @@ def subset_violations(
         )
         errors["cache_read_tokens"] = [message]
         errors["cache_write_tokens"] = [message]
+    if cache_write_1h_tokens > cache_write_tokens:
+        errors["cache_write_1h_tokens"] = [
+            f"cache_write_1h_tokens ({cache_write_1h_tokens}) exceed cache_write_tokens ({cache_write_tokens})"
+        ]
     if tool_tokens > input_tokens:
         errors["tool_tokens"] = [f"tool_tokens ({tool_tokens}) exceed input_tokens ({input_tokens})"]
     if thought_tokens > output_tokens:
@@ -153,6 +182,11 @@ def normalize_usage(provider: str, raw: Mapping[str, Any]) -> UsageCounts:
     else:
         raise UnrecognizedUsageError(provider, list(keys))
     return counts
+
+
+def _tier(raw: Mapping[str, Any]) -> str | None:
+    # Anthropic puts service_tier in usage; OpenAI on the response (callers may copy it in).
+    return canonical_service_tier(raw.get("service_tier"))
 
 
 def _is_anthropic(provider: str, keys: Any) -> bool:
@@ -189,12 +223,17 @@ def _details(raw: Mapping[str, Any], key: str) -> Mapping[str, Any] | None:
 def _openai_chat(raw: Mapping[str, Any]) -> UsageCounts:
     prompt_details = _details(raw, "prompt_tokens_details")
     completion_details = _details(raw, "completion_tokens_details")
+    # litellm's Usage for Anthropic keeps the lifetime split under prompt_tokens_details.
+    lifetimes = _details(prompt_details, "cache_creation_token_details") if prompt_details is not None else None
     return UsageCounts(
         input_tokens=_count(raw, "prompt_tokens", "prompt_tokens"),
         output_tokens=_count(raw, "completion_tokens", "completion_tokens"),
         cache_read_tokens=_count(prompt_details, "cached_tokens", "prompt_tokens_details.cached_tokens"),
         cache_write_tokens=_count(prompt_details, "cache_write_tokens", "prompt_tokens_details.cache_write_tokens"),
         thought_tokens=_count(completion_details, "reasoning_tokens", "completion_tokens_details.reasoning_tokens"),
+        cache_write_1h_tokens=_count(lifetimes, "ephemeral_1h_input_tokens",
+                                     "prompt_tokens_details.cache_creation_token_details.ephemeral_1h_input_tokens"),
+        service_tier=_tier(raw),
     )
 
 
@@ -206,19 +245,30 @@ def _openai_responses(raw: Mapping[str, Any]) -> UsageCounts:
         output_tokens=_count(raw, "output_tokens", "output_tokens"),
         cache_read_tokens=_count(input_details, "cached_tokens", "input_tokens_details.cached_tokens"),
         thought_tokens=_count(output_details, "reasoning_tokens", "output_tokens_details.reasoning_tokens"),
+        service_tier=_tier(raw),
     )
 
 
 def _anthropic(raw: Mapping[str, Any]) -> UsageCounts:
     # Anthropic's input_tokens excludes cached prompt tokens: add them back so that
     # input covers every token read and the cache counts stay inside it.
+    # cache_creation splits the writes by lifetime; the one-hour part bills at 2x input, not 1.25x.
     cache_read = _count(raw, "cache_read_input_tokens", "cache_read_input_tokens")
-    cache_write = _count(raw, "cache_creation_input_tokens", "cache_creation_input_tokens")
+    lifetimes = _details(raw, "cache_creation")
+    written_5m = _count(lifetimes, "ephemeral_5m_input_tokens", "cache_creation.ephemeral_5m_input_tokens")
+    written_1h = _count(lifetimes, "ephemeral_1h_input_tokens", "cache_creation.ephemeral_1h_input_tokens")
+    cache_write = (
+        _count(raw, "cache_creation_input_tokens", "cache_creation_input_tokens")
+        if raw.get("cache_creation_input_tokens") is not None
+        else written_5m + written_1h
+    )
     return UsageCounts(
         input_tokens=_count(raw, "input_tokens", "input_tokens") + cache_read + cache_write,
         output_tokens=_count(raw, "output_tokens", "output_tokens"),
         cache_read_tokens=cache_read,
         cache_write_tokens=cache_write,
+        cache_write_1h_tokens=written_1h,
+        service_tier=_tier(raw),
     )
 
 

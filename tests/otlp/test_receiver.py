@@ -313,3 +313,18 @@ def test_call_reported_as_span_and_as_log_event_counts_once(api_client, ingest_k
     assert "0 events stored, 1 already stored" in ExportLogsServiceResponse.FromString(
         response.content).partial_success.error_message
     assert RawEvent.objects.filter(project=project).count() == 1
+
+
+def test_the_service_tier_an_openai_span_reports_prices_the_call(api_client, ingest_key, project):
+    request = traces_request([
+        genai_span("00000000000000d1", **{"openai.response.service_tier": "flex", "gen_ai.request.model": "gpt-5",
+                                          "gen_ai.response.model": "gpt-5"}),
+        genai_span("00000000000000d2", trace_id="8b8efff798038103d269b633813fc60c", **{
+            "gen_ai.openai.response.service_tier": "default", "gen_ai.response.model": "gpt-5"}),
+    ])
+    assert post_otlp(api_client, ingest_key, "traces", request.SerializeToString()).status_code == 200
+    flex, default = (RawEvent.objects.get(project=project, call_id=span) for span in ("00000000000000d1",
+                                                                                       "00000000000000d2"))
+    assert (flex.service_tier, flex.price_source) == ("flex", "litellm:gpt-5 [flex]")
+    assert (default.service_tier, default.price_source) == ("standard", "litellm:gpt-5")
+    assert flex.cost_nanousd * 2 == default.cost_nanousd  # gpt-5 flex is half the standard price

@@ -119,3 +119,20 @@ def test_integer_cost_path_equals_the_decimal_formula():
     assert isinstance(thirds.base, TokenPrices)
     assert event_cost_nanousd(thirds, input_tokens=3_000_000, output_tokens=3_000_000, cache_read_tokens=0,
                               cache_write_tokens=0, thought_tokens=0) == 3_000_000_000  # fmt: skip
+
+
+def test_reprice_keeps_each_events_service_tier_and_one_hour_writes(api_client, ingest_key, project):
+    post_events(api_client, ingest_key, [
+        usage_event(model="gpt-5", input_tokens=1_000_000, output_tokens=0, service_tier="batch"),
+        usage_event(provider="anthropic", model="claude-sonnet-4-5", input_tokens=100_000, output_tokens=0,
+                    cache_write_tokens=100_000, cache_write_1h_tokens=100_000, session_id="claude"),
+    ])  # fmt: skip
+    stored = dict(RawEvent.objects.values_list("model", "cost_nanousd"))
+    assert stored == {"gpt-5": 625_000_000, "claude-sonnet-4-5": 600_000_000}
+
+    call_command("reprice", "--project", "acme/chatbot", stdout=StringIO())
+    assert dict(RawEvent.objects.values_list("model", "cost_nanousd")) == stored
+    override(project, "gpt-5", "1", "1")
+    call_command("reprice", "--project", "acme/chatbot", stdout=StringIO())
+    batch = RawEvent.objects.get(model="gpt-5")
+    assert batch.cost_nanousd == 10**9 and batch.price_source.endswith("[batch: standard price]")

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 from tokensite_client.agent_ids import CLAUDE_CODE, claude_code_throttle_id, claude_code_usage_id
 
-from apps.ingestion.schema import UsageEvent
 from apps.otlp.records import SIGNAL_LOGS, SIGNAL_TRACES, TelemetryRecord
 from apps.otlp.sources import (
     SourceOutput,
@@ -37,7 +36,6 @@ THROTTLE_STATUSES = frozenset({429, 503, 529})
 PROVIDERS = {"firstParty": "anthropic", "bedrock": "bedrock", "vertex": "vertex_ai", "foundry": "azure_ai"}
 # query_source of the main conversation; any other (a sub-agent, compaction, a title) is its own step.
 MAIN_QUERY_SOURCES = frozenset({"sdk", "repl_main_thread", "print", ""})
-SUPPORTS_CACHE_WRITE_1H = "cache_write_1h_tokens" in UsageEvent.__struct_fields__
 
 
 def _event_name(record: TelemetryRecord) -> str:
@@ -108,12 +106,12 @@ class ClaudeCodeSource:
                 "agent_cost_usd": as_float(record.get("cost_usd")),
                 "request_id": request_id,
                 "prompt_id": as_text(record.get("prompt.id")),
-                "cache_write_1h_tokens": None if SUPPORTS_CACHE_WRITE_1H else counts["cache_creation_1h_tokens"],
             }),
         }
         if ttft_ms is not None and ttft_ms >= 0:
             event["time_to_first_token_ms"] = ttft_ms
-        if SUPPORTS_CACHE_WRITE_1H and counts["cache_creation_1h_tokens"]:
+        if counts["cache_creation_1h_tokens"]:
+            # The one-hour part of the writes (2x input, not 1.25x); more than the writes is rejected.
             event["cache_write_1h_tokens"] = counts["cache_creation_1h_tokens"]
         output.events.append(event)
         output.used += 1

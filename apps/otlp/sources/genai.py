@@ -20,6 +20,8 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
+from tokensite_client.usage import canonical_service_tier
+
 from apps.otlp.pending_throttles import pending_add, pending_take
 from apps.otlp.records import SIGNAL_LOGS, SIGNAL_TRACES, TelemetryRecord
 from apps.otlp.sources import (
@@ -58,6 +60,9 @@ RESPONSE_ID_KEYS = ("gen_ai.response.id", "llm.response.id")
 SESSION_KEYS = ("gen_ai.conversation.id", "session.id", "gen_ai.session.id", "langfuse.session.id",
                 "traceloop.association.properties.session_id", "conversation.id")
 STEP_KEYS = ("tokensite.step", "gen_ai.agent.name")
+# The tier that served the call (the response's), else the one asked for (`auto` is standard).
+SERVICE_TIER_KEYS = ("openai.response.service_tier", "gen_ai.openai.response.service_tier",
+                     "openai.request.service_tier", "gen_ai.openai.request.service_tier")
 OPERATION_KEYS = ("gen_ai.operation.name", "llm.request.type")
 # Time to first token: seconds in the GenAI conventions, milliseconds where the key says so.
 TTFT_SECONDS_KEYS = ("gen_ai.response.time_to_first_chunk", "gen_ai.server.time_to_first_token",
@@ -303,6 +308,8 @@ def _usage_event(record: TelemetryRecord, memo: dict) -> tuple[dict | None, str]
     ttft_ms = _ttft_ms(attributes)
     if ttft_ms is not None and 0 <= ttft_ms <= duration_ms:
         event["time_to_first_token_ms"] = ttft_ms
+    if (tier := canonical_service_tier(_first(attributes, SERVICE_TIER_KEYS))) is not None:
+        event["service_tier"] = tier
     return event, ""
 
 

@@ -46,6 +46,9 @@ def test_claude_code_call_is_one_usage_event_with_cache_inside_input(api_client,
     (usage,) = events(project, "usage")
     assert (usage.input_tokens, usage.output_tokens, usage.cache_read_tokens, usage.cache_write_tokens) == (
         11 + 1200 + 300, 42, 1200, 300)
+    # cache_creation_1h_tokens: the one-hour part of the writes, billed at 2x input (Sonnet 4.5: $3/M)
+    assert usage.cache_write_1h_tokens == 100 and "cache_write_1h_tokens" not in usage.attributes
+    assert usage.cost_nanousd == 11 * 3_000 + 1200 * 300 + 200 * 3_750 + 100 * 6_000 + 42 * 15_000
     assert (usage.session_id, usage.model, usage.provider, usage.step) == (
         "b6572eb9-aa6c-46a6-939a-cf4e60a77bb2", "claude-sonnet-4-5-20250929", "anthropic", "main")
     assert (usage.duration_ms, usage.time_to_first_token_ms, usage.call_id) == (68, 9, "req_fake0000fcbb7ad6e95a")

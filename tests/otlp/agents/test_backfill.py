@@ -44,6 +44,7 @@ def test_claude_code_log_import_counts_each_call_once_with_its_stated_retry_wait
     (usage,) = stored(project, "usage")
     assert (usage.input_tokens, usage.output_tokens, usage.cache_read_tokens, usage.cache_write_tokens) == (
         1511, 42, 1200, 300)
+    assert (usage.cache_write_1h_tokens, usage.service_tier) == (100, "standard")
     assert usage.attributes["user"] == "ada@example.com"
     (throttle,) = stored(project, "throttle")
     # The log states the delay Claude Code chose for its retry.
