@@ -72,8 +72,33 @@ def test_openai_responses_usage() -> None:
 def test_anthropic_usage_adds_cached_prompt_tokens_to_input_once() -> None:
     counts = normalize_usage("anthropic", ANTHROPIC)
     assert counts == UsageCounts(input_tokens=21 + 188086 + 1200, output_tokens=393,
-                                 cache_read_tokens=1200, cache_write_tokens=188086)
+                                 cache_read_tokens=1200, cache_write_tokens=188086, service_tier="standard")
     assert counts.total_tokens == 21 + 188086 + 1200 + 393
+
+
+def test_anthropic_one_hour_cache_writes_are_the_part_of_cache_write_the_usage_says() -> None:
+    usage = {**ANTHROPIC, "cache_creation_input_tokens": 100_000, "service_tier": "priority",
+             "cache_creation": {"ephemeral_5m_input_tokens": 40_000, "ephemeral_1h_input_tokens": 60_000}}
+    counts = normalize_usage("anthropic", usage)
+    assert (counts.cache_write_tokens, counts.cache_write_1h_tokens, counts.service_tier) == (
+        100_000, 60_000, "priority")
+    assert counts.input_tokens == 21 + 100_000 + 1200
+
+
+def test_anthropic_lifetime_breakdown_alone_gives_the_cache_write_total() -> None:
+    usage = {"input_tokens": 5, "output_tokens": 1,
+             "cache_creation": {"ephemeral_5m_input_tokens": 30, "ephemeral_1h_input_tokens": 70}}
+    counts = normalize_usage("anthropic", usage)
+    assert (counts.input_tokens, counts.cache_write_tokens, counts.cache_write_1h_tokens) == (105, 100, 70)
+
+
+def test_anthropic_one_hour_writes_above_the_cache_write_total_are_rejected() -> None:
+    usage = {**ANTHROPIC, "cache_creation": {"ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": 188087}}
+    with pytest.raises(InvalidUsageError, match="ephemeral_1h_input_tokens"):
+        normalize_usage("anthropic", usage)
+    assert subset_violations(input_tokens=10, output_tokens=0, cache_write_tokens=3,
+                             cache_write_1h_tokens=4) == {
+        "cache_write_1h_tokens": ["cache_write_1h_tokens (4) exceed cache_write_tokens (3)"]}
 
 
 def test_gemini_usage_metadata_total_matches_the_providers_total() -> None:

@@ -73,14 +73,15 @@ class CallScope:
 
     def set_usage(self, input_tokens: int = 0, output_tokens: int = 0, cache_read_tokens: int = 0,
                   cache_write_tokens: int = 0, tool_tokens: int = 0, thought_tokens: int = 0,
-                  usage_raw: Mapping[str, Any] | None = None) -> None:
+                  usage_raw: Mapping[str, Any] | None = None, *, cache_write_1h_tokens: int = 0,
+                  service_tier: str | None = None) -> None:
         """Counts in TokenSite's convention, or a provider's raw usage object to convert."""
         if usage_raw is not None:
             self.usage_raw = dict(usage_raw)
             self.counts = normalize_usage(self.provider, self.usage_raw)
         else:
             self.counts = UsageCounts(input_tokens, output_tokens, cache_read_tokens, cache_write_tokens,
-                                      tool_tokens, thought_tokens)
+                                      tool_tokens, thought_tokens, cache_write_1h_tokens, service_tier)
 
     def set_response(self, response: Any) -> None:
         """Take usage (and the exact model name) from a provider response: OpenAI chat or
@@ -129,7 +130,8 @@ class CallScope:
             thought_tokens=counts.thought_tokens,
             time_to_first_token_ms=None if ttft_ms is None else round(ttft_ms, 3),
             timestamp=self._start_wall, usage_raw=self.usage_raw, attributes=self.attributes or None,
-            call_id=self.call_id,
+            call_id=self.call_id, cache_write_1h_tokens=counts.cache_write_1h_tokens,
+            service_tier=counts.service_tier,
         )
 
 

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
 
-from .usage import subset_violations
+from .usage import MAX_SERVICE_TIER_CHARS, subset_violations
 
 MAX_ATTRIBUTES_BYTES = 4096
 MAX_STEP_CHARS = 100
@@ -129,8 +129,12 @@ def usage_event(
     usage_raw: Mapping[str, Any] | None,
     attributes: Mapping[str, Any] | None,
     call_id: str | None,
+    cache_write_1h_tokens: int = 0,
+    service_tier: str | None = None,
 ) -> dict[str, Any]:
-    """A validated `usage` event; its timestamp is the call's start."""
+    """A validated `usage` event; its timestamp is the call's start. The one-hour cache
+    writes and the service tier are sent only when there are some, so events without
+    them stay as they were."""
     _check_name("provider", provider, MAX_PROVIDER_CHARS)
     _check_name("model", model, MAX_MODEL_CHARS)
     _check_ms("duration_ms", duration_ms)
@@ -146,6 +150,13 @@ def usage_event(
             input_tokens=input_tokens, output_tokens=output_tokens, cache_read_tokens=cache_read_tokens,
             cache_write_tokens=cache_write_tokens, tool_tokens=tool_tokens, thought_tokens=thought_tokens)
         raise ValueError("; ".join(sorted({m for messages in violations.values() for m in messages})))
+    if cache_write_1h_tokens:
+        _check_tokens("cache_write_1h_tokens", cache_write_1h_tokens)
+        if cache_write_1h_tokens > cache_write_tokens:
+            raise ValueError(f"cache_write_1h_tokens ({cache_write_1h_tokens}) exceed "
+                             f"cache_write_tokens ({cache_write_tokens})")
+    if service_tier is not None:
+        _check_name("service_tier", service_tier, MAX_SERVICE_TIER_CHARS)
     event: dict[str, Any] = {
         "event_id": new_event_id(),
         "type": "usage",
@@ -162,6 +173,10 @@ def usage_event(
         "tool_tokens": tool_tokens,
         "thought_tokens": thought_tokens,
     }
+    if cache_write_1h_tokens:
+        event["cache_write_1h_tokens"] = cache_write_1h_tokens
+    if service_tier:
+        event["service_tier"] = service_tier
     if time_to_first_token_ms is not None:
         _check_ms("time_to_first_token_ms", time_to_first_token_ms)
         event["time_to_first_token_ms"] = min(time_to_first_token_ms, duration_ms)

@@ -159,6 +159,8 @@ class Tracker:
         usage_raw: Mapping[str, Any] | None = None,
         attributes: Mapping[str, Any] | None = None,
         call_id: str | None = None,
+        cache_write_1h_tokens: int = 0,
+        service_tier: str | None = None,
     ) -> str:
         """Record one completed call; returns its event_id. Raises ValueError for counts
         the server would reject (negative, or subsets larger than their parent)."""
@@ -170,6 +172,7 @@ class Tracker:
             cache_write_tokens=cache_write_tokens, tool_tokens=tool_tokens, thought_tokens=thought_tokens,
             time_to_first_token_ms=time_to_first_token_ms, usage_raw=usage_raw, attributes=attributes,
             call_id=call_id if call_id is not None else current_call_id.get(),
+            cache_write_1h_tokens=cache_write_1h_tokens, service_tier=service_tier,
         )
         self._totals.add_usage(
             step=event["step"], provider=provider, model=model, epoch=epoch,

@@ -28,7 +28,10 @@ USAGE_FIELDS: tuple[str, ...] = (
     "cache_write_tokens",
     "tool_tokens",
     "thought_tokens",
+    "cache_write_1h_tokens",
 )
+
+MAX_SERVICE_TIER_CHARS = 32
 
 # The key sets each recognised payload is identified by; also what an unrecognised
 # object's error message lists, so a client sees what would have been accepted.
@@ -98,6 +101,8 @@ class UsageCounts:
     cache_write_tokens: int = 0
     tool_tokens: int = 0
     thought_tokens: int = 0
+    cache_write_1h_tokens: int = 0
+    service_tier: str | None = None
 
     @property
     def total_tokens(self) -> int:
@@ -115,6 +120,7 @@ def subset_violations(
     cache_write_tokens: int = 0,
     tool_tokens: int = 0,
     thought_tokens: int = 0,
+    cache_write_1h_tokens: int = 0,
 ) -> dict[str, list[str]]:
     """The subset rules of DESIGN.md section 1 that these counts break, keyed by the
     offending subset field (empty when they all fit). Keyword-only so the server can pass
@@ -127,6 +133,10 @@ def subset_violations(
         )
         errors["cache_read_tokens"] = [message]
         errors["cache_write_tokens"] = [message]
+    if cache_write_1h_tokens > cache_write_tokens:
+        errors["cache_write_1h_tokens"] = [
+            f"cache_write_1h_tokens ({cache_write_1h_tokens}) exceed cache_write_tokens ({cache_write_tokens})"
+        ]
     if tool_tokens > input_tokens:
         errors["tool_tokens"] = [f"tool_tokens ({tool_tokens}) exceed input_tokens ({input_tokens})"]
     if thought_tokens > output_tokens:
@@ -213,13 +223,36 @@ def _anthropic(raw: Mapping[str, Any]) -> UsageCounts:
     # Anthropic's input_tokens excludes cached prompt tokens: add them back so that
     # input covers every token read and the cache counts stay inside it.
     cache_read = _count(raw, "cache_read_input_tokens", "cache_read_input_tokens")
-    cache_write = _count(raw, "cache_creation_input_tokens", "cache_creation_input_tokens")
+    lifetimes = _details(raw, "cache_creation")
+    write_1h = _count(lifetimes, "ephemeral_1h_input_tokens", "cache_creation.ephemeral_1h_input_tokens")
+    if raw.get("cache_creation_input_tokens") is None:
+        # Only the per-lifetime breakdown was sent: its parts are the whole.
+        cache_write = write_1h + _count(lifetimes, "ephemeral_5m_input_tokens",
+                                        "cache_creation.ephemeral_5m_input_tokens")
+    else:
+        cache_write = _count(raw, "cache_creation_input_tokens", "cache_creation_input_tokens")
+    if write_1h > cache_write:
+        message = (f"cache_creation.ephemeral_1h_input_tokens ({write_1h}) exceed "
+                   f"cache_creation_input_tokens ({cache_write})")
+        raise InvalidUsageError(message, {"usage_raw": [message]})
     return UsageCounts(
         input_tokens=_count(raw, "input_tokens", "input_tokens") + cache_read + cache_write,
         output_tokens=_count(raw, "output_tokens", "output_tokens"),
         cache_read_tokens=cache_read,
         cache_write_tokens=cache_write,
+        cache_write_1h_tokens=write_1h,
+        service_tier=_service_tier(raw),
     )
+
+
+def _service_tier(raw: Mapping[str, Any]) -> str | None:
+    tier = raw.get("service_tier")
+    if tier is None:
+        return None
+    if not isinstance(tier, str) or not 1 <= len(tier) <= MAX_SERVICE_TIER_CHARS:
+        message = f"service_tier must be a string of 1 to {MAX_SERVICE_TIER_CHARS} characters, got {tier!r}"
+        raise InvalidUsageError(message, {"usage_raw": [message]})
+    return tier
 
 
 def _gemini(raw: Mapping[str, Any]) -> UsageCounts:
