@@ -195,6 +195,12 @@ class _FakeProviderServer(_HTTPApp):
         with self.lock:
             self.responses_sent_at.append(time.monotonic())
 
+    def retry_gaps_ms(self) -> list[float]:
+        """For each request after the first, how long after the previous reply it arrived."""
+        with self.lock:
+            return [(request.received_at - replied) * 1000
+                    for request, replied in zip(self.requests[1:], self.responses_sent_at)]
+
     @abc.abstractmethod
     def answer(self, handler: _Handler, request: dict[str, Any], scripted: Scripted) -> None:
         """Reply to one request as `scripted` says."""

@@ -67,9 +67,7 @@ def test_429_then_529_become_throttle_events_with_the_waits_actually_slept(
         (429, 1, 200.0), (529, 2, 100.0)]
     # Each retry reached the server the recorded wait after the refusal went out (plus the
     # client's reconnect time, which is small).
-    requests, replies = anthropic_server.requests, anthropic_server.responses_sent_at
-    for index, throttle in enumerate((first, second)):
-        gap_ms = (requests[index + 1].received_at - replies[index]) * 1000
+    for throttle, gap_ms in zip((first, second), anthropic_server.retry_gaps_ms(), strict=True):
         assert throttle["wait_ms"] >= throttle["retry_after_ms"] - 1
         assert 0 <= gap_ms - throttle["wait_ms"] < 30
     assert first["attributes"] == {"retry-after": 0.2, "anthropic-ratelimit-input-tokens-remaining": 0}

@@ -145,12 +145,23 @@ def never_raise(action: Callable[[], object], provider_label: str) -> None:
         logger.warning("tokensite: could not record an %s call: %s", provider_label, exc)
 
 
-class ObservedStream:
-    """A sync stream that reports to its observer; everything else goes to the real stream."""
-
+class _ObservedStreamBase:
     def __init__(self, stream: Any, observer: StreamObserver) -> None:
         self._stream = stream
         self._observer = observer
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+    def __del__(self) -> None:
+        # A stream dropped half-read still cost tokens: record what was seen.
+        observer = self.__dict__.get("_observer")
+        if observer is not None:
+            observer.finish()
+
+
+class ObservedStream(_ObservedStreamBase):
+    """A sync stream that reports to its observer; everything else goes to the real stream."""
 
     def __iter__(self) -> ObservedStream:
         return self
@@ -175,22 +186,9 @@ class ObservedStream:
         self._stream.close()
         self._observer.finish()
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._stream, name)
 
-    def __del__(self) -> None:
-        # A stream dropped half-read still cost tokens: record what was seen.
-        observer = self.__dict__.get("_observer")
-        if observer is not None:
-            observer.finish()
-
-
-class AsyncObservedStream:
+class AsyncObservedStream(_ObservedStreamBase):
     """The asyncio counterpart of `ObservedStream`."""
-
-    def __init__(self, stream: Any, observer: StreamObserver) -> None:
-        self._stream = stream
-        self._observer = observer
 
     def __aiter__(self) -> AsyncObservedStream:
         return self
@@ -214,14 +212,6 @@ class AsyncObservedStream:
     async def close(self) -> None:
         await self._stream.close()
         self._observer.finish()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._stream, name)
-
-    def __del__(self) -> None:
-        observer = self.__dict__.get("_observer")
-        if observer is not None:
-            observer.finish()
 
 
 def finish_with_response(scope: CallScope, result: Any, provider_label: str) -> None:
