@@ -247,3 +247,23 @@ def test_bedrock_client_is_recorded_under_provider_bedrock(
         model="anthropic.claude-sonnet-4-5-v1:0", max_tokens=64, messages=MESSAGES)
     (usage,) = delivered(tracker, ingest, "usage")
     assert usage["provider"] == "bedrock" and counts_of(usage) == EXPECTED_COUNTS
+
+
+def test_stream_closed_before_message_delta_counts_its_output_from_the_text_seen(
+        tracker: ts.Tracker, ingest: FakeIngestServer, anthropic_server: FakeAnthropicServer) -> None:
+    import litellm
+
+    client = sync_client(anthropic_server, tracker)
+    seen: list[str] = []
+    with client.messages.create(model=MODEL, max_tokens=512, messages=MESSAGES, stream=True) as stream:
+        for event in stream:
+            if event.type == "content_block_delta":
+                seen.append(event.delta.text)
+                if len(seen) == 2:
+                    break
+    (usage,) = delivered(tracker, ingest, "usage")
+    assert usage["output_tokens"] == litellm.token_counter(model=MODEL, text="".join(seen)) > 1
+    assert {**counts_of(usage), "output_tokens": 393} == EXPECTED_COUNTS
+    assert usage["attributes"]["token_count_estimated"] is True
+    assert usage["attributes"]["tokenizer"].startswith("tiktoken/")
+    assert "usage_raw" not in usage

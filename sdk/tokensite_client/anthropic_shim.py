@@ -10,6 +10,8 @@ A streamed message reports its usage in two parts: `message_start` carries the i
 cache counts (with the one-hour split and the service tier), `message_delta` the
 cumulative output (and, on newer API versions, cumulative input and cache counts, which
 then replace the earlier ones). Time to first token is taken at the first content delta.
+A stream closed before its `message_delta` has only message_start's placeholder output
+count: the output is then counted from the streamed text and marked `token_count_estimated`.
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ from .client_hooks import (
     never_raise,
     wrap_create,
 )
+from .counting import estimate_tokens
 from .tracker import Tracker
+from .usage import normalize_usage
 
 _RATELIMIT_PREFIXES = (b"anthropic-ratelimit-", b"retry-after")
 _LABEL = "Anthropic"
@@ -90,12 +94,19 @@ class _MessageStreamObserver:
     def __init__(self, scope: CallScope) -> None:
         self.scope = scope
         self.usage: dict[str, Any] | None = None
+        self.output_final = False
+        self.text_parts: list[str] = []
         self.finished = False
 
     def observe(self, event: Any) -> bool:
         event_type = getattr(event, "type", None)
         if event_type == "content_block_delta":
             self.scope.mark_first_token()
+            delta = getattr(event, "delta", None)
+            for field in ("text", "partial_json", "thinking"):
+                part = getattr(delta, field, None)
+                if isinstance(part, str):
+                    self.text_parts.append(part)
         elif event_type == "message_start":
             message = getattr(event, "message", None)
             model = getattr(message, "model", None)
@@ -107,6 +118,7 @@ class _MessageStreamObserver:
             if delta_usage:
                 # Cumulative totals: they replace what message_start said.
                 self.usage = {**(self.usage or {}), **delta_usage}
+                self.output_final = True
         return True
 
     def finish(self) -> None:
@@ -115,9 +127,21 @@ class _MessageStreamObserver:
             return
         self.finished = True
         usage = self.usage
-        if usage is not None:
+        if usage is not None and not self.output_final and self.text_parts:
+            never_raise(lambda: self._estimate_output(usage), _LABEL)
+        elif usage is not None:
             never_raise(lambda: self.scope.set_usage(usage_raw=usage), _LABEL)
         never_raise(self.scope.finish, _LABEL)
+
+    def _estimate_output(self, usage: dict[str, Any]) -> None:
+        # The counts are sent without usage_raw: the server would recompute them from it.
+        counts = normalize_usage(self.scope.provider, usage)
+        output_tokens, tokenizer = estimate_tokens(self.scope.model, "".join(self.text_parts))
+        self.scope.set_usage(
+            input_tokens=counts.input_tokens, output_tokens=max(output_tokens, counts.output_tokens),
+            cache_read_tokens=counts.cache_read_tokens, cache_write_tokens=counts.cache_write_tokens,
+            cache_write_1h_tokens=counts.cache_write_1h_tokens, service_tier=counts.service_tier)
+        self.scope.set_attributes(token_count_estimated=True, tokenizer=tokenizer)
 
 
 def _observe_raw_stream(message_stream: Any, observer: StreamObserver, wrapper: type) -> None:

@@ -48,7 +48,7 @@ def install_client_hooks(client: Any, tracker: Tracker, *, provider: str, header
         raise ValueError("this client is already instrumented")
     if not hasattr(client, "_sleep_for_retry"):
         raise TypeError(f"{instrument_name} needs a client that waits between attempts in _sleep_for_retry "
-                        "(openai>=2, anthropic>=0.40)")
+                        "(openai>=2, anthropic>=0.50)")
     hooks = _ClientHooks(tracker, provider, header_prefixes)
     is_async = inspect.iscoroutinefunction(client._sleep_for_retry)
     if is_async:
