@@ -167,7 +167,8 @@ def test_async_client_plain_streamed_stream_helper_and_throttled(
             streamed = "".join([e.delta.text async for e in stream if e.type == "content_block_delta"])
             async with client.messages.stream(model=MODEL, max_tokens=512, messages=MESSAGES) as helper:
                 helped = "".join([text async for text in helper.text_stream])
-            return streamed, helped
+        await client.close()
+        return streamed, helped
 
     assert asyncio.run(main()) == ("".join(STREAM_WORDS), "".join(STREAM_WORDS))
     (throttle,) = delivered(tracker, ingest, "throttle")

@@ -16,6 +16,7 @@ count: the output is then counted from the streamed text and marked `token_count
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -82,9 +83,9 @@ class _Shim:
     def stream(self, original: Any) -> Any:
         manager_class = _AsyncStreamManager if self.is_async else _StreamManager
 
+        @functools.wraps(original)
         def stream(*args: Any, **kwargs: Any) -> Any:
             return manager_class(original(*args, **kwargs), lambda: self.scope(kwargs))
-        stream.__doc__ = original.__doc__
         return stream
 
 
