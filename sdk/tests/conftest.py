@@ -19,7 +19,7 @@ import pytest
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 sys.path.insert(0, str(Path(__file__).parent))
 
-from sdk_fakes import FakeIngestServer, FakeOpenAIServer  # noqa: E402
+from sdk_fakes import FakeAnthropicServer, FakeIngestServer, FakeOpenAIServer  # noqa: E402
 
 import tokensite_client as ts  # noqa: E402
 
@@ -76,6 +76,14 @@ def ingest() -> Iterator[FakeIngestServer]:
 @pytest.fixture
 def openai_server() -> Iterator[FakeOpenAIServer]:
     server = FakeOpenAIServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def anthropic_server() -> Iterator[FakeAnthropicServer]:
+    server = FakeAnthropicServer()
     server.start()
     yield server
     server.stop()

@@ -1,7 +1,8 @@
-"""Servers the SDK tests talk to over loopback: a TokenSite ingest API and an OpenAI API.
+"""Servers the SDK tests talk to over loopback: a TokenSite ingest API, an OpenAI API and
+an Anthropic Messages API.
 
-Both are real HTTP servers (http.server in a thread) so the SDK's sender and the real
-openai client go through their whole network stack; only the far end is small.
+All are real HTTP servers (http.server in a thread) so the SDK's sender and the real
+openai and anthropic clients go through their whole network stack; only the far end is small.
 """
 
 from __future__ import annotations
@@ -140,7 +141,7 @@ class FakeIngestServer(_HTTPApp):
 
 
 @dataclass
-class OpenAIRequest:
+class ProviderRequest:
     path: str
     body: dict[str, Any]
     received_at: float
@@ -173,52 +174,39 @@ RATELIMIT_HEADERS = {
 }
 
 
-class FakeOpenAIServer(_HTTPApp):
-    """An OpenAI-compatible API: /v1/chat/completions and /v1/responses, plain or SSE.
-    Replies are taken from `script` first (429s, 503s...), then succeed. With
-    `stream_usage=False` it ignores `stream_options.include_usage`, like some
-    OpenAI-compatible servers do."""
+class _FakeProviderServer(_HTTPApp):
+    """A provider API that answers from `script` first (429s, 529s...), then succeeds;
+    it notes when each request arrived and each reply went out."""
 
     def __init__(self) -> None:
         super().__init__()
         self.script: list[Scripted] = []
-        self.requests: list[OpenAIRequest] = []
+        self.requests: list[ProviderRequest] = []
         self.responses_sent_at: list[float] = []
-        self.stream_usage = True
         self.first_chunk_delay_s = 0.0
         self.lock = threading.Lock()
 
     def handle(self, handler: _Handler, body: bytes) -> None:
         request = json.loads(body)
         with self.lock:
-            self.requests.append(OpenAIRequest(handler.path, request, time.monotonic()))
+            self.requests.append(ProviderRequest(handler.path, request, time.monotonic()))
             scripted = self.script.pop(0) if self.script else Scripted()
-        if scripted.status != 200:
-            handler.reply(scripted.status, {"error": {"message": "slow down", "type": "rate_limit"}},
-                          scripted.headers)
-            self._sent()
-            return
-        headers = {**RATELIMIT_HEADERS, **scripted.headers}
-        if handler.path.endswith("/chat/completions"):
-            usage = scripted.usage or CHAT_USAGE
-            if request.get("stream"):
-                include = bool((request.get("stream_options") or {}).get("include_usage")) and self.stream_usage
-                self._stream(handler, self._chat_chunks(request["model"], usage if include else None), headers)
-            else:
-                handler.reply(200, self._chat_completion(request["model"], usage), headers)
-        else:
-            usage = scripted.usage or RESPONSES_USAGE
-            if request.get("stream"):
-                self._stream(handler, self._response_events(request["model"], usage), headers)
-            else:
-                handler.reply(200, self._response(request["model"], usage), headers)
-        self._sent()
-
-    def _sent(self) -> None:
+        self.answer(handler, request, scripted)
         with self.lock:
             self.responses_sent_at.append(time.monotonic())
 
-    def _stream(self, handler: _Handler, chunks: list[dict[str, Any]], headers: dict[str, str]) -> None:
+    def retry_gaps_ms(self) -> list[float]:
+        """For each request after the first, how long after the previous reply it arrived."""
+        with self.lock:
+            return [(request.received_at - replied) * 1000
+                    for request, replied in zip(self.requests[1:], self.responses_sent_at)]
+
+    @abc.abstractmethod
+    def answer(self, handler: _Handler, request: dict[str, Any], scripted: Scripted) -> None:
+        """Reply to one request as `scripted` says."""
+
+    def _stream(self, handler: _Handler, chunks: list[dict[str, Any]], headers: dict[str, str],
+                done_marker: bool = False) -> None:
         handler.send_response(200)
         handler.send_header("Content-Type", "text/event-stream")
         handler.send_header("Transfer-Encoding", "chunked")
@@ -230,9 +218,40 @@ class FakeOpenAIServer(_HTTPApp):
             event = chunk.pop("__event__", None)
             line = (f"event: {event}\n" if event else "") + f"data: {json.dumps(chunk)}\n\n"
             _write_chunk(handler, line.encode())
-        if handler.path.endswith("/chat/completions"):
+        if done_marker:
             _write_chunk(handler, b"data: [DONE]\n\n")
         _write_chunk(handler, b"")
+
+
+class FakeOpenAIServer(_FakeProviderServer):
+    """An OpenAI-compatible API: /v1/chat/completions and /v1/responses, plain or SSE.
+    With `stream_usage=False` it ignores `stream_options.include_usage`, like some
+    OpenAI-compatible servers do."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stream_usage = True
+
+    def answer(self, handler: _Handler, request: dict[str, Any], scripted: Scripted) -> None:
+        if scripted.status != 200:
+            handler.reply(scripted.status, {"error": {"message": "slow down", "type": "rate_limit"}},
+                          scripted.headers)
+            return
+        headers = {**RATELIMIT_HEADERS, **scripted.headers}
+        if handler.path.endswith("/chat/completions"):
+            usage = scripted.usage or CHAT_USAGE
+            if request.get("stream"):
+                include = bool((request.get("stream_options") or {}).get("include_usage")) and self.stream_usage
+                self._stream(handler, self._chat_chunks(request["model"], usage if include else None), headers,
+                             done_marker=True)
+            else:
+                handler.reply(200, self._chat_completion(request["model"], usage), headers)
+        else:
+            usage = scripted.usage or RESPONSES_USAGE
+            if request.get("stream"):
+                self._stream(handler, self._response_events(request["model"], usage), headers)
+            else:
+                handler.reply(200, self._response(request["model"], usage), headers)
 
     @staticmethod
     def _chat_completion(model: str, usage: dict[str, Any]) -> dict[str, Any]:
@@ -273,6 +292,70 @@ class FakeOpenAIServer(_HTTPApp):
                            "sequence_number": number, "logprobs": []})
         events.append({"__event__": "response.completed", "type": "response.completed",
                        "sequence_number": len(STREAM_WORDS) + 1, "response": self._response(model, usage)})
+        return events
+
+
+ANTHROPIC_USAGE = {  # a call that wrote 100,000 prompt tokens to the cache, 60,000 of them for one hour
+    "input_tokens": 21, "cache_creation_input_tokens": 100_000, "cache_read_input_tokens": 1200,
+    "cache_creation": {"ephemeral_5m_input_tokens": 40_000, "ephemeral_1h_input_tokens": 60_000},
+    "output_tokens": 393, "service_tier": "priority",
+}
+ANTHROPIC_RATELIMIT_HEADERS = {
+    "anthropic-ratelimit-requests-limit": "50", "anthropic-ratelimit-requests-remaining": "49",
+    "anthropic-ratelimit-requests-reset": "2026-12-02T03:40:01Z",
+    "anthropic-ratelimit-input-tokens-limit": "30000", "anthropic-ratelimit-input-tokens-remaining": "28000",
+    "anthropic-ratelimit-input-tokens-reset": "2026-12-02T03:40:03Z",
+    "anthropic-ratelimit-output-tokens-limit": "8000", "anthropic-ratelimit-output-tokens-remaining": "7600",
+    "anthropic-ratelimit-output-tokens-reset": "2026-12-02T03:40:02Z",
+    "anthropic-ratelimit-tokens-limit": "38000", "anthropic-ratelimit-tokens-remaining": "35600",
+    "anthropic-ratelimit-tokens-reset": "2026-12-02T03:40:02Z",
+    "request-id": "req_011CTest",
+}
+ANTHROPIC_ERRORS = {400: "invalid_request_error", 429: "rate_limit_error", 529: "overloaded_error"}
+
+
+class FakeAnthropicServer(_FakeProviderServer):
+    """Anthropic's POST /v1/messages, plain or SSE (message_start carries the input and
+    cache usage, message_delta the output), with `anthropic-ratelimit-*` headers; also
+    Bedrock's plain InvokeModel, which returns the same message."""
+
+    def answer(self, handler: _Handler, request: dict[str, Any], scripted: Scripted) -> None:
+        if scripted.status != 200:
+            error_type = ANTHROPIC_ERRORS.get(scripted.status, "api_error")
+            handler.reply(scripted.status, {"type": "error", "error": {"type": error_type, "message": "slow down"}},
+                          scripted.headers)
+            return
+        headers = {**ANTHROPIC_RATELIMIT_HEADERS, **scripted.headers}
+        usage = scripted.usage or ANTHROPIC_USAGE
+        # Bedrock's InvokeModel names the model in the path: /model/{model}/invoke.
+        model = request.get("model") or handler.path.split("/")[2]
+        if request.get("stream"):
+            self._stream(handler, self._message_events(model, usage), headers)
+        else:
+            message = self._message(model, usage)
+            message["content"] = [{"type": "text", "text": "".join(STREAM_WORDS)}]
+            handler.reply(200, message, headers)
+
+    @staticmethod
+    def _message(model: str, usage: dict[str, Any]) -> dict[str, Any]:
+        return {"id": "msg_01Test", "type": "message", "role": "assistant", "model": model, "content": [],
+                "stop_reason": "end_turn", "stop_sequence": None, "usage": usage}
+
+    def _message_events(self, model: str, usage: dict[str, Any]) -> list[dict[str, Any]]:
+        started = {**self._message(model, {**usage, "output_tokens": 1}), "stop_reason": None}
+        events: list[dict[str, Any]] = [
+            {"__event__": "message_start", "type": "message_start", "message": started},
+            {"__event__": "content_block_start", "type": "content_block_start", "index": 0,
+             "content_block": {"type": "text", "text": ""}},
+            {"__event__": "ping", "type": "ping"},
+        ]
+        events.extend({"__event__": "content_block_delta", "type": "content_block_delta", "index": 0,
+                       "delta": {"type": "text_delta", "text": word}} for word in STREAM_WORDS)
+        events.append({"__event__": "content_block_stop", "type": "content_block_stop", "index": 0})
+        events.append({"__event__": "message_delta", "type": "message_delta",
+                       "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                       "usage": {"output_tokens": usage["output_tokens"]}})
+        events.append({"__event__": "message_stop", "type": "message_stop"})
         return events
 
 

@@ -45,9 +45,7 @@ def test_429s_become_throttle_events_with_the_wait_actually_slept(
         (429, 1, 250.0), (529, 2, 150.0)]
     # The server saw each retry arrive after its 429 went out by the recorded wait (plus the
     # client's own reconnect time: a few ms, up to ~60 ms measured on a loaded 2-core CI host).
-    requests, replies = openai_server.requests, openai_server.responses_sent_at
-    for index, throttle in enumerate((first, second)):
-        gap_ms = (requests[index + 1].received_at - replies[index]) * 1000
+    for throttle, gap_ms in zip((first, second), openai_server.retry_gaps_ms(), strict=True):
         assert throttle["wait_ms"] >= throttle["retry_after_ms"] - 1
         assert 0 <= gap_ms - throttle["wait_ms"] < 100
     assert first["call_id"] == second["call_id"] == usage["call_id"]

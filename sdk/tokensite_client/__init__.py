@@ -3,6 +3,7 @@
     import tokensite_client as ts
     tracker = ts.Tracker()                       # TOKENSITE_URL / TOKENSITE_API_KEY
     client = ts.instrument_openai(openai.OpenAI(), tracker)
+    claude = ts.instrument_anthropic(anthropic.Anthropic(), tracker)
 
 `LiteLLMCallback` is imported on first use, so importing this package never imports
 litellm (seconds and ~150 MB) unless the application asks for it.
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from .anthropic_shim import instrument_anthropic
 from .calls import CallScope
 from .openai_shim import instrument_openai
 from .retrying import RetryScope, retrying
@@ -34,6 +36,7 @@ __all__ = [
     "Tracker",
     "UnrecognizedUsageError",
     "UsageCounts",
+    "instrument_anthropic",
     "instrument_openai",
     "normalize_usage",
     "retrying",

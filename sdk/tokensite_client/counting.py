@@ -31,3 +31,12 @@ def tokenizer_name(model: str) -> str:
     from litellm.litellm_core_utils.token_counter import openai_tokenizer_encoding_name
 
     return f"tiktoken/{openai_tokenizer_encoding_name(model)}"
+
+
+def estimate_tokens(model: str, text: str) -> tuple[int, str]:
+    """Tokens of `text` and the tokeniser that counted them; without litellm, OpenAI's
+    rule of thumb of four characters a token."""
+    try:
+        return count_tokens(model, text=text), tokenizer_name(model)
+    except ImportError:
+        return len(text) // 4, "chars/4"

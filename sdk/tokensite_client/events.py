@@ -132,7 +132,9 @@ def usage_event(
     cache_write_1h_tokens: int = 0,
     service_tier: str | None = None,
 ) -> dict[str, Any]:
-    """A validated `usage` event; its timestamp is the call's start."""
+    """A validated `usage` event; its timestamp is the call's start. The one-hour cache
+    writes and the service tier are sent only when there are some, so events without
+    them stay as they were."""
     _check_name("provider", provider, MAX_PROVIDER_CHARS)
     _check_name("model", model, MAX_MODEL_CHARS)
     _check_ms("duration_ms", duration_ms)
