@@ -20,6 +20,7 @@ from apps.ingestion.models import RawEvent
 from apps.metrics.selectors import session_metadata
 from tests.conftest import post_events, usage_event
 from tests.core.servers import CuttableProxy, TokenSiteServer, free_port
+from tests.otlp.payloads import genai_log, logs_request, otlp_json
 
 DATABASE_UNAVAILABLE = "database_unavailable"
 
@@ -147,6 +148,12 @@ def test_apis_answer_503_with_retry_after_while_postgres_is_away_and_a_resend_co
         return httpx.post(f"{server.url}/api/v1/events", content=json.dumps({"events": events}), headers=ingest,
                           timeout=30)  # fmt: skip
 
+    def post_otlp_logs() -> httpx.Response:
+        """Two GenAI log records over OTLP/HTTP JSON, as an instrumented app's exporter sends them."""
+        body = otlp_json(logs_request([genai_log(1), genai_log(2)]))
+        return httpx.post(f"{server.url}/otlp/v1/logs", content=body, timeout=30,
+                          headers={**ingest, "Content-Type": "application/json"})  # fmt: skip
+
     before = numbered_events("db-outage", 0, 20)
     assert post(before).status_code == 202
 
@@ -156,6 +163,7 @@ def test_apis_answer_503_with_retry_after_while_postgres_is_away_and_a_resend_co
     assert_database_unavailable(httpx.get(f"{server.url}/api/v1/sessions", headers=read, timeout=30))
     metadata_url = f"{server.url}/api/v1/sessions/db-outage/metadata"
     assert_database_unavailable(httpx.get(metadata_url, headers=read, timeout=30))
+    assert_database_unavailable(post_otlp_logs())
     page = httpx.get(f"{server.url}/", cookies=page_cookie, timeout=30)
     assert (page.status_code, page.headers["Content-Type"].split(";")[0]) == (503, "text/html")
     assert page.headers["Retry-After"]
@@ -164,6 +172,8 @@ def test_apis_answer_503_with_retry_after_while_postgres_is_away_and_a_resend_co
 
     proxy.restore()
     assert post(during).json() == {"accepted": 20, "duplicates": 0, "rejected": []}
+    assert post_otlp_logs().headers["X-TokenSite-Events-Stored"] == "2"
+    assert post_otlp_logs().headers["X-TokenSite-Events-Stored"] == "0"  # the exporter's resend counts once
     assert post(during).json() == {"accepted": 0, "duplicates": 20, "rejected": []}
     metadata = httpx.get(metadata_url, headers=read, timeout=30)
     assert metadata.status_code == 200
@@ -177,7 +187,7 @@ def test_apis_answer_503_with_retry_after_while_postgres_is_away_and_a_resend_co
 
     document = session_metadata(project=project, session_id="db-outage")
     assert document["calls"] == 45 and document["token_usage"]["total_tokens"] == total_tokens(before + during + after)
-    assert RawEvent.objects.filter(project=project).count() == 45
+    assert RawEvent.objects.filter(project=project).count() == 45 + 2
     assert "Internal Server Error" not in server.log()
 
 
