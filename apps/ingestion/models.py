@@ -37,14 +37,16 @@ class RawEvent(models.Model):
     cache_read_tokens = models.BigIntegerField(default=0)
     cache_write_tokens = models.BigIntegerField(default=0)
     # The part of cache_write_tokens written for one hour (DESIGN.md section 1).
-    cache_write_1h_tokens = models.BigIntegerField(default=0)
+    # db_default too: writers that name no column for it (code of the previous release during a
+    # rolling deploy, COPY loaders) still insert rows.
+    cache_write_1h_tokens = models.BigIntegerField(default=0, db_default=0)
     tool_tokens = models.BigIntegerField(default=0)
     thought_tokens = models.BigIntegerField(default=0)
     token_source = models.CharField(max_length=16, choices=TokenSource.choices, default=TokenSource.CLIENT)
     tokenizer = models.CharField(max_length=64, blank=True, default="")
     usage_raw = models.JSONField(null=True, blank=True)
     # DESIGN.md section 6 (`standard`, `flex`, `priority`, `batch`); blank: not stated (standard).
-    service_tier = models.CharField(max_length=32, blank=True, default="")
+    service_tier = models.CharField(max_length=32, blank=True, default="", db_default="")
 
     wait_ms = models.FloatField(default=0)
     status_code = models.PositiveSmallIntegerField(null=True, blank=True)
