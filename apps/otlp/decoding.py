@@ -173,11 +173,18 @@ def _key_values_kwargs(items: list) -> list[dict]:
                 ((member, scalar),) = value.items()
                 kind = _ANY_SCALARS.get(member)
                 if kind is not None:
+                    # The decoded document is ours: its dicts are reused as the constructor's kwargs
+                    # (json_format, should the fast path fail, reads either spelling).
                     if type(scalar) is kind[1]:
-                        append({"key": key, "value": {kind[0]: scalar}})
+                        del value[member]
+                        value[kind[0]] = scalar
+                        append(item)
                         continue
                     if kind[1] is int and type(scalar) is str:
-                        append({"key": key, "value": {"int_value": int(scalar)}})
+                        number = int(scalar)
+                        del value[member]
+                        value["int_value"] = number
+                        append(item)
                         continue
         append(_key_value_kwargs(item))
     return out
