@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 import anthropic
@@ -60,23 +61,26 @@ def test_429_then_529_become_throttle_events_with_the_waits_actually_slept(
     ]
     client = sync_client(anthropic_server, tracker)
     with tracker.step("summarise"):
+        started = time.monotonic()
         client.messages.create(model=MODEL, max_tokens=512, messages=MESSAGES)
+        call_ms = (time.monotonic() - started) * 1000
     first, second = delivered(tracker, ingest, "throttle")
     (usage,) = delivered(tracker, ingest, "usage")
     assert [(t["status_code"], t["attempt"], t["retry_after_ms"]) for t in (first, second)] == [
         (429, 1, 200.0), (529, 2, 100.0)]
-    # Each retry reached the server the recorded wait after the refusal went out (plus the
-    # client's reconnect time, which is small).
+    # Each retry reached the server at least the recorded wait after the refusal went out: the
+    # wait is the sleep itself. (The rest of the gap is the client's own work, which a loaded CI
+    # host stretches to hundreds of ms, so it has no upper bound here.)
     for throttle, gap_ms in zip((first, second), anthropic_server.retry_gaps_ms(), strict=True):
-        assert throttle["wait_ms"] >= throttle["retry_after_ms"] - 1
-        assert 0 <= gap_ms - throttle["wait_ms"] < 30
+        assert throttle["retry_after_ms"] - 1 <= throttle["wait_ms"] <= gap_ms
     assert first["attributes"] == {"retry-after": 0.2, "anthropic-ratelimit-input-tokens-remaining": 0}
     assert first["call_id"] == second["call_id"] == usage["call_id"]
     assert first["provider"] == usage["provider"] == "anthropic"
     assert first["model"] == usage["model"] == MODEL
     assert usage["step"] == first["step"] == "summarise"
     assert counts_of(usage) == EXPECTED_COUNTS
-    assert usage["duration_ms"] < 100  # the successful attempt, not the sleeps
+    # The successful attempt only: the whole call minus the sleeps, whatever the host's load.
+    assert usage["duration_ms"] <= call_ms - first["wait_ms"] - second["wait_ms"] + 1
 
 
 def test_message_usage_with_one_hour_cache_split_service_tier_and_ratelimit_headers(

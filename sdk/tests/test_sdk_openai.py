@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import openai
@@ -38,19 +39,22 @@ def test_429s_become_throttle_events_with_the_wait_actually_slept(
     openai_server.script = [Scripted(429, {"retry-after": "0.25"}), Scripted(529, {"retry-after": "0.15"})]
     client = sync_client(openai_server, tracker)
     with tracker.step("persona_generation"):
+        started = time.monotonic()
         client.chat.completions.create(model="gpt-4o", messages=MESSAGES)
+        call_ms = (time.monotonic() - started) * 1000
     first, second = delivered(tracker, ingest, "throttle")
     (usage,) = delivered(tracker, ingest, "usage")
     assert [(t["status_code"], t["attempt"], t["retry_after_ms"]) for t in (first, second)] == [
         (429, 1, 250.0), (529, 2, 150.0)]
-    # The server saw each retry arrive after its 429 went out by the recorded wait (plus the
-    # client's own reconnect time: a few ms, up to ~60 ms measured on a loaded 2-core CI host).
+    # Each retry reached the server at least the recorded wait after the refusal went out: the
+    # wait is the sleep itself. (The rest of the gap is the client's own work, which a loaded CI
+    # host stretches to hundreds of ms, so it has no upper bound here.)
     for throttle, gap_ms in zip((first, second), openai_server.retry_gaps_ms(), strict=True):
-        assert throttle["wait_ms"] >= throttle["retry_after_ms"] - 1
-        assert 0 <= gap_ms - throttle["wait_ms"] < 100
+        assert throttle["retry_after_ms"] - 1 <= throttle["wait_ms"] <= gap_ms
     assert first["call_id"] == second["call_id"] == usage["call_id"]
     assert usage["step"] == first["step"] == "persona_generation"
-    assert usage["duration_ms"] < 100  # the successful attempt, not the sleeps
+    # The successful attempt only: the whole call minus the sleeps, whatever the host's load.
+    assert usage["duration_ms"] <= call_ms - first["wait_ms"] - second["wait_ms"] + 1
 
 
 def test_chat_completion_usage_with_cache_reasoning_and_ratelimit_headers(
