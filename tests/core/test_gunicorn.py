@@ -74,9 +74,9 @@ def test_a_fresh_workers_first_request_is_fast_and_limits_answer_as_documented(s
                                {"Authorization": f"Bearer {key}", "Content-Type": "application/json"})  # fmt: skip
     first_request_s = time.monotonic() - started
     assert status == 202, body
-    # Cold, this request imports litellm and loads the fold's kernels: 4.5 s or more even on a
-    # quiet host (BENCHMARKS.md). Warm, 0.1-0.4 s here, 1.3 s seen once on a loaded CI host.
-    assert first_request_s < 3.0, f"first request took {first_request_s:.2f} s"
+    # Cold, this request imports litellm and loads the fold's kernels: 2.9 s on a quiet CI host,
+    # 4.5-11 s on a loaded one (BENCHMARKS.md). Warm, 0.1-0.4 s, and 1.3 s seen once under load.
+    assert first_request_s < 2.0, f"first request took {first_request_s:.2f} s"
 
     # Past the application's limits, below gunicorn's: the application's JSON.
     status, content_type, body = _request(port, "GET", "/api/v1/sessions?q=" + "x" * 5000)
