@@ -173,13 +173,19 @@ def _open_invitation_for_update(*, user: AbstractBaseUser, invitation_id: int) -
     return invitation
 
 
+def _invitation_answer(*, user: AbstractBaseUser, invitation_id: int, status: str) -> Invitation:
+    """Record the invited user's answer; call inside a transaction (the row stays locked)."""
+    invitation = _open_invitation_for_update(user=user, invitation_id=invitation_id)
+    invitation.status = status
+    invitation.responded_at = timezone.now()
+    invitation.save(update_fields=["status", "responded_at", "updated_at"])
+    return invitation
+
+
 @transaction.atomic
 def invitation_accept(*, user: AbstractBaseUser, invitation_id: int) -> Membership:
     """The invited user joins the team with the invitation's role (a membership they already have is kept as is)."""
-    invitation = _open_invitation_for_update(user=user, invitation_id=invitation_id)
-    invitation.status = Invitation.Status.ACCEPTED
-    invitation.responded_at = timezone.now()
-    invitation.save(update_fields=["status", "responded_at", "updated_at"])
+    invitation = _invitation_answer(user=user, invitation_id=invitation_id, status=Invitation.Status.ACCEPTED)
     membership, _ = Membership.objects.get_or_create(user=user, team=invitation.team, defaults={"role": invitation.role})
     return membership
 
@@ -187,11 +193,7 @@ def invitation_accept(*, user: AbstractBaseUser, invitation_id: int) -> Membersh
 @transaction.atomic
 def invitation_decline(*, user: AbstractBaseUser, invitation_id: int) -> Invitation:
     """The invited user turns the invitation down; no membership is created."""
-    invitation = _open_invitation_for_update(user=user, invitation_id=invitation_id)
-    invitation.status = Invitation.Status.DECLINED
-    invitation.responded_at = timezone.now()
-    invitation.save(update_fields=["status", "responded_at", "updated_at"])
-    return invitation
+    return _invitation_answer(user=user, invitation_id=invitation_id, status=Invitation.Status.DECLINED)
 
 
 def invitation_revoke(*, invitation: Invitation) -> Invitation:
