@@ -20,10 +20,10 @@ from typing import Any
 
 from .agent_ids import CLAUDE_CODE, CODEX, claude_code_throttle_id, claude_code_usage_id, codex_usage_id
 from .usage import canonical_service_tier
+from .events import THROTTLE_STATUSES
 
 CLAUDE_CODE_HOME_GLOB = ("~/.claude/projects", "**/*.jsonl")
 CODEX_HOME_GLOB = ("~/.codex/sessions", "**/rollout-*.jsonl")
-THROTTLE_STATUSES = frozenset({429, 503, 529})
 
 
 def jsonl_files(path: Path | None, default: tuple[str, str]) -> list[Path]:

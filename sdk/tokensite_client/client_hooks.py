@@ -24,12 +24,12 @@ import httpx
 
 from .calls import CallScope, usage_dict
 from .context import current_call
+from .events import THROTTLE_STATUSES
 from .retry_after import retry_after_ms
 from .tracker import Tracker
 
 logger = logging.getLogger("tokensite_client")
 
-THROTTLE_STATUSES = frozenset({429, 503, 529})
 
 
 class StreamObserver(Protocol):

@@ -17,6 +17,8 @@ from typing import Any
 
 from .usage import MAX_SERVICE_TIER_CHARS, canonical_service_tier, subset_violations
 
+# The statuses that mean "throttled, retry later" (DESIGN.md section 5): rate limited, overloaded.
+THROTTLE_STATUSES = frozenset({429, 503, 529})
 MAX_ATTRIBUTES_BYTES = 4096
 MAX_STEP_CHARS = 100
 MAX_PROVIDER_CHARS = 100

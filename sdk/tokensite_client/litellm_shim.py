@@ -18,6 +18,7 @@ from typing import Any
 
 from .calls import usage_dict
 from .context import current_call_id
+from .events import THROTTLE_STATUSES
 from .litellm_loader import import_litellm
 from .retry_after import retry_after_ms
 from .tracker import Tracker
@@ -28,7 +29,6 @@ from litellm.integrations.custom_logger import CustomLogger  # noqa: E402  (afte
 
 logger = logging.getLogger("tokensite_client")
 
-THROTTLE_STATUSES = frozenset({429, 503, 529})
 _REMEMBERED_CALL_IDS = 4096
 
 

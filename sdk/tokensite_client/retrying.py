@@ -28,11 +28,10 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from .context import current_call_id
-from .events import new_event_id
+from .events import THROTTLE_STATUSES, new_event_id
 from .retry_after import parse_retry_after_s
 from .tracker import Tracker
 
-THROTTLE_STATUSES = frozenset({429, 503, 529})
 F = TypeVar("F", bound=Callable[..., Any])
 
 

@@ -18,6 +18,7 @@ Claude Code claims every record it sends, so the generic GenAI source never coun
 from __future__ import annotations
 
 from tokensite_client.agent_ids import CLAUDE_CODE, claude_code_throttle_id, claude_code_usage_id
+from tokensite_client.events import THROTTLE_STATUSES
 
 from apps.otlp.records import SIGNAL_LOGS, SIGNAL_TRACES, TelemetryRecord
 from apps.otlp.sources import (
@@ -31,7 +32,6 @@ from apps.otlp.sources import (
 )
 
 SERVICE_NAME = "claude-code"
-THROTTLE_STATUSES = frozenset({429, 503, 529})
 # anthropic.provider as Claude Code reports it -> the provider name prices are looked up under.
 PROVIDERS = {"firstParty": "anthropic", "bedrock": "bedrock", "vertex": "vertex_ai", "foundry": "azure_ai"}
 # query_source of the main conversation; any other (a sub-agent, compaction, a title) is its own step.

@@ -19,6 +19,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from tokensite_client.agent_ids import CODEX, codex_usage_id
+from tokensite_client.events import THROTTLE_STATUSES
 
 from apps.otlp.records import SIGNAL_LOGS, TelemetryRecord
 from apps.otlp.sources import (
@@ -32,7 +33,6 @@ from apps.otlp.sources import (
 )
 from apps.otlp.sources.agent_attempts import attempt_failed, attempt_start_of, attempt_started
 
-THROTTLE_STATUSES = frozenset({429, 503, 529})
 
 
 def _time_ns(record: TelemetryRecord) -> int:

@@ -19,6 +19,8 @@ the agent version.
 """
 from __future__ import annotations
 
+from tokensite_client.events import THROTTLE_STATUSES
+
 from apps.otlp.records import SIGNAL_LOGS, SIGNAL_TRACES, TelemetryRecord
 from apps.otlp.sources import (
     SourceOutput,
@@ -33,7 +35,6 @@ from apps.otlp.sources.agent_attempts import attempt_failed, attempt_start_of, a
 
 SERVICE_NAMES = frozenset({"gemini-cli", "qwen-code", "llxprt-code", "llxprt"})
 EVENT_PREFIXES = ("gemini_cli.", "qwen-code.", "qwen_code.", "llxprt_code.", "llxprt.")
-THROTTLE_STATUSES = frozenset({429, 503, 529})
 # Agents whose refused attempts appear only in their HTTP client spans (see the module docstring).
 HTTP_SPAN_THROTTLE_SERVICES = frozenset({"qwen-code"})
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
+from tokensite_client.events import THROTTLE_STATUSES
 from tokensite_client.usage import canonical_service_tier
 
 from apps.otlp.pending_throttles import pending_add, pending_take
@@ -76,7 +77,6 @@ THROTTLE_ERROR_TYPES = {
     "resource_exhausted": 429, "overloadederror": 529, "overloaded_error": 529,
     "serviceunavailableerror": 503, "service_unavailable": 503,
 }
-THROTTLE_STATUSES = frozenset({429, 503, 529})
 OPERATIONS = frozenset({"chat", "text_completion", "generate_content", "embeddings", "completion", "embedding"})
 LOG_EVENT_NAMES = frozenset({"gen_ai.client.inference.operation.details", "gen_ai.client.operation"})
 PROVIDER_NAMES = {
