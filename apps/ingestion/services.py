@@ -15,6 +15,7 @@ from apps.core.parsers import utf8_error_message
 from apps.ingestion.schema import batch_decoder
 from apps.ingestion.validation import PreparedEvent, Rejection, events_validate
 from apps.ingestion.writers import raw_events_insert
+from apps.metrics.background import ingest_writing
 from apps.metrics.dispatch import project_fold_enqueue
 from apps.pricing.services import events_price
 
@@ -92,7 +93,7 @@ def events_store(*, project: Project, raw_events: list[msgspec.Raw], body: bytes
     valid, rejected = events_validate(raw_events, now=now, body=body)
     unique, in_batch_duplicates = _first_of_each_event_id(valid)
     events_price(project=project, events=unique)
-    with transaction.atomic():
+    with ingest_writing(), transaction.atomic():
         result = raw_events_insert(project_id=project.pk, received_at=now, events=unique)
         if result.session_ids:
             project_fold_enqueue(project_id=project.pk)

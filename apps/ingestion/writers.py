@@ -19,6 +19,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from datetime import timezone as dt_timezone
 
 import msgspec
 from django.db import connection, transaction
@@ -63,7 +64,9 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("service_tier", "text"),
 )
 COLUMN_NAMES = tuple(name for name, _ in COLUMNS)
-_ID, _EVENT_ID, _SESSION_ID = (COLUMN_NAMES.index(name) for name in ("id", "event_id", "session_id"))
+_ID, _EVENT_ID, _SESSION_ID, _TIMESTAMP, _END_AT = (
+    COLUMN_NAMES.index(name) for name in ("id", "event_id", "session_id", "timestamp", "end_at")
+)
 _COPY_TYPES = [pg_type for _, pg_type in COLUMNS]
 _TABLE = RawEvent._meta.db_table
 _PENDING_TABLE = PendingEvent._meta.db_table
@@ -178,33 +181,55 @@ def _copy_rows(raw_cursor, table: str, columns: str, types: list[str], rows: lis
 
 
 def _insert_generic(project_id: int, received_at: datetime, events: list[PreparedEvent]) -> list[tuple]:
-    # The id is left to the database here: no sequence to draw from on SQLite.
+    """SQLite: multi-row `INSERT ... RETURNING` and an `executemany` of the pending rows, on the
+    driver's own cursor with values already in the form Django's SQLite backend stores them
+    (converting each through its model field cost more than the insert itself, and the debug
+    cursor of `make run` would also format every statement for its query log). The id is left
+    to the database: no sequence to draw from on SQLite."""
     names = COLUMN_NAMES[_ID + 1 :]
-    fields = [RawEvent._meta.get_field("project" if name == "project_id" else name) for name in names]
-    uuid_field = RawEvent._meta.get_field("event_id")
-    received_at_value = PendingEvent._meta.get_field("received_at").get_db_prep_value(received_at, connection)
+    received_at_text = _sqlite_datetime(received_at)
+    encode_json = _json_text
     columns = ", ".join(f'"{name}"' for name in names)
-    row_placeholder = "(" + ", ".join(["%s"] * len(names)) + ")"
+    statement_head = f"INSERT INTO {_TABLE} ({columns}) VALUES "
+    row_placeholder = "(" + ", ".join(["?"] * len(names)) + ")"
     returned: list[tuple] = []
-    with connection.cursor() as cursor:
-        for start in range(0, len(events), _SQLITE_ROWS_PER_STATEMENT):
-            chunk = events[start : start + _SQLITE_ROWS_PER_STATEMENT]
-            params: list = []
-            for prepared in chunk:
-                row = _row(None, project_id, received_at, prepared, prepared.event.attributes or {}, lambda value: value)
-                params.extend(field.get_db_prep_value(value, connection) for field, value in zip(fields, row[_ID + 1 :]))
-            cursor.execute(
-                f"INSERT INTO {_TABLE} ({columns}) VALUES {', '.join([row_placeholder] * len(chunk))} "
-                f"ON CONFLICT (project_id, event_id) DO NOTHING RETURNING id, event_id, session_id",
-                params,
-            )
-            inserted = cursor.fetchall()
-            if inserted:
+    connection.ensure_connection()
+    with connection.wrap_database_errors:
+        cursor = connection.connection.cursor()
+        try:
+            for start in range(0, len(events), _SQLITE_ROWS_PER_STATEMENT):
+                chunk = events[start : start + _SQLITE_ROWS_PER_STATEMENT]
+                params: list = []
+                for prepared in chunk:
+                    row = _row(None, project_id, received_at_text, prepared, prepared.attributes_json.decode(), encode_json)
+                    params.extend(row[_ID + 1 : _EVENT_ID])
+                    params.append(row[_EVENT_ID].hex)
+                    params.extend(row[_EVENT_ID + 1 : _TIMESTAMP])
+                    params.append(_sqlite_datetime(row[_TIMESTAMP]))
+                    params.append(_sqlite_datetime(row[_END_AT]))
+                    params.extend(row[_END_AT + 1 :])
                 cursor.execute(
-                    f"INSERT INTO {_PENDING_TABLE} ({_PENDING_COLUMNS}) VALUES "
-                    f"{', '.join(['(%s, %s, %s, %s)'] * len(inserted))}",
-                    [value for event_pk, _, session_id in inserted
-                     for value in (project_id, session_id, event_pk, received_at_value)],
-                )  # fmt: skip
-            returned.extend((uuid_field.to_python(event_id), session_id) for _, event_id, session_id in inserted)
+                    f"{statement_head}{', '.join([row_placeholder] * len(chunk))} "
+                    f"ON CONFLICT (project_id, event_id) DO NOTHING RETURNING id, event_id, session_id",
+                    params,
+                )
+                inserted = cursor.fetchall()
+                cursor.executemany(
+                    f"INSERT INTO {_PENDING_TABLE} ({_PENDING_COLUMNS}) VALUES (?, ?, ?, ?)",
+                    [(project_id, session_id, event_pk, received_at_text) for event_pk, _, session_id in inserted],
+                )
+                returned.extend((uuid.UUID(event_id), session_id) for _, event_id, session_id in inserted)
+        finally:
+            cursor.close()
     return returned
+
+
+def _sqlite_datetime(value: datetime) -> str:
+    """An aware datetime as Django's SQLite backend stores it (`adapt_datetimefield_value`): naive UTC text."""
+    if value.utcoffset():
+        value = value.astimezone(dt_timezone.utc)
+    return str(value.replace(tzinfo=None))
+
+
+def _json_text(value) -> str:
+    return msgspec.json.encode(value).decode()

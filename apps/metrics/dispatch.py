@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 
+from django.conf import settings
 from django.db import transaction
 
 from apps.core.outages import DependencyOutage
@@ -24,13 +25,21 @@ def project_fold_enqueue(*, project_id: int) -> None:
     the events are already committed, and the beat-scheduled sweep (apps.metrics.schedule) folds
     unprocessed events once it is back. After a failed publish the next few seconds' requests
     skip publishing altogether, so a hung broker does not slow every ingest request.
+
+    With no broker (settings.METRICS_FOLD_THREAD, the embedded default) the project goes to this
+    process's background folder instead (apps.metrics.background): the reply does not wait for
+    the fold.
     """
     from kombu.exceptions import OperationalError
 
+    from apps.metrics.background import background_fold_request
     from apps.metrics.coalescing import fold_queued_clear, fold_queued_mark
     from apps.metrics.tasks import project_fold
 
     def publish() -> None:
+        if settings.METRICS_FOLD_THREAD and project_fold.app.conf.task_always_eager:
+            background_fold_request(project_id=project_id)
+            return
         if not project_fold.app.conf.task_always_eager and FOLD_PUBLISH_OUTAGE.paused():
             FOLD_PUBLISH_OUTAGE.skipped()
             return

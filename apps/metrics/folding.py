@@ -55,6 +55,9 @@ from apps.metrics.upserts import added, earliest, replaced, rows_upsert, unless_
 SESSIONS_PER_TRANSACTION = 500
 FOLD_THREADS = 2
 EVENTS_PER_TRANSACTION = 100_000  # bounds a transaction's memory; a bigger backlog takes several
+# SQLite has one writer: a fold transaction holds off every ingest request for its whole length,
+# so there a backlog folds in transactions short enough for a request to wait out.
+SQLITE_EVENTS_PER_TRANSACTION = 2_000
 MAX_SESSION_ATTRIBUTES = 50
 _BRANCHES_PER_QUERY = 200  # SQLite allows 500 SELECTs in one compound statement
 _PARAMS_PER_QUERY = 10_000  # well under SQLite's 32,766 bound variables
@@ -135,7 +138,7 @@ def _chunk_fold_all(project_id: int, session_ids: list[str]) -> int:
                 folded + _chunk_fold_all(project_id, session_ids[:middle]) + _chunk_fold_all(project_id, session_ids[middle:])
             )
         folded += claimed
-        if claimed < EVENTS_PER_TRANSACTION:
+        if claimed < events_per_transaction():
             return folded
 
 
@@ -144,6 +147,13 @@ def _chunk_fold_on_own_connection(project_id: int, session_ids: list[str]) -> in
         return _chunk_fold_all(project_id, session_ids)
     finally:
         connection.close()  # this thread's connection; a pool thread must not leave it open
+
+
+def events_per_transaction() -> int:
+    """How many events one fold transaction claims at most on this connection's database."""
+    if connection.vendor == "sqlite":
+        return min(EVENTS_PER_TRANSACTION, SQLITE_EVENTS_PER_TRANSACTION)
+    return EVENTS_PER_TRANSACTION
 
 
 def session_fold(*, project_id: int, session_id: str) -> int:
@@ -178,7 +188,7 @@ def sessions_lock(project_id: int, session_ids: list[str]) -> dict[str, dict]:
 
 @transaction.atomic
 def _chunk_fold(project_id: int, session_ids: list[str]) -> int:
-    """Fold up to EVENTS_PER_TRANSACTION unprocessed events of these sessions; returns how many."""
+    """Fold up to `events_per_transaction()` unprocessed events of these sessions; returns how many."""
     if connection.vendor == "postgresql":
         # The fold's statements have one UNION ALL branch per session, so their estimated cost
         # passes jit_above_cost at about 500 sessions: PostgreSQL then JIT-compiles thousands of
@@ -231,7 +241,7 @@ def _claim(project_id: int, session_ids: list[str]) -> ClaimedEvents:
         cursor.execute(
             f"DELETE FROM {pending} WHERE rowid IN (SELECT rowid FROM {pending} WHERE project_id = %s AND session_id IN "
             f"({', '.join(['%s'] * len(session_ids))}) ORDER BY raw_event_id LIMIT %s) RETURNING raw_event_id",
-            [project_id, *session_ids, EVENTS_PER_TRANSACTION],
+            [project_id, *session_ids, events_per_transaction()],
         )
         event_pks = [event_pk for (event_pk,) in cursor.fetchall()]
         rows = []
@@ -264,7 +274,7 @@ def claim_statement_postgres(project_id: int, session_ids: list[str]) -> tuple[s
         f"SELECT ctid FROM ({branches}) AS queued ORDER BY raw_event_id LIMIT %s)) RETURNING raw_event_id) "
         f"SELECT {postgres_select_list(connection.ops.quote_name)} FROM {raw} "
         f"WHERE id = ANY(ARRAY(SELECT raw_event_id FROM claimed))",
-        [*(value for session_id in session_ids for value in (project_id, session_id)), EVENTS_PER_TRANSACTION],
+        [*(value for session_id in session_ids for value in (project_id, session_id)), events_per_transaction()],
     )
 
 

@@ -6,6 +6,7 @@ The work lives in small modules, re-exported here as the app's one service inter
 - apps.metrics.buckets: atomic additions to time buckets and their compaction;
 - apps.metrics.costs: moving aggregates when a re-price changes stored costs;
 - apps.metrics.coalescing: one folder per project at a time, so backlogs fold in big batches;
+- apps.metrics.background: without a broker, folding on a thread of the server process;
 - apps.metrics.quarantine: sessions the fold cannot fold, set aside so they block nothing.
 """
 from __future__ import annotations
@@ -17,6 +18,7 @@ from datetime import timedelta
 from django.utils import timezone as dj_timezone
 
 from apps.ingestion.models import PendingEvent
+from apps.metrics.background import background_fold_drain
 from apps.metrics.buckets import BucketDelta, buckets_add, buckets_compact
 from apps.metrics.coalescing import pending_sessions, project_fold_pending
 from apps.metrics.costs import CostChange, session_costs_change
@@ -24,8 +26,8 @@ from apps.metrics.folding import session_fold, sessions_fold
 from apps.metrics.quarantine import quarantine_release, session_quarantine, without_quarantined
 
 __all__ = [
-    "BucketDelta", "CostChange", "buckets_add", "buckets_compact", "pending_sessions", "project_fold_pending",
-    "pending_projects_fold_enqueue", "quarantine_release", "session_costs_change", "session_fold",
+    "BucketDelta", "CostChange", "background_fold_drain", "buckets_add", "buckets_compact", "fold_pending_now",
+    "pending_sessions", "project_fold_pending", "pending_projects_fold_enqueue", "quarantine_release", "session_costs_change", "session_fold",
     "session_quarantine", "sessions_fold", "unprocessed_sweep",
 ]  # fmt: skip
 
@@ -65,4 +67,17 @@ def unprocessed_sweep(*, min_age: timedelta = SWEEP_MIN_AGE) -> int:
             logger.exception("Sweep: folding %d sessions of project %s failed.", len(session_ids), project_id)
     if folded:
         logger.info("Sweep folded %d events of %d sessions.", folded, sum(map(len, sessions_by_project.values())))
+    return folded
+
+
+def fold_pending_now() -> int:
+    """Fold every queued event now, on the caller's thread (quarantined sessions aside); returns how many.
+
+    For commands and tests that need folded results at once (`seed_demo`), whatever folds in the
+    background meanwhile: folding is exact under any concurrency, the lease is only an optimisation.
+    Stops when a round folds nothing, so a project whose fold keeps failing cannot hold it forever.
+    """
+    folded = 0
+    while round_folded := unprocessed_sweep(min_age=timedelta(0)):
+        folded += round_folded
     return folded

@@ -79,7 +79,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # WAL with synchronous=FULL makes an accepted event durable before the reply; the busy
     # timeout lets the dev server, in-process tasks and tests write concurrently.
     DATABASES["default"].setdefault("OPTIONS", {}).update(
-        {"timeout": 20, "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"}
+        {"timeout": 20, "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"}
     )
 else:
     DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
@@ -196,6 +196,10 @@ REDIS_URL = env("REDIS_URL", default="")
 CELERY_BROKER_URL = REDIS_URL or "memory://localhost//"
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_ALWAYS_EAGER = not REDIS_URL
+# Without a broker, events are folded on a background thread of the process that stored them
+# (apps.metrics.background), so a reply never waits for aggregation; False folds them right after
+# the commit, inside the request, as the test settings do.
+METRICS_FOLD_THREAD = CELERY_TASK_ALWAYS_EAGER and env.bool("METRICS_FOLD_THREAD", default=True)
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_SERIALIZER = "json"

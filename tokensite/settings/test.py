@@ -11,3 +11,6 @@ STORAGES = {
 # Tests fold in-process after commit unless a test runs real workers: the worker integration
 # tests switch the Celery app to the Redis broker themselves.
 CELERY_TASK_ALWAYS_EAGER = True
+# Folded inside the request, so a test reads folded aggregates right after an ingest; the tests of
+# the background folder (tests/metrics/test_background_fold.py) switch it on and drain it.
+METRICS_FOLD_THREAD = False
