@@ -39,6 +39,9 @@ class Project(TimeStampedModel):
     team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="projects")
     slug = models.SlugField(max_length=64)
     name = models.CharField(max_length=200)
+    # Raw events older than this many days are deleted once folded (apps.ingestion.retention);
+    # the aggregates stay. Null keeps every raw event.
+    raw_events_retention_days = models.PositiveIntegerField(null=True, blank=True)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["team", "slug"], name="project_unique_team_slug")]

@@ -50,6 +50,20 @@ def project_get_or_create(*, team: Team, slug: str, name: str | None = None) -> 
     return project
 
 
+MAX_RETENTION_DAYS = 36_500
+
+
+def project_retention_set(*, project: Project, days: int | None) -> Project:
+    """Keep the project's raw events `days` days (None: keep every one); older folded events are
+    deleted by the daily prune (apps.ingestion.retention), the aggregates stay."""
+    if days is not None and not 1 <= days <= MAX_RETENTION_DAYS:
+        raise BadRequest(f"Retention is 1 to {MAX_RETENTION_DAYS:,} days, or empty to keep everything.",
+                         code=ErrorCode.INVALID_RETENTION)  # fmt: skip
+    project.raw_events_retention_days = days
+    project.save(update_fields=["raw_events_retention_days", "updated_at"])
+    return project
+
+
 @transaction.atomic
 def api_key_create(
     *, project: Project, scope: str = ApiKey.Scope.INGEST, name: str = "default", rate_limit_per_minute: int | None = None

@@ -100,6 +100,15 @@ class PriceOverrideForm(forms.Form):
         return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
 
 
+class RetentionForm(forms.Form):
+    """Days raw events are kept; empty keeps every one."""
+
+    raw_events_retention_days = forms.IntegerField(
+        required=False, min_value=1, max_value=36_500, label="Keep raw events (days)",
+        help_text="Empty keeps every raw event. Aggregates are always kept.",
+    )  # fmt: skip
+
+
 class MemberAddForm(forms.Form):
     """Invite a username; the optional password creates that account first if no one has the name."""
 

@@ -531,13 +531,24 @@ def _csv_cell(name: str, value) -> object:
     return value
 
 
+# Per session, repeated on each row: whether retention deleted raw events of the session (the
+# rows before that instant are gone) and whether its peaks were computed without them.
+CSV_SESSION_COLUMNS = ("session_raw_pruned_through", "session_peaks_approximate")
+
+
 def session_csv_rows(*, project: Project, session_id: str, limit: int = CSV_MAX_EVENTS) -> Iterator[list]:
     """The header, then one row per call (usage) and per throttle wait of the session, in time order."""
-    yield list(CSV_COLUMNS)
+    yield [*CSV_COLUMNS, *CSV_SESSION_COLUMNS]
+    pruned_through, approximate = (
+        SessionAggregate.objects.filter(project=project, session_id=session_id)
+        .values_list("raw_pruned_through", "peaks_approximate")
+        .first()
+    ) or (None, False)
+    session_cells = [_csv_cell("timestamp", pruned_through), "true" if approximate else "false"]
     fields = [name if name != "cost_usd" else "cost_nanousd" for name in CSV_COLUMNS]
     events = _session_events(project=project, session_id=session_id).values_list(*fields)[:limit]
     for values in events.iterator(chunk_size=2000):
-        yield [_csv_cell(name, value) for name, value in zip(CSV_COLUMNS, values)]
+        yield [*(_csv_cell(name, value) for name, value in zip(CSV_COLUMNS, values)), *session_cells]
 
 
 def session_exists(*, project: Project, session_id: str) -> bool:

@@ -30,7 +30,13 @@ from apps.accounts.selectors import (
     membership_get,
     project_get_for_member,
 )
-from apps.accounts.services import api_key_create, api_key_revoke, invitation_accept, invitation_decline
+from apps.accounts.services import (
+    api_key_create,
+    api_key_revoke,
+    invitation_accept,
+    invitation_decline,
+    project_retention_set,
+)
 from apps.core.errors import ApplicationError, Forbidden, NotFound
 from apps.dashboards import forms, selectors
 from apps.dashboards.services import team_invitation_revoke, team_member_invite, team_member_role_change
@@ -230,6 +236,7 @@ class ProjectSettingsView(ProjectScopedMixin, TemplateView):
         "key_create": forms.ApiKeyCreateForm,
         "key_revoke": forms.ApiKeyRevokeForm,
         "price_override": forms.PriceOverrideForm,
+        "retention": forms.RetentionForm,
         "member_add": forms.MemberAddForm,
         "member_role": forms.MemberRoleForm,
         "invitation_revoke": forms.InvitationRevokeForm,
@@ -241,6 +248,9 @@ class ProjectSettingsView(ProjectScopedMixin, TemplateView):
         context.setdefault("key_form", forms.ApiKeyCreateForm())
         context.setdefault("price_form", forms.PriceOverrideForm(initial={"effective_from": timezone.now()}))
         context.setdefault("member_form", forms.MemberAddForm())
+        context.setdefault(
+            "retention_form", forms.RetentionForm(initial={"raw_events_retention_days": self.project.raw_events_retention_days})
+        )
         context["can_manage"] = self.membership.can_manage
         context["invitations"] = list(invitations_open_for_team(team=self.membership.team))
         return context
@@ -263,7 +273,8 @@ class ProjectSettingsView(ProjectScopedMixin, TemplateView):
                 form.add_error(None, error.message)
             else:
                 return response or HttpResponseRedirect(request.path)
-        context_name = {"key_create": "key_form", "price_override": "price_form", "member_add": "member_form"}
+        context_name = {"key_create": "key_form", "price_override": "price_form", "member_add": "member_form",
+                        "retention": "retention_form"}  # fmt: skip
         messages.error(request, "The change was not saved: " + " ".join(_form_errors(form)))
         return self.render_to_response(self.get_context_data(**{context_name.get(action, "failed_form"): form}), status=400)
 
@@ -286,6 +297,12 @@ class ProjectSettingsView(ProjectScopedMixin, TemplateView):
             changed = events_reprice(project=self.project, since=override.effective_from)
             text += f" {changed:,} stored events were re-priced."
         messages.success(self.request, text)
+
+    def _retention(self, data):
+        days = data["raw_events_retention_days"]
+        project_retention_set(project=self.project, days=days)
+        messages.success(self.request, "Every raw event is kept." if days is None else
+                         f"Raw events older than {days} days will be deleted once folded; aggregates are kept.")  # fmt: skip
 
     def _member_add(self, data):
         invitation = team_member_invite(actor=self.membership, team=self.membership.team, **data)

@@ -135,6 +135,10 @@ class SessionMetadataApi(_ReadApi):
         cost = _MetadataCostSerializer()
         bursts = _MetadataBurstsSerializer()
         peak_concurrency = serializers.IntegerField()
+        peaks_approximate = serializers.BooleanField(
+            help_text="Raw events of the session were deleted by retention before a later event arrived: bursts, "
+            "peak concurrency and throttle attribution were computed without them (sums stay exact)."
+        )
         throttle = _MetadataThrottleSerializer()
         calls = serializers.IntegerField()
         estimated_calls = serializers.IntegerField(help_text="Calls whose token counts a tokeniser estimated.")

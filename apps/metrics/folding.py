@@ -68,7 +68,7 @@ _THROTTLE_WAIT_US = SUM_COLUMNS.index("throttle_wait_us")
 _ZERO_SUMS = (0,) * len(SUM_COLUMNS)
 _SESSION_COLUMNS = (
     *SUM_COLUMNS, "started_at", "ended_at", "event_count", "burst_1s", "burst_10s", "burst_60s", "peak_concurrency",
-    "throttled_us", "attributes",
+    "throttled_us", "attributes", "peaks_approximate",
 )  # fmt: skip
 _THROTTLE = RawEvent.Type.THROTTLE.value
 _WINDOW_1S, _WINDOW_10S, _WINDOW_60S = algo.BURST_WINDOWS_US
@@ -97,6 +97,8 @@ def _sum_vectors(vectors) -> list[int]:
 class _Peaks:
     bursts: dict[int, float]
     concurrency: int
+    # The update would have needed calls that retention deleted (apps.ingestion.retention).
+    approximate: bool = False
 
 
 def sessions_fold(*, project_id: int, session_ids: list[str]) -> int:
@@ -172,8 +174,9 @@ def sessions_lock(project_id: int, session_ids: list[str]) -> dict[str, dict]:
     rows_upsert(
         model=SessionAggregate,
         columns=("project_id", "session_id", *SUM_COLUMNS, "event_count", "burst_1s", "burst_10s", "burst_60s",
-                 "peak_concurrency", "throttled_us", "attributes", "updated_at"),
-        rows=((project_id, session_id, *_ZERO_SUMS, 0, 0.0, 0.0, 0.0, 0, 0, {}, now) for session_id in sorted(session_ids)),
+                 "peak_concurrency", "throttled_us", "attributes", "peaks_approximate", "updated_at"),
+        rows=((project_id, session_id, *_ZERO_SUMS, 0, 0.0, 0.0, 0.0, 0, 0, {}, False, now)
+              for session_id in sorted(session_ids)),
         conflict=("project_id", "session_id"),
         updates=None,
     )  # fmt: skip
@@ -181,7 +184,7 @@ def sessions_lock(project_id: int, session_ids: list[str]) -> dict[str, dict]:
         SessionAggregate.objects.select_for_update()
         .filter(project_id=project_id, session_id__in=session_ids)
         .order_by("id")
-        .values("id", "session_id", *_SESSION_COLUMNS)
+        .values("id", "session_id", *_SESSION_COLUMNS, "raw_pruned_through")
     )
     return {row["session_id"]: row for row in locked}
 
@@ -205,15 +208,19 @@ def _chunk_fold(project_id: int, session_ids: list[str]) -> int:
         session_id for session_id, batch in batches.items()
         if batch.throttle_count or (batch.has_call_id and sessions[session_id]["throttle_count"])
     ]  # fmt: skip
+    # Re-attribution reads every folded wait of the session: after retention deleted some, it
+    # would lose them, so those sessions only add their new waits (and are marked approximate).
+    pruned = {sid for sid in throttle_sessions if sessions[sid]["raw_pruned_through"] is not None}
     throttled_us = _throttles_reattribute(
         project_id,
-        {sid: sessions[sid]["id"] for sid in throttle_sessions},
+        {sid: sessions[sid]["id"] for sid in throttle_sessions if sid not in pruned},
         events,
         # Nothing folded before: the claimed events are all the session's folded events.
         {sid for sid in throttle_sessions if sessions[sid]["event_count"] == 0},
     )
+    throttled_us.update(_throttles_add(sessions, pruned, events))
     _groups_write(sessions, batches)
-    _sessions_write(project_id, sessions, batches, peaks, throttled_us)
+    _sessions_write(project_id, sessions, batches, peaks, throttled_us, approximate=pruned)
     buckets_add(
         project_id=project_id,
         granularity=UsageBucket.Granularity.MINUTE,
@@ -300,6 +307,13 @@ def _peaks(project_id: int, sessions: dict[str, dict], batches: dict[str, Sessio
             ranges[session_id] = algo.peak_update_ranges(
                 list(map(algo.Interval, calls.starts_us.tolist(), calls.ends_us.tolist()))
             )
+    approximate = set()
+    for session_id, session_ranges in ranges.items():
+        if (pruned_through := sessions[session_id]["raw_pruned_through"]) is not None:
+            # A deleted call ending at or after a range's start would have been loaded with it.
+            pruned_through_us = algo.epoch_us(pruned_through) + 1000
+            if any(update.load_from_us <= pruned_through_us for update in session_ranges):
+                approximate.add(session_id)
     if ranges:
         stored = _folded_calls(project_id, ranges)
         for session_id, session_ranges in ranges.items():
@@ -318,6 +332,8 @@ def _peaks(project_id: int, sessions: dict[str, dict], batches: dict[str, Sessio
         else:
             found.bursts = {window: max(found.bursts[window], bursts[window]) for window in bursts}
             found.concurrency = max(found.concurrency, concurrency)
+    for session_id in approximate:
+        peaks[session_id].approximate = True
     return peaks
 
 
@@ -507,6 +523,45 @@ def _throttles_reattribute(
     return throttled_us
 
 
+def _throttles_add(sessions: dict[str, dict], session_ids: set[str], claimed: ClaimedEvents) -> dict[str, int]:
+    """Add the claimed waits of sessions whose raw events retention deleted to their own step and
+    model, without re-attributing earlier waits (their rows may be gone); returns each session's
+    throttled time, the stored one plus the union of the new waits (overlaps with deleted waits
+    unknown)."""
+    if not session_ids:
+        return {}
+    in_sessions = np.isin(claimed.sessions.codes, claimed.sessions.codes_of(session_ids))
+    step_sums: dict[tuple[int, str], list[int]] = defaultdict(lambda: [0, 0])
+    model_sums: dict[tuple[int, str, str], list[int]] = defaultdict(lambda: [0, 0])
+    intervals: dict[str, list] = defaultdict(list)
+    for event in np.flatnonzero(in_sessions & ~claimed.usage).tolist():
+        session_id, wait_ms = claimed.sessions[event], float(claimed.waits_ms[event])
+        session_pk = sessions[session_id]["id"]
+        for sums in (step_sums[(session_pk, claimed.steps[event])],
+                     model_sums[(session_pk, claimed.providers[event], claimed.models[event])]):
+            sums[0] += 1
+            sums[1] += algo.ms_to_us(wait_ms)
+        intervals[session_id].append(algo.throttle_interval(int(claimed.starts_us[event]), wait_ms))
+    throttle_fields = {"throttle_count": added("throttle_count"), "throttle_wait_us": added("throttle_wait_us")}
+    for model, key_columns, rest, rows in (
+        (SessionStepAggregate, ("session_id", "step"), {"first_timestamp": None},
+         [(*key, *sums) for key, sums in sorted(step_sums.items())]),
+        (SessionModelAggregate, ("session_id", "provider", "model"), {"price_source": ""},
+         [(*key, *sums) for key, sums in sorted(model_sums.items())]),
+    ):  # fmt: skip
+        rows_upsert(
+            model=model,
+            columns=(*key_columns, *SUM_COLUMNS, *rest),
+            rows=((*row[:-2], *_with_throttle(row[-2], row[-1]), *rest.values()) for row in rows),
+            conflict=key_columns,
+            updates=throttle_fields,
+        )
+    return {
+        session_id: sessions[session_id]["throttled_us"] + algo.union_length_us(intervals.get(session_id, []))
+        for session_id in session_ids
+    }
+
+
 def _with_throttle(count: int, wait_us: int) -> list[int]:
     sums = list(_ZERO_SUMS)
     sums[_THROTTLE_COUNT], sums[_THROTTLE_WAIT_US] = count, wait_us
@@ -551,6 +606,8 @@ def _sessions_write(
     batches: dict[str, SessionBatch],
     peaks: dict[str, _Peaks],
     throttled_us: dict[str, int],
+    *,
+    approximate: set[str],
 ) -> None:
     """Write each folded session's new values: stored values (read under the lock) plus the batch."""
     now = dj_timezone.now()
@@ -569,10 +626,12 @@ def _sessions_write(
             started_at, ended_at = min(stored["started_at"], started_at), max(stored["ended_at"], ended_at)
         bursts = (stored["burst_1s"], stored["burst_10s"], stored["burst_60s"])
         concurrency = stored["peak_concurrency"]
+        peaks_approximate = stored["peaks_approximate"] or session_id in approximate
         if found := peaks.get(session_id):
             bursts = (max(bursts[0], found.bursts[_WINDOW_1S]), max(bursts[1], found.bursts[_WINDOW_10S]),
                       max(bursts[2], found.bursts[_WINDOW_60S]))  # fmt: skip
             concurrency = max(concurrency, found.concurrency)
+            peaks_approximate = peaks_approximate or found.approximate
         attributes = stored["attributes"]
         for text in batch.attribute_texts:
             if len(attributes) >= MAX_SESSION_ATTRIBUTES:
@@ -585,7 +644,8 @@ def _sessions_write(
                     attributes[key] = value
         rows.append((
             project_id, session_id, *sums, started_at, ended_at, stored["event_count"] + batch.event_count,
-            *bursts, concurrency, throttled_us.get(session_id, stored["throttled_us"]), attributes, now,
+            *bursts, concurrency, throttled_us.get(session_id, stored["throttled_us"]), attributes, peaks_approximate,
+            now,
         ))  # fmt: skip
     rows.sort(key=lambda row: row[1])
     columns = ("project_id", "session_id", *_SESSION_COLUMNS, "updated_at")

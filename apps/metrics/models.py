@@ -62,6 +62,12 @@ class SessionAggregate(TokenSums):
     peak_concurrency = models.IntegerField(default=0)
     throttled_us = models.BigIntegerField(default=0)  # union of wait intervals, for the share of wall time
     attributes = models.JSONField(default=dict, blank=True)  # first value seen of each attribute
+    # Retention (apps.ingestion.retention) deleted raw events of this session ending at or before
+    # this instant; null: none. Sums stay exact, but a fold whose bursts, concurrency or throttle
+    # attribution would need those events computes them from what is left and sets
+    # peaks_approximate, shown on every surface, rather than pretending they are exact.
+    raw_pruned_through = models.DateTimeField(null=True, blank=True)
+    peaks_approximate = models.BooleanField(default=False, db_default=False)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

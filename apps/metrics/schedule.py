@@ -15,4 +15,11 @@ BEAT_SCHEDULE = {
         "schedule": crontab(minute=17),
         "options": {"expires": 3000},
     },
+    # Deletes folded raw events past their project's retention (aggregates stay), in short
+    # batches, at a quiet hour.
+    "ingestion-raw-events-prune": {
+        "task": "apps.ingestion.tasks.raw_events_prune",
+        "schedule": crontab(hour=3, minute=41),
+        "options": {"expires": 6 * 3600},
+    },
 }

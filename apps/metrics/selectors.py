@@ -122,6 +122,7 @@ def session_metadata(*, project: Project, session_id: str) -> dict:
         },
         "bursts": {"1s": session.burst_1s, "10s": session.burst_10s, "60s": session.burst_60s},
         "peak_concurrency": session.peak_concurrency,
+        "peaks_approximate": session.peaks_approximate,
         "throttle": {
             "count": session.throttle_count,
             "wait_ms": round(session.throttle_wait_ms),

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.utils import timezone as dj_timezone
 
@@ -23,12 +23,13 @@ from apps.metrics.buckets import BucketDelta, buckets_add, buckets_compact
 from apps.metrics.coalescing import pending_sessions, project_fold_pending
 from apps.metrics.costs import CostChange, session_costs_change
 from apps.metrics.folding import session_fold, sessions_fold
+from apps.metrics.models import SessionAggregate
 from apps.metrics.quarantine import quarantine_release, session_quarantine, without_quarantined
 
 __all__ = [
     "BucketDelta", "CostChange", "background_fold_drain", "buckets_add", "buckets_compact", "fold_pending_now",
     "pending_sessions", "project_fold_pending", "pending_projects_fold_enqueue", "quarantine_release", "session_costs_change", "session_fold",
-    "session_quarantine", "sessions_fold", "unprocessed_sweep",
+    "session_quarantine", "sessions_fold", "sessions_history_pruned", "unprocessed_sweep",
 ]  # fmt: skip
 
 logger = logging.getLogger(__name__)
@@ -81,3 +82,22 @@ def fold_pending_now() -> int:
     while round_folded := unprocessed_sweep(min_age=timedelta(0)):
         folded += round_folded
     return folded
+
+
+def sessions_history_pruned(*, project_id: int, pruned_through: dict[str, datetime]) -> None:
+    """Record that raw events of these sessions ending at or before the given instants are being
+    deleted (apps.ingestion.retention). Call inside the deleting transaction: the session rows
+    are locked in the order a fold locks them, so no fold reads half a deletion."""
+    sessions = (
+        SessionAggregate.objects.select_for_update()
+        .filter(project_id=project_id, session_id__in=list(pruned_through))
+        .order_by("id")
+        .only("id", "session_id", "raw_pruned_through")
+    )
+    changed = []
+    for session in sessions:
+        through = pruned_through[session.session_id]
+        if session.raw_pruned_through is None or session.raw_pruned_through < through:
+            session.raw_pruned_through = through
+            changed.append(session)
+    SessionAggregate.objects.bulk_update(changed, ["raw_pruned_through"])

@@ -3,6 +3,7 @@ import os
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
@@ -76,10 +77,16 @@ DATABASES = {
 }
 DATABASES["default"]["ATOMIC_REQUESTS"] = False
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    # WAL with synchronous=FULL makes an accepted event durable before the reply; the busy
-    # timeout lets the dev server, in-process tasks and tests write concurrently.
+    # WAL, so readers (pages, the background folder's reads) never block the writer; the busy
+    # timeout lets the dev server, its background folder and tests write concurrently.
+    # SQLITE_SYNCHRONOUS: FULL flushes the log to disk at every commit, so an accepted event
+    # survives a power cut too; NORMAL flushes at checkpoints only: an accepted event survives a
+    # crash of the process but the last commits can be lost with the machine (README).
+    SQLITE_SYNCHRONOUS = env.str("SQLITE_SYNCHRONOUS", default="FULL").upper()
+    if SQLITE_SYNCHRONOUS not in ("FULL", "NORMAL"):
+        raise ImproperlyConfigured(f"SQLITE_SYNCHRONOUS must be FULL or NORMAL, not {SQLITE_SYNCHRONOUS!r}.")
     DATABASES["default"].setdefault("OPTIONS", {}).update(
-        {"timeout": 20, "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"}
+        {"timeout": 20, "init_command": f"PRAGMA journal_mode=WAL; PRAGMA synchronous={SQLITE_SYNCHRONOUS};"}
     )
 else:
     DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)

@@ -1,0 +1,16 @@
+from django.db import migrations, models
+
+
+class Migration(migrations.Migration):
+
+    dependencies = [
+        ("accounts", "0002_invitation"),
+    ]
+
+    operations = [
+        migrations.AddField(
+            model_name="project",
+            name="raw_events_retention_days",
+            field=models.PositiveIntegerField(blank=True, null=True),
+        ),
+    ]
