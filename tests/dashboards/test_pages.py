@@ -117,7 +117,9 @@ def test_calls_csv_has_one_row_per_call_and_wait_in_time_order(folded, users):
         "type", "timestamp", "end_at", "duration_ms", "time_to_first_token_ms", "step", "provider", "model", "call_id",
         "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "tool_tokens", "thought_tokens",
         "cost_usd", "price_source", "token_source", "status_code", "attempt", "wait_ms", "retry_after_ms", "event_id",
+        "session_raw_pruned_through", "session_peaks_approximate",
     ]  # fmt: skip
+    assert rows[0]["session_raw_pruned_through"] == "" and rows[0]["session_peaks_approximate"] == "false"
     assert rows[0]["input_tokens"] == "1250" and rows[0]["output_tokens"] == "875"
     assert rows[0]["timestamp"].endswith("Z")
     assert rows[2]["wait_ms"] == "1500.0" and rows[2]["call_id"] == "call-9" and rows[2]["cost_usd"] == ""
