@@ -137,8 +137,9 @@ class _Folder:
             while True:
                 with self._condition:
                     self._due_projects(take=False)
-                # Hand-offs gather while ingest goes on; then one pass folds them all.
-                _gate.fold_turn(begin=False)
+                if connection.vendor == "sqlite":
+                    # Hand-offs gather while ingest goes on; then one pass folds them all.
+                    _gate.fold_turn(begin=False)
                 with self._condition:
                     taken = self._due_projects(take=True)
                     covers = self._handed
