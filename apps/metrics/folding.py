@@ -57,7 +57,7 @@ FOLD_THREADS = 2
 EVENTS_PER_TRANSACTION = 100_000  # bounds a transaction's memory; a bigger backlog takes several
 # SQLite has one writer: a fold transaction holds off every ingest request for its whole length,
 # so there a backlog folds in transactions short enough for a request to wait out.
-SQLITE_EVENTS_PER_TRANSACTION = 2_000
+SQLITE_EVENTS_PER_TRANSACTION = 500
 MAX_SESSION_ATTRIBUTES = 50
 _BRANCHES_PER_QUERY = 200  # SQLite allows 500 SELECTs in one compound statement
 _PARAMS_PER_QUERY = 10_000  # well under SQLite's 32,766 bound variables

@@ -79,10 +79,11 @@ DATABASES["default"]["ATOMIC_REQUESTS"] = False
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # WAL, so readers (pages, the background folder's reads) never block the writer; the busy
     # timeout lets the dev server, its background folder and tests write concurrently.
-    # SQLITE_SYNCHRONOUS: FULL flushes the log to disk at every commit, so an accepted event
-    # survives a power cut too; NORMAL flushes at checkpoints only: an accepted event survives a
-    # crash of the process but the last commits can be lost with the machine (README).
-    SQLITE_SYNCHRONOUS = env.str("SQLITE_SYNCHRONOUS", default="FULL").upper()
+    # SQLITE_SYNCHRONOUS: NORMAL (in WAL mode) flushes the log at checkpoints only: a committed
+    # event survives a crash of the server process, and the database stays consistent, but the
+    # last commits can be lost if the machine itself fails. FULL flushes at every commit, which
+    # cost 6-14 ms a request here and most of a single event's reply time (BENCHMARKS.md).
+    SQLITE_SYNCHRONOUS = env.str("SQLITE_SYNCHRONOUS", default="NORMAL").upper()
     if SQLITE_SYNCHRONOUS not in ("FULL", "NORMAL"):
         raise ImproperlyConfigured(f"SQLITE_SYNCHRONOUS must be FULL or NORMAL, not {SQLITE_SYNCHRONOUS!r}.")
     DATABASES["default"].setdefault("OPTIONS", {}).update(
