@@ -122,12 +122,13 @@ def _check_tier_table(where: str, value: object, errors: list[str]) -> None:
         if not isinstance(row, dict):
             errors.append(f"{at}: expected an object, got {_type_name(row)}")
             continue
-        bounds = row.get("range")
-        if not (isinstance(bounds, list) and len(bounds) == 2 and all(_is_number(b) and b >= 0 for b in bounds)):
-            errors.append(f"{at}.range: expected [start, end] token counts >= 0, got {_shown(bounds)}")
-        for key, price in row.items():
+        for key, value in row.items():
             if _is_price_key(key):
-                _check_price(f"{at}.{key}", price, errors)
+                _check_price(f"{at}.{key}", value, errors)
+            elif key.endswith("range") and not (  # `range` of input tokens; search tools' `max_results_range`
+                isinstance(value, list) and len(value) == 2 and all(_is_number(b) and b >= 0 for b in value)
+            ):
+                errors.append(f"{at}.{key}: expected [start, end] counts >= 0, got {_shown(value)}")
 
 
 def _is_number(value: object) -> bool:
