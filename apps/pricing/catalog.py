@@ -237,10 +237,6 @@ class PriceCatalog:
         entry = get_litellm().model_cost.get(key)
         return None if entry is None else (entry, BUNDLED_PRICE_BOOK)
 
-    def keys(self) -> set[str]:
-        """Every map key of every book, model entries or not."""
-        return set(self._imported) | set(get_litellm().model_cost)
-
     def find_entry(self, model: str, provider: str | None = None) -> MapEntry | None:
         """The token-priced entry for `model` as called through `provider` (lookup order in
         `resolve_model_price`), or None: the one place a model's map entry is looked up."""

@@ -107,10 +107,11 @@ def events_reprice(*, project: Project, since: datetime | None = None, unpriced_
         # Through the sessions that can hold one, so the session-led index finds them without
         # reading every event of the project.
         sessions = sessions_with_unpriced_events(project_id=project.pk)
+        unpriced = events.filter(cost_nanousd__isnull=True)
         querysets = [
-            events.filter(cost_nanousd__isnull=True, session_id__in=sessions[start : start + REPRICE_SESSIONS_PER_QUERY])
+            unpriced.filter(session_id__in=sessions[start : start + REPRICE_SESSIONS_PER_QUERY])
             for start in range(0, len(sessions), REPRICE_SESSIONS_PER_QUERY)
-        ]  # fmt: skip
+        ]
     else:
         querysets = [events]
     changes_by_session: dict[str, list[CostChange]] = defaultdict(list)

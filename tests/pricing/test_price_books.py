@@ -105,7 +105,8 @@ def test_a_file_that_cannot_be_used_is_refused_naming_the_problem(tmp_path, cont
 
 
 def test_every_problem_of_a_file_is_named_at_once():
-    content = json.dumps({f"m{i}": {"input_cost_per_token": -1} for i in range(30)} | {"ok": {"input_cost_per_token": 1}})
+    entries = {f"m{i}": {"input_cost_per_token": -1} for i in range(30)}
+    content = json.dumps(entries | {"ok": {"input_cost_per_token": 1}})
     with pytest.raises(PriceFileError) as raised:
         price_file_parse(content.encode())
     assert len(raised.value.errors) == 30
@@ -122,7 +123,8 @@ def test_a_missing_file_is_a_clear_error(tmp_path):
 def test_the_command_exits_non_zero_on_a_bad_file(tmp_path):
     path = tmp_path / "prices.json"
     path.write_text('{"gpt-x": {"input_cost_per_token": -1e-06}}')
-    environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "sdk"), os.environ.get("PYTHONPATH", "")])}
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "sdk"),
+                                                                os.environ.get("PYTHONPATH", "")])}
     done = subprocess.run([sys.executable, "manage.py", "prices_import", str(path)], cwd=REPO_ROOT, env=environment,
                           capture_output=True, text=True, timeout=120)  # fmt: skip
     assert done.returncode != 0
@@ -152,7 +154,8 @@ def test_each_map_key_is_read_from_the_newest_book_that_lists_it():
 def test_a_newly_priced_model_bills_its_tiers_and_cache_lifetimes_from_the_book():
     from apps.pricing.cost import event_cost_nanousd
 
-    price = resolve_model_price(NEW_MODEL, "openai", catalog=catalog_with_books([("import-1-cafe", {NEW_MODEL: NEW_ENTRY})]))
+    catalog = catalog_with_books([("import-1-cafe", {NEW_MODEL: NEW_ENTRY})])
+    price = resolve_model_price(NEW_MODEL, "openai", catalog=catalog)
     counts = dict(input_tokens=200_000, output_tokens=10_000, cache_read_tokens=50_000, cache_write_tokens=100_000,
                   cache_write_1h_tokens=40_000, thought_tokens=0)  # fmt: skip
     # By hand, per million: 50k plain x 1.20 + 50k read x 0.12 + 60k 5-min x 1.50 + 40k 1-hour x 2.40 + 10k out x 4.80.
@@ -175,7 +178,9 @@ def assert_totals_agree(project) -> None:
         rows = model.objects.all() if model is SessionAggregate else model.objects.filter(session__project=project)
         sums = rows.aggregate(cost=Sum("cost_nanousd"), unpriced=Sum("unpriced_tokens"))
         assert (sums["cost"], sums["unpriced"]) == (expected_cost, expected_unpriced), model.__name__
-    buckets = UsageBucket.objects.filter(project=project).aggregate(cost=Sum("cost_nanousd"), unpriced=Sum("unpriced_tokens"))
+    buckets = UsageBucket.objects.filter(project=project).aggregate(
+        cost=Sum("cost_nanousd"), unpriced=Sum("unpriced_tokens")
+    )
     assert (buckets["cost"], buckets["unpriced"]) == (expected_cost, expected_unpriced)
 
 

@@ -21,7 +21,8 @@ class Command(BaseCommand):
         parser.add_argument("file", help="path of the price file")
         parser.add_argument(
             "--reprice-unpriced", action="store_true",
-            help="then price every project's unpriced events with the books now in force (priced events keep their prices)",
+            help="then price every project's unpriced events with the books now in force "
+                 "(priced events keep their prices)",
         )  # fmt: skip
 
     def handle(self, *args, **options):
