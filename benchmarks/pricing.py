@@ -208,6 +208,9 @@ def main() -> None:
     ours_seconds, total_nanousd, priced = price_events_our_way(events, catalog)
     ours_rate = priced / ours_seconds
     print(f"TokenSite path (resolve + cost):      {ours_rate:12,.0f} events/s  ({priced:,} events)")
+    bundled_seconds, bundled_nanousd, _ = price_events_our_way(events, None)
+    print(f"  same, bundled map alone (no book):  {priced / bundled_seconds:12,.0f} events/s"
+          f"  (same total: {bundled_nanousd == total_nanousd})")
 
     baseline = events[:baseline_count]
     litellm_seconds, litellm_total_usd = price_events_with_litellm(litellm_responses(baseline))
