@@ -40,6 +40,7 @@ class PreparedEvent:
     tokenizer: str = ""
     cost_nanousd: int | None = None
     price_source: str = ""
+    price_book: str = ""
 
 
 @dataclass
