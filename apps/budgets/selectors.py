@@ -79,16 +79,28 @@ def budget_spend(*, budget: Budget, since: datetime, until: datetime) -> Spend:
     )
 
 
+def share_of(*, budget: Budget, cost_nanousd: int, tokens: int) -> float:
+    """Spend over the budget's amount (USD, or tokens for a token budget)."""
+    if budget.amount_usd is not None:
+        amount_nanousd = budget.amount_usd * NANO
+        return float(Decimal(cost_nanousd) / amount_nanousd) if amount_nanousd > 0 else 0.0
+    return tokens / budget.amount_tokens if budget.amount_tokens else 0.0
+
+
+def reaches(*, budget: Budget, cost_nanousd: int, tokens: int, percent: int) -> bool:
+    """Whether spend is at least `percent` % of the amount, in exact arithmetic (a float share of
+    0.29 is 28.999... %, and a threshold must not wait for the next call to fire)."""
+    if budget.amount_usd is not None:
+        return cost_nanousd * 100 >= percent * budget.amount_usd * NANO
+    return tokens * 100 >= percent * budget.amount_tokens
+
+
 def budget_status(*, budget: Budget, now: datetime | None = None) -> BudgetStatus:
     """The budget's spend, share and forecast in the period holding `now` (default: the present)."""
     now = now or timezone.now()
     start, end = period_bounds(budget.period, now)
     spend = budget_spend(budget=budget, since=start, until=end)
-    if budget.amount_usd is not None:
-        amount_nanousd = budget.amount_usd * NANO
-        share = float(Decimal(spend.cost_nanousd) / amount_nanousd) if amount_nanousd > 0 else 0.0
-    else:
-        share = spend.tokens / budget.amount_tokens if budget.amount_tokens else 0.0
+    share = share_of(budget=budget, cost_nanousd=spend.cost_nanousd, tokens=spend.tokens)
     forecast = forecast_share(share=share, start=start, end=end, now=now)
     return BudgetStatus(
         budget=budget,
@@ -108,7 +120,7 @@ def budget_status(*, budget: Budget, now: datetime | None = None) -> BudgetStatu
         forecast_share=forecast,
         forecast_exceeds=forecast > 1.0,
         hard=budget.hard,
-        exceeded=share >= 1.0,
+        exceeded=reaches(budget=budget, cost_nanousd=spend.cost_nanousd, tokens=spend.tokens, percent=100),
     )
 
 

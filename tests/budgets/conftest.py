@@ -33,3 +33,35 @@ def spend(project, at: datetime, *, calls: int = 1, session_id: str | None = Non
 @pytest.fixture
 def second_project(team):
     return project_get_or_create(team=team, slug="search")
+
+
+@pytest.fixture
+def receiver():
+    from tests.budgets.receivers import WebhookReceiver
+
+    started = WebhookReceiver().start()
+    yield started
+    started.stop()
+
+
+@pytest.fixture
+def smtp_server(settings):
+    from tests.budgets.receivers import SmtpServer
+
+    server = SmtpServer().start()
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", server.port
+    settings.EMAIL_USE_TLS = settings.EMAIL_USE_SSL = False
+    settings.EMAIL_HOST_USER = settings.EMAIL_HOST_PASSWORD = ""
+    yield server
+    server.stop()
+
+
+@pytest.fixture(autouse=True)
+def evaluation_marks_cleared():
+    """The after-fold throttle marks live in the cache, which outlives a test."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+    cache.clear()

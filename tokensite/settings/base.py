@@ -264,3 +264,4 @@ EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=10)
 # addresses are refused unless this is set (an alert must not reach into the internal network).
 WEBHOOK_ALLOW_PRIVATE = env.bool("WEBHOOK_ALLOW_PRIVATE", default=False)
 WEBHOOK_TIMEOUT_S = 5.0
+BUDGET_ALERT_RETRY_BACKOFF_S = 1.0  # between the tries of one send: 1 s, then 2 s
