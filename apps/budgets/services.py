@@ -35,7 +35,7 @@ def _amounts_check(amount_usd, amount_tokens) -> tuple[Decimal | None, int | Non
             raise InvalidBudget(f"The USD amount must be above 0 and at most {MAX_AMOUNT_USD}, not {amount_usd}.")
         if amount != amount.quantize(Decimal("0.01")):
             raise InvalidBudget(f"The USD amount has at most two decimals (cents), not {amount_usd}.")
-        return amount, None
+        return amount.quantize(Decimal("0.01")), None
     if isinstance(amount_tokens, bool) or not isinstance(amount_tokens, int) or amount_tokens <= 0:
         raise InvalidBudget(f"The token amount must be a whole number above 0, not {amount_tokens!r}.")
     if amount_tokens >= 2**63:
