@@ -12,7 +12,7 @@ from django.db import transaction
 
 from apps.accounts.models import Project, Team
 from apps.budgets.models import Budget
-from apps.budgets.webhooks import webhook_target_check
+from apps.budgets.webhooks import WebhookHostUnresolved, webhook_target_check
 from apps.core.errors import ApplicationError, ErrorCode
 
 MAX_THRESHOLD_PERCENT = 1000
@@ -71,7 +71,10 @@ def _fields_check(
     if webhook_url:
         if len(webhook_url) > 2000:
             raise InvalidBudget("The webhook URL is at most 2000 characters.", code=ErrorCode.INVALID_WEBHOOK_URL)
-        webhook_target_check(webhook_url)
+        try:
+            webhook_target_check(webhook_url)
+        except WebhookHostUnresolved:
+            pass  # may be this host's DNS only; each send checks the address again
     email = (email or "").strip()
     if email:
         try:

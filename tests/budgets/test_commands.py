@@ -8,7 +8,7 @@ from django.core.management import CommandError, call_command
 
 from apps.budgets.models import Budget
 from apps.budgets.services import InvalidBudget, budget_create
-from apps.budgets.webhooks import WebhookTargetRefused, webhook_target_check
+from apps.budgets.webhooks import WebhookHostUnresolved, WebhookTargetRefused, webhook_target_check
 
 pytestmark = pytest.mark.django_db
 
@@ -91,8 +91,14 @@ def test_a_public_address_is_accepted_and_credentials_in_the_url_are_not(setting
     assert webhook_target_check("https://93.184.215.14/services/T0/B0/x") == "https://93.184.215.14/services/T0/B0/x"
     with pytest.raises(WebhookTargetRefused, match="must not carry credentials"):
         webhook_target_check("https://user:secret@93.184.215.14/hook")
-    with pytest.raises(WebhookTargetRefused, match="does not resolve"):
+    with pytest.raises(WebhookHostUnresolved, match="does not resolve"):
         webhook_target_check("https://no-such-host.invalid/hook")
+
+
+def test_a_host_that_does_not_resolve_yet_is_accepted_and_checked_at_each_send(team, settings):
+    settings.WEBHOOK_ALLOW_PRIVATE = False
+    budget = budget_create(team=team, period="day", amount_usd="1", webhook_url="https://no-such-host.invalid/hook")
+    assert budget.webhook_url == "https://no-such-host.invalid/hook"
 
 
 def test_a_project_of_another_team_is_refused(team, other_team_project):
