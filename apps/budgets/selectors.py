@@ -162,7 +162,7 @@ def budget_statuses_recent(*, team: Team, project: Project | None = None) -> lis
         statuses = budget_statuses(team=team, project=project)
         try:
             cache.set(key, statuses, timeout=STATUSES_CACHE_S)
-        except Exception:  # noqa: BLE001 - the cache (Redis) is down: the next reader computes again  # noqa: BLE001 - the cache (Redis) is down: the next reader computes again
+        except Exception:  # noqa: BLE001 - the cache (Redis) is down: the next reader computes again
             pass
     return statuses
 
