@@ -69,6 +69,7 @@ class ErrorCode(StrEnum):
     LAST_OWNER = "last_owner"
     INVALID_PRICE = "invalid_price"
     INVALID_MODEL = "invalid_model"
+    INVALID_CONTEXT_WINDOW = "invalid_context_window"
 
 
 def error_body(code: ErrorCode, message: str, details: Any = None) -> dict:

@@ -41,6 +41,7 @@ class PreparedEvent:
     tokenizer: str = ""
     cost_nanousd: int | None = None
     price_source: str = ""
+    context_share: float | None = None  # input / the model's input window; None: unknown
 
 
 @dataclass

@@ -226,6 +226,31 @@ def _resolve(model: str, provider: str | None) -> ModelPrice | None:
     return None
 
 
+def resolve_max_input_tokens(model: str, provider: str | None = None) -> int | None:
+    """The model's input window (`max_input_tokens` in litellm's map), found as `resolve_model_price`
+    finds the model's prices (same keys, same order, same aliases); None when no entry states one.
+    A window of 0 or less is no window: the share it would give means nothing."""
+    return _resolve_max_input_tokens(model.strip(), (provider or "").strip().lower() or None)
+
+
+@lru_cache(maxsize=4096)
+def _resolve_max_input_tokens(model: str, provider: str | None) -> int | None:
+    model_cost: Mapping[str, Mapping[str, object]] = get_litellm().model_cost
+    route, _, bare_model = model.partition("/")
+    bare_entry = model_cost.get(bare_model) if bare_model else None
+    alias = ROUTE_ALIASES.get(model.rsplit("/", 1)[-1])
+    entries = [model_cost.get(key) for key in _candidate_keys(model, provider)]
+    if isinstance(bare_entry, Mapping) and str(bare_entry.get("litellm_provider")).startswith(route):
+        entries.append(bare_entry)
+    entries.append(model_cost.get(alias) if alias else None)
+    for entry in entries:
+        if isinstance(entry, Mapping):
+            window = entry.get("max_input_tokens")
+            if isinstance(window, int) and not isinstance(window, bool) and window > 0:
+                return window
+    return None
+
+
 def _candidate_keys(model: str, provider: str | None) -> list[str]:
     keys = []
     if provider:
