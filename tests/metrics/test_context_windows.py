@@ -219,3 +219,19 @@ def test_folded_pressure_equals_recomputation_from_raw_events(team, monkeypatch,
     services.sessions_fold(project_id=project.pk, session_ids=SESSIONS)
     assert pending_count(project=project) == 0
     assert folded_figures(project) == expected
+
+
+def test_metadata_api_returns_the_figures_and_the_schema_documents_them(api_client, project, read_key):
+    ingest(project, [usage_event(model="gpt-4o", input_tokens=124_000), usage_event(model="acme-unknown-1")])
+    body = api_client.get("/api/v1/sessions/session-1/metadata", HTTP_AUTHORIZATION=f"Bearer {read_key}").json()
+    (step,) = body["token_usage"]["breakdown_by_step"]
+    assert step["context_window"] == {"max_share": 124_000 / 128_000, "calls_over_80": 1, "calls_over_95": 1,
+                                      "known_calls": 1, "unknown_calls": 1}  # fmt: skip
+    by_model = {model["model"]: model["context_window"] for model in body["cost"]["by_model"]}
+    assert by_model["acme-unknown-1"]["max_share"] is None
+    schema = api_client.get("/api/schema/", HTTP_ACCEPT="application/json").json()["components"]["schemas"]
+    figures = schema["SessionMetadataContextWindow"]
+    assert set(figures["required"]) == set(figures["properties"]) == set(step["context_window"])
+    assert figures["properties"]["max_share"]["type"] == ["number", "null"]
+    for parent in ("SessionMetadataStep", "SessionMetadataModelCost"):
+        assert schema[parent]["properties"]["context_window"] == {"$ref": "#/components/schemas/SessionMetadataContextWindow"}
