@@ -38,6 +38,9 @@ def context_pressure_add(*, project_id: int, usage_event_ids: list[int]) -> None
 
     Call inside the claim's transaction, with the sessions locked (apps.metrics.folding), and
     before the step and model sums are added: a row this creates holds zero sums until then.
+    The raw rows are grouped before the join to the session rows, so the only way to them is
+    their primary key (a join first let PostgreSQL scan each session's rows and test every id
+    against the whole list: seconds per claim).
     """
     if not usage_event_ids:
         return
@@ -49,31 +52,33 @@ def context_pressure_add(*, project_id: int, usage_event_ids: list[int]) -> None
         # One parameter whatever the claim's size (SQLite binds at most 32,766).
         claimed, ids_param = "r.id IN (SELECT value FROM json_each(%s))", json.dumps(usage_event_ids)
     measures = (
-        "COUNT(r.context_share), MAX(r.context_share), "
-        f"SUM(CASE WHEN r.context_share > {HIGH_SHARE!r} THEN 1 ELSE 0 END), "
-        f"SUM(CASE WHEN r.context_share > {CRITICAL_SHARE!r} THEN 1 ELSE 0 END)"
+        "COUNT(*) AS known, MAX(r.context_share) AS max_share, "
+        f"SUM(CASE WHEN r.context_share > {HIGH_SHARE!r} THEN 1 ELSE 0 END) AS over_80, "
+        f"SUM(CASE WHEN r.context_share > {CRITICAL_SHARE!r} THEN 1 ELSE 0 END) AS over_95"
     )
     zero_sums = ", ".join(["0"] * len(SUM_COLUMNS))
-    with connection.cursor() as cursor:
-        for model, keys, key_values, rest in (
-            (SessionStepAggregate, ("session_id", "step"), "s.id, r.step", {"first_timestamp": "NULL"}),
-            (SessionModelAggregate, ("session_id", "provider", "model"), "s.id, r.provider, r.model",
-             {"price_source": "''"}),
-        ):  # fmt: skip
-            table = quote(model._meta.db_table)
-            columns = ", ".join(map(quote, (*keys, *SUM_COLUMNS, *rest, *PRESSURE_COLUMNS)))
-            updates = ", ".join(
-                f"{quote(column)} = "
-                + (_larger(quote(column), table) if column == "context_max_share"
-                   else f"{table}.{quote(column)} + excluded.{quote(column)}")
-                for column in PRESSURE_COLUMNS
-            )  # fmt: skip
-            cursor.execute(
-                f"INSERT INTO {table} ({columns}) "
-                f"SELECT {key_values}, {zero_sums}, {', '.join(rest.values())}, {measures} "
-                f"FROM {raw} r JOIN {sessions} s ON s.project_id = r.project_id AND s.session_id = r.session_id "
-                f"WHERE r.project_id = %s AND {claimed} "
-                f"GROUP BY {key_values} "
-                f"ON CONFLICT ({', '.join(map(quote, keys))}) DO UPDATE SET {updates}",
-                [project_id, ids_param],
-            )
+    for model, keys, rest in (
+        (SessionStepAggregate, ("step",), {"first_timestamp": "NULL"}),
+        (SessionModelAggregate, ("provider", "model"), {"price_source": "''"}),
+    ):
+        table = quote(model._meta.db_table)
+        key_list = ", ".join(f"r.{quote(key)}" for key in keys)
+        columns = ", ".join(map(quote, ("session_id", *keys, *SUM_COLUMNS, *rest, *PRESSURE_COLUMNS)))
+        updates = ", ".join(
+            f"{quote(column)} = "
+            + (_larger(quote(column), table) if column == "context_max_share"
+               else f"{table}.{quote(column)} + excluded.{quote(column)}")
+            for column in PRESSURE_COLUMNS
+        )  # fmt: skip
+        # `WHERE true`: SQLite reads an ON right after a join as the join's constraint.
+        sql = (
+            f"INSERT INTO {table} ({columns}) "
+            f"SELECT s.id, {', '.join(f'g.{quote(key)}' for key in keys)}, {zero_sums}, {', '.join(rest.values())}, "
+            f"g.known, g.max_share, g.over_80, g.over_95 "
+            f"FROM (SELECT r.session_id, {key_list}, {measures} FROM {raw} r "
+            f"WHERE {claimed} AND r.context_share IS NOT NULL GROUP BY r.session_id, {key_list}) g "
+            f"JOIN {sessions} s ON s.project_id = %s AND s.session_id = g.session_id WHERE true "
+            f"ON CONFLICT ({', '.join(map(quote, ('session_id', *keys)))}) DO UPDATE SET {updates}"
+        )
+        with connection.cursor() as cursor:
+            cursor.execute(sql, [ids_param, project_id])
