@@ -28,6 +28,8 @@ from apps.metrics.models import SessionAggregate, SessionModelAggregate, Session
 from apps.metrics.selectors import (
     USAGE_SUMS, context_window_pressure, priced_usd, quarantined_session_count, session_metadata, session_origin, usd,
 )
+from apps.pricing.catalog import resolve_max_input_tokens
+from apps.pricing.context_windows import context_window_overrides_for_project
 from apps.pricing.selectors import price_overrides_for_project
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -598,6 +600,16 @@ def project_settings(*, project: Project) -> dict:
         "roles": Membership.Role.choices,
         "quarantined_sessions": quarantined_session_count(project=project),
     }
+
+
+def context_window_overrides(*, project: Project) -> list[dict]:
+    """The project's context window overrides, each beside the window litellm's map gives the model."""
+    return [
+        {"model": override.model, "max_input_tokens": override.max_input_tokens,
+         "litellm_max_input_tokens": resolve_max_input_tokens(override.model), "updated_at": override.updated_at,
+         "updated_by": override.updated_by.username if override.updated_by else None}
+        for override in context_window_overrides_for_project(project=project).select_related("updated_by")
+    ]  # fmt: skip
 
 
 def team_membership_get(*, team: Team, membership_id: int | str) -> Membership:

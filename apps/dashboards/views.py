@@ -35,6 +35,7 @@ from apps.core.errors import ApplicationError, Forbidden, NotFound
 from apps.dashboards import forms, selectors
 from apps.dashboards.services import team_invitation_revoke, team_member_invite, team_member_role_change
 from apps.metrics.selectors import session_metadata
+from apps.pricing.context_windows import context_window_override_delete, context_window_override_set
 from apps.pricing.services import events_reprice, price_override_create
 
 
@@ -230,6 +231,7 @@ class ProjectSettingsView(ProjectScopedMixin, TemplateView):
         "key_create": forms.ApiKeyCreateForm,
         "key_revoke": forms.ApiKeyRevokeForm,
         "price_override": forms.PriceOverrideForm,
+        "context_window": forms.ContextWindowOverrideForm,
         "member_add": forms.MemberAddForm,
         "member_role": forms.MemberRoleForm,
         "invitation_revoke": forms.InvitationRevokeForm,
@@ -241,6 +243,8 @@ class ProjectSettingsView(ProjectScopedMixin, TemplateView):
         context.setdefault("key_form", forms.ApiKeyCreateForm())
         context.setdefault("price_form", forms.PriceOverrideForm(initial={"effective_from": timezone.now()}))
         context.setdefault("member_form", forms.MemberAddForm())
+        context.setdefault("context_window_form", forms.ContextWindowOverrideForm())
+        context["context_window_overrides"] = selectors.context_window_overrides(project=self.project)
         context["can_manage"] = self.membership.can_manage
         context["invitations"] = list(invitations_open_for_team(team=self.membership.team))
         return context
@@ -263,7 +267,8 @@ class ProjectSettingsView(ProjectScopedMixin, TemplateView):
                 form.add_error(None, error.message)
             else:
                 return response or HttpResponseRedirect(request.path)
-        context_name = {"key_create": "key_form", "price_override": "price_form", "member_add": "member_form"}
+        context_name = {"key_create": "key_form", "price_override": "price_form", "member_add": "member_form",
+                        "context_window": "context_window_form"}  # fmt: skip
         messages.error(request, "The change was not saved: " + " ".join(_form_errors(form)))
         return self.render_to_response(self.get_context_data(**{context_name.get(action, "failed_form"): form}), status=400)
 
@@ -285,6 +290,17 @@ class ProjectSettingsView(ProjectScopedMixin, TemplateView):
         if reprice:
             changed = events_reprice(project=self.project, since=override.effective_from)
             text += f" {changed:,} stored events were re-priced."
+        messages.success(self.request, text)
+
+    def _context_window(self, data):
+        if data["remove"]:
+            removed = context_window_override_delete(project=self.project, model=data["model"])
+            text = f"{data['model'].strip()} uses litellm's context window again." if removed else (
+                f"{data['model'].strip()} had no context window override.")  # fmt: skip
+        else:
+            override = context_window_override_set(project=self.project, model=data["model"],
+                                                   max_input_tokens=data["max_input_tokens"], updated_by=self.request.user)  # fmt: skip
+            text = f"{override.model}: calls from now on are measured against {override.max_input_tokens:,} input tokens."
         messages.success(self.request, text)
 
     def _member_add(self, data):
