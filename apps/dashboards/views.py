@@ -293,14 +293,15 @@ class ProjectSettingsView(ProjectScopedMixin, TemplateView):
         messages.success(self.request, text)
 
     def _context_window(self, data):
+        model = data["model"].strip()
         if data["remove"]:
-            removed = context_window_override_delete(project=self.project, model=data["model"])
-            text = f"{data['model'].strip()} uses litellm's context window again." if removed else (
-                f"{data['model'].strip()} had no context window override.")  # fmt: skip
+            removed = context_window_override_delete(project=self.project, model=model)
+            text = f"{model} uses litellm's context window again." if removed else f"{model} had no override."
         else:
-            override = context_window_override_set(project=self.project, model=data["model"],
-                                                   max_input_tokens=data["max_input_tokens"], updated_by=self.request.user)  # fmt: skip
-            text = f"{override.model}: calls from now on are measured against {override.max_input_tokens:,} input tokens."
+            override = context_window_override_set(
+                project=self.project, model=model, max_input_tokens=data["max_input_tokens"], updated_by=self.request.user
+            )
+            text = f"Calls of {model} stored from now on are measured against {override.max_input_tokens:,} input tokens."
         messages.success(self.request, text)
 
     def _member_add(self, data):
