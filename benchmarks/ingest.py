@@ -361,7 +361,7 @@ def copy_row_templates() -> list[tuple]:
                 Jsonb(msgspec.json.encode(event["attributes"]), dumps=bytes),
                 event["duration_ms"], event["time_to_first_token_ms"], event["input_tokens"], event["output_tokens"],
                 event["cache_read_tokens"], event["cache_write_tokens"], 0, 0, "client", "", None,
-                0.0, None, None, None, cost, price.source if price else "", 0, "",
+                0.0, None, None, None, cost, price.source if price else "", 0, "", price.price_book if price else "",
                 context_share(input_tokens=event["input_tokens"],
                               max_input_tokens=resolve_max_input_tokens(event["model"], event["provider"])),
             )

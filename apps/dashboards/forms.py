@@ -101,6 +101,10 @@ class PriceOverrideForm(forms.Form):
         return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
 
 
+class RepriceUnpricedForm(forms.Form):
+    """Price the project's unpriced events with the books and overrides now in force: no fields."""
+
+
 class ContextWindowOverrideForm(forms.Form):
     """Set (or remove) the project's input window for a model, in tokens."""
 

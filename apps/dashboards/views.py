@@ -36,7 +36,7 @@ from apps.dashboards import forms, selectors
 from apps.dashboards.services import team_invitation_revoke, team_member_invite, team_member_role_change
 from apps.metrics.selectors import session_metadata
 from apps.pricing.context_windows import context_window_override_delete, context_window_override_set
-from apps.pricing.services import events_reprice, price_override_create
+from apps.pricing.services import events_reprice, price_override_create, unpriced_events_reprice
 
 
 class TeamScopedMixin(AccessMixin):
@@ -224,13 +224,14 @@ class SessionCallsCsvView(ProjectScopedMixin, View):
 
 
 class ProjectSettingsView(ProjectScopedMixin, TemplateView):
-    """Keys, price overrides and members: everyone in the team reads, owners and admins change."""
+    """Keys, price overrides, price books and members: everyone in the team reads, owners and admins change."""
 
     template_name = "dashboards/settings.html"
     actions = {
         "key_create": forms.ApiKeyCreateForm,
         "key_revoke": forms.ApiKeyRevokeForm,
         "price_override": forms.PriceOverrideForm,
+        "reprice_unpriced": forms.RepriceUnpricedForm,
         "context_window": forms.ContextWindowOverrideForm,
         "member_add": forms.MemberAddForm,
         "member_role": forms.MemberRoleForm,
@@ -291,6 +292,10 @@ class ProjectSettingsView(ProjectScopedMixin, TemplateView):
             changed = events_reprice(project=self.project, since=override.effective_from)
             text += f" {changed:,} stored events were re-priced."
         messages.success(self.request, text)
+
+    def _reprice_unpriced(self, data):
+        changed = unpriced_events_reprice(projects=[self.project])[self.project]
+        messages.success(self.request, f"{changed:,} unpriced events were priced; priced events kept their prices.")
 
     def _context_window(self, data):
         model = data["model"].strip()

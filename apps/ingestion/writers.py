@@ -61,6 +61,7 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("price_source", "text"),
     ("cache_write_1h_tokens", "int8"),
     ("service_tier", "text"),
+    ("price_book", "text"),
     ("context_share", "float8"),
 )
 COLUMN_NAMES = tuple(name for name, _ in COLUMNS)
@@ -92,13 +93,13 @@ def _row(event_pk: int | None, project_id: int, received_at: datetime, prepared:
             ev.thought_tokens, prepared.token_source, prepared.tokenizer,
             encode_json(ev.usage_raw) if ev.usage_raw is not None else None,
             0.0, None, None, None, prepared.cost_nanousd, prepared.price_source,
-            ev.cache_write_1h_tokens, ev.service_tier or "", prepared.context_share,
+            ev.cache_write_1h_tokens, ev.service_tier or "", prepared.price_book, prepared.context_share,
         )  # fmt: skip
     return (
         event_pk, project_id, ev.event_id, "throttle", ev.session_id, ev.step, ev.provider, ev.model, ev.call_id,
         ev.timestamp, ev.timestamp + timedelta(milliseconds=ev.wait_ms), received_at, attributes,
         0.0, None, 0, 0, 0, 0, 0, 0, "client", "", None,
-        ev.wait_ms, ev.status_code, ev.attempt, ev.retry_after_ms, None, "", 0, "", None,
+        ev.wait_ms, ev.status_code, ev.attempt, ev.retry_after_ms, None, "", 0, "", "", None,
     )  # fmt: skip
 
 

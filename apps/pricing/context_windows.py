@@ -2,8 +2,8 @@
 
 A usage event's `context_share` is its input tokens (DESIGN.md section 1: cache reads and writes
 and tool prompts included) divided by the model's input window: the project's
-`ContextWindowOverride` for the model if it has one, else litellm's `max_input_tokens` for the
-entry that prices the model (apps.pricing.catalog). A model with no known window gets no share
+`ContextWindowOverride` for the model if it has one, else `max_input_tokens` of the entry that
+prices the model (apps.pricing.catalog: litellm's bundled map or a newer imported price book). A model with no known window gets no share
 (NULL), never 0, so pages say "unknown" rather than "0%". A share above 1 is kept as sent: the
 provider served a longer prompt than the window we know, which is worth seeing.
 
@@ -20,8 +20,9 @@ from apps.accounts.models import Project
 from apps.core.errors import BadRequest, ErrorCode
 from apps.ingestion.schema import UsageEvent
 from apps.ingestion.validation import PreparedEvent
-from apps.pricing.catalog import resolve_max_input_tokens
+from apps.pricing.catalog import PriceCatalog, resolve_max_input_tokens
 from apps.pricing.models import ContextWindowOverride
+from apps.pricing.selectors import active_price_catalog
 
 # Far above any model's window today (10 M tokens), and far below an integer overflow.
 MAX_CONTEXT_WINDOW_TOKENS = 1_000_000_000
@@ -36,22 +37,29 @@ def context_share(*, input_tokens: int, max_input_tokens: int | None) -> float |
 
 @dataclass
 class ProjectContextWindows:
-    """The project's window overrides, loaded once, in front of litellm's map: no query per event."""
+    """The project's window overrides, loaded once, in front of the price catalog (litellm's map
+    and imported price books): no query per event, one map lookup per model."""
 
     overrides: dict[str, int] = field(default_factory=dict)
+    catalog: PriceCatalog | None = None  # None: the bundled map alone
+    _found: dict[tuple[str, str], int | None] = field(default_factory=dict)
 
     def max_input_tokens(self, *, model: str, provider: str) -> int | None:
-        """The override for `model`, else litellm's `max_input_tokens`, else None (unknown)."""
+        """The override for `model`, else the catalog's `max_input_tokens`, else None (unknown)."""
         override = self.overrides.get(model)
         if override is not None:
             return override
-        return resolve_max_input_tokens(model, provider or None)
+        key = (model, provider)
+        if key not in self._found:
+            self._found[key] = resolve_max_input_tokens(model, provider or None, catalog=self.catalog)
+        return self._found[key]
 
 
 def context_windows_for_project(*, project: Project) -> ProjectContextWindows:
-    """Load the project's context window overrides."""
+    """Load the project's context window overrides, over the price books in force."""
     return ProjectContextWindows(
-        overrides=dict(ContextWindowOverride.objects.filter(project=project).values_list("model", "max_input_tokens"))
+        overrides=dict(ContextWindowOverride.objects.filter(project=project).values_list("model", "max_input_tokens")),
+        catalog=active_price_catalog(),
     )
 
 

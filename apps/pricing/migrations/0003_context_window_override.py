@@ -9,7 +9,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('accounts', '0002_invitation'),
-        ('pricing', '0001_initial'),
+        ('pricing', '0002_price_books'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
