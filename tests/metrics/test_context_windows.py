@@ -18,6 +18,7 @@ from apps.metrics.models import SessionModelAggregate, SessionStepAggregate
 from apps.metrics.selectors import session_metadata
 from apps.pricing.context_windows import context_window_override_delete, context_window_override_set
 from apps.pricing.offline import get_litellm
+from apps.pricing.services import price_book_import
 from tests.conftest import BASE_TIME, events_unfold, pending_count, throttle_event, usage_event
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -76,6 +77,15 @@ def test_project_override_wins_over_litellm_and_knows_models_litellm_does_not(pr
     ingest(project, [later])
     assert stored_share(project, later) == 16_000 / 128_000
     assert stored_share(project, gpt) == 0.5
+
+
+def test_a_model_priced_by_an_imported_price_book_takes_that_books_window(project):
+    entry = {"litellm_provider": "openai", "mode": "chat", "input_cost_per_token": 1e-06,
+             "output_cost_per_token": 2e-06, "max_input_tokens": 400_000}  # fmt: skip
+    price_book_import(data=json.dumps({"gpt-9-preview": entry}).encode(), file_name="newer.json")
+    event = usage_event(model="gpt-9-preview", input_tokens=360_000)
+    ingest(project, [event])
+    assert stored_share(project, event) == 0.9
 
 
 def test_an_override_is_a_positive_window_for_a_named_model(project):
