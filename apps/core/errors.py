@@ -70,6 +70,7 @@ class ErrorCode(StrEnum):
     INVALID_PRICE = "invalid_price"
     INVALID_PRICE_FILE = "invalid_price_file"
     INVALID_MODEL = "invalid_model"
+    INVALID_CONTEXT_WINDOW = "invalid_context_window"
 
     # Budgets (apps.budgets).
     INVALID_BUDGET = "invalid_budget"
