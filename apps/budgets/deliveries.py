@@ -26,8 +26,8 @@ from apps.budgets.messages import alert_email_body, alert_subject, webhook_docum
 from apps.budgets.models import AlertDelivery
 from apps.budgets.selectors import deliveries_due
 from apps.budgets.webhooks import (
-    DELIVERY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, WebhookTargetRefused, webhook_signature,
-    webhook_target_check,
+    DELIVERY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, WebhookHostUnresolved, WebhookTargetRefused,
+    webhook_signature, webhook_target_check,
 )  # fmt: skip
 
 logger = logging.getLogger(__name__)
@@ -54,6 +54,8 @@ class _Permanent(Exception):
 def _webhook_post(delivery: AlertDelivery) -> None:
     try:
         url = webhook_target_check(delivery.target)
+    except WebhookHostUnresolved as exc:
+        raise _Transient(exc.message) from exc
     except WebhookTargetRefused as exc:
         raise _Permanent(exc.message) from exc
     alert = delivery.alert

@@ -12,7 +12,7 @@ from django.db import transaction
 
 from apps.accounts.models import Project, Team
 from apps.budgets.models import Budget
-from apps.budgets.webhooks import webhook_target_check
+from apps.budgets.webhooks import WebhookHostUnresolved, webhook_target_check
 from apps.core.errors import ApplicationError, ErrorCode
 
 MAX_THRESHOLD_PERCENT = 1000
@@ -35,7 +35,7 @@ def _amounts_check(amount_usd, amount_tokens) -> tuple[Decimal | None, int | Non
             raise InvalidBudget(f"The USD amount must be above 0 and at most {MAX_AMOUNT_USD}, not {amount_usd}.")
         if amount != amount.quantize(Decimal("0.01")):
             raise InvalidBudget(f"The USD amount has at most two decimals (cents), not {amount_usd}.")
-        return amount, None
+        return amount.quantize(Decimal("0.01")), None
     if isinstance(amount_tokens, bool) or not isinstance(amount_tokens, int) or amount_tokens <= 0:
         raise InvalidBudget(f"The token amount must be a whole number above 0, not {amount_tokens!r}.")
     if amount_tokens >= 2**63:
@@ -71,7 +71,10 @@ def _fields_check(
     if webhook_url:
         if len(webhook_url) > 2000:
             raise InvalidBudget("The webhook URL is at most 2000 characters.", code=ErrorCode.INVALID_WEBHOOK_URL)
-        webhook_target_check(webhook_url)
+        try:
+            webhook_target_check(webhook_url)
+        except WebhookHostUnresolved:
+            pass  # may be this host's DNS only; each send checks the address again
     email = (email or "").strip()
     if email:
         try:

@@ -27,6 +27,10 @@ class WebhookTargetRefused(ApplicationError):
     code = ErrorCode.INVALID_WEBHOOK_URL
 
 
+class WebhookHostUnresolved(WebhookTargetRefused):
+    """The host has no address now: DNS may be away for a while, so this is not final."""
+
+
 def _address_is_public(address: str) -> bool:
     ip = ipaddress.ip_address(address.split("%", 1)[0])
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
@@ -59,7 +63,7 @@ def webhook_target_check(url: str) -> str:
     try:
         infos = socket.getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as exc:
-        raise WebhookTargetRefused(f"The webhook host {parts.hostname!r} does not resolve.") from exc
+        raise WebhookHostUnresolved(f"The webhook host {parts.hostname!r} does not resolve.") from exc
     refused = sorted({info[4][0] for info in infos if not _address_is_public(info[4][0])})
     if refused:
         raise WebhookTargetRefused(

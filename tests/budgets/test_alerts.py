@@ -208,3 +208,13 @@ def test_a_webhook_target_turned_private_is_refused_at_send_time(team, project, 
     delivery = AlertDelivery.objects.get()
     assert delivery.status == "failed" and "loopback, private or link-local" in delivery.last_error
     assert receiver.requests == []
+
+
+def test_a_webhook_host_that_does_not_resolve_is_retried_later(team, project, settings):
+    budget_create(team=team, period="day", amount_usd="5", thresholds=[50], forecast_warning=False,
+                  webhook_url="https://no-such-host.invalid/hook")  # fmt: skip
+    settings.WEBHOOK_ALLOW_PRIVATE = False
+    spend(project, utc(2026, 11, 20, 9))
+    evaluate_at(utc(2026, 11, 20, 9, 1))
+    delivery = AlertDelivery.objects.get()
+    assert (delivery.status, delivery.attempts) == ("pending", 3) and "does not resolve" in delivery.last_error
