@@ -72,6 +72,8 @@ def test_every_member_reads_the_budgets_and_only_managers_get_the_forms(users, t
     manager = role in MANAGERS
     assert (b"Create budget" in listing.content) is manager
     assert (b"Save budget" in page.content) is manager and (b'value="delete"' in page.content) is manager
+    assert (team_budget.webhook_secret.encode() in page.content) is manager
+    assert b"top-secret-path" not in listing.content and (b"top-secret-path" in page.content) is manager
 
 
 def test_the_budget_page_shows_spend_forecast_and_the_unpriced_tokens(users, team_budget):
