@@ -56,7 +56,7 @@ def guarded(make_tracker: Any, ingest: FakeIngestServer) -> Callable[..., ts.Tra
         ingest.budgets = budgets
         options.setdefault("budget_guard", True)
         tracker = make_tracker(ingest.url, budget_refresh_s=0.05, **options)
-        wait_for(lambda: len(ingest.budget_requests) >= 1 and len(tracker.budget_status()) == len(budgets))
+        wait_for(lambda: len(tracker.budget_status()) == len(budgets) and len(ingest.budget_requests) >= 1)
         return tracker
     return make
 
@@ -121,6 +121,18 @@ def test_no_io_on_the_callers_thread_while_the_server_hangs(guarded: Any, ingest
         assert len(openai_server.requests) == 1
     finally:
         ingest.budgets_gate.set()
+
+
+def test_only_trackers_that_use_budgets_poll_for_them(make_tracker: Any, ingest: FakeIngestServer) -> None:
+    ingest.budgets = [budget()]
+    tracker = make_tracker(ingest.url, budget_refresh_s=0.05)
+    tracker.record_usage(model="gpt-4o", provider="openai", input_tokens=3, output_tokens=2, duration_ms=10)
+    assert tracker.flush(5)
+    time.sleep(0.3)
+    assert ingest.budget_requests == []
+
+    assert tracker.budget_status() == []  # the first ask starts the polling, without waiting for it
+    wait_for(lambda: len(tracker.budget_status()) == 1)
 
 
 def test_budget_status_is_empty_without_a_server() -> None:

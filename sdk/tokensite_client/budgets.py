@@ -1,7 +1,7 @@
 """Budget status from TokenSite and the opt-in budget guard.
 
 `BudgetPoller` fetches `GET /api/v1/budgets` on the tracker's sender thread, every
-`refresh_s` seconds: the application's threads only read the last list fetched (one
+`refresh_s` seconds once the guard is on or `budget_status()` was first called: the application's threads only read the last list fetched (one
 reference swap, no lock, no I/O). A failed fetch keeps the last good list, so a server
 that is away neither blocks calls nor lifts a block it had reported.
 
@@ -121,11 +121,14 @@ class BudgetPoller:
         self.statuses: tuple[BudgetStatus, ...] = ()
         self.fetched = False
         self.last_error: str | None = None
+        # Only trackers that guard calls or were asked for their budgets poll: the others (and
+        # servers without budgets) see no extra request.
+        self.wanted = False
         self._next_fetch_at = 0.0  # the first fetch happens as soon as the thread runs
 
     def refresh_if_due(self, client: httpx.Client) -> None:
         now = time.monotonic()
-        if now < self._next_fetch_at:
+        if not self.wanted or now < self._next_fetch_at:
             return
         self._next_fetch_at = now + self.refresh_s
         self.refresh(client)

@@ -129,6 +129,7 @@ class Tracker:
             assert self.api_key is not None
             self._budgets = BudgetPoller(url=self.url, api_key=self.api_key, refresh_s=budget_refresh_s,
                                          timeout_s=timeout_s)
+            self._budgets.wanted = budget_guard
             directory = Path(spool_dir) if spool_dir is not None else default_spool_dir(self.url, self.api_key)
             self._spool = Spool(directory, max_bytes=spool_max_bytes)
             self._start_sender()
@@ -269,9 +270,16 @@ class Tracker:
 
     def budget_status(self) -> list[BudgetStatus]:
         """The budgets of this key's project (and its team's team-wide ones) as last fetched by
-        the background thread; empty before the first fetch or without a server. Never does I/O."""
-        self._ensure_sender()
-        return list(self._budgets.statuses) if self._budgets is not None else []
+        the background thread; empty before the first fetch or without a server. Never does I/O:
+        the first call starts the polling (with the guard off) and returns what is there yet."""
+        if self._budgets is None:
+            return []
+        if not self._budgets.wanted:
+            self._budgets.wanted = True
+            self._ensure_sender()
+            if self._sender is not None:
+                self._sender.wake.set()
+        return list(self._budgets.statuses)
 
     def check_budget(self, model: str, user: str | None = None) -> None:
         """Raise `BudgetExceeded` when a spent hard budget applies to a call of `model` by `user`
