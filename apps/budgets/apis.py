@@ -7,7 +7,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.accounts.authentication import ApiKeyRateThrottle, HasAnyScope
-from apps.budgets.selectors import budget_statuses
+from apps.budgets.selectors import budget_statuses_recent
 
 
 class _ShareField(serializers.FloatField):
@@ -38,8 +38,8 @@ class BudgetStatusSerializer(serializers.Serializer):
 
 
 class BudgetListApi(APIView):
-    """Budgets of the key's project and its team's team-wide budgets. Ingest keys may read it too,
-    so an SDK holding one key can check its own budget."""
+    """Budgets of the key's project and its team's team-wide budgets, as of at most 10 s ago.
+    Ingest keys may read it too, so an SDK holding one key can check its own budget."""
 
     permission_classes = [HasAnyScope]
     throttle_classes = [ApiKeyRateThrottle]
@@ -52,5 +52,5 @@ class BudgetListApi(APIView):
                    responses={200: OutputSerializer})  # fmt: skip
     def get(self, request):
         project = request.user.project
-        statuses = budget_statuses(team=project.team, project=project)
+        statuses = budget_statuses_recent(team=project.team, project=project)
         return Response(self.OutputSerializer({"budgets": statuses}).data)

@@ -134,7 +134,9 @@ def delivery_send(*, delivery_id: int) -> str | None:
             return _finish(delivery, status=AlertDelivery.Status.FAILED, last_error=str(exc)[:2000])
         except _Transient as exc:
             error = str(exc)[:2000]
-            logger.warning("Alert delivery %s (%s), attempt %d failed: %s", delivery.pk, delivery.channel, attempts, exc)
+            logger.warning(
+                "Alert delivery %s (%s), attempt %d failed: %s", delivery.pk, delivery.channel, attempts, exc
+            )
             continue
         return _finish(delivery, status=AlertDelivery.Status.SENT, sent_at=timezone.now(), last_error="")
     if attempts >= MAX_ATTEMPTS:

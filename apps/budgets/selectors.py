@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from django.db.models import Q, Sum
+from django.core.cache import cache
+from django.db.models import Count, Max, Q, Sum
 from django.utils import timezone
 
 from apps.accounts.models import Project, Team
@@ -67,9 +68,12 @@ def budget_spend(*, budget: Budget, since: datetime, until: datetime) -> Spend:
         )
     else:
         rows = UsageBucket.objects.filter(bucket_start__gte=since, bucket_start__lt=until)
-        rows = rows.filter(project_id=budget.project_id) if budget.project_id else rows.filter(
-            project__team_id=budget.team_id
+        # The team's project ids as a list, not a join: PostgreSQL then scans the bucket index
+        # per project instead of the whole table (BENCHMARKS.md, "Budgets").
+        project_ids = [budget.project_id] if budget.project_id else list(
+            Project.objects.filter(team_id=budget.team_id).values_list("id", flat=True)
         )
+        rows = rows.filter(project_id__in=project_ids)
     if budget.model:
         rows = rows.filter(model=budget.model)
     totals = rows.aggregate(**sums)
@@ -139,6 +143,29 @@ def budget_statuses(*, team: Team, project: Project | None = None, now: datetime
     statuses = [budget_status(budget=budget, now=now) for budget in budgets_for(team=team, project=project)]
     # Team-wide budgets first on every database (NULL ordering differs between SQLite and PostgreSQL).
     return sorted(statuses, key=lambda s: (s.scope != "team", s.project_slug or "", s.budget.pk))
+
+
+STATUSES_CACHE_S = 10
+
+
+def budget_statuses_recent(*, team: Team, project: Project | None = None) -> list[BudgetStatus]:
+    """budget_statuses as of at most STATUSES_CACHE_S ago, for readers that poll (the API the SDK's
+    background thread reads): summing a month of a busy team's buckets takes a few hundred ms.
+    A budget created, changed or deleted is seen at once (the key holds the budgets' versions)."""
+    versions = Budget.objects.filter(team=team).aggregate(count=Count("id"), changed=Max("updated_at"))
+    changed = versions["changed"].timestamp() if versions["changed"] else 0
+    key = f"budgets:statuses:{team.pk}:{project.pk if project else 0}:{versions['count']}:{changed}"
+    try:
+        statuses = cache.get(key)
+    except Exception:  # noqa: BLE001 - the cache (Redis) is down: compute
+        statuses = None
+    if statuses is None:
+        statuses = budget_statuses(team=team, project=project)
+        try:
+            cache.set(key, statuses, timeout=STATUSES_CACHE_S)
+        except Exception:  # noqa: BLE001 - the cache (Redis) is down: the next reader computes again
+            pass
+    return statuses
 
 
 def budget_alerts(*, team: Team, project: Project | None = None, limit: int = 200) -> list[BudgetAlert]:

@@ -96,7 +96,8 @@ def test_a_receiver_failing_twice_gets_the_alert_on_the_third_try(team, project)
         receiver.stop()
     assert evaluation.sent == 1 and len(receiver.requests) == 3
     # The same alert each time: one delivery id, three signed bodies.
-    assert {r.headers["X-TokenSite-Delivery"] for r in receiver.requests} == {f"alert-{BudgetAlert.objects.get().pk}-webhook"}
+    delivery_ids = {r.headers["X-TokenSite-Delivery"] for r in receiver.requests}
+    assert delivery_ids == {f"alert-{BudgetAlert.objects.get().pk}-webhook"}
     delivery = AlertDelivery.objects.get()
     assert (delivery.status, delivery.attempts, delivery.last_error) == ("sent", 3, "")
     assert delivery.sent_at == utc(2026, 11, 20, 9, 1)

@@ -75,3 +75,22 @@ def test_missing_unknown_and_revoked_keys_are_401(api_client, project, read_key)
 def test_writes_are_not_allowed(api_client, read_key):
     response = api_client.post("/api/v1/budgets", {}, HTTP_AUTHORIZATION=f"Bearer {read_key}")
     assert response.status_code == 405 and response.json()["error"]["code"] == "method_not_allowed"
+
+
+def test_polled_statuses_are_at_most_ten_seconds_old_and_budget_changes_show_at_once(
+    api_client, team, project, read_key
+):
+    import time_machine
+
+    start = datetime.now(timezone.utc)
+    with time_machine.travel(start, tick=False):
+        budget_create(team=team, period="month", amount_usd="100")
+        assert get_budgets(api_client, read_key).json()["budgets"][0]["spent_usd"] == "0.0000"
+        spend(project, start - timedelta(seconds=1))
+        assert get_budgets(api_client, read_key).json()["budgets"][0]["spent_usd"] == "0.0000"  # cached
+    with time_machine.travel(start + timedelta(seconds=1), tick=False):
+        budget_create(team=team, project=project, period="day", amount_usd="1")  # a change: seen at once
+        assert [b["spent_usd"] for b in get_budgets(api_client, read_key).json()["budgets"]] == ["2.5000"] * 2
+        spend(project, start - timedelta(seconds=1))
+    with time_machine.travel(start + timedelta(seconds=12), tick=False):
+        assert get_budgets(api_client, read_key).json()["budgets"][0]["spent_usd"] == "5.0000"
