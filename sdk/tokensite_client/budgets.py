@@ -95,11 +95,6 @@ class BudgetStatus:
             return False
         return not self.model or same_model(self.model, model)
 
-    def blocks(self, *, model: str, user: str | None, now: datetime) -> bool:
-        """Hard, spent, applying to the call, and still in the period it was spent in: a
-        status fetched before a new period began says nothing about the new one."""
-        return self.hard and self.exceeded and now < self.period_end and self.applies_to(model=model, user=user)
-
 
 def same_model(budget_model: str, call_model: str) -> bool:
     """Model names equal up to case, a routing prefix (`openai/gpt-4o`) and a date suffix."""
@@ -119,6 +114,9 @@ class BudgetPoller:
         self.refresh_s = refresh_s
         self.timeout_s = min(timeout_s, LONGEST_FETCH_S)
         self.statuses: tuple[BudgetStatus, ...] = ()
+        # The hard, spent budgets with their model keys, worked out once per fetch: the check
+        # before every call looks at these only.
+        self._spent_hard: tuple[tuple[BudgetStatus, str], ...] = ()
         self.fetched = False
         self.last_error: str | None = None
         # Only trackers that guard calls or were asked for their budgets poll: the others (and
@@ -150,14 +148,24 @@ class BudgetPoller:
         except (ValueError, KeyError, TypeError, InvalidOperation) as exc:
             self._failed(f"unreadable budget list: {exc!r}")
             return
+        self._spent_hard = tuple((status, _model_key(status.model)) for status in statuses
+                                 if status.hard and status.exceeded)
         self.statuses = statuses
         self.fetched = True
         self.last_error = None
 
     def blocking(self, *, model: str, user: str | None) -> BudgetStatus | None:
+        """The first hard, spent budget that applies to the call (as `BudgetStatus.applies_to` says)
+        and is still in the period it was spent in: a status fetched before a new period began
+        says nothing about the new one."""
+        spent_hard = self._spent_hard
+        if not spent_hard:
+            return None
         now = datetime.now(timezone.utc)
-        for status in self.statuses:
-            if status.blocks(model=model, user=user, now=now):
+        call_key = _model_key(model)
+        for status, budget_key in spent_hard:
+            if (now < status.period_end and (not status.user or status.user == user)
+                    and (not status.model or budget_key == call_key)):
                 return status
         return None
 
