@@ -31,6 +31,7 @@ from apps.accounts.selectors import (
     project_get_for_member,
 )
 from apps.accounts.services import api_key_create, api_key_revoke, invitation_accept, invitation_decline
+from apps.budgets.selectors import budget_statuses
 from apps.core.errors import ApplicationError, Forbidden, NotFound
 from apps.dashboards import forms, selectors
 from apps.dashboards.services import team_invitation_revoke, team_member_invite, team_member_role_change
@@ -110,6 +111,7 @@ class TeamOverviewView(LoginRequiredMixin, TemplateView):
     def get_context_data(self, **kwargs):
         context = super().get_context_data(**kwargs)
         context["teams"] = selectors.team_overview(user=self.request.user, now=timezone.now())
+        context["budgets_by_team"] = {card.team.pk: budget_statuses(team=card.team) for card in context["teams"]}
         context["invitation_count"] = invitations_open_for_user(user=self.request.user).count()
         return context
 
@@ -170,6 +172,7 @@ class ProjectDashboardView(ProjectScopedMixin, TemplateView):
                 developer=params.get("developer", ""), source=params.get("source", ""),
             ),  # fmt: skip
             live=selectors.live_rates(project=self.project, now=timezone.now()),
+            project_budgets=budget_statuses(team=self.project.team, project=self.project),
             **selectors.project_dashboard(project=self.project, time_range=time_range),
         )
         return context
