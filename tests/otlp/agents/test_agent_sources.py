@@ -290,3 +290,28 @@ def test_llxprt_code_call_is_priced_under_the_provider_it_names(api_client, inge
     (usage,) = events(project, "usage")
     assert (usage.model, usage.provider) == ("gpt-4o", "openai")
     assert usage.cost_nanousd is not None
+
+
+def test_agent_calls_are_stored_when_the_cache_is_unreachable(api_client, ingest_key, project, settings):
+    # A real Redis client pointed at a port nothing listens on: the cache that pairs refused attempts
+    # with their retries is away. The export still succeeds and every call's usage is stored.
+    settings.CACHES = {"default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": f"redis://127.0.0.1:{_closed_port()}/0",
+        "OPTIONS": {"socket_connect_timeout": 0.3, "socket_timeout": 0.3},
+    }}
+    for agent in ("gemini_cli", "codex"):
+        for signal in ("logs", "traces"):
+            post_fixture(api_client, ingest_key, agent, signal)
+
+    usage = events(project, "usage")
+    assert sorted(u.attributes["source"] for u in usage) == ["codex_exec", "gemini-cli"]
+    assert not events(project, "throttle"), "no refusal can be paired with its retry without the cache"
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
