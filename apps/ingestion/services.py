@@ -81,10 +81,13 @@ def events_ingest(*, project: Project, body: bytes) -> IngestResult:
     return events_store(project=project, raw_events=batch_decode(body), body=body)
 
 
-def events_store(*, project: Project, raw_events: list[msgspec.Raw], body: bytes | None = None) -> IngestResult:
+def events_store(
+    *, project: Project, raw_events: list[msgspec.Raw] | list[dict], body: bytes | None = None
+) -> IngestResult:
     """Validate, price and store every valid event exactly once; folding runs after commit.
 
-    The one path into storage: the events API and the OTLP receiver (apps.otlp) both end here.
+    The one path into storage: the events API (JSON events) and the OTLP receiver (apps.otlp, the
+    same events as dicts) both end here.
     An event counts as accepted only once its row is committed. Duplicates (resent ids, or the
     same id twice in one batch) are reported and never stored twice, also when requests race.
     `body`, the JSON the raw events were cut from, lets validation skip its NUL walk.
