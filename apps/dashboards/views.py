@@ -34,6 +34,7 @@ from apps.accounts.services import api_key_create, api_key_revoke, invitation_ac
 from apps.core.errors import ApplicationError, Forbidden, NotFound
 from apps.dashboards import forms, selectors
 from apps.dashboards.services import team_invitation_revoke, team_member_invite, team_member_role_change
+from apps.limits.selectors import limits_table
 from apps.metrics.selectors import session_metadata
 from apps.pricing.services import events_reprice, price_override_create
 
@@ -169,6 +170,7 @@ class ProjectDashboardView(ProjectScopedMixin, TemplateView):
                 developer=params.get("developer", ""), source=params.get("source", ""),
             ),  # fmt: skip
             live=selectors.live_rates(project=self.project, now=timezone.now()),
+            limits=limits_table(project=self.project, since=time_range.since, until=time_range.until),
             **selectors.project_dashboard(project=self.project, time_range=time_range),
         )
         return context

@@ -34,6 +34,7 @@ INSTALLED_APPS = [
     "apps.ingestion",
     "apps.pricing",
     "apps.metrics",
+    "apps.limits",
     "apps.dashboards",
     "apps.otlp",
 ]
