@@ -206,14 +206,14 @@ def minute_peaks_by_model(*, project: Project, since: datetime, until: datetime)
             bucket_start__gte=since, bucket_start__lt=until,
         )
         .values("provider", "model")
-        .annotate(requests=Max("calls"), input_tokens=Max("input_tokens"), output_tokens=Max("output_tokens"),
-                  tokens=Max(F("input_tokens") + F("output_tokens")))
+        .annotate(peak_requests=Max("calls"), peak_input=Max("input_tokens"), peak_output=Max("output_tokens"),
+                  peak_tokens=Max(F("input_tokens") + F("output_tokens")))
         .order_by()
     )  # fmt: skip
     return {
         (row["provider"], row["model"]): MinutePeaks(
-            requests=row["requests"], input_tokens=row["input_tokens"], output_tokens=row["output_tokens"],
-            tokens=row["tokens"],
+            requests=row["peak_requests"], input_tokens=row["peak_input"], output_tokens=row["peak_output"],
+            tokens=row["peak_tokens"],
         )
         for row in rows
     }
