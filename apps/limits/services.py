@@ -6,12 +6,11 @@ from collections.abc import Iterable
 from datetime import datetime, timezone
 
 from apps.ingestion.schema import Event, ThrottleEvent
-from apps.limits.headers import DIMENSIONS, AnnouncedLimits, announced_limits
+from apps.limits.headers import PART_NAMES, Announcement, announced_limits
 from apps.limits.models import ProviderLimit, RateLimitedMinute
 from apps.metrics.upserts import added, rows_upsert
 
 _KEY_COLUMNS = ("project_id", "provider", "model")
-_PART_COLUMNS = tuple(f"{dimension}_{part}" for dimension in DIMENSIONS for part in ("limit", "remaining", "reset"))
 _MINUTE_KEY_COLUMNS = ("project_id", "minute_start", "provider", "model")
 
 
@@ -36,12 +35,12 @@ def limits_record(*, project_id: int, events: Iterable[Event]) -> None:
     Call inside the transaction that stores the events, with only the events it newly stored,
     so a resent batch counts its 429s once.
     """
-    announced: dict[tuple[str, str], list[tuple[datetime, AnnouncedLimits]]] = defaultdict(list)
+    announced: dict[tuple[str, str], list[tuple[datetime, Announcement]]] = defaultdict(list)
     responses_429: dict[tuple[datetime, str, str], int] = defaultdict(int)
     for event in events:
-        limits = announced_limits(event.attributes)
-        if limits is not None:
-            announced[(event.provider, event.model)].append((event.timestamp, limits))
+        announcement = announced_limits(event.attributes)
+        if announcement:
+            announced[(event.provider, event.model)].append((event.timestamp, announcement))
         if isinstance(event, ThrottleEvent) and event.status_code == 429:
             minute = event.timestamp.astimezone(timezone.utc).replace(second=0, microsecond=0)
             responses_429[(minute, event.provider, event.model)] += 1
@@ -58,22 +57,18 @@ def limits_record(*, project_id: int, events: Iterable[Event]) -> None:
         )  # fmt: skip
 
 
-def _provider_limits_upsert(project_id: int, announced: dict[tuple[str, str], list[tuple[datetime, AnnouncedLimits]]]):
+def _provider_limits_upsert(project_id: int, announced: dict[tuple[str, str], list[tuple[datetime, Announcement]]]):
     rows = []
     for (provider, model), seen in sorted(announced.items()):
         seen.sort(key=lambda item: item[0])
-        observed_at, merged = seen[0]
-        for observed_at, limits in seen[1:]:
-            merged = limits.merged_over(merged)
-        parts = []
-        for dimension in DIMENSIONS:
-            limit = getattr(merged, dimension)
-            parts.extend((limit.limit, limit.remaining, limit.reset))
-        rows.append((project_id, provider, model, observed_at, *parts))
+        merged: Announcement = {}
+        for _, announcement in seen:
+            merged.update(announcement)
+        rows.append((project_id, provider, model, seen[-1][0], *(merged.get(part) for part in PART_NAMES)))
     rows_upsert(
         model=ProviderLimit,
-        columns=(*_KEY_COLUMNS, "observed_at", *_PART_COLUMNS),
+        columns=(*_KEY_COLUMNS, "observed_at", *PART_NAMES),
         rows=rows,
         conflict=_KEY_COLUMNS,
-        updates={**{column: _newer_part(column) for column in _PART_COLUMNS}, "observed_at": _later("observed_at")},
+        updates={**{column: _newer_part(column) for column in PART_NAMES}, "observed_at": _later("observed_at")},
     )

@@ -105,10 +105,14 @@ def test_the_newest_announcement_by_event_time_is_kept_whatever_the_arrival_orde
     assert ProviderLimit.objects.filter(project=project).count() == 1
 
 
-def test_a_later_answer_that_names_only_what_remains_keeps_the_announced_limit(project):
-    _post(project, [_announcing(NOW - timedelta(minutes=2), 500, 499)])
-    _post(project, [throttle_event(session_id="s-order", timestamp=(NOW - timedelta(minutes=1)).isoformat(),
-                                   attributes={"x-ratelimit-remaining-requests": 0, "retry-after": 1})])
+@pytest.mark.parametrize("one_batch", [True, False])
+def test_a_later_answer_that_names_only_what_remains_keeps_the_announced_limit(project, one_batch):
+    later = throttle_event(session_id="s-order", timestamp=(NOW - timedelta(minutes=1)).isoformat(),
+                           attributes={"x-ratelimit-remaining-requests": 0, "retry-after": 1})
+    batches = [[later, _announcing(NOW - timedelta(minutes=2), 500, 499)]] if one_batch else [
+        [_announcing(NOW - timedelta(minutes=2), 500, 499)], [later]]
+    for batch in batches:
+        _post(project, batch)
     assert _stored_requests(project) == (NOW - timedelta(minutes=1), 500, 0)
 
 
