@@ -31,13 +31,24 @@ def announced_limits(attributes: Mapping[str, object] | None) -> Announcement:
     """The parts announced by the rate-limit headers among `attributes` (empty when none).
 
     A count must be a whole number >= 0 (an int, an integral float, or digits as text); anything
-    else is left out rather than guessed, so a malformed header never hides a good one. A later
-    announcement is laid over an earlier one part by part (`{**earlier, **later}`): a 429 that
-    only says `...-remaining: 0` keeps the limit the call before announced.
+    else is left out rather than guessed, so a malformed header never hides a good one.
     """
     announced: Announcement = {}
+    announcement_fill(announced, attributes)
+    return announced
+
+
+def announcement_fill(announced: Announcement, attributes: Mapping[str, object] | None) -> bool:
+    """Add to `announced` the parts `attributes` announce that it does not hold yet; True if any.
+
+    Walking a model's responses newest first, this keeps each part from the newest response that
+    announced it: a 429 that only says `...-remaining: 0` keeps the limit the call before it
+    announced. Parts already held are not parsed again, which keeps ingest cheap when every
+    event of a batch carries the same dozen headers.
+    """
     if not attributes:
-        return announced
+        return False
+    filled = False
     for name, value in attributes.items():
         part = _PART_OF_HEADER.get(name)
         if part is None:
@@ -48,10 +59,13 @@ def announced_limits(attributes: Mapping[str, object] | None) -> Announcement:
             part = _PART_OF_HEADER.get(name.lower())
             if part is None:
                 continue
+        if part in announced:
+            continue
         parsed = _reset_text(value) if part.endswith("_reset") else _count(value)
         if parsed is not None:
             announced[part] = parsed
-    return announced
+            filled = True
+    return filled
 
 
 def _count(value: object) -> int | None:

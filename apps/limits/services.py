@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from datetime import datetime, timezone
 
 from apps.ingestion.schema import Event, ThrottleEvent
-from apps.limits.headers import PART_NAMES, Announcement, announced_limits
+from apps.limits.headers import PART_NAMES, Announcement, announcement_fill
 from apps.limits.models import ProviderLimit, RateLimitedMinute
 from apps.metrics.upserts import added, rows_upsert
 
@@ -35,17 +35,32 @@ def limits_record(*, project_id: int, events: Iterable[Event]) -> None:
     Call inside the transaction that stores the events, with only the events it newly stored,
     so a resent batch counts its 429s once.
     """
-    announced: dict[tuple[str, str], list[tuple[datetime, Announcement]]] = defaultdict(list)
+    with_attributes: dict[tuple[str, str], list[tuple[datetime, dict]]] = defaultdict(list)
     responses_429: dict[tuple[datetime, str, str], int] = defaultdict(int)
     for event in events:
-        announcement = announced_limits(event.attributes)
-        if announcement:
-            announced[(event.provider, event.model)].append((event.timestamp, announcement))
+        if event.attributes:
+            with_attributes[(event.provider, event.model)].append((event.timestamp, event.attributes))
         if isinstance(event, ThrottleEvent) and event.status_code == 429:
             minute = event.timestamp.astimezone(timezone.utc).replace(second=0, microsecond=0)
             responses_429[(minute, event.provider, event.model)] += 1
-    if announced:
-        _provider_limits_upsert(project_id, announced)
+    rows = []
+    for (provider, model), seen in sorted(with_attributes.items()):
+        seen.sort(key=lambda item: item[0])
+        announced: Announcement = {}
+        observed_at = None
+        for timestamp, attributes in reversed(seen):  # newest first; of equal times, the last sent
+            if announcement_fill(announced, attributes) and observed_at is None:
+                observed_at = timestamp
+        if observed_at is not None:
+            rows.append((project_id, provider, model, observed_at, *(announced.get(part) for part in PART_NAMES)))
+    if rows:
+        rows_upsert(
+            model=ProviderLimit,
+            columns=(*_KEY_COLUMNS, "observed_at", *PART_NAMES),
+            rows=rows,
+            conflict=_KEY_COLUMNS,
+            updates={**{column: _newer_part(column) for column in PART_NAMES}, "observed_at": _later("observed_at")},
+        )
     if responses_429:
         rows_upsert(
             model=RateLimitedMinute,
@@ -55,20 +70,3 @@ def limits_record(*, project_id: int, events: Iterable[Event]) -> None:
             conflict=_MINUTE_KEY_COLUMNS,
             updates={"responses_429": added("responses_429")},
         )  # fmt: skip
-
-
-def _provider_limits_upsert(project_id: int, announced: dict[tuple[str, str], list[tuple[datetime, Announcement]]]):
-    rows = []
-    for (provider, model), seen in sorted(announced.items()):
-        seen.sort(key=lambda item: item[0])
-        merged: Announcement = {}
-        for _, announcement in seen:
-            merged.update(announcement)
-        rows.append((project_id, provider, model, seen[-1][0], *(merged.get(part) for part in PART_NAMES)))
-    rows_upsert(
-        model=ProviderLimit,
-        columns=(*_KEY_COLUMNS, "observed_at", *PART_NAMES),
-        rows=rows,
-        conflict=_KEY_COLUMNS,
-        updates={**{column: _newer_part(column) for column in PART_NAMES}, "observed_at": _later("observed_at")},
-    )
