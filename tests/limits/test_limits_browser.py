@@ -3,6 +3,8 @@ made through the SDK against the fake provider servers: the events reach the liv
 the rate-limit header sets those servers send. Screenshot: artifacts/limits-project.png."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 import tokensite_client as ts
@@ -14,8 +16,7 @@ from tests.limits.provider_calls import ANTHROPIC_MODEL, OPENAI_MODEL, call_both
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(not CHROMIUM or not __import__("pathlib").Path(CHROMIUM).exists(),
-                       reason="chromium is not installed (apt-get install chromium)"),
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="chromium is not installed (apt-get install chromium)"),
     pytest.mark.django_db(transaction=True),
 ]
 
