@@ -7,7 +7,7 @@ from datetime import datetime
 from django.db.models import Sum
 
 from apps.accounts.models import Project
-from apps.limits.headers import DIMENSIONS
+from apps.limits.headers import DIMENSIONS, PARTS
 from apps.limits.models import ProviderLimit, RateLimitedMinute
 from apps.metrics.selectors import MinutePeaks, minute_peaks_by_model
 
@@ -75,7 +75,7 @@ def limits_table(*, project: Project, since: datetime, until: datetime) -> list[
         dimensions = []
         if row is not None:
             for dimension in DIMENSIONS:
-                limit, remaining, reset = (getattr(row, f"{dimension}_{part}") for part in ("limit", "remaining", "reset"))
+                limit, remaining, reset = (getattr(row, f"{dimension}_{part}") for part in PARTS)
                 if limit is not None or remaining is not None:
                     dimensions.append(DimensionHeadroom(
                         dimension=dimension, label=DIMENSION_LABELS[dimension], limit=limit, remaining=remaining,

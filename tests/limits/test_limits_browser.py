@@ -51,7 +51,8 @@ def test_project_page_shows_each_models_limits_peaks_headroom_and_429s_in_chromi
         models_in_order = table.locator("tbody tr[data-model]").evaluate_all(
             "rows => [...new Set(rows.map(row => row.dataset.model))]")
         cells = {
-            (model, dimension): page.locator(ROW.format(model=model, dimension=dimension)).locator("td").all_inner_texts()
+            (model, dimension): page.locator(ROW.format(model=model, dimension=dimension)).locator("td")
+            .all_inner_texts()
             for model, dimension in [(ANTHROPIC_MODEL, "requests"), (ANTHROPIC_MODEL, "input_tokens"),
                                      (ANTHROPIC_MODEL, "output_tokens"), (OPENAI_MODEL, "requests"),
                                      (OPENAI_MODEL, "tokens"), ("llama-3.1-8b", "")]
