@@ -360,7 +360,7 @@ def copy_row_templates() -> list[tuple]:
                 Jsonb(msgspec.json.encode(event["attributes"]), dumps=bytes),
                 event["duration_ms"], event["time_to_first_token_ms"], event["input_tokens"], event["output_tokens"],
                 event["cache_read_tokens"], event["cache_write_tokens"], 0, 0, "client", "", None,
-                0.0, None, None, None, cost, price.source if price else "", 0, "",
+                0.0, None, None, None, cost, price.source if price else "", 0, "", price.price_book if price else "",
             )
         )  # fmt: skip
     return rows

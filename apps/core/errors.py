@@ -68,6 +68,7 @@ class ErrorCode(StrEnum):
     OWNER_ONLY = "owner_only"
     LAST_OWNER = "last_owner"
     INVALID_PRICE = "invalid_price"
+    INVALID_PRICE_FILE = "invalid_price_file"
     INVALID_MODEL = "invalid_model"
 
 

@@ -100,6 +100,10 @@ class PriceOverrideForm(forms.Form):
         return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
 
 
+class RepriceUnpricedForm(forms.Form):
+    """Price the project's unpriced events with the books and overrides now in force: no fields."""
+
+
 class MemberAddForm(forms.Form):
     """Invite a username; the optional password creates that account first if no one has the name."""
 

@@ -28,7 +28,7 @@ from apps.metrics.models import SessionAggregate, SessionModelAggregate, Session
 from apps.metrics.selectors import (
     USAGE_SUMS, priced_usd, quarantined_session_count, session_metadata, session_origin, usd,
 )
-from apps.pricing.selectors import price_overrides_for_project
+from apps.pricing.selectors import price_books, price_overrides_for_project, unpriced_models_now_priced
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _US = timedelta(microseconds=1)
@@ -548,8 +548,8 @@ def session_exists(*, project: Project, session_id: str) -> bool:
 
 
 def project_settings(*, project: Project) -> dict:
-    """API keys, price overrides (with history), the team's members and the count of quarantined
-    sessions for the settings page."""
+    """API keys, price overrides (with history), the price books, the unpriced models they now
+    price, the team's members and the count of quarantined sessions for the settings page."""
     overrides = list(price_overrides_for_project(project=project).select_related("created_by"))
     known_models = sorted(
         set(
@@ -566,6 +566,8 @@ def project_settings(*, project: Project) -> dict:
         "scopes": ApiKey.Scope.choices,
         "roles": Membership.Role.choices,
         "quarantined_sessions": quarantined_session_count(project=project),
+        "price_books": price_books(),
+        "unpriced_now_priced": unpriced_models_now_priced(project=project),
     }
 
 

@@ -36,7 +36,7 @@ from apps.dashboards import forms, selectors
 from apps.dashboards.services import team_invitation_revoke, team_member_invite, team_member_role_change
 from apps.limits.selectors import limits_table
 from apps.metrics.selectors import session_metadata
-from apps.pricing.services import events_reprice, price_override_create
+from apps.pricing.services import events_reprice, price_override_create, unpriced_events_reprice
 
 
 class TeamScopedMixin(AccessMixin):
@@ -225,13 +225,14 @@ class SessionCallsCsvView(ProjectScopedMixin, View):
 
 
 class ProjectSettingsView(ProjectScopedMixin, TemplateView):
-    """Keys, price overrides and members: everyone in the team reads, owners and admins change."""
+    """Keys, price overrides, price books and members: everyone in the team reads, owners and admins change."""
 
     template_name = "dashboards/settings.html"
     actions = {
         "key_create": forms.ApiKeyCreateForm,
         "key_revoke": forms.ApiKeyRevokeForm,
         "price_override": forms.PriceOverrideForm,
+        "reprice_unpriced": forms.RepriceUnpricedForm,
         "member_add": forms.MemberAddForm,
         "member_role": forms.MemberRoleForm,
         "invitation_revoke": forms.InvitationRevokeForm,
@@ -288,6 +289,10 @@ class ProjectSettingsView(ProjectScopedMixin, TemplateView):
             changed = events_reprice(project=self.project, since=override.effective_from)
             text += f" {changed:,} stored events were re-priced."
         messages.success(self.request, text)
+
+    def _reprice_unpriced(self, data):
+        changed = unpriced_events_reprice(projects=[self.project])[self.project]
+        messages.success(self.request, f"{changed:,} unpriced events were priced; priced events kept their prices.")
 
     def _member_add(self, data):
         invitation = team_member_invite(actor=self.membership, team=self.membership.team, **data)

@@ -24,12 +24,12 @@ from typing import Any
 
 import httpx
 
+from .events import MAX_BATCH_EVENTS
 from .retry_after import parse_retry_after_s
 from .spool import Spool
 
 logger = logging.getLogger("tokensite_client")
 
-MAX_BATCH_EVENTS = 1000
 MAX_BATCH_BYTES = 4 * 1024 * 1024  # uncompressed; the server accepts 8 MiB decompressed
 IMMEDIATE_ATTEMPTS = 3
 IMMEDIATE_BACKOFF_S = 0.2
