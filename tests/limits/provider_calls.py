@@ -56,11 +56,12 @@ def fake_providers() -> Iterator[FakeProviders]:
 
 
 def within_one_minute() -> None:
-    """Wait, when the clock minute is about to turn, for the next one: the calls that follow then
-    share one minute bucket, so the peak minute holds all of them."""
+    """Wait, when the clock minute has just turned or is about to, until 2 s into a minute: the
+    calls that follow (and those that just ended) then share one minute bucket, so the peak minute
+    holds all of them."""
     second = time.time() % 60
-    if second > 45:
-        time.sleep(60.5 - second)
+    if not 2 <= second <= 45:
+        time.sleep((62 - second) % 60)
 
 
 def call_both_providers(tracker: ts.Tracker, providers: FakeProviders) -> None:

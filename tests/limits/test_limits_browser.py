@@ -12,7 +12,9 @@ from apps.ingestion.models import RawEvent
 from apps.metrics.services import sessions_fold
 from tests.dashboards.conftest import PASSWORD, users  # noqa: F401 (fixture)
 from tests.dashboards.test_browser import ARTIFACTS, CHROMIUM, chromium_page
-from tests.limits.provider_calls import ANTHROPIC_MODEL, OPENAI_MODEL, call_both_providers, fake_providers
+from tests.limits.provider_calls import (
+    ANTHROPIC_MODEL, OPENAI_MODEL, call_both_providers, fake_providers, within_one_minute,
+)
 
 pytestmark = [
     pytest.mark.slow,
@@ -29,7 +31,9 @@ def test_project_page_shows_each_models_limits_peaks_headroom_and_429s_in_chromi
     try:
         with fake_providers() as providers:
             call_both_providers(tracker, providers)
-        # A self-hosted model behind no rate limiter: its calls carry no rate-limit headers.
+        # A self-hosted model behind no rate limiter: its calls carry no rate-limit headers. Its
+        # output is spread over its 900 ms, so it too must not straddle a minute.
+        within_one_minute()
         tracker.record_usage(model="llama-3.1-8b", provider="self-hosted", input_tokens=640, output_tokens=64,
                              duration_ms=900)  # fmt: skip
         assert tracker.flush(timeout=15)
