@@ -70,6 +70,13 @@ class ErrorCode(StrEnum):
     INVALID_PRICE = "invalid_price"
     INVALID_PRICE_FILE = "invalid_price_file"
     INVALID_MODEL = "invalid_model"
+    INVALID_CONTEXT_WINDOW = "invalid_context_window"
+
+    # Budgets (apps.budgets).
+    INVALID_BUDGET = "invalid_budget"
+    INVALID_WEBHOOK_URL = "invalid_webhook_url"
+    TEAM_NOT_FOUND = "team_not_found"
+    PROJECT_NOT_FOUND = "project_not_found"
 
 
 def error_body(code: ErrorCode, message: str, details: Any = None) -> dict:

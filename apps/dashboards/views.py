@@ -36,6 +36,7 @@ from apps.dashboards import forms, selectors
 from apps.dashboards.services import team_invitation_revoke, team_member_invite, team_member_role_change
 from apps.limits.selectors import limits_table
 from apps.metrics.selectors import session_metadata
+from apps.pricing.context_windows import context_window_override_delete, context_window_override_set
 from apps.pricing.services import events_reprice, price_override_create, unpriced_events_reprice
 
 
@@ -233,6 +234,7 @@ class ProjectSettingsView(ProjectScopedMixin, TemplateView):
         "key_revoke": forms.ApiKeyRevokeForm,
         "price_override": forms.PriceOverrideForm,
         "reprice_unpriced": forms.RepriceUnpricedForm,
+        "context_window": forms.ContextWindowOverrideForm,
         "member_add": forms.MemberAddForm,
         "member_role": forms.MemberRoleForm,
         "invitation_revoke": forms.InvitationRevokeForm,
@@ -244,6 +246,8 @@ class ProjectSettingsView(ProjectScopedMixin, TemplateView):
         context.setdefault("key_form", forms.ApiKeyCreateForm())
         context.setdefault("price_form", forms.PriceOverrideForm(initial={"effective_from": timezone.now()}))
         context.setdefault("member_form", forms.MemberAddForm())
+        context.setdefault("context_window_form", forms.ContextWindowOverrideForm())
+        context["context_window_overrides"] = selectors.context_window_overrides(project=self.project)
         context["can_manage"] = self.membership.can_manage
         context["invitations"] = list(invitations_open_for_team(team=self.membership.team))
         return context
@@ -266,7 +270,8 @@ class ProjectSettingsView(ProjectScopedMixin, TemplateView):
                 form.add_error(None, error.message)
             else:
                 return response or HttpResponseRedirect(request.path)
-        context_name = {"key_create": "key_form", "price_override": "price_form", "member_add": "member_form"}
+        context_name = {"key_create": "key_form", "price_override": "price_form", "member_add": "member_form",
+                        "context_window": "context_window_form"}  # fmt: skip
         messages.error(request, "The change was not saved: " + " ".join(_form_errors(form)))
         return self.render_to_response(self.get_context_data(**{context_name.get(action, "failed_form"): form}), status=400)
 
@@ -293,6 +298,18 @@ class ProjectSettingsView(ProjectScopedMixin, TemplateView):
     def _reprice_unpriced(self, data):
         changed = unpriced_events_reprice(projects=[self.project])[self.project]
         messages.success(self.request, f"{changed:,} unpriced events were priced; priced events kept their prices.")
+
+    def _context_window(self, data):
+        model = data["model"].strip()
+        if data["remove"]:
+            removed = context_window_override_delete(project=self.project, model=model)
+            text = f"{model} uses litellm's context window again." if removed else f"{model} had no override."
+        else:
+            override = context_window_override_set(
+                project=self.project, model=model, max_input_tokens=data["max_input_tokens"], updated_by=self.request.user
+            )
+            text = f"Calls of {model} stored from now on are measured against {override.max_input_tokens:,} input tokens."
+        messages.success(self.request, text)
 
     def _member_add(self, data):
         invitation = team_member_invite(actor=self.membership, team=self.membership.team, **data)

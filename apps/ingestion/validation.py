@@ -41,6 +41,7 @@ class PreparedEvent:
     cost_nanousd: int | None = None
     price_source: str = ""
     price_book: str = ""
+    context_share: float | None = None  # input / the model's input window; None: unknown
 
 
 @dataclass

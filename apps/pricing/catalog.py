@@ -302,6 +302,19 @@ def resolve_model_price(model: str, provider: str | None = None, *,
     return (catalog or bundled_catalog()).resolve(model.strip(), (provider or "").strip().lower() or None)
 
 
+def resolve_max_input_tokens(model: str, provider: str | None = None, *,
+                             catalog: PriceCatalog | None = None) -> int | None:  # fmt: skip
+    """The model's input window: `max_input_tokens` of the entry that prices it in `catalog`
+    (default: the bundled map alone; `PriceCatalog.find_entry`: same keys, order, route aliases
+    and newest book first), or None when no entry prices the model or its entry states no window.
+    A window of 0 or less is no window: the share it would give means nothing."""
+    found = (catalog or bundled_catalog()).find_entry(model, provider)
+    window = found.entry.get("max_input_tokens") if found is not None else None
+    if isinstance(window, int) and not isinstance(window, bool) and window > 0:
+        return window
+    return None
+
+
 def _candidate_keys(model: str, provider: str | None) -> list[str]:
     keys = []
     if provider:

@@ -55,3 +55,27 @@ class PriceBook(models.Model):
 
     def __str__(self) -> str:
         return self.version
+
+
+class ContextWindowOverride(models.Model):
+    """A project's input window for one model, in tokens; wins over litellm's `max_input_tokens`
+    (a self-hosted model, a model the map lacks, a deployment serving a smaller window).
+
+    One row per model, changed in place: a call's share of the window is fixed when it is
+    ingested (apps.pricing.context_windows), so a change applies to calls ingested after it.
+    """
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="context_window_overrides")
+    model = models.CharField(max_length=200)
+    max_input_tokens = models.BigIntegerField()
+    updated_at = models.DateTimeField(auto_now=True)
+    updated_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["project", "model"], name="context_window_unique_project_model"),
+            models.CheckConstraint(condition=models.Q(max_input_tokens__gt=0), name="context_window_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.model}: {self.max_input_tokens} input tokens"

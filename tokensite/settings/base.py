@@ -35,6 +35,7 @@ INSTALLED_APPS = [
     "apps.ingestion",
     "apps.pricing",
     "apps.metrics",
+    "apps.budgets",
     "apps.limits",
     "apps.dashboards",
     "apps.otlp",
@@ -254,3 +255,16 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
     "loggers": {"LiteLLM": {"level": "WARNING"}, "httpx": {"level": "WARNING"}},
 }
+
+# Mail (budget alerts, digests): EMAIL_URL such as smtp+tls://user:pass@smtp.example.com:587;
+# unset, mail is printed on the console (`make run`).
+EMAIL_CONFIG = env.email_url("EMAIL_URL", default="consolemail://")
+vars().update(EMAIL_CONFIG)
+DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", default="TokenSite <tokensite@localhost>")
+EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=10)
+
+# Budget alerts (apps.budgets). Webhook targets resolving to loopback, private or link-local
+# addresses are refused unless this is set (an alert must not reach into the internal network).
+WEBHOOK_ALLOW_PRIVATE = env.bool("WEBHOOK_ALLOW_PRIVATE", default=False)
+WEBHOOK_TIMEOUT_S = 5.0
+BUDGET_ALERT_RETRY_BACKOFF_S = 1.0  # between the tries of one send: 1 s, then 2 s
