@@ -35,6 +35,7 @@ from apps.budgets.selectors import budget_statuses
 from apps.core.errors import ApplicationError, Forbidden, NotFound
 from apps.dashboards import forms, selectors
 from apps.dashboards.services import team_invitation_revoke, team_member_invite, team_member_role_change
+from apps.limits.selectors import limits_table
 from apps.metrics.selectors import session_metadata
 from apps.pricing.context_windows import context_window_override_delete, context_window_override_set
 from apps.pricing.services import events_reprice, price_override_create, unpriced_events_reprice
@@ -173,6 +174,7 @@ class ProjectDashboardView(ProjectScopedMixin, TemplateView):
             ),  # fmt: skip
             live=selectors.live_rates(project=self.project, now=timezone.now()),
             project_budgets=budget_statuses(team=self.project.team, project=self.project),
+            limits=limits_table(project=self.project, since=time_range.since, until=time_range.until),
             **selectors.project_dashboard(project=self.project, time_range=time_range),
         )
         return context

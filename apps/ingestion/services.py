@@ -15,6 +15,7 @@ from apps.core.parsers import utf8_error_message
 from apps.ingestion.schema import batch_decoder
 from apps.ingestion.validation import PreparedEvent, Rejection, events_validate
 from apps.ingestion.writers import raw_events_insert
+from apps.limits.services import limits_record
 from apps.metrics.dispatch import project_fold_enqueue
 from apps.pricing.context_windows import events_context_share
 from apps.pricing.services import events_price
@@ -99,6 +100,8 @@ def events_store(
     events_context_share(project=project, events=unique)
     with transaction.atomic():
         result = raw_events_insert(project_id=project.pk, received_at=now, events=unique)
+        limits_record(project_id=project.pk, events=(prepared.event for prepared in unique
+                                                     if prepared.event.event_id in result.inserted_event_ids))
         if result.session_ids:
             project_fold_enqueue(project_id=project.pk)
     accepted = len(result.inserted_event_ids)

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from django.db.models import F, Q, QuerySet, Sum
+from django.db.models import F, Max, Q, QuerySet, Sum
 from django.db.models.functions import TruncDay, TruncHour
 
 from apps.accounts.models import Project
@@ -202,6 +202,45 @@ def buckets_for_project(*, project: Project, since: datetime | None, until: date
     if until:
         buckets = buckets.filter(bucket_start__lt=until)
     return buckets
+
+
+@dataclass(frozen=True, slots=True)
+class MinutePeaks:
+    """A model's busiest minute, per quantity: calls started, input tokens, output tokens, both."""
+
+    requests: int
+    input_tokens: int
+    output_tokens: int
+    tokens: int
+
+
+def minute_peaks_by_model(*, project: Project, since: datetime, until: datetime) -> dict[tuple[str, str], MinutePeaks]:
+    """Per (provider, model), the largest minute bucket starting in [since, until), across every
+    session of the project, since a provider's limit is shared by all of them.
+
+    Minute buckets hold tokens placed in time as DESIGN.md section 4 places them (input at the
+    call's start, output spread over its generation), separately for input and output, so these
+    are burst(60 s) x 60 taken over epoch-aligned minutes: never above the sliding-window peak,
+    and at least half of it. Only minute buckets count (kept for 7 days; hour buckets say
+    nothing about one minute).
+    """
+    rows = (
+        UsageBucket.objects.filter(
+            project=project, granularity=UsageBucket.Granularity.MINUTE,
+            bucket_start__gte=since, bucket_start__lt=until,
+        )
+        .values("provider", "model")
+        .annotate(peak_requests=Max("calls"), peak_input=Max("input_tokens"), peak_output=Max("output_tokens"),
+                  peak_tokens=Max(F("input_tokens") + F("output_tokens")))
+        .order_by()
+    )  # fmt: skip
+    return {
+        (row["provider"], row["model"]): MinutePeaks(
+            requests=row["peak_requests"], input_tokens=row["peak_input"], output_tokens=row["peak_output"],
+            tokens=row["peak_tokens"],
+        )
+        for row in rows
+    }
 
 
 def _usage_row(key: dict, sums: dict) -> dict:

@@ -36,6 +36,7 @@ INSTALLED_APPS = [
     "apps.pricing",
     "apps.metrics",
     "apps.budgets",
+    "apps.limits",
     "apps.dashboards",
     "apps.otlp",
     "apps.demo",
