@@ -57,6 +57,7 @@ class ErrorCode(StrEnum):
 
     # Accounts, teams and prices (services the pages and management commands call).
     INVALID_SLUG = "invalid_slug"
+    RESERVED_SLUG = "reserved_slug"
     INVALID_SCOPE = "invalid_scope"
     API_KEY_NOT_FOUND = "api_key_not_found"
     INVALID_USERNAME = "invalid_username"

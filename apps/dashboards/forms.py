@@ -1,4 +1,4 @@
-"""Forms of the dashboards: the project page's query string and the settings page's actions."""
+"""Forms of the dashboards: the query strings of the project and People pages and the settings page's actions."""
 from __future__ import annotations
 
 from datetime import date, datetime, time, timedelta, timezone
@@ -6,7 +6,7 @@ from datetime import date, datetime, time, timedelta, timezone
 from django import forms
 
 from apps.accounts.models import ApiKey, Membership
-from apps.dashboards.selectors import SESSION_SORTS, TimeRange
+from apps.dashboards.selectors import PEOPLE_SORTS, SESSION_SORTS, TimeRange
 
 RANGES = {"24h": timedelta(hours=24), "7d": timedelta(days=7), "30d": timedelta(days=30)}
 MAX_CUSTOM_RANGE = timedelta(days=400)
@@ -14,20 +14,16 @@ MAX_CUSTOM_RANGE = timedelta(days=400)
 # the calendar (date.min - 1 day would overflow).
 EARLIEST_DAY, LATEST_DAY = date(2000, 1, 1), date(2999, 12, 31)
 SORT_CHOICES = [(key, key) for key in SESSION_SORTS] + [(f"-{key}", f"-{key}") for key in SESSION_SORTS]
+PEOPLE_SORT_CHOICES = [(key, key) for key in PEOPLE_SORTS] + [(f"-{key}", f"-{key}") for key in PEOPLE_SORTS]
 
 
-class ProjectQueryForm(forms.Form):
-    """`?range=24h|7d|30d|custom&from=YYYY-MM-DD&to=YYYY-MM-DD&q=...&developer=...&source=...&sort=-cost&page=2`
-    (dates in UTC, `to` inclusive)."""
+class RangeQueryForm(forms.Form):
+    """`?range=24h|7d|30d|custom&from=YYYY-MM-DD&to=YYYY-MM-DD` (dates in UTC, `to` inclusive): the time
+    range a page keeps in its URL."""
 
     range = forms.ChoiceField(choices=[(key, key) for key in RANGES] + [("custom", "custom")], required=False)
     start = forms.DateField(required=False, label="From")
     end = forms.DateField(required=False, label="To")
-    q = forms.CharField(required=False, max_length=200, strip=True, label="Search sessions")
-    developer = forms.CharField(required=False, max_length=200, strip=True, label="Developer")
-    source = forms.CharField(required=False, max_length=200, strip=True, label="Source")
-    sort = forms.ChoiceField(choices=SORT_CHOICES, required=False)
-    page = forms.IntegerField(required=False, min_value=1)
 
     def __init__(self, data=None, **kwargs):
         # `from` and `to` are the public parameter names; they are Python keywords, hence the mapping.
@@ -66,6 +62,31 @@ class ProjectQueryForm(forms.Form):
             until = datetime.combine(last_day + timedelta(days=1), time.min, tzinfo=timezone.utc)
             return TimeRange(key="custom", since=since, until=until)
         return TimeRange(key=key, since=now - RANGES[key], until=now)
+
+
+class ProjectQueryForm(RangeQueryForm):
+    """The range plus `&q=...&developer=...&source=...&sort=-cost&page=2`."""
+
+    q = forms.CharField(required=False, max_length=200, strip=True, label="Search sessions")
+    developer = forms.CharField(required=False, max_length=200, strip=True, label="Developer")
+    source = forms.CharField(required=False, max_length=200, strip=True, label="Source")
+    sort = forms.ChoiceField(choices=SORT_CHOICES, required=False)
+    page = forms.IntegerField(required=False, min_value=1)
+
+
+class PeopleQueryForm(RangeQueryForm):
+    """The People page: the range plus `&sort=-cost` (a PEOPLE_SORTS key, `-` for descending)."""
+
+    sort = forms.ChoiceField(choices=PEOPLE_SORT_CHOICES, required=False)
+
+
+class DeveloperSessionsQueryForm(RangeQueryForm):
+    """One developer's sessions across the team's projects: the range plus
+    `&developer=ada@example.com&sort=-cost&page=2`."""
+
+    developer = forms.CharField(max_length=200, strip=True, label="Developer")
+    sort = forms.ChoiceField(choices=SORT_CHOICES, required=False)
+    page = forms.IntegerField(required=False, min_value=1)
 
 
 class ApiKeyCreateForm(forms.Form):

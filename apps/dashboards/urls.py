@@ -10,12 +10,17 @@ from django.urls import path
 from apps.dashboards import views
 
 PROJECT = "<slug:team_slug>/<slug:project_slug>/"
+# Team pages sit where a project's page would: their names are reserved project slugs
+# (apps.accounts.models.RESERVED_PROJECT_SLUGS), so no project can hide behind them.
+TEAM = "<slug:team_slug>/"
 
 urlpatterns = [
     path("login/", views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("", views.TeamOverviewView.as_view(), name="team-overview"),
     path("invitations/", views.InvitationsView.as_view(), name="invitations"),
+    path(TEAM + "people/", views.TeamPeopleView.as_view(), name="team-people"),
+    path(TEAM + "people/sessions/", views.DeveloperSessionsView.as_view(), name="developer-sessions"),
     path(PROJECT, views.ProjectDashboardView.as_view(), name="project"),
     path(PROJECT + "live.json", views.ProjectLiveView.as_view(), name="project-live"),
     path(PROJECT + "settings/", views.ProjectSettingsView.as_view(), name="project-settings"),

@@ -17,6 +17,7 @@ from django.contrib.auth import views as auth_views
 from django.contrib.auth.mixins import AccessMixin, LoginRequiredMixin
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpResponseRedirect, JsonResponse, StreamingHttpResponse
+from django.urls import reverse
 from django.utils import timezone
 from django.views import View
 from django.views.generic import TemplateView
@@ -145,6 +146,9 @@ class InvitationsView(LoginRequiredMixin, TemplateView):
         return HttpResponseRedirect(request.path)
 
 
+RANGE_CHOICES = [("24h", "24 h"), ("7d", "7 days"), ("30d", "30 days")]
+
+
 class ProjectDashboardView(ProjectScopedMixin, TemplateView):
     template_name = "dashboards/project.html"
 
@@ -156,7 +160,7 @@ class ProjectDashboardView(ProjectScopedMixin, TemplateView):
         context.update(
             query=query,
             time_range=time_range,
-            range_choices=[("24h", "24 h"), ("7d", "7 days"), ("30d", "30 days")],
+            range_choices=RANGE_CHOICES,
             custom_last_day=time_range.until - timedelta(days=1),
             base_url=self.request.build_absolute_uri("/"),
             search=params.get("q", ""),
@@ -171,6 +175,56 @@ class ProjectDashboardView(ProjectScopedMixin, TemplateView):
             live=selectors.live_rates(project=self.project, now=timezone.now()),
             **selectors.project_dashboard(project=self.project, time_range=time_range),
         )
+        return context
+
+
+class TeamPeopleView(TeamScopedMixin, TemplateView):
+    """`/<team>/people/`: per developer across the team's projects, in the range of the URL."""
+
+    template_name = "dashboards/people.html"
+
+    def get_context_data(self, **kwargs):
+        context = super().get_context_data(**kwargs)
+        query = forms.PeopleQueryForm(self.request.GET)
+        time_range = query.time_range(now=timezone.now())
+        sort = (query.cleaned_data.get("sort") if query.is_valid() else "") or "-cost"
+        context.update(
+            query=query, time_range=time_range, range_choices=RANGE_CHOICES, sort=sort,
+            custom_last_day=time_range.until - timedelta(days=1),
+            people=selectors.team_people(team=self.membership.team, time_range=time_range, sort=sort),
+        )  # fmt: skip
+        return context
+
+
+class DeveloperSessionsView(TeamScopedMixin, TemplateView):
+    """`/<team>/people/sessions/?developer=...`: one developer's sessions across the team's projects."""
+
+    template_name = "dashboards/developer_sessions.html"
+
+    def get(self, request, *args, **kwargs):
+        query = forms.DeveloperSessionsQueryForm(request.GET)
+        if not query.is_valid() and "developer" in query.errors:
+            # No developer (or an impossible one) to list: the People page lists them all.
+            kept = request.GET.copy()
+            kept.pop("developer", None)
+            kept.pop("page", None)
+            return HttpResponseRedirect(reverse("team-people", args=[self.membership.team.slug]) + "?" + kept.urlencode())
+        return super().get(request, *args, query=query, **kwargs)
+
+    def get_context_data(self, **kwargs):
+        query = kwargs.pop("query")
+        context = super().get_context_data(**kwargs)
+        time_range = query.time_range(now=timezone.now())
+        params = query.cleaned_data if query.is_valid() else {"developer": query.cleaned_data["developer"]}
+        sort = params.get("sort") or "-started"
+        context.update(
+            query=query, time_range=time_range, range_choices=RANGE_CHOICES, sort=sort,
+            custom_last_day=time_range.until - timedelta(days=1), developer=params["developer"],
+            sessions=selectors.developer_sessions_page(
+                team=self.membership.team, developer=params["developer"], time_range=time_range, sort=sort,
+                page=params.get("page") or 1,
+            ),
+        )  # fmt: skip
         return context
 
 

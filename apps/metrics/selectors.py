@@ -5,7 +5,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from django.db.models import F, Q, QuerySet, Sum
+from collections.abc import Iterable
+
+from django.db.models import Count, F, Q, QuerySet, Sum
+from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import TruncDay, TruncHour
 
 from apps.accounts.models import Project
@@ -14,6 +17,9 @@ from apps.ingestion.models import PendingEvent
 from apps.metrics.models import QuarantinedSession, SessionAggregate, UsageBucket
 
 NANO = Decimal(10**9)
+# The session attribute naming its developer (DESIGN.md section 9): the SDK's `user`, or the
+# developer identity the OTLP intake derives from agent telemetry.
+DEVELOPER_ATTRIBUTE = "user"
 LITELLM_MAP = "litellm 1.106.2 model map"
 
 
@@ -196,12 +202,50 @@ def _usage_row(key: dict, sums: dict) -> dict:
     }
 
 
-def usage_for_project(*, project: Project, since: datetime | None, until: datetime | None, group_by: str) -> list[dict]:
-    """Project totals grouped by model, step, day or hour, from aggregates (never raw events).
+def sessions_started_between(
+    *, projects: Iterable[Project] | QuerySet[Project], since: datetime | None, until: datetime | None
+) -> QuerySet[SessionAggregate]:
+    """The sessions of these projects that started in [since, until) (open ends when None)."""
+    sessions = SessionAggregate.objects.filter(project__in=projects)
+    if since:
+        sessions = sessions.filter(started_at__gte=since)
+    if until:
+        sessions = sessions.filter(started_at__lt=until)
+    return sessions
 
-    model/day/hour come from time buckets (tokens placed in time); step comes from the step
-    aggregates of sessions that started in the range, since buckets carry no step.
+
+def with_developer(sessions: QuerySet[SessionAggregate]) -> QuerySet[SessionAggregate]:
+    """Sessions annotated with `developer`, the text of their developer attribute (null when absent)."""
+    return sessions.annotate(developer=KeyTextTransform(DEVELOPER_ATTRIBUTE, "attributes"))
+
+
+def usage_by_developer(*, sessions: QuerySet[SessionAggregate]) -> list[dict]:
+    """Totals per developer over these sessions, as usage rows keyed by `user` (None for sessions
+    that name no developer) with their session count, most expensive first.
+
+    Buckets carry no developer, so this reads the session aggregates: a session counts wholly in
+    the range its start falls in.
     """
+    grouped: dict[str | None, dict[str, int]] = {}
+    rows = with_developer(sessions).values("developer").annotate(sessions=Count("id"), **USAGE_SUMS).order_by()
+    for row in rows:
+        # An empty attribute and a missing one both mean "not named": one row for both.
+        target = grouped.setdefault(row["developer"] or None, dict.fromkeys(("sessions", *USAGE_SUMS), 0))
+        for name in target:
+            target[name] += row[name] or 0
+    table = [_usage_row({"user": user, "sessions": sums["sessions"]}, sums) for user, sums in grouped.items()]
+    return sorted(table, key=lambda row: (-(row["cost_usd"] or 0), -row["total_tokens"], row["user"] or ""))
+
+
+def usage_for_project(*, project: Project, since: datetime | None, until: datetime | None, group_by: str) -> list[dict]:
+    """Project totals grouped by model, step, user, day or hour, from aggregates (never raw events).
+
+    model/day/hour come from time buckets (tokens placed in time); step and user come from the
+    step and session aggregates of sessions that started in the range, since buckets carry neither.
+    """
+    if group_by == "user":
+        sessions = sessions_started_between(projects=[project], since=since, until=until)
+        return sorted(usage_by_developer(sessions=sessions), key=lambda row: (row["user"] is None, row["user"] or ""))
     if group_by == "step":
         from apps.metrics.models import SessionStepAggregate
 
