@@ -71,6 +71,10 @@ class ErrorCode(StrEnum):
     INVALID_PRICE = "invalid_price"
     INVALID_MODEL = "invalid_model"
 
+    # Digests.
+    INVALID_FREQUENCY = "invalid_frequency"
+    INVALID_EMAIL = "invalid_email"
+
 
 def error_body(code: ErrorCode, message: str, details: Any = None) -> dict:
     """The one JSON error shape: {"error": {"code": ..., "message": ..., "details": ...}}."""

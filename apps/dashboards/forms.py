@@ -7,6 +7,7 @@ from django import forms
 
 from apps.accounts.models import ApiKey, Membership
 from apps.dashboards.selectors import PEOPLE_SORTS, SESSION_SORTS, TimeRange
+from apps.digests.models import Frequency
 
 RANGES = {"24h": timedelta(hours=24), "7d": timedelta(days=7), "30d": timedelta(days=30)}
 MAX_CUSTOM_RANGE = timedelta(days=400)
@@ -87,6 +88,28 @@ class DeveloperSessionsQueryForm(RangeQueryForm):
     developer = forms.CharField(max_length=200, strip=True, label="Developer")
     sort = forms.ChoiceField(choices=SORT_CHOICES, required=False)
     page = forms.IntegerField(required=False, min_value=1)
+
+
+class DigestQueryForm(forms.Form):
+    """`/<team>/digest/?period=daily|weekly&start=YYYY-MM-DD`: a day, or the ISO week holding `start`;
+    without `start`, the last complete one."""
+
+    period = forms.ChoiceField(choices=[(Frequency.DAILY, "Daily"), (Frequency.WEEKLY, "Weekly")], required=False)
+    start = forms.DateField(required=False)
+
+    def clean_start(self):
+        start = self.cleaned_data["start"]
+        if start is not None and not EARLIEST_DAY <= start <= LATEST_DAY:
+            raise forms.ValidationError(f"Days must lie between {EARLIEST_DAY} and {LATEST_DAY}.")
+        return start
+
+
+class DigestSubscriptionForm(forms.Form):
+    frequency = forms.ChoiceField(
+        choices=Frequency.choices, widget=forms.RadioSelect, label="Digest",
+        help_text="A mail each morning (UTC) about the day before, or each Monday about the week before.",
+    )  # fmt: skip
+    email = forms.EmailField(required=False, help_text="Leave blank to use your account's address.")
 
 
 class ApiKeyCreateForm(forms.Form):

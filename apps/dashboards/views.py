@@ -30,11 +30,20 @@ from apps.accounts.selectors import (
     invitations_open_for_user,
     membership_get,
     project_get_for_member,
+    teams_for_user,
 )
 from apps.accounts.services import api_key_create, api_key_revoke, invitation_accept, invitation_decline
 from apps.core.errors import ApplicationError, Forbidden, NotFound
 from apps.dashboards import forms, selectors
 from apps.dashboards.services import team_invitation_revoke, team_member_invite, team_member_role_change
+from apps.digests.models import Frequency
+from apps.digests.selectors import (
+    digest_period_last_complete,
+    digest_period_starting,
+    digest_subscription_for,
+    team_digest,
+)
+from apps.digests.services import digest_subscription_set
 from apps.metrics.selectors import session_metadata
 from apps.pricing.services import events_reprice, price_override_create
 
@@ -226,6 +235,61 @@ class DeveloperSessionsView(TeamScopedMixin, TemplateView):
             ),
         )  # fmt: skip
         return context
+
+
+class TeamDigestView(TeamScopedMixin, TemplateView):
+    """`/<team>/digest/`: the digest mail's content as a page, for the period in the URL."""
+
+    template_name = "dashboards/digest.html"
+
+    def get_context_data(self, **kwargs):
+        context = super().get_context_data(**kwargs)
+        query = forms.DigestQueryForm(self.request.GET)
+        params = query.cleaned_data if query.is_valid() else {}
+        chosen = digest_subscription_for(user=self.request.user).frequency
+        frequency = params.get("period") or (chosen if chosen != Frequency.OFF else Frequency.DAILY)
+        if params.get("start"):
+            period = digest_period_starting(frequency=frequency, day=params["start"])
+        else:
+            period = digest_period_last_complete(frequency=frequency, now=timezone.now())
+        context.update(query=query, **team_digest(team=self.membership.team, period=period))
+        # Links to the neighbouring periods; a later one only once it is complete.
+        context["earlier"] = period.previous_start.date().isoformat()
+        next_end = period.end + (period.end - period.start)
+        context["later"] = period.end.date().isoformat() if next_end <= timezone.now() else None
+        return context
+
+
+class UserSettingsView(LoginRequiredMixin, TemplateView):
+    """`/settings/`: the signed-in user's own settings (the digest), nobody else's."""
+
+    template_name = "dashboards/user_settings.html"
+
+    def get_context_data(self, **kwargs):
+        context = super().get_context_data(**kwargs)
+        subscription = digest_subscription_for(user=self.request.user)
+        context.setdefault("form", forms.DigestSubscriptionForm(
+            initial={"frequency": subscription.frequency, "email": subscription.email}))  # fmt: skip
+        context["account_email"] = self.request.user.email
+        context["teams"] = list(teams_for_user(user=self.request.user))
+        return context
+
+    def post(self, request, *args, **kwargs):
+        form = forms.DigestSubscriptionForm(request.POST)
+        if form.is_valid():
+            try:
+                subscription = digest_subscription_set(user=request.user, **form.cleaned_data)
+            except ApplicationError as error:
+                form.add_error(None, error.message)
+            else:
+                if subscription.frequency == Frequency.OFF:
+                    messages.success(request, "You get no digest.")
+                else:
+                    address = subscription.email or request.user.email
+                    messages.success(request, f"Your {subscription.frequency} digest goes to {address}.")
+                return HttpResponseRedirect(request.path)
+        messages.error(request, "The change was not saved: " + " ".join(_form_errors(form)))
+        return self.render_to_response(self.get_context_data(form=form), status=400)
 
 
 class ProjectLiveView(ProjectScopedMixin, View):

@@ -186,7 +186,8 @@ def buckets_for_project(*, project: Project, since: datetime | None, until: date
     return buckets
 
 
-def _usage_row(key: dict, sums: dict) -> dict:
+def usage_row(key: dict, sums: dict) -> dict:
+    """A group's key plus its USAGE_SUMS turned into the figures every reply shows."""
     input_tokens, output_tokens = sums["input_tokens"] or 0, sums["output_tokens"] or 0
     unpriced = sums["unpriced_tokens"] or 0
     return {
@@ -200,6 +201,19 @@ def _usage_row(key: dict, sums: dict) -> dict:
         "throttle_count": sums["throttle_count"] or 0,
         "throttle_wait_ms": round((sums["throttle_wait_us"] or 0) / 1000),
     }
+
+
+def usage_by_project_and_model(
+    *, projects: Iterable[Project] | QuerySet[Project], since: datetime, until: datetime
+) -> list[dict]:
+    """Raw USAGE_SUMS per project and model from the time buckets starting in [since, until)."""
+    rows = (
+        UsageBucket.objects.filter(project__in=projects, bucket_start__gte=since, bucket_start__lt=until)
+        .values("project_id", "provider", "model")
+        .annotate(**USAGE_SUMS)
+        .order_by()
+    )
+    return [{**row, **{name: row[name] or 0 for name in USAGE_SUMS}} for row in rows]
 
 
 def sessions_started_between(
@@ -233,7 +247,7 @@ def usage_by_developer(*, sessions: QuerySet[SessionAggregate]) -> list[dict]:
         target = grouped.setdefault(row["developer"] or None, dict.fromkeys(("sessions", *USAGE_SUMS), 0))
         for name in target:
             target[name] += row[name] or 0
-    table = [_usage_row({"user": user, "sessions": sums["sessions"]}, sums) for user, sums in grouped.items()]
+    table = [usage_row({"user": user, "sessions": sums["sessions"]}, sums) for user, sums in grouped.items()]
     return sorted(table, key=lambda row: (-(row["cost_usd"] or 0), -row["total_tokens"], row["user"] or ""))
 
 
@@ -255,14 +269,14 @@ def usage_for_project(*, project: Project, since: datetime | None, until: dateti
         if until:
             steps = steps.filter(session__started_at__lt=until)
         rows = steps.values("step").annotate(**USAGE_SUMS).order_by("step")
-        return [_usage_row({"step": row["step"]}, row) for row in rows]
+        return [usage_row({"step": row["step"]}, row) for row in rows]
     buckets = buckets_for_project(project=project, since=since, until=until)
     if group_by == "model":
         rows = buckets.values("provider", "model").annotate(**USAGE_SUMS).order_by("provider", "model")
-        return [_usage_row({"provider": r["provider"], "model": r["model"]}, r) for r in rows]
+        return [usage_row({"provider": r["provider"], "model": r["model"]}, r) for r in rows]
     trunc = TruncDay if group_by == "day" else TruncHour
     rows = buckets.annotate(period=trunc("bucket_start")).values("period").annotate(**USAGE_SUMS).order_by("period")
-    return [_usage_row({"period": row["period"].isoformat()}, row) for row in rows]
+    return [usage_row({"period": row["period"].isoformat()}, row) for row in rows]
 
 
 @dataclass(frozen=True, slots=True)

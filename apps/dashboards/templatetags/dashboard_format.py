@@ -82,6 +82,12 @@ def percent(value) -> str:
 
 
 @register.filter
+def change(value) -> str:
+    """A change against the previous period: +25.0% / -3.1%; "new" when there was nothing before."""
+    return "new" if value is None else f"{value * 100:+.1f}%"
+
+
+@register.filter
 def utc(value):
     """A <time> in UTC ISO; dashboards.js rewrites its text in the viewer's zone."""
     if not value:
