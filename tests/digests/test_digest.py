@@ -89,7 +89,7 @@ def test_send_digest_mails_each_opted_in_member_once_through_smtp(smtp_server, t
     assert [recipients for recipients, _ in smtp_server.inbox.received] == [["daily-dora@example.com"]]
     subject, text = next(iter(smtp_server.inbox.texts().items()))
     assert subject == "TokenSite daily digest for acme: Tuesday 24 November 2026"
-    for expected in ("chatbot", "Agents", "ada@example.com", "bob@example.com", "+100.0%", "gpt-4o",
+    for expected in ("- chatbot: $0.70, $0.35, +100.0%, 220,000 tokens", "- Agents: unpriced, —, new, 7,700 tokens", "ada@example.com", "bob@example.com", "+100.0%", "gpt-4o",
                      "acme-unpriced-llm", "7,700 tokens had no known price", "4,000 ms",
                      "https://tokensite.example.com/acme/digest/?period=daily&start=2026-11-24",
                      "https://tokensite.example.com/settings/"):  # fmt: skip

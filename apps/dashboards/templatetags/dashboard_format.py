@@ -83,8 +83,9 @@ def percent(value) -> str:
 
 @register.filter
 def change(value) -> str:
-    """A change against the previous period: +25.0% / -3.1%; "new" when there was nothing before."""
-    return "new" if value is None else f"{value * 100:+.1f}%"
+    """A change against the previous period: +25.0% / -3.1%; a dash when it cannot be told (a cost
+    that was all unpriced before)."""
+    return DASH if value is None else f"{value * 100:+.1f}%"
 
 
 @register.filter
