@@ -75,6 +75,12 @@ class ErrorCode(StrEnum):
     INVALID_FREQUENCY = "invalid_frequency"
     INVALID_EMAIL = "invalid_email"
 
+    # Budgets (apps.budgets).
+    INVALID_BUDGET = "invalid_budget"
+    INVALID_WEBHOOK_URL = "invalid_webhook_url"
+    TEAM_NOT_FOUND = "team_not_found"
+    PROJECT_NOT_FOUND = "project_not_found"
+
 
 def error_body(code: ErrorCode, message: str, details: Any = None) -> dict:
     """The one JSON error shape: {"error": {"code": ..., "message": ..., "details": ...}}."""

@@ -50,6 +50,7 @@ from apps.metrics.claimed_events import CLAIM_COLUMNS, ClaimedEvents, from_postg
 from apps.metrics.claimed_sums import SUM_COLUMNS, SessionBatch, claimed_sums
 from apps.metrics.models import SessionAggregate, SessionModelAggregate, SessionStepAggregate, UsageBucket
 from apps.metrics.quarantine import fold_error_is_transient, session_quarantine
+from apps.metrics.signals import project_folded
 from apps.metrics.upserts import added, earliest, replaced, rows_upsert, unless_empty
 
 SESSIONS_PER_TRANSACTION = 500
@@ -108,8 +109,12 @@ def sessions_fold(*, project_id: int, session_ids: list[str]) -> int:
     with cyclic_gc_paused():
         if len(chunks) > 1 and connection.vendor == "postgresql" and not connection.in_atomic_block:
             with ThreadPoolExecutor(max_workers=FOLD_THREADS) as pool:
-                return sum(pool.map(lambda chunk: _chunk_fold_on_own_connection(project_id, chunk), chunks))
-        return sum(_chunk_fold_all(project_id, chunk) for chunk in chunks)
+                folded = sum(pool.map(lambda chunk: _chunk_fold_on_own_connection(project_id, chunk), chunks))
+        else:
+            folded = sum(_chunk_fold_all(project_id, chunk) for chunk in chunks)
+    if folded:
+        project_folded.send(sender=sessions_fold, project_id=project_id, events=folded)
+    return folded
 
 
 def _chunk_fold_all(project_id: int, session_ids: list[str]) -> int:

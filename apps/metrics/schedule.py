@@ -22,4 +22,11 @@ BEAT_SCHEDULE = {
         "schedule": crontab(minute=5),
         "options": {"expires": 3000},
     },
+    # Evaluates every budget and sends due alert deliveries (and retries of pending ones), so an
+    # alert goes out within a minute of spend crossing a threshold even when no fold triggers one.
+    "budgets-evaluate": {
+        "task": "apps.budgets.tasks.budgets_evaluate_all",
+        "schedule": 60.0,
+        "options": {"expires": 55},
+    },
 }

@@ -16,6 +16,7 @@ OPERATIONS = {
     ("get", "/api/v1/sessions/{session_id}/metadata"): "session_metadata",
     ("get", "/api/v1/usage"): "usage",
     ("post", "/api/v1/tokenize"): "tokenize",
+    ("get", "/api/v1/budgets"): "budgets_list",
 }
 
 

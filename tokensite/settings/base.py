@@ -34,6 +34,7 @@ INSTALLED_APPS = [
     "apps.ingestion",
     "apps.pricing",
     "apps.metrics",
+    "apps.budgets",
     "apps.dashboards",
     "apps.otlp",
     "apps.digests",
@@ -264,3 +265,9 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
     "loggers": {"LiteLLM": {"level": "WARNING"}, "httpx": {"level": "WARNING"}},
 }
+
+# Budget alerts (apps.budgets). Webhook targets resolving to loopback, private or link-local
+# addresses are refused unless this is set (an alert must not reach into the internal network).
+WEBHOOK_ALLOW_PRIVATE = env.bool("WEBHOOK_ALLOW_PRIVATE", default=False)
+WEBHOOK_TIMEOUT_S = 5.0
+BUDGET_ALERT_RETRY_BACKOFF_S = 1.0  # between the tries of one send: 1 s, then 2 s

@@ -11,3 +11,7 @@ STORAGES = {
 # Tests fold in-process after commit unless a test runs real workers: the worker integration
 # tests switch the Celery app to the Redis broker themselves.
 CELERY_TASK_ALWAYS_EAGER = True
+
+# Webhook receivers in tests listen on 127.0.0.1; the refusal tests turn this off again.
+WEBHOOK_ALLOW_PRIVATE = True
+BUDGET_ALERT_RETRY_BACKOFF_S = 0.05
