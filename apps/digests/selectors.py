@@ -8,8 +8,10 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 
 from django.db.models import QuerySet
+from django.utils.timezone import now as current_time
 
 from apps.accounts.models import Membership, Project, Team
+from apps.budgets.selectors import budget_statuses
 from apps.digests.models import DigestSubscription, Frequency
 from apps.metrics.selectors import (
     USAGE_SUMS, sessions_started_between, usage_by_developer, usage_by_project_and_model, usage_row,
@@ -20,6 +22,8 @@ WEEK = timedelta(days=7)
 # How many rows a section lists; the page and the mail say how many more there were.
 TOP_ROWS = 10
 TOP_THROTTLED_MODELS = 5
+# A budget is near its limit from 80 % of its amount, or once its run rate projects past the amount.
+NEAR_LIMIT_SHARE = 0.8
 
 
 @dataclass(frozen=True)
@@ -101,8 +105,29 @@ def _spend_order(row: dict) -> tuple:
     return (-(row["cost_usd"] or 0), -row["total_tokens"])
 
 
-def team_digest(*, team: Team, period: DigestPeriod) -> dict:
-    """Every section of the team's digest for the period (the page and the mail show this dict)."""
+def budgets_near_limits(*, team: Team, now: datetime) -> list[dict]:
+    """The team's budgets at NEAR_LIMIT_SHARE of their amount or more in their current period (as of
+    `now`), or forecast past it, fullest first, each named by its scope."""
+    rows = []
+    for status in budget_statuses(team=team, now=now):
+        if status.share < NEAR_LIMIT_SHARE and not status.forecast_exceeds:
+            continue
+        scope = [f"project {status.project_slug}" if status.project_slug else "whole team"]
+        scope += [f"developer {status.user}"] if status.user else []
+        scope += [f"model {status.model}"] if status.model else []
+        rows.append({
+            "name": ", ".join(scope), "period": status.period, "period_start": status.period_start,
+            "amount_usd": status.amount_usd, "amount_tokens": status.amount_tokens, "spent_usd": status.spent_usd,
+            "spent_tokens": status.spent_tokens, "unpriced_tokens": status.unpriced_tokens, "share": status.share,
+            "forecast_share": status.forecast_share, "forecast_exceeds": status.forecast_exceeds,
+            "exceeded": status.exceeded,
+        })  # fmt: skip
+    return sorted(rows, key=lambda row: (-row["share"], -row["forecast_share"], row["name"]))
+
+
+def team_digest(*, team: Team, period: DigestPeriod, now: datetime | None = None) -> dict:
+    """Every section of the team's digest for the period (the page and the mail show this dict).
+    Budgets are as they stand at `now` (default: the present), in each budget's own current period."""
     projects = {project.pk: project for project in Project.objects.filter(team=team).order_by("slug")}
     periods = {"current": (period.start, period.end), "previous": (period.previous_start, period.start)}
     by_project: dict[str, dict[int, dict]] = {name: defaultdict(_empty_sums) for name in periods}
@@ -163,6 +188,7 @@ def team_digest(*, team: Team, period: DigestPeriod) -> dict:
         "unpriced_tokens": totals["current"]["unpriced_tokens"],
         "unpriced_models": unpriced_models[:TOP_ROWS],
         "has_usage": any(totals["current"].values()) or any(totals["previous"].values()),
+        "budgets": budgets_near_limits(team=team, now=now or current_time()),
     }
 
 

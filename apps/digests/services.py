@@ -114,9 +114,9 @@ def digests_send(
         digests: dict[int, dict] = {}
         for recipient in digest_recipients(frequency=chosen, username=username, team_slug=team_slug):
             if recipient.team.pk not in digests:
-                digests[recipient.team.pk] = team_digest(team=recipient.team, period=period)
+                digests[recipient.team.pk] = team_digest(team=recipient.team, period=period, now=now)
             digest = digests[recipient.team.pk]
-            if not digest["has_usage"] and not digest.get("budgets"):
+            if not digest["has_usage"] and not digest["budgets"]:
                 run.empty += 1
                 continue
             delivery = _claim(recipient=recipient, period=period, now=now, force=force)

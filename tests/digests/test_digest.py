@@ -265,3 +265,44 @@ def test_a_user_without_account_email_can_give_one(team):
     response = client_for(user).post("/settings/", {"frequency": "weekly", "email": "own@example.com"})
     assert response.status_code == 302
     assert DigestSubscription.objects.get(user=user).email == "own@example.com"
+
+
+# --- Budgets (apps.budgets, BUDGETS_CONTRACT.md) ---------------------------------------------------
+
+
+def test_budgets_near_their_limits_are_in_the_digest(smtp_server, two_days, subscribers, team):
+    from apps.budgets.services import budget_create
+
+    # November so far: $0.35 on Monday and $0.70 on Tuesday of gpt-4o, and 7,700 unpriced tokens.
+    budget_create(team=team, period="month", amount_usd="1.00")  # 105 %: exceeded
+    budget_create(team=team, period="month", amount_usd="100.00")  # about 1 %: left out
+    budget_create(team=team, project=two_days["agents"], period="week", model="acme-unpriced-llm",
+                  amount_tokens=8000)  # 96 % of its tokens  # fmt: skip
+    budget_create(team=team, period="day", user="ada@example.com", amount_usd="5.00")  # Wednesday: nothing yet
+    with time_machine.travel(WEDNESDAY_MORNING, tick=False):
+        send("--frequency", "daily")
+        page = client_for(subscribers["daily-dora"]).get("/acme/digest/")
+    text = next(iter(smtp_server.inbox.texts().values()))
+    section = text[text.index("BUDGETS NEAR THEIR LIMITS"):text.index("BY PROJECT")]
+    lines = [line for line in section.splitlines()[1:] if line]
+    assert len(lines) == 2, section
+    assert lines[0].startswith("- whole team (month): $1.05 of $1.00 (+ 7,700 unpriced tokens), 105.0% EXCEEDED")
+    assert lines[1].startswith("- project agents, model acme-unpriced-llm (week): 7,700 of 8,000 tokens, 96.")
+    assert [row["name"] for row in page.context["budgets"]] == [
+        "whole team", "project agents, model acme-unpriced-llm"]
+    assert 'id="digest-budgets"' in page.content.decode()
+
+
+def test_a_budget_forecast_past_its_amount_is_near_its_limit(smtp_server, team, project, subscribers):
+    from apps.budgets.services import budget_create
+    from tests.conftest import usage_event
+    from tests.dashboards.conftest import ingest
+
+    # $0.35 by the morning of the 3rd day of a 30-day month: 35 % spent, a run rate of about $4.
+    ingest(project, [usage_event(session_id="early", timestamp=datetime(2026, 11, 2, 10, tzinfo=UTC).isoformat(),
+                                 model="gpt-4o", input_tokens=100_000, output_tokens=10_000)])  # fmt: skip
+    budget_create(team=team, period="month", amount_usd="1.00")
+    with time_machine.travel(datetime(2026, 11, 3, 7, 30, tzinfo=UTC), tick=False):
+        send("--frequency", "daily")
+    text = next(iter(smtp_server.inbox.texts().values()))
+    assert "- whole team (month): $0.35 of $1.00, 35.0%; forecast" in text and "(over)" in text
