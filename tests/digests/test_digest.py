@@ -306,3 +306,20 @@ def test_a_budget_forecast_past_its_amount_is_near_its_limit(smtp_server, team, 
         send("--frequency", "daily")
     text = next(iter(smtp_server.inbox.texts().values()))
     assert "- whole team (month): $0.35 of $1.00, 35.0%; forecast" in text and "(over)" in text
+
+
+def test_a_team_without_usage_in_the_period_still_hears_of_a_budget_near_its_limit(smtp_server, team, project,
+                                                                                    subscribers):  # fmt: skip
+    from apps.budgets.services import budget_create
+    from tests.conftest import usage_event
+    from tests.dashboards.conftest import ingest
+
+    # Spend on the 2nd, nothing on the 23rd or the 24th: the daily digest of the 24th has no usage.
+    ingest(project, [usage_event(session_id="early", timestamp=datetime(2026, 11, 2, 10, tzinfo=UTC).isoformat(),
+                                 model="gpt-4o", input_tokens=400_000, output_tokens=0)])  # fmt: skip
+    with time_machine.travel(WEDNESDAY_MORNING, tick=False):
+        assert "0 sent" in send("--frequency", "daily")
+        budget_create(team=team, period="month", amount_usd="1.00")  # $1.00 of $1.00
+        assert "1 sent" in send("--frequency", "daily")
+    text = next(iter(smtp_server.inbox.texts().values()))
+    assert "- whole team (month): $1.00 of $1.00, 100.0% EXCEEDED" in text and "No usage." in text
