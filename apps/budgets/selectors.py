@@ -18,6 +18,7 @@ from django.utils import timezone
 from apps.accounts.models import Project, Team
 from apps.budgets.models import AlertDelivery, Budget, BudgetAlert
 from apps.budgets.periods import forecast_share, period_bounds
+from apps.core.errors import NotFound
 from apps.metrics.models import SessionModelAggregate, UsageBucket
 
 NANO = Decimal(10**9)
@@ -182,3 +183,17 @@ def deliveries_due(*, now: datetime, limit: int = 100) -> list[int]:
         .order_by("next_attempt_at", "id")
         .values_list("id", flat=True)[:limit]
     )
+
+
+def budget_get(*, team: Team, budget_id: int) -> Budget:
+    """The team's budget with this id; NotFound otherwise, also when another team owns it."""
+    budget = Budget.objects.select_related("team", "project", "created_by").filter(team=team, pk=budget_id).first()
+    if budget is None:
+        raise NotFound("Budget not found.")
+    return budget
+
+
+def budget_alert_history(*, budget: Budget, limit: int = 200) -> list[BudgetAlert]:
+    """One budget's alerts, newest first, with their deliveries."""
+    alerts = BudgetAlert.objects.filter(budget=budget).prefetch_related("deliveries")
+    return list(alerts.order_by("-created_at", "-id")[:limit])

@@ -69,7 +69,9 @@ class ErrorCode(StrEnum):
     OWNER_ONLY = "owner_only"
     LAST_OWNER = "last_owner"
     INVALID_PRICE = "invalid_price"
+    INVALID_PRICE_FILE = "invalid_price_file"
     INVALID_MODEL = "invalid_model"
+    INVALID_CONTEXT_WINDOW = "invalid_context_window"
 
     # Digests.
     INVALID_FREQUENCY = "invalid_frequency"

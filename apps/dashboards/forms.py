@@ -8,6 +8,7 @@ from django import forms
 from apps.accounts.models import ApiKey, Membership
 from apps.dashboards.selectors import PEOPLE_SORTS, SESSION_SORTS, TimeRange
 from apps.digests.models import Frequency
+from apps.pricing.context_windows import MAX_CONTEXT_WINDOW_TOKENS
 
 RANGES = {"24h": timedelta(hours=24), "7d": timedelta(days=7), "30d": timedelta(days=30)}
 MAX_CUSTOM_RANGE = timedelta(days=400)
@@ -142,6 +143,25 @@ class PriceOverrideForm(forms.Form):
         value = self.cleaned_data["effective_from"]
         # The form is in UTC whatever the server's zone, as the label says.
         return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+class RepriceUnpricedForm(forms.Form):
+    """Price the project's unpriced events with the books and overrides now in force: no fields."""
+
+
+class ContextWindowOverrideForm(forms.Form):
+    """Set (or remove) the project's input window for a model, in tokens."""
+
+    model = forms.CharField(max_length=200, help_text="The model name exactly as events send it.")
+    max_input_tokens = forms.IntegerField(min_value=1, max_value=MAX_CONTEXT_WINDOW_TOKENS, required=False,
+                                          label="Input window (tokens)")  # fmt: skip
+    remove = forms.BooleanField(required=False, label="Remove the override (litellm's window applies again)")
+
+    def clean(self):
+        cleaned = super().clean()
+        if not cleaned.get("remove") and cleaned.get("max_input_tokens") is None and "max_input_tokens" not in self.errors:
+            self.add_error("max_input_tokens", "Give the model's input window in tokens.")
+        return cleaned
 
 
 class MemberAddForm(forms.Form):

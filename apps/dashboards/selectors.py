@@ -26,10 +26,12 @@ from apps.ingestion.models import RawEvent
 from apps.metrics.algorithms import rolling_tokens_per_second
 from apps.metrics.models import SessionAggregate, SessionModelAggregate, SessionStepAggregate, UsageBucket
 from apps.metrics.selectors import (
-    USAGE_SUMS, priced_usd, quarantined_session_count, session_metadata, session_origin, sessions_started_between,
-    usage_by_developer, usd, with_developer,
+    USAGE_SUMS, context_window_pressure, priced_usd, quarantined_session_count, session_metadata, session_origin,
+    sessions_started_between, usage_by_developer, usd, with_developer,
 )
-from apps.pricing.selectors import price_overrides_for_project
+from apps.pricing.catalog import resolve_max_input_tokens
+from apps.pricing.context_windows import context_window_overrides_for_project
+from apps.pricing.selectors import price_books, price_overrides_for_project, unpriced_models_now_priced
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _US = timedelta(microseconds=1)
@@ -256,6 +258,36 @@ def _step_table(*, project: Project, time_range: TimeRange) -> list[dict]:
     return sorted(table, key=lambda row: (-(row["cost_usd"] or 0), -row["total_tokens"], row["step"]))
 
 
+_PRESSURE_SUMS = {
+    "calls": Sum("calls"), "known_calls": Sum("context_known_calls"), "max_share": Max("context_max_share"),
+    "calls_over_80": Sum("context_calls_over_80"), "calls_over_95": Sum("context_calls_over_95"),
+}  # fmt: skip
+
+
+def _pressure_rows(rows, keys: tuple[str, ...]) -> list[dict]:
+    table = [
+        {**{key: row[key] for key in keys}, "calls": row["calls"], "context_window": context_window_pressure(
+            calls=row["calls"], known_calls=row["known_calls"], max_share=row["max_share"],
+            calls_over_80=row["calls_over_80"], calls_over_95=row["calls_over_95"],
+        )}
+        for row in rows if row["calls"]
+    ]  # fmt: skip
+    # Fullest windows first; unknown ones last.
+    return sorted(table, key=lambda row: (-(row["context_window"]["max_share"] or -1), *(row[key] for key in keys)))
+
+
+def context_window_tables(*, project: Project, time_range: TimeRange) -> dict:
+    """Per step and per model, over the sessions that started in the range: the largest share of
+    a call's input window, calls above 80% and 95%, and how many calls had no known window."""
+    in_range = {"session__project": project, "session__started_at__gte": time_range.since,
+                "session__started_at__lt": time_range.until}  # fmt: skip
+    steps = SessionStepAggregate.objects.filter(**in_range).values("step").annotate(**_PRESSURE_SUMS).order_by()
+    models = (
+        SessionModelAggregate.objects.filter(**in_range).values("provider", "model").annotate(**_PRESSURE_SUMS).order_by()
+    )
+    return {"steps": _pressure_rows(steps, ("step",)), "models": _pressure_rows(models, ("provider", "model"))}
+
+
 SESSION_SORTS = {
     "started": F("started_at"),
     "tokens": F("tokens_total"),
@@ -458,6 +490,7 @@ def project_dashboard(*, project: Project, time_range: TimeRange) -> dict:
         "models": _model_table(project=project, time_range=time_range, rows=rows),
         "steps": _step_table(project=project, time_range=time_range),
         "people": people_table(project=project, time_range=time_range),
+        "context_windows": context_window_tables(project=project, time_range=time_range),
         "sources": session_sources(project=project, time_range=time_range),
         "has_data": bool(rows) or session_stats["sessions"] > 0 or project_has_events(project=project),
     }
@@ -620,8 +653,8 @@ def session_exists(*, project: Project, session_id: str) -> bool:
 
 
 def project_settings(*, project: Project) -> dict:
-    """API keys, price overrides (with history), the team's members and the count of quarantined
-    sessions for the settings page."""
+    """API keys, price overrides (with history), the price books, the unpriced models they now
+    price, the team's members and the count of quarantined sessions for the settings page."""
     overrides = list(price_overrides_for_project(project=project).select_related("created_by"))
     known_models = sorted(
         set(
@@ -638,7 +671,19 @@ def project_settings(*, project: Project) -> dict:
         "scopes": ApiKey.Scope.choices,
         "roles": Membership.Role.choices,
         "quarantined_sessions": quarantined_session_count(project=project),
+        "price_books": price_books(),
+        "unpriced_now_priced": unpriced_models_now_priced(project=project),
     }
+
+
+def context_window_overrides(*, project: Project) -> list[dict]:
+    """The project's context window overrides, each beside the window litellm's map gives the model."""
+    return [
+        {"model": override.model, "max_input_tokens": override.max_input_tokens,
+         "litellm_max_input_tokens": resolve_max_input_tokens(override.model), "updated_at": override.updated_at,
+         "updated_by": override.updated_by.username if override.updated_by else None}
+        for override in context_window_overrides_for_project(project=project).select_related("updated_by")
+    ]  # fmt: skip
 
 
 def team_membership_get(*, team: Team, membership_id: int | str) -> Membership:

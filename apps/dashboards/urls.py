@@ -7,7 +7,7 @@ id (a session really named "x/metadata.json" still has its page at `.../x/metada
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from apps.dashboards import views
+from apps.dashboards import budget_views, views
 
 PROJECT = "<slug:team_slug>/<slug:project_slug>/"
 # Team pages sit where a project's page would: their names are reserved project slugs
@@ -23,6 +23,10 @@ urlpatterns = [
     path(TEAM + "people/", views.TeamPeopleView.as_view(), name="team-people"),
     path(TEAM + "people/sessions/", views.DeveloperSessionsView.as_view(), name="developer-sessions"),
     path(TEAM + "digest/", views.TeamDigestView.as_view(), name="team-digest"),
+    # Before the project pages: "budgets" is a reserved project slug (issue 16).
+    path("<slug:team_slug>/budgets/", budget_views.TeamBudgetsView.as_view(), name="team-budgets"),
+    path("<slug:team_slug>/budgets/alerts/", budget_views.BudgetAlertsView.as_view(), name="team-budget-alerts"),
+    path("<slug:team_slug>/budgets/<int:budget_id>/", budget_views.BudgetView.as_view(), name="team-budget"),
     path(PROJECT, views.ProjectDashboardView.as_view(), name="project"),
     path(PROJECT + "live.json", views.ProjectLiveView.as_view(), name="project-live"),
     path(PROJECT + "settings/", views.ProjectSettingsView.as_view(), name="project-settings"),

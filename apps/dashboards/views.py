@@ -33,6 +33,7 @@ from apps.accounts.selectors import (
     teams_for_user,
 )
 from apps.accounts.services import api_key_create, api_key_revoke, invitation_accept, invitation_decline
+from apps.budgets.selectors import budget_statuses
 from apps.core.errors import ApplicationError, Forbidden, NotFound
 from apps.dashboards import forms, selectors
 from apps.dashboards.services import team_invitation_revoke, team_member_invite, team_member_role_change
@@ -45,7 +46,8 @@ from apps.digests.selectors import (
 )
 from apps.digests.services import digest_subscription_set
 from apps.metrics.selectors import session_metadata
-from apps.pricing.services import events_reprice, price_override_create
+from apps.pricing.context_windows import context_window_override_delete, context_window_override_set
+from apps.pricing.services import events_reprice, price_override_create, unpriced_events_reprice
 
 
 class TeamScopedMixin(AccessMixin):
@@ -119,6 +121,7 @@ class TeamOverviewView(LoginRequiredMixin, TemplateView):
     def get_context_data(self, **kwargs):
         context = super().get_context_data(**kwargs)
         context["teams"] = selectors.team_overview(user=self.request.user, now=timezone.now())
+        context["budgets_by_team"] = {card.team.pk: budget_statuses(team=card.team) for card in context["teams"]}
         context["invitation_count"] = invitations_open_for_user(user=self.request.user).count()
         return context
 
@@ -182,6 +185,7 @@ class ProjectDashboardView(ProjectScopedMixin, TemplateView):
                 developer=params.get("developer", ""), source=params.get("source", ""),
             ),  # fmt: skip
             live=selectors.live_rates(project=self.project, now=timezone.now()),
+            project_budgets=budget_statuses(team=self.project.team, project=self.project),
             **selectors.project_dashboard(project=self.project, time_range=time_range),
         )
         return context
@@ -341,13 +345,15 @@ class SessionCallsCsvView(ProjectScopedMixin, View):
 
 
 class ProjectSettingsView(ProjectScopedMixin, TemplateView):
-    """Keys, price overrides and members: everyone in the team reads, owners and admins change."""
+    """Keys, price overrides, price books and members: everyone in the team reads, owners and admins change."""
 
     template_name = "dashboards/settings.html"
     actions = {
         "key_create": forms.ApiKeyCreateForm,
         "key_revoke": forms.ApiKeyRevokeForm,
         "price_override": forms.PriceOverrideForm,
+        "reprice_unpriced": forms.RepriceUnpricedForm,
+        "context_window": forms.ContextWindowOverrideForm,
         "member_add": forms.MemberAddForm,
         "member_role": forms.MemberRoleForm,
         "invitation_revoke": forms.InvitationRevokeForm,
@@ -359,6 +365,8 @@ class ProjectSettingsView(ProjectScopedMixin, TemplateView):
         context.setdefault("key_form", forms.ApiKeyCreateForm())
         context.setdefault("price_form", forms.PriceOverrideForm(initial={"effective_from": timezone.now()}))
         context.setdefault("member_form", forms.MemberAddForm())
+        context.setdefault("context_window_form", forms.ContextWindowOverrideForm())
+        context["context_window_overrides"] = selectors.context_window_overrides(project=self.project)
         context["can_manage"] = self.membership.can_manage
         context["invitations"] = list(invitations_open_for_team(team=self.membership.team))
         return context
@@ -381,7 +389,8 @@ class ProjectSettingsView(ProjectScopedMixin, TemplateView):
                 form.add_error(None, error.message)
             else:
                 return response or HttpResponseRedirect(request.path)
-        context_name = {"key_create": "key_form", "price_override": "price_form", "member_add": "member_form"}
+        context_name = {"key_create": "key_form", "price_override": "price_form", "member_add": "member_form",
+                        "context_window": "context_window_form"}  # fmt: skip
         messages.error(request, "The change was not saved: " + " ".join(_form_errors(form)))
         return self.render_to_response(self.get_context_data(**{context_name.get(action, "failed_form"): form}), status=400)
 
@@ -403,6 +412,22 @@ class ProjectSettingsView(ProjectScopedMixin, TemplateView):
         if reprice:
             changed = events_reprice(project=self.project, since=override.effective_from)
             text += f" {changed:,} stored events were re-priced."
+        messages.success(self.request, text)
+
+    def _reprice_unpriced(self, data):
+        changed = unpriced_events_reprice(projects=[self.project])[self.project]
+        messages.success(self.request, f"{changed:,} unpriced events were priced; priced events kept their prices.")
+
+    def _context_window(self, data):
+        model = data["model"].strip()
+        if data["remove"]:
+            removed = context_window_override_delete(project=self.project, model=model)
+            text = f"{model} uses litellm's context window again." if removed else f"{model} had no override."
+        else:
+            override = context_window_override_set(
+                project=self.project, model=model, max_input_tokens=data["max_input_tokens"], updated_by=self.request.user
+            )
+            text = f"Calls of {model} stored from now on are measured against {override.max_input_tokens:,} input tokens."
         messages.success(self.request, text)
 
     def _member_add(self, data):

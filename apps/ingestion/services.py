@@ -16,6 +16,7 @@ from apps.ingestion.schema import batch_decoder
 from apps.ingestion.validation import PreparedEvent, Rejection, events_validate
 from apps.ingestion.writers import raw_events_insert
 from apps.metrics.dispatch import project_fold_enqueue
+from apps.pricing.context_windows import events_context_share
 from apps.pricing.services import events_price
 
 logger = logging.getLogger(__name__)
@@ -92,6 +93,7 @@ def events_store(*, project: Project, raw_events: list[msgspec.Raw], body: bytes
     valid, rejected = events_validate(raw_events, now=now, body=body)
     unique, in_batch_duplicates = _first_of_each_event_id(valid)
     events_price(project=project, events=unique)
+    events_context_share(project=project, events=unique)
     with transaction.atomic():
         result = raw_events_insert(project_id=project.pk, received_at=now, events=unique)
         if result.session_ids:

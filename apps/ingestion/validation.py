@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import msgspec
-from tokensite_client.events import EARLIEST_EVENT_TIME
+from tokensite_client.events import EARLIEST_EVENT_TIME, MAX_ATTRIBUTES_BYTES
 from tokensite_client.usage import canonical_service_tier
 
 from apps.ingestion.schema import Event, UsageEvent, event_decoder, loose_decoder
@@ -20,7 +20,6 @@ from apps.ingestion.schema import Event, UsageEvent, event_decoder, loose_decode
 # MAX_FUTURE past the server's clock. Outside them a timestamp is a client's bug, and the far
 # ends (year 1 at +14:00 is a date BC in UTC) are instants the fold's datetimes cannot hold.
 MAX_FUTURE = timedelta(minutes=5)
-MAX_ATTRIBUTES_BYTES = 4096
 
 _PATH_RE = re.compile(r" - at `\$\.?([A-Za-z_][A-Za-z0-9_]*)?")
 _MISSING_RE = re.compile(r"Object missing required field `([^`]+)`")
@@ -41,6 +40,8 @@ class PreparedEvent:
     tokenizer: str = ""
     cost_nanousd: int | None = None
     price_source: str = ""
+    price_book: str = ""
+    context_share: float | None = None  # input / the model's input window; None: unknown
 
 
 @dataclass

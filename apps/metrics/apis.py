@@ -40,6 +40,21 @@ class _MetadataSourceSerializer(serializers.Serializer):
     version = serializers.CharField(allow_null=True)
 
 
+@extend_schema_serializer(component_name="SessionMetadataContextWindow")
+class _MetadataContextWindowSerializer(serializers.Serializer):
+    """How full the input windows of a step's or model's calls were. A call's share is its input
+    tokens (cache included) over its model's input window (litellm's `max_input_tokens` or the
+    project's override), fixed at ingest; calls of a model with no known window are unknown."""
+
+    max_share = serializers.FloatField(
+        allow_null=True, help_text="Largest share of a call (1.0 = a full window; may exceed 1). Null: unknown."
+    )
+    calls_over_80 = serializers.IntegerField(allow_null=True, help_text="Calls above 80% of the window. Null: unknown.")
+    calls_over_95 = serializers.IntegerField(allow_null=True, help_text="Calls above 95% of the window. Null: unknown.")
+    known_calls = serializers.IntegerField(help_text="Calls whose model's input window is known.")
+    unknown_calls = serializers.IntegerField(help_text="Calls whose model's input window is unknown.")
+
+
 @extend_schema_serializer(component_name="SessionMetadataStep")
 class _MetadataStepSerializer(serializers.Serializer):
     step = serializers.CharField()
@@ -50,6 +65,7 @@ class _MetadataStepSerializer(serializers.Serializer):
     unpriced_tokens = serializers.IntegerField()
     tokens_per_second = serializers.FloatField()
     throttle_wait_ms = serializers.IntegerField()
+    context_window = _MetadataContextWindowSerializer()
 
 
 @extend_schema_serializer(component_name="SessionMetadataTokenUsage")
@@ -92,6 +108,7 @@ class _MetadataModelCostSerializer(serializers.Serializer):
     cost_usd = serializers.FloatField(allow_null=True, help_text="Null when every token is unpriced.")
     unpriced_tokens = serializers.IntegerField()
     price_source = serializers.CharField(allow_null=True)
+    context_window = _MetadataContextWindowSerializer()
 
 
 @extend_schema_serializer(component_name="SessionMetadataCost")

@@ -19,9 +19,10 @@ statements whatever the number of events:
    apps.metrics.peaks_kernel computes every session's peaks, without holding the GIL.
 5. throttle waits are re-attributed from raw rows only for sessions that can need it: new waits,
    or new call_ids in a session that has waits.
-6. write: step and model rows with additive upserts, session rows with their new values (read
-   under the lock), minute buckets with additive upserts in key order (apps.metrics.upserts:
-   COPY + INSERT ... SELECT on PostgreSQL).
+6. write: context window pressure of step and model rows with one grouped statement per table
+   over the claimed events (apps.metrics.context_windows), step and model sums with additive
+   upserts, session rows with their new values (read under the lock), minute buckets with
+   additive upserts in key order (apps.metrics.upserts: COPY + INSERT ... SELECT on PostgreSQL).
 A session whose fold fails with an error a retry cannot cure is quarantined, and the others
 fold (`_chunk_fold_all`, apps.metrics.quarantine). A call with more sessions than one
 transaction takes runs its chunks in two threads on PostgreSQL, so one chunk computes while the
@@ -48,6 +49,7 @@ from apps.metrics import peaks_kernel
 from apps.metrics.buckets import BucketDelta, buckets_add
 from apps.metrics.claimed_events import CLAIM_COLUMNS, ClaimedEvents, from_postgres_arrays, postgres_select_list
 from apps.metrics.claimed_sums import SUM_COLUMNS, SessionBatch, claimed_sums
+from apps.metrics.context_windows import context_pressure_add
 from apps.metrics.models import SessionAggregate, SessionModelAggregate, SessionStepAggregate, UsageBucket
 from apps.metrics.quarantine import fold_error_is_transient, session_quarantine
 from apps.metrics.signals import project_folded
@@ -207,6 +209,7 @@ def _chunk_fold(project_id: int, session_ids: list[str]) -> int:
         # Nothing folded before: the claimed events are all the session's folded events.
         {sid for sid in throttle_sessions if sessions[sid]["event_count"] == 0},
     )
+    context_pressure_add(project_id=project_id, usage_event_ids=events.ids[events.usage].tolist())
     _groups_write(sessions, batches)
     _sessions_write(project_id, sessions, batches, peaks, throttled_us)
     buckets_add(

@@ -62,6 +62,28 @@ def session_origin(attributes: dict | None) -> dict:
     }
 
 
+def context_window_pressure(*, calls: int, known_calls: int, max_share: float | None, calls_over_80: int,
+                            calls_over_95: int) -> dict:  # fmt: skip
+    """A step's or model's context window figures (apps.metrics.context_windows) as the metadata
+    document and the pages show them: with no call of a known window, the share and the counts are
+    null (unknown), never 0."""
+    known = known_calls > 0
+    return {
+        "max_share": max_share if known else None,
+        "calls_over_80": calls_over_80 if known else None,
+        "calls_over_95": calls_over_95 if known else None,
+        "known_calls": known_calls,
+        "unknown_calls": calls - known_calls,
+    }
+
+
+def _row_context_window(row) -> dict:
+    return context_window_pressure(
+        calls=row.calls, known_calls=row.context_known_calls, max_share=row.context_max_share,
+        calls_over_80=row.context_calls_over_80, calls_over_95=row.context_calls_over_95,
+    )  # fmt: skip
+
+
 def session_metadata(*, project: Project, session_id: str) -> dict:
     """The session metadata document of DESIGN.md section 7 (the seeds' token_usage and tokenMetrics)."""
     session = session_get(project=project, session_id=session_id)
@@ -88,6 +110,7 @@ def session_metadata(*, project: Project, session_id: str) -> dict:
                     "unpriced_tokens": step.unpriced_tokens,
                     "tokens_per_second": step.tokens_per_second or 0.0,
                     "throttle_wait_ms": round(step.throttle_wait_ms),
+                    "context_window": _row_context_window(step),
                 }
                 for step in steps
             ],
@@ -121,6 +144,7 @@ def session_metadata(*, project: Project, session_id: str) -> dict:
                     "cost_usd": priced_usd(model.cost_nanousd, model.unpriced_tokens, model.total_tokens),
                     "unpriced_tokens": model.unpriced_tokens,
                     "price_source": model.price_source or None,
+                    "context_window": _row_context_window(model),
                 }
                 for model in models
             ],

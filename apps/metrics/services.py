@@ -19,14 +19,20 @@ from django.utils import timezone as dj_timezone
 from apps.ingestion.models import PendingEvent
 from apps.metrics.buckets import BucketDelta, buckets_add, buckets_compact
 from apps.metrics.coalescing import pending_sessions, project_fold_pending
-from apps.metrics.costs import CostChange, session_costs_change
+from apps.metrics.costs import (
+    CostChange,
+    session_costs_change,
+    sessions_with_unpriced_events,
+    unpriced_calls_by_model,
+)
 from apps.metrics.folding import session_fold, sessions_fold
 from apps.metrics.quarantine import quarantine_release, session_quarantine, without_quarantined
 
 __all__ = [
     "BucketDelta", "CostChange", "buckets_add", "buckets_compact", "pending_sessions", "project_fold_pending",
     "pending_projects_fold_enqueue", "quarantine_release", "session_costs_change", "session_fold",
-    "session_quarantine", "sessions_fold", "unprocessed_sweep",
+    "session_quarantine", "sessions_fold", "sessions_with_unpriced_events", "unpriced_calls_by_model",
+    "unprocessed_sweep",
 ]  # fmt: skip
 
 logger = logging.getLogger(__name__)

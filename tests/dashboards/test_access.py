@@ -24,6 +24,8 @@ TEAM_URLS = [
     "/acme/people/sessions/?developer=alice",
     "/acme/digest/",
     "/acme/digest/?period=weekly&start=2026-11-23",
+    "/acme/budgets/",
+    "/acme/budgets/alerts/",
 ]
 
 
@@ -32,7 +34,7 @@ def test_every_team_url_is_served_by_a_team_scoped_view():
     for include in get_resolver().url_patterns:
         team_patterns += [p for p in getattr(include, "url_patterns", []) if isinstance(p, URLPattern)]
     scoped = [p for p in team_patterns if "team_slug" in p.pattern.converters]
-    assert len(scoped) == 9
+    assert len(scoped) == 12
     for pattern in scoped:
         assert issubclass(pattern.callback.view_class, TeamScopedMixin), pattern
 

@@ -3,6 +3,7 @@ import os
 from pathlib import Path
 
 import environ
+from tokensite_client.events import MAX_BATCH_EVENTS
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
@@ -38,6 +39,7 @@ INSTALLED_APPS = [
     "apps.dashboards",
     "apps.otlp",
     "apps.digests",
+    "apps.demo",
 ]
 
 MIDDLEWARE = [
@@ -234,7 +236,7 @@ DIGEST_SEND_HOUR_UTC = env.int("DIGEST_SEND_HOUR_UTC", default=7)
 # Ingestion limits (issue 2).
 INGEST_MAX_BODY_BYTES = 1024 * 1024
 INGEST_MAX_DECOMPRESSED_BYTES = 8 * 1024 * 1024
-INGEST_MAX_EVENTS = 1000
+INGEST_MAX_EVENTS = MAX_BATCH_EVENTS  # the SDK's limit, defined once there
 INGEST_DEFAULT_RATE_LIMIT_PER_MINUTE = env.int("INGEST_DEFAULT_RATE_LIMIT_PER_MINUTE", default=6000)
 
 # OTLP receiver limits (issue 13): exporters send up to 512 records a batch, a few KiB each, and
