@@ -57,6 +57,7 @@ class ErrorCode(StrEnum):
 
     # Accounts, teams and prices (services the pages and management commands call).
     INVALID_SLUG = "invalid_slug"
+    RESERVED_SLUG = "reserved_slug"
     INVALID_SCOPE = "invalid_scope"
     API_KEY_NOT_FOUND = "api_key_not_found"
     INVALID_USERNAME = "invalid_username"
@@ -71,6 +72,10 @@ class ErrorCode(StrEnum):
     INVALID_PRICE_FILE = "invalid_price_file"
     INVALID_MODEL = "invalid_model"
     INVALID_CONTEXT_WINDOW = "invalid_context_window"
+
+    # Digests.
+    INVALID_FREQUENCY = "invalid_frequency"
+    INVALID_EMAIL = "invalid_email"
 
     # Budgets (apps.budgets).
     INVALID_BUDGET = "invalid_budget"

@@ -26,7 +26,8 @@ from apps.ingestion.models import RawEvent
 from apps.metrics.algorithms import rolling_tokens_per_second
 from apps.metrics.models import SessionAggregate, SessionModelAggregate, SessionStepAggregate, UsageBucket
 from apps.metrics.selectors import (
-    USAGE_SUMS, context_window_pressure, priced_usd, quarantined_session_count, session_metadata, session_origin, usd,
+    USAGE_SUMS, context_window_pressure, priced_usd, quarantined_session_count, session_metadata, session_origin,
+    sessions_started_between, usage_by_developer, usd, with_developer,
 )
 from apps.pricing.catalog import resolve_max_input_tokens
 from apps.pricing.context_windows import context_window_overrides_for_project
@@ -297,27 +298,30 @@ SESSION_SORTS = {
 }
 
 
+def _sorted_sessions(sessions: QuerySet[SessionAggregate], sort: str) -> QuerySet[SessionAggregate]:
+    """Sessions sorted by a SESSION_SORTS key (`-` prefix for descending; unknown keys: newest first)."""
+    sessions = sessions.annotate(tokens_total=F("input_tokens") + F("output_tokens"))
+    key = sort.lstrip("-")
+    expression = SESSION_SORTS.get(key, SESSION_SORTS["started"])
+    descending = sort.startswith("-") or key not in SESSION_SORTS
+    ordering = expression.desc(nulls_last=True) if descending else expression.asc(nulls_first=True)
+    return sessions.order_by(ordering, "-id" if descending else "id")
+
+
 def sessions_page(
     *, project: Project, time_range: TimeRange, search: str = "", sort: str = "-started", page: int | str = 1,
     developer: str = "", source: str = "",
 ) -> Page:
     """One page of the project's sessions that started in the range, searchable by id and attribute
     text, filtered by developer and source, sorted by a SESSION_SORTS key (`-` prefix for descending)."""
-    sessions = _sessions_in_range(project=project, time_range=time_range).annotate(
-        tokens_total=F("input_tokens") + F("output_tokens")
-    )
+    sessions = _sessions_in_range(project=project, time_range=time_range)
     if search:
         sessions = sessions.filter(Q(session_id__icontains=search) | Q(attributes__icontains=search))
     if developer:
         sessions = sessions.filter(**{f"attributes__{DEVELOPER_KEY}": developer})
     if source:
         sessions = sessions.filter(**{f"attributes__{SOURCE_KEY}": source})
-    key = sort.lstrip("-")
-    expression = SESSION_SORTS.get(key, SESSION_SORTS["started"])
-    descending = sort.startswith("-") or key not in SESSION_SORTS
-    ordering = expression.desc(nulls_last=True) if descending else expression.asc(nulls_first=True)
-    sessions = sessions.order_by(ordering, "-id" if descending else "id")
-    result = Paginator(sessions, SESSIONS_PER_PAGE).get_page(page)
+    result = Paginator(_sorted_sessions(sessions, sort), SESSIONS_PER_PAGE).get_page(page)
     result.object_list = [session_row(session) for session in result.object_list]
     return result
 
@@ -344,32 +348,100 @@ DEVELOPER_KEY = "user"
 SOURCE_KEY = "source"
 
 
+def _person_row(row: dict) -> dict:
+    """A usage_by_developer row under the pages' name for its key: `developer` ("" when not named)."""
+    person = {key: value for key, value in row.items() if key != "user"}
+    person["developer"] = row["user"] or ""
+    return person
+
+
 def people_table(*, project: Project, time_range: TimeRange) -> list[dict]:
     """Per developer (the session's `user`), over the sessions that started in the range: sessions,
     calls, tokens, cost and throttle wait. Sessions without a developer form one row of their own."""
-    rows = (
-        _sessions_in_range(project=project, time_range=time_range)
-        .annotate(developer=KeyTextTransform(DEVELOPER_KEY, "attributes"))
-        .values("developer")
-        .annotate(
-            sessions=Count("id"), calls=Sum("calls"), input_tokens=Sum("input_tokens"),
-            output_tokens=Sum("output_tokens"), cost_nanousd=Sum("cost_nanousd"),
-            unpriced_tokens=Sum("unpriced_tokens"), throttle_count=Sum("throttle_count"),
-            throttle_wait_us=Sum("throttle_wait_us"),
-        )
+    sessions = _sessions_in_range(project=project, time_range=time_range)
+    return [_person_row(row) for row in usage_by_developer(sessions=sessions)]
+
+
+# --- People page (the team's developers across its projects) -------------------------------------
+
+# Sort keys of the People page, each with how to read it from a row (costs: unpriced sorts lowest).
+PEOPLE_SORTS = {
+    "developer": lambda row: row["developer"].casefold(),
+    "sessions": lambda row: row["sessions"],
+    "calls": lambda row: row["calls"],
+    "tokens": lambda row: row["total_tokens"],
+    "cost": lambda row: -1.0 if row["cost_usd"] is None else row["cost_usd"],
+    "unpriced": lambda row: row["unpriced_tokens"],
+    "throttle": lambda row: row["throttle_wait_ms"],
+}
+# A sparkline shows hours for a range up to two days, else days.
+SPARKLINE_HOURLY_UP_TO = timedelta(days=2)
+
+
+def team_people(*, team: Team, time_range: TimeRange, sort: str = "-cost") -> list[dict]:
+    """The People page: per developer across the team's projects, over the sessions that started in
+    the range: sessions, calls, tokens, cost, unpriced tokens, throttle wait, the agents (sources)
+    and models used, and tokens per hour or day for a sparkline. Read from session aggregates only."""
+    sessions = sessions_started_between(projects=Project.objects.filter(team=team), since=time_range.since,
+                                        until=time_range.until)  # fmt: skip
+    rows = {row["developer"]: row for row in (_person_row(row) for row in usage_by_developer(sessions=sessions))}
+    for row in rows.values():
+        row.update(sources=set(), models={})
+    named = with_developer(sessions)
+    for developer, source in (
+        named.annotate(source=KeyTextTransform(SOURCE_KEY, "attributes"))
+        .exclude(source__isnull=True)
+        .values_list("developer", "source").distinct().order_by()
+    ):  # fmt: skip
+        if source:
+            rows[developer or ""]["sources"].add(source)
+    models = (
+        SessionModelAggregate.objects.filter(session__in=sessions)
+        .annotate(developer=KeyTextTransform(DEVELOPER_KEY, "session__attributes"))
+        .values("developer", "model")
+        .annotate(tokens=Sum(F("input_tokens") + F("output_tokens")))
         .order_by()
-    )  # fmt: skip
-    table = []
-    for row in rows:
-        total_tokens = row["input_tokens"] + row["output_tokens"]
-        table.append({
-            "developer": row["developer"] or "", "sessions": row["sessions"], "calls": row["calls"],
-            "input_tokens": row["input_tokens"], "output_tokens": row["output_tokens"], "total_tokens": total_tokens,
-            "cost_usd": priced_usd(row["cost_nanousd"], row["unpriced_tokens"], total_tokens),
-            "unpriced_tokens": row["unpriced_tokens"], "throttle_count": row["throttle_count"],
-            "throttle_wait_ms": round(row["throttle_wait_us"] / 1000),
-        })  # fmt: skip
-    return sorted(table, key=lambda row: (-(row["cost_usd"] or 0), -row["total_tokens"], row["developer"]))
+    )
+    for model in models:
+        used = rows[model["developer"] or ""]["models"]
+        used[model["model"]] = used.get(model["model"], 0) + (model["tokens"] or 0)
+    step = HOUR if time_range.until - time_range.since <= SPARKLINE_HOURLY_UP_TO else DAY
+    first = _floor(time_range.since, step)
+    count = max(1, -(-(time_range.until - first) // step))
+    for row in rows.values():
+        row["spark"] = [0] * count
+    trunc = TruncHour if step == HOUR else TruncDay
+    for developer, period, tokens in (
+        named.annotate(period=trunc("started_at"))
+        .values("developer", "period").annotate(tokens=Sum(F("input_tokens") + F("output_tokens")))
+        .values_list("developer", "period", "tokens").order_by()
+    ):  # fmt: skip
+        index = (period - first) // step
+        if 0 <= index < count:
+            rows[developer or ""]["spark"][index] += tokens or 0
+    for row in rows.values():
+        row["sources"] = sorted(row["sources"])
+        # Most tokens first: the model a developer leans on leads the list.
+        row["models"] = [name or "(no model)" for name, _ in sorted(row["models"].items(), key=lambda m: (-m[1], m[0]))]
+        row["spark_step"] = "hour" if step == HOUR else "day"
+    key = sort.lstrip("-")
+    read = PEOPLE_SORTS.get(key, PEOPLE_SORTS["cost"])
+    descending = sort.startswith("-") or key not in PEOPLE_SORTS
+    # Ties go by name, so the order is stable whichever way the column sorts.
+    table = sorted(rows.values(), key=lambda row: row["developer"].casefold())
+    return sorted(table, key=read, reverse=descending)
+
+
+def developer_sessions_page(
+    *, team: Team, developer: str, time_range: TimeRange, sort: str = "-started", page: int | str = 1
+) -> Page:
+    """One page of one developer's sessions across the team's projects, started in the range."""
+    sessions = sessions_started_between(projects=Project.objects.filter(team=team), since=time_range.since,
+                                        until=time_range.until)  # fmt: skip
+    sessions = sessions.filter(**{f"attributes__{DEVELOPER_KEY}": developer}).select_related("project", "project__team")
+    result = Paginator(_sorted_sessions(sessions, sort), SESSIONS_PER_PAGE).get_page(page)
+    result.object_list = [{**session_row(session), "project": session.project} for session in result.object_list]
+    return result
 
 
 def session_sources(*, project: Project, time_range: TimeRange) -> list[str]:

@@ -17,6 +17,7 @@ from django.contrib.auth import views as auth_views
 from django.contrib.auth.mixins import AccessMixin, LoginRequiredMixin
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpResponseRedirect, JsonResponse, StreamingHttpResponse
+from django.urls import reverse
 from django.utils import timezone
 from django.views import View
 from django.views.generic import TemplateView
@@ -29,6 +30,7 @@ from apps.accounts.selectors import (
     invitations_open_for_user,
     membership_get,
     project_get_for_member,
+    teams_for_user,
 )
 from apps.accounts.services import api_key_create, api_key_revoke, invitation_accept, invitation_decline
 from apps.budgets.selectors import budget_statuses
@@ -36,6 +38,14 @@ from apps.core.errors import ApplicationError, Forbidden, NotFound
 from apps.dashboards import forms, selectors
 from apps.dashboards.services import team_invitation_revoke, team_member_invite, team_member_role_change
 from apps.limits.selectors import limits_table
+from apps.digests.models import Frequency
+from apps.digests.selectors import (
+    digest_period_last_complete,
+    digest_period_starting,
+    digest_subscription_for,
+    team_digest,
+)
+from apps.digests.services import digest_subscription_set
 from apps.metrics.selectors import session_metadata
 from apps.pricing.context_windows import context_window_override_delete, context_window_override_set
 from apps.pricing.services import events_reprice, price_override_create, unpriced_events_reprice
@@ -149,6 +159,9 @@ class InvitationsView(LoginRequiredMixin, TemplateView):
         return HttpResponseRedirect(request.path)
 
 
+RANGE_CHOICES = [("24h", "24 h"), ("7d", "7 days"), ("30d", "30 days")]
+
+
 class ProjectDashboardView(ProjectScopedMixin, TemplateView):
     template_name = "dashboards/project.html"
 
@@ -160,7 +173,7 @@ class ProjectDashboardView(ProjectScopedMixin, TemplateView):
         context.update(
             query=query,
             time_range=time_range,
-            range_choices=[("24h", "24 h"), ("7d", "7 days"), ("30d", "30 days")],
+            range_choices=RANGE_CHOICES,
             custom_last_day=time_range.until - timedelta(days=1),
             base_url=self.request.build_absolute_uri("/"),
             search=params.get("q", ""),
@@ -178,6 +191,111 @@ class ProjectDashboardView(ProjectScopedMixin, TemplateView):
             **selectors.project_dashboard(project=self.project, time_range=time_range),
         )
         return context
+
+
+class TeamPeopleView(TeamScopedMixin, TemplateView):
+    """`/<team>/people/`: per developer across the team's projects, in the range of the URL."""
+
+    template_name = "dashboards/people.html"
+
+    def get_context_data(self, **kwargs):
+        context = super().get_context_data(**kwargs)
+        query = forms.PeopleQueryForm(self.request.GET)
+        time_range = query.time_range(now=timezone.now())
+        sort = (query.cleaned_data.get("sort") if query.is_valid() else "") or "-cost"
+        context.update(
+            query=query, time_range=time_range, range_choices=RANGE_CHOICES, sort=sort,
+            custom_last_day=time_range.until - timedelta(days=1),
+            people=selectors.team_people(team=self.membership.team, time_range=time_range, sort=sort),
+        )  # fmt: skip
+        return context
+
+
+class DeveloperSessionsView(TeamScopedMixin, TemplateView):
+    """`/<team>/people/sessions/?developer=...`: one developer's sessions across the team's projects."""
+
+    template_name = "dashboards/developer_sessions.html"
+
+    def get(self, request, *args, **kwargs):
+        query = forms.DeveloperSessionsQueryForm(request.GET)
+        if not query.is_valid() and "developer" in query.errors:
+            # No developer (or an impossible one) to list: the People page lists them all.
+            kept = request.GET.copy()
+            kept.pop("developer", None)
+            kept.pop("page", None)
+            return HttpResponseRedirect(reverse("team-people", args=[self.membership.team.slug]) + "?" + kept.urlencode())
+        return super().get(request, *args, query=query, **kwargs)
+
+    def get_context_data(self, **kwargs):
+        query = kwargs.pop("query")
+        context = super().get_context_data(**kwargs)
+        time_range = query.time_range(now=timezone.now())
+        params = query.cleaned_data if query.is_valid() else {"developer": query.cleaned_data["developer"]}
+        sort = params.get("sort") or "-started"
+        context.update(
+            query=query, time_range=time_range, range_choices=RANGE_CHOICES, sort=sort,
+            custom_last_day=time_range.until - timedelta(days=1), developer=params["developer"],
+            sessions=selectors.developer_sessions_page(
+                team=self.membership.team, developer=params["developer"], time_range=time_range, sort=sort,
+                page=params.get("page") or 1,
+            ),
+        )  # fmt: skip
+        return context
+
+
+class TeamDigestView(TeamScopedMixin, TemplateView):
+    """`/<team>/digest/`: the digest mail's content as a page, for the period in the URL."""
+
+    template_name = "dashboards/digest.html"
+
+    def get_context_data(self, **kwargs):
+        context = super().get_context_data(**kwargs)
+        query = forms.DigestQueryForm(self.request.GET)
+        params = query.cleaned_data if query.is_valid() else {}
+        chosen = digest_subscription_for(user=self.request.user).frequency
+        frequency = params.get("period") or (chosen if chosen != Frequency.OFF else Frequency.DAILY)
+        if params.get("start"):
+            period = digest_period_starting(frequency=frequency, day=params["start"])
+        else:
+            period = digest_period_last_complete(frequency=frequency, now=timezone.now())
+        context.update(query=query, **team_digest(team=self.membership.team, period=period))
+        # Links to the neighbouring periods; a later one only once it is complete.
+        context["earlier"] = period.previous_start.date().isoformat()
+        next_end = period.end + (period.end - period.start)
+        context["later"] = period.end.date().isoformat() if next_end <= timezone.now() else None
+        return context
+
+
+class UserSettingsView(LoginRequiredMixin, TemplateView):
+    """`/settings/`: the signed-in user's own settings (the digest), nobody else's."""
+
+    template_name = "dashboards/user_settings.html"
+
+    def get_context_data(self, **kwargs):
+        context = super().get_context_data(**kwargs)
+        subscription = digest_subscription_for(user=self.request.user)
+        context.setdefault("form", forms.DigestSubscriptionForm(
+            initial={"frequency": subscription.frequency, "email": subscription.email}))  # fmt: skip
+        context["account_email"] = self.request.user.email
+        context["teams"] = list(teams_for_user(user=self.request.user))
+        return context
+
+    def post(self, request, *args, **kwargs):
+        form = forms.DigestSubscriptionForm(request.POST)
+        if form.is_valid():
+            try:
+                subscription = digest_subscription_set(user=request.user, **form.cleaned_data)
+            except ApplicationError as error:
+                form.add_error(None, error.message)
+            else:
+                if subscription.frequency == Frequency.OFF:
+                    messages.success(request, "You get no digest.")
+                else:
+                    address = subscription.email or request.user.email
+                    messages.success(request, f"Your {subscription.frequency} digest goes to {address}.")
+                return HttpResponseRedirect(request.path)
+        messages.error(request, "The change was not saved: " + " ".join(_form_errors(form)))
+        return self.render_to_response(self.get_context_data(form=form), status=400)
 
 
 class ProjectLiveView(ProjectScopedMixin, View):

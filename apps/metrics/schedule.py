@@ -15,6 +15,13 @@ BEAT_SCHEDULE = {
         "schedule": crontab(minute=17),
         "options": {"expires": 3000},
     },
+    # Sends the daily and weekly digests that are due (apps.digests): hourly, because each run sends
+    # only what is due and not yet sent, so a beat that was down at the send hour catches up.
+    "digests-send": {
+        "task": "apps.digests.tasks.digests_send",
+        "schedule": crontab(minute=5),
+        "options": {"expires": 3000},
+    },
     # Evaluates every budget and sends due alert deliveries (and retries of pending ones), so an
     # alert goes out within a minute of spend crossing a threshold even when no fold triggers one.
     "budgets-evaluate": {

@@ -39,6 +39,7 @@ INSTALLED_APPS = [
     "apps.limits",
     "apps.dashboards",
     "apps.otlp",
+    "apps.digests",
     "apps.demo",
 ]
 
@@ -221,6 +222,18 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 }  # fmt: skip
 CELERY_BROKER_CONNECTION_TIMEOUT = 2
 
+# Mail (digests; budget alerts): EMAIL_URL in django-environ's form (smtp://user:password@host:587,
+# smtp+tls://..., smtps://...); unset, mails are printed on the console (`make run`).
+# Parts the URL leaves out keep Django's defaults (EMAIL_HOST localhost, no login).
+vars().update({name: value for name, value in env.email_url("EMAIL_URL", default="consolemail://").items() if value})
+DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", default="TokenSite <tokensite@localhost>")
+EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=10)
+# Where mails link to (the digest's page): the site's public address, without a trailing slash.
+SITE_URL = env("SITE_URL", default="http://127.0.0.1:8000").rstrip("/")
+# Digests go out once their period is over and this hour (UTC) has come: daily ones each morning,
+# weekly ones on Monday morning (apps.digests).
+DIGEST_SEND_HOUR_UTC = env.int("DIGEST_SEND_HOUR_UTC", default=7)
+
 # Ingestion limits (issue 2).
 INGEST_MAX_BODY_BYTES = 1024 * 1024
 INGEST_MAX_DECOMPRESSED_BYTES = 8 * 1024 * 1024
@@ -255,13 +268,6 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
     "loggers": {"LiteLLM": {"level": "WARNING"}, "httpx": {"level": "WARNING"}},
 }
-
-# Mail (budget alerts, digests): EMAIL_URL such as smtp+tls://user:pass@smtp.example.com:587;
-# unset, mail is printed on the console (`make run`).
-EMAIL_CONFIG = env.email_url("EMAIL_URL", default="consolemail://")
-vars().update(EMAIL_CONFIG)
-DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", default="TokenSite <tokensite@localhost>")
-EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=10)
 
 # Budget alerts (apps.budgets). Webhook targets resolving to loopback, private or link-local
 # addresses are refused unless this is set (an alert must not reach into the internal network).
