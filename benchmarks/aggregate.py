@@ -85,8 +85,11 @@ RAW_COLUMNS = (
     "project_id", "event_id", "type", "session_id", "step", "provider", "model", "call_id", "timestamp", "end_at",
     "received_at", "attributes", "duration_ms", "time_to_first_token_ms", "input_tokens", "output_tokens",
     "cache_read_tokens", "cache_write_tokens", "tool_tokens", "thought_tokens", "token_source", "tokenizer",
-    "wait_ms", "status_code", "attempt", "cost_nanousd", "price_source",
+    "wait_ms", "status_code", "attempt", "cost_nanousd", "price_source", "context_share",
 )  # fmt: skip
+# The models' published input windows, for the share ingest stores (context_share); None: unknown.
+INPUT_WINDOWS = {"gpt-4o": 128_000, "claude-3-5-sonnet-20241022": 200_000, "gpt-4o-mini": 128_000,
+                 "claude-3-5-haiku-20241022": 200_000, "acme-llm-7b": None}  # fmt: skip
 
 
 def session_events(rng: random.Random, project_id: int, session_id: str, count: int, start: datetime, received_at):
@@ -103,7 +106,7 @@ def session_events(rng: random.Random, project_id: int, session_id: str, count: 
             rows.append((
                 project_id, uuid.UUID(int=rng.getrandbits(128), version=4), "throttle", session_id, STEPS[index % 5],
                 "openai", "gpt-4o", call_id, clock, clock + timedelta(milliseconds=wait_ms), received_at, "{}",
-                0.0, None, 0, 0, 0, 0, 0, 0, "client", "", wait_ms, 429, 1, None, "",
+                0.0, None, 0, 0, 0, 0, 0, 0, "client", "", wait_ms, 429, 1, None, "", None,
             ))  # fmt: skip
             clock += timedelta(milliseconds=wait_ms)
         provider, model, _, input_price, output_price = rng.choices(MODELS, weights)[0]
@@ -117,6 +120,7 @@ def session_events(rng: random.Random, project_id: int, session_id: str, count: 
             provider, model, call_id, clock, clock + timedelta(milliseconds=duration_ms), received_at, attributes,
             duration_ms, round(duration_ms * rng.uniform(0.05, 0.3), 1), input_tokens, output_tokens, cache_read, 0,
             0, 0, "client", "", 0.0, None, None, cost, "" if cost is None else f"litellm:{model}",
+            None if INPUT_WINDOWS[model] is None else input_tokens / INPUT_WINDOWS[model],
         ))  # fmt: skip
         # Calls overlap: the next one starts before this one ends about half the time.
         clock += timedelta(milliseconds=rng.uniform(0.2, 1.2) * duration_ms)
@@ -170,7 +174,7 @@ def totals_check(project_id: int) -> str:
     from django.db.models import Count, Q, Sum
 
     from apps.ingestion.models import RawEvent
-    from apps.metrics.models import SessionAggregate
+    from apps.metrics.models import SessionAggregate, SessionModelAggregate, SessionStepAggregate
 
     raw = RawEvent.objects.filter(project_id=project_id).aggregate(
         input=Sum("input_tokens"), output=Sum("output_tokens"), cost=Sum("cost_nanousd"),
@@ -182,7 +186,23 @@ def totals_check(project_id: int) -> str:
     )  # fmt: skip
     if raw != folded:
         raise SystemExit(f"folded sums differ from the raw events: {folded} vs {raw}")
-    return f"{raw['calls']:,} calls, {raw['throttles']:,} throttle waits, {raw['input'] + raw['output']:,} tokens"
+    # Calls with a known context window, above 80% and above 95% of it: raw, per step, per model.
+    window_calls = [
+        tuple(RawEvent.objects.filter(project_id=project_id).aggregate(
+            known=Count("context_share"), over_80=Count("id", filter=Q(context_share__gt=0.8)),
+            over_95=Count("id", filter=Q(context_share__gt=0.95)),
+        ).values()),
+        *(tuple(model.objects.filter(session__project_id=project_id).aggregate(
+            known=Sum("context_known_calls"), over_80=Sum("context_calls_over_80"),
+            over_95=Sum("context_calls_over_95"),
+        ).values()) for model in (SessionStepAggregate, SessionModelAggregate)),
+    ]  # fmt: skip
+    if len(set(window_calls)) != 1:
+        raise SystemExit(f"folded context window counts differ from the raw events: {window_calls}")
+    return (
+        f"{raw['calls']:,} calls, {raw['throttles']:,} throttle waits, {raw['input'] + raw['output']:,} tokens, "
+        f"{window_calls[0][1]:,} calls above 80% of their window"
+    )
 
 
 # --- 2. naive baseline ------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Dashboard page times: the project page and a 10,000-call session page, p50 and p95 server time.
+"""Dashboard page times: the project page, a 10,000-call session page and the team's People and
+digest pages, p50 and p95 server time.
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/tokensite_dash .venv/bin/python benchmarks/dashboards.py
     .venv/bin/python benchmarks/dashboards.py --quick        # seconds, for CI (DATABASE_URL if set, else a scratch SQLite)
@@ -240,6 +241,11 @@ def run_benchmark(*, quick: bool, requests: int) -> int:
         "project page, 24 h": base,
         "project page, 7 days, sorted by cost, page 3": f"{base}?range=7d&sort=-cost&page=3",
         f"session page ({big_calls:,} calls)": f"{base}sessions/{BIG_SESSION}/",
+        # Issue 16: per developer across the team's projects, from the session aggregates.
+        "people page, 7 days": f"/{project.team.slug}/people/?range=7d",
+        "people page, 24 h, sorted by tokens": f"/{project.team.slug}/people/?sort=-tokens",
+        "developer's sessions, 7 days, sorted by cost": f"/{project.team.slug}/people/sessions/?developer=alice&range=7d&sort=-cost",
+        "digest page, weekly": f"/{project.team.slug}/digest/?period=weekly&start={datetime.now(timezone.utc):%Y-%m-%d}",
     }
     failed = 0
     print(f"{'page':50} {'p50 ms':>8} {'p95 ms':>8} {'KiB':>6}  ({requests} requests each)")

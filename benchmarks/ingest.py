@@ -335,7 +335,8 @@ def copy_row_templates() -> list[tuple]:
     import msgspec
     from psycopg.types.json import Jsonb
 
-    from apps.pricing.catalog import resolve_model_price
+    from apps.pricing.catalog import resolve_max_input_tokens, resolve_model_price
+    from apps.pricing.context_windows import context_share
     from apps.pricing.cost import event_cost_nanousd
     from benchmarks._ingest_support.events import TEMPLATE_POOL_SIZE, usage_event_templates, utc_now
 
@@ -360,7 +361,9 @@ def copy_row_templates() -> list[tuple]:
                 Jsonb(msgspec.json.encode(event["attributes"]), dumps=bytes),
                 event["duration_ms"], event["time_to_first_token_ms"], event["input_tokens"], event["output_tokens"],
                 event["cache_read_tokens"], event["cache_write_tokens"], 0, 0, "client", "", None,
-                0.0, None, None, None, cost, price.source if price else "", 0, "",
+                0.0, None, None, None, cost, price.source if price else "", 0, "", price.price_book if price else "",
+                context_share(input_tokens=event["input_tokens"],
+                              max_input_tokens=resolve_max_input_tokens(event["model"], event["provider"])),
             )
         )  # fmt: skip
     return rows

@@ -3,6 +3,7 @@
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/ts_otlp REDIS_URL=redis://127.0.0.1:6379/6 \\
         .venv/bin/python benchmarks/otlp.py            # 20 s per configuration
     ... benchmarks/otlp.py --quick                     # 3 s per configuration, for CI
+    ... benchmarks/otlp.py --in-process                # CPU per record of the services, no server
 
 The same calls go three ways in one run: as native usage events (JSON batches of 512), and as
 OpenTelemetry GenAI log events (`gen_ai.client.inference.operation.details` records with
@@ -54,11 +55,15 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2, help="gunicorn sync workers (default 2)")
     parser.add_argument("--clients", type=int, default=2, help="load-generator processes (default 2)")
     parser.add_argument("--rounds", type=int, default=2, help="rounds over the three paths, order alternating")
+    parser.add_argument("--in-process", action="store_true",
+                        help="CPU per record of the three paths called in this process, no server (steady on a busy host)")
     parser.add_argument("--loadgen", nargs=5, metavar=("MODE", "PORT", "KEY", "POOL", "SEED"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.loadgen:
         return loadgen(*args.loadgen)
+    if args.in_process:
+        return in_process(rounds=max(args.rounds, 4))
     seconds = args.seconds or (3.0 if args.quick else 20.0)
     warmup = 1.0 if args.quick else 3.0
 
@@ -183,6 +188,56 @@ def _server_cpu_s(master_pid: int) -> float:
             continue
         total += int(fields[11]) + int(fields[12])  # utime, stime
     return total / ticks
+
+
+# --- in-process CPU --------------------------------------------------------------------------
+
+
+def in_process(*, rounds: int, requests: int = 6) -> int:
+    """CPU seconds per record of events_ingest and otlp_export (protobuf, JSON), the services the
+    views call, on the scratch database: no HTTP, no load generators, so a host shared with other
+    work changes the figures far less than it changes events/s. The minimum over rounds is kept."""
+    import gc
+
+    database_url = ingest.scratch_database_url(os.environ.get("DATABASE_URL") or ingest.DEFAULT_DATABASE_URL)
+    os.environ.update({"DATABASE_URL": database_url, "DJANGO_SETTINGS_MODULE": ingest.SETTINGS_MODULE,
+                       "REDIS_URL": os.environ.get("REDIS_URL") or ingest.DEFAULT_REDIS_URL})
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    ingest.scratch_database_recreate(database_url)
+    try:
+        ingest.run_checked([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"])
+        ingest.benchmark_key_create()
+        from django.db import connection
+
+        from apps.accounts.models import Project
+        from apps.ingestion.services import events_ingest
+        from apps.otlp.services import otlp_export
+
+        project = Project.objects.get(slug="ingest-benchmark")
+        events_ingest(project=project, body=_body("native", 0, 0))  # litellm's import and prices, once
+        gc.collect()
+        gc.freeze()  # the warm heap out of the collector's way, as in every path alike
+        best: dict[str, float] = {}
+        seed = 1
+        for _ in range(rounds):
+            for mode in MODES:
+                bodies = [_body(mode, seed, index) for index in range(requests)]
+                seed += 1
+                started = time.process_time()
+                for body in bodies:
+                    if mode == "native":
+                        events_ingest(project=project, body=body)
+                    else:
+                        otlp_export(project=project, signal="logs", media_type=MODES[mode][1], body=body)
+                per_record_us = (time.process_time() - started) / (requests * BATCH_RECORDS) * 1e6
+                best[mode] = min(best.get(mode, per_record_us), per_record_us)
+        connection.close()
+    finally:
+        ingest.scratch_database_drop(database_url)
+    print(f"in-process CPU per record, min of {rounds} rounds of {requests} requests of {BATCH_RECORDS}:")
+    for mode, per_record_us in best.items():
+        print(f"  {mode:14s} {per_record_us:6.1f} µs   native / this = {best['native'] / per_record_us:.2f}")
+    return 0
 
 
 # --- load generator ---------------------------------------------------------------------------

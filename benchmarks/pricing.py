@@ -4,7 +4,9 @@
     .venv/bin/python benchmarks/pricing.py --quick    # a few seconds, for CI
 
 The product prices an event by resolving the model's `ModelPrice` once (cached per model and
-provider) and doing integer/Decimal arithmetic; the baseline calls `litellm.completion_cost` per
+provider, in the catalog of the price books in force) and doing integer/Decimal arithmetic; here
+that catalog holds an imported book (litellm's own file imported over the bundled map, so both
+sides price at the same prices) as after `manage.py prices_import`; the baseline calls `litellm.completion_cost` per
 event, which looks the model up and walks its pricing rules every time. Both price the same events,
 and the run checks their totals agree, so the faster path is not a different answer. The baseline's
 `ModelResponse` objects are built before its clock starts, which flatters litellm: an ingest path
@@ -82,7 +84,18 @@ def make_events(count: int, seed: int = 4) -> list[dict]:
     return events
 
 
-def price_events_our_way(events: list[dict]) -> tuple[float, int, int]:
+def imported_book_catalog():
+    """The catalog after an operator imported litellm's own file as a price book."""
+    import json
+
+    from apps.pricing.catalog import catalog_with_books
+    from apps.pricing.offline import bundled_tokenizers_dir
+
+    litellm_file = bundled_tokenizers_dir().parents[1] / "model_prices_and_context_window_backup.json"
+    return catalog_with_books([("import-1-benchmark", json.loads(litellm_file.read_text()))])
+
+
+def price_events_our_way(events: list[dict], catalog) -> tuple[float, int, int]:
     """(seconds, total nano-USD, priced events): what ingestion does per event."""
     from apps.pricing.catalog import resolve_model_price
     from apps.pricing.cost import event_cost_nanousd
@@ -90,7 +103,7 @@ def price_events_our_way(events: list[dict]) -> tuple[float, int, int]:
     total_nanousd = priced = 0
     started = time.perf_counter()
     for event in events:
-        price = resolve_model_price(event["model"], event["provider"])
+        price = resolve_model_price(event["model"], event["provider"], catalog=catalog)
         if price is None:
             continue
         total_nanousd += event_cost_nanousd(
@@ -178,6 +191,8 @@ def count_throughput(seconds_budget: float) -> list[tuple[str, str, float]]:
 
 
 def main() -> None:
+    from apps.pricing.catalog import resolve_model_price
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small run for CI (a few seconds)")
     args = parser.parse_args()
@@ -189,9 +204,13 @@ def main() -> None:
     print(f"import litellm (offline):            {time.perf_counter() - started:8.2f} s")
 
     events = make_events(event_count)
-    ours_seconds, total_nanousd, priced = price_events_our_way(events)
+    catalog = imported_book_catalog()
+    ours_seconds, total_nanousd, priced = price_events_our_way(events, catalog)
     ours_rate = priced / ours_seconds
     print(f"TokenSite path (resolve + cost):      {ours_rate:12,.0f} events/s  ({priced:,} events)")
+    bundled_seconds, bundled_nanousd, _ = price_events_our_way(events, None)
+    print(f"  same, bundled map alone (no book):  {priced / bundled_seconds:12,.0f} events/s"
+          f"  (same total: {bundled_nanousd == total_nanousd})")
 
     baseline = events[:baseline_count]
     litellm_seconds, litellm_total_usd = price_events_with_litellm(litellm_responses(baseline))
@@ -199,7 +218,7 @@ def main() -> None:
     print(f"litellm.completion_cost per event:    {litellm_rate:12,.0f} events/s  ({len(baseline):,} events)")
     print(f"speed-up:                             {ours_rate / litellm_rate:12.1f} x  (target >= 20 x)")
 
-    _, baseline_nanousd, _ = price_events_our_way(baseline)
+    _, baseline_nanousd, _ = price_events_our_way(baseline, catalog)
     difference_usd = abs(baseline_nanousd / 1e9 - litellm_total_usd)
     print(
         f"same events, same total:              ${baseline_nanousd / 1e9:,.6f} vs ${litellm_total_usd:,.6f}"
@@ -210,6 +229,8 @@ def main() -> None:
     one_hour = sum(1 for event in events if event["cache_write_1h_tokens"])
     print(f"in the mix:                           {tiered:,} flex/priority/batch calls,"
           f" {one_hour:,} with one-hour writes")
+    books = {resolve_model_price(model, provider, catalog=catalog).price_book for model, provider, *_ in TRAFFIC}
+    print(f"price books:                          {', '.join(sorted(books))}")
 
     for model, tokenizer, rate in count_throughput(count_seconds):
         print(f"count_tokens {model:<18} {tokenizer:<22} {rate:12,.0f} tokens/s")

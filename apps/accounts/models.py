@@ -1,5 +1,6 @@
 """Teams, their members, their projects and the API keys that write to and read from a project."""
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 
 from apps.core.models import TimeStampedModel
@@ -35,9 +36,20 @@ class Membership(TimeStampedModel):
         return self.role in self.MANAGER_ROLES
 
 
+# Team pages live where a project's page would (/<team>/people/, /<team>/budgets/, /<team>/digest/),
+# so a project with one of these slugs could never be reached: new ones are refused, and the
+# migration that introduced the list renamed existing ones (people -> people-1).
+RESERVED_PROJECT_SLUGS = frozenset({"people", "budgets", "digest"})
+
+
+def validate_project_slug_not_reserved(value: str) -> None:
+    if value in RESERVED_PROJECT_SLUGS:
+        raise ValidationError(f"{value!r} names a team page; pick another project slug.", code="reserved")
+
+
 class Project(TimeStampedModel):
     team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="projects")
-    slug = models.SlugField(max_length=64)
+    slug = models.SlugField(max_length=64, validators=[validate_project_slug_not_reserved])
     name = models.CharField(max_length=200)
     # Raw events older than this many days are deleted once folded (apps.ingestion.retention);
     # the aggregates stay. Null keeps every raw event.

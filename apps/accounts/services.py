@@ -14,7 +14,7 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from apps.accounts.keys import key_generate, secret_hash
-from apps.accounts.models import ApiKey, Invitation, Membership, Project, Team
+from apps.accounts.models import RESERVED_PROJECT_SLUGS, ApiKey, Invitation, Membership, Project, Team
 from apps.core.errors import BadRequest, ErrorCode, NotFound
 
 # Long enough to be read after a weekend, short enough that a forgotten invitation lapses.
@@ -44,8 +44,14 @@ def team_get_or_create(*, slug: str, name: str | None = None) -> Team:
 
 @transaction.atomic
 def project_get_or_create(*, team: Team, slug: str, name: str | None = None) -> Project:
-    """Return the team's project with this slug, creating it when missing."""
+    """Return the team's project with this slug, creating it when missing; reserved slugs are refused."""
     slug = _slug_or_error(slug, "Project")
+    if slug in RESERVED_PROJECT_SLUGS:
+        raise BadRequest(
+            f"Project slug {slug!r} is reserved for a team page ({', '.join(sorted(RESERVED_PROJECT_SLUGS))} "
+            "are); pick another.",
+            code=ErrorCode.RESERVED_SLUG,
+        )
     project, _ = Project.objects.get_or_create(team=team, slug=slug, defaults={"name": name or slug})
     return project
 

@@ -57,6 +57,7 @@ class ErrorCode(StrEnum):
 
     # Accounts, teams and prices (services the pages and management commands call).
     INVALID_SLUG = "invalid_slug"
+    RESERVED_SLUG = "reserved_slug"
     INVALID_SCOPE = "invalid_scope"
     API_KEY_NOT_FOUND = "api_key_not_found"
     INVALID_USERNAME = "invalid_username"
@@ -68,8 +69,20 @@ class ErrorCode(StrEnum):
     OWNER_ONLY = "owner_only"
     LAST_OWNER = "last_owner"
     INVALID_PRICE = "invalid_price"
+    INVALID_PRICE_FILE = "invalid_price_file"
     INVALID_MODEL = "invalid_model"
     INVALID_RETENTION = "invalid_retention"
+    INVALID_CONTEXT_WINDOW = "invalid_context_window"
+
+    # Digests.
+    INVALID_FREQUENCY = "invalid_frequency"
+    INVALID_EMAIL = "invalid_email"
+
+    # Budgets (apps.budgets).
+    INVALID_BUDGET = "invalid_budget"
+    INVALID_WEBHOOK_URL = "invalid_webhook_url"
+    TEAM_NOT_FOUND = "team_not_found"
+    PROJECT_NOT_FOUND = "project_not_found"
 
 
 def error_body(code: ErrorCode, message: str, details: Any = None) -> dict:

@@ -1,4 +1,4 @@
-"""Forms of the dashboards: the project page's query string and the settings page's actions."""
+"""Forms of the dashboards: the query strings of the project and People pages and the settings page's actions."""
 from __future__ import annotations
 
 from datetime import date, datetime, time, timedelta, timezone
@@ -6,7 +6,9 @@ from datetime import date, datetime, time, timedelta, timezone
 from django import forms
 
 from apps.accounts.models import ApiKey, Membership
-from apps.dashboards.selectors import SESSION_SORTS, TimeRange
+from apps.dashboards.selectors import PEOPLE_SORTS, SESSION_SORTS, TimeRange
+from apps.digests.models import Frequency
+from apps.pricing.context_windows import MAX_CONTEXT_WINDOW_TOKENS
 
 RANGES = {"24h": timedelta(hours=24), "7d": timedelta(days=7), "30d": timedelta(days=30)}
 MAX_CUSTOM_RANGE = timedelta(days=400)
@@ -14,20 +16,16 @@ MAX_CUSTOM_RANGE = timedelta(days=400)
 # the calendar (date.min - 1 day would overflow).
 EARLIEST_DAY, LATEST_DAY = date(2000, 1, 1), date(2999, 12, 31)
 SORT_CHOICES = [(key, key) for key in SESSION_SORTS] + [(f"-{key}", f"-{key}") for key in SESSION_SORTS]
+PEOPLE_SORT_CHOICES = [(key, key) for key in PEOPLE_SORTS] + [(f"-{key}", f"-{key}") for key in PEOPLE_SORTS]
 
 
-class ProjectQueryForm(forms.Form):
-    """`?range=24h|7d|30d|custom&from=YYYY-MM-DD&to=YYYY-MM-DD&q=...&developer=...&source=...&sort=-cost&page=2`
-    (dates in UTC, `to` inclusive)."""
+class RangeQueryForm(forms.Form):
+    """`?range=24h|7d|30d|custom&from=YYYY-MM-DD&to=YYYY-MM-DD` (dates in UTC, `to` inclusive): the time
+    range a page keeps in its URL."""
 
     range = forms.ChoiceField(choices=[(key, key) for key in RANGES] + [("custom", "custom")], required=False)
     start = forms.DateField(required=False, label="From")
     end = forms.DateField(required=False, label="To")
-    q = forms.CharField(required=False, max_length=200, strip=True, label="Search sessions")
-    developer = forms.CharField(required=False, max_length=200, strip=True, label="Developer")
-    source = forms.CharField(required=False, max_length=200, strip=True, label="Source")
-    sort = forms.ChoiceField(choices=SORT_CHOICES, required=False)
-    page = forms.IntegerField(required=False, min_value=1)
 
     def __init__(self, data=None, **kwargs):
         # `from` and `to` are the public parameter names; they are Python keywords, hence the mapping.
@@ -66,6 +64,53 @@ class ProjectQueryForm(forms.Form):
             until = datetime.combine(last_day + timedelta(days=1), time.min, tzinfo=timezone.utc)
             return TimeRange(key="custom", since=since, until=until)
         return TimeRange(key=key, since=now - RANGES[key], until=now)
+
+
+class ProjectQueryForm(RangeQueryForm):
+    """The range plus `&q=...&developer=...&source=...&sort=-cost&page=2`."""
+
+    q = forms.CharField(required=False, max_length=200, strip=True, label="Search sessions")
+    developer = forms.CharField(required=False, max_length=200, strip=True, label="Developer")
+    source = forms.CharField(required=False, max_length=200, strip=True, label="Source")
+    sort = forms.ChoiceField(choices=SORT_CHOICES, required=False)
+    page = forms.IntegerField(required=False, min_value=1)
+
+
+class PeopleQueryForm(RangeQueryForm):
+    """The People page: the range plus `&sort=-cost` (a PEOPLE_SORTS key, `-` for descending)."""
+
+    sort = forms.ChoiceField(choices=PEOPLE_SORT_CHOICES, required=False)
+
+
+class DeveloperSessionsQueryForm(RangeQueryForm):
+    """One developer's sessions across the team's projects: the range plus
+    `&developer=ada@example.com&sort=-cost&page=2`."""
+
+    developer = forms.CharField(max_length=200, strip=True, label="Developer")
+    sort = forms.ChoiceField(choices=SORT_CHOICES, required=False)
+    page = forms.IntegerField(required=False, min_value=1)
+
+
+class DigestQueryForm(forms.Form):
+    """`/<team>/digest/?period=daily|weekly&start=YYYY-MM-DD`: a day, or the ISO week holding `start`;
+    without `start`, the last complete one."""
+
+    period = forms.ChoiceField(choices=[(Frequency.DAILY, "Daily"), (Frequency.WEEKLY, "Weekly")], required=False)
+    start = forms.DateField(required=False)
+
+    def clean_start(self):
+        start = self.cleaned_data["start"]
+        if start is not None and not EARLIEST_DAY <= start <= LATEST_DAY:
+            raise forms.ValidationError(f"Days must lie between {EARLIEST_DAY} and {LATEST_DAY}.")
+        return start
+
+
+class DigestSubscriptionForm(forms.Form):
+    frequency = forms.ChoiceField(
+        choices=Frequency.choices, widget=forms.RadioSelect, label="Digest",
+        help_text="A mail each morning (UTC) about the day before, or each Monday about the week before.",
+    )  # fmt: skip
+    email = forms.EmailField(required=False, help_text="Leave blank to use your account's address.")
 
 
 class ApiKeyCreateForm(forms.Form):
@@ -107,6 +152,23 @@ class RetentionForm(forms.Form):
         required=False, min_value=1, max_value=36_500, label="Keep raw events (days)",
         help_text="Empty keeps every raw event. Aggregates are always kept.",
     )  # fmt: skip
+class RepriceUnpricedForm(forms.Form):
+    """Price the project's unpriced events with the books and overrides now in force: no fields."""
+
+
+class ContextWindowOverrideForm(forms.Form):
+    """Set (or remove) the project's input window for a model, in tokens."""
+
+    model = forms.CharField(max_length=200, help_text="The model name exactly as events send it.")
+    max_input_tokens = forms.IntegerField(min_value=1, max_value=MAX_CONTEXT_WINDOW_TOKENS, required=False,
+                                          label="Input window (tokens)")  # fmt: skip
+    remove = forms.BooleanField(required=False, label="Remove the override (litellm's window applies again)")
+
+    def clean(self):
+        cleaned = super().clean()
+        if not cleaned.get("remove") and cleaned.get("max_input_tokens") is None and "max_input_tokens" not in self.errors:
+            self.add_error("max_input_tokens", "Give the model's input window in tokens.")
+        return cleaned
 
 
 class MemberAddForm(forms.Form):

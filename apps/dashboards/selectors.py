@@ -26,9 +26,12 @@ from apps.ingestion.models import RawEvent
 from apps.metrics.algorithms import rolling_tokens_per_second
 from apps.metrics.models import SessionAggregate, SessionModelAggregate, SessionStepAggregate, UsageBucket
 from apps.metrics.selectors import (
-    USAGE_SUMS, priced_usd, quarantined_session_count, session_metadata, session_origin, usd,
+    USAGE_SUMS, context_window_pressure, priced_usd, quarantined_session_count, session_metadata, session_origin,
+    sessions_started_between, usage_by_developer, usd, with_developer,
 )
-from apps.pricing.selectors import price_overrides_for_project
+from apps.pricing.catalog import resolve_max_input_tokens
+from apps.pricing.context_windows import context_window_overrides_for_project
+from apps.pricing.selectors import price_books, price_overrides_for_project, unpriced_models_now_priced
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _US = timedelta(microseconds=1)
@@ -255,6 +258,36 @@ def _step_table(*, project: Project, time_range: TimeRange) -> list[dict]:
     return sorted(table, key=lambda row: (-(row["cost_usd"] or 0), -row["total_tokens"], row["step"]))
 
 
+_PRESSURE_SUMS = {
+    "calls": Sum("calls"), "known_calls": Sum("context_known_calls"), "max_share": Max("context_max_share"),
+    "calls_over_80": Sum("context_calls_over_80"), "calls_over_95": Sum("context_calls_over_95"),
+}  # fmt: skip
+
+
+def _pressure_rows(rows, keys: tuple[str, ...]) -> list[dict]:
+    table = [
+        {**{key: row[key] for key in keys}, "calls": row["calls"], "context_window": context_window_pressure(
+            calls=row["calls"], known_calls=row["known_calls"], max_share=row["max_share"],
+            calls_over_80=row["calls_over_80"], calls_over_95=row["calls_over_95"],
+        )}
+        for row in rows if row["calls"]
+    ]  # fmt: skip
+    # Fullest windows first; unknown ones last.
+    return sorted(table, key=lambda row: (-(row["context_window"]["max_share"] or -1), *(row[key] for key in keys)))
+
+
+def context_window_tables(*, project: Project, time_range: TimeRange) -> dict:
+    """Per step and per model, over the sessions that started in the range: the largest share of
+    a call's input window, calls above 80% and 95%, and how many calls had no known window."""
+    in_range = {"session__project": project, "session__started_at__gte": time_range.since,
+                "session__started_at__lt": time_range.until}  # fmt: skip
+    steps = SessionStepAggregate.objects.filter(**in_range).values("step").annotate(**_PRESSURE_SUMS).order_by()
+    models = (
+        SessionModelAggregate.objects.filter(**in_range).values("provider", "model").annotate(**_PRESSURE_SUMS).order_by()
+    )
+    return {"steps": _pressure_rows(steps, ("step",)), "models": _pressure_rows(models, ("provider", "model"))}
+
+
 SESSION_SORTS = {
     "started": F("started_at"),
     "tokens": F("tokens_total"),
@@ -265,27 +298,30 @@ SESSION_SORTS = {
 }
 
 
+def _sorted_sessions(sessions: QuerySet[SessionAggregate], sort: str) -> QuerySet[SessionAggregate]:
+    """Sessions sorted by a SESSION_SORTS key (`-` prefix for descending; unknown keys: newest first)."""
+    sessions = sessions.annotate(tokens_total=F("input_tokens") + F("output_tokens"))
+    key = sort.lstrip("-")
+    expression = SESSION_SORTS.get(key, SESSION_SORTS["started"])
+    descending = sort.startswith("-") or key not in SESSION_SORTS
+    ordering = expression.desc(nulls_last=True) if descending else expression.asc(nulls_first=True)
+    return sessions.order_by(ordering, "-id" if descending else "id")
+
+
 def sessions_page(
     *, project: Project, time_range: TimeRange, search: str = "", sort: str = "-started", page: int | str = 1,
     developer: str = "", source: str = "",
 ) -> Page:
     """One page of the project's sessions that started in the range, searchable by id and attribute
     text, filtered by developer and source, sorted by a SESSION_SORTS key (`-` prefix for descending)."""
-    sessions = _sessions_in_range(project=project, time_range=time_range).annotate(
-        tokens_total=F("input_tokens") + F("output_tokens")
-    )
+    sessions = _sessions_in_range(project=project, time_range=time_range)
     if search:
         sessions = sessions.filter(Q(session_id__icontains=search) | Q(attributes__icontains=search))
     if developer:
         sessions = sessions.filter(**{f"attributes__{DEVELOPER_KEY}": developer})
     if source:
         sessions = sessions.filter(**{f"attributes__{SOURCE_KEY}": source})
-    key = sort.lstrip("-")
-    expression = SESSION_SORTS.get(key, SESSION_SORTS["started"])
-    descending = sort.startswith("-") or key not in SESSION_SORTS
-    ordering = expression.desc(nulls_last=True) if descending else expression.asc(nulls_first=True)
-    sessions = sessions.order_by(ordering, "-id" if descending else "id")
-    result = Paginator(sessions, SESSIONS_PER_PAGE).get_page(page)
+    result = Paginator(_sorted_sessions(sessions, sort), SESSIONS_PER_PAGE).get_page(page)
     result.object_list = [session_row(session) for session in result.object_list]
     return result
 
@@ -312,32 +348,100 @@ DEVELOPER_KEY = "user"
 SOURCE_KEY = "source"
 
 
+def _person_row(row: dict) -> dict:
+    """A usage_by_developer row under the pages' name for its key: `developer` ("" when not named)."""
+    person = {key: value for key, value in row.items() if key != "user"}
+    person["developer"] = row["user"] or ""
+    return person
+
+
 def people_table(*, project: Project, time_range: TimeRange) -> list[dict]:
     """Per developer (the session's `user`), over the sessions that started in the range: sessions,
     calls, tokens, cost and throttle wait. Sessions without a developer form one row of their own."""
-    rows = (
-        _sessions_in_range(project=project, time_range=time_range)
-        .annotate(developer=KeyTextTransform(DEVELOPER_KEY, "attributes"))
-        .values("developer")
-        .annotate(
-            sessions=Count("id"), calls=Sum("calls"), input_tokens=Sum("input_tokens"),
-            output_tokens=Sum("output_tokens"), cost_nanousd=Sum("cost_nanousd"),
-            unpriced_tokens=Sum("unpriced_tokens"), throttle_count=Sum("throttle_count"),
-            throttle_wait_us=Sum("throttle_wait_us"),
-        )
+    sessions = _sessions_in_range(project=project, time_range=time_range)
+    return [_person_row(row) for row in usage_by_developer(sessions=sessions)]
+
+
+# --- People page (the team's developers across its projects) -------------------------------------
+
+# Sort keys of the People page, each with how to read it from a row (costs: unpriced sorts lowest).
+PEOPLE_SORTS = {
+    "developer": lambda row: row["developer"].casefold(),
+    "sessions": lambda row: row["sessions"],
+    "calls": lambda row: row["calls"],
+    "tokens": lambda row: row["total_tokens"],
+    "cost": lambda row: -1.0 if row["cost_usd"] is None else row["cost_usd"],
+    "unpriced": lambda row: row["unpriced_tokens"],
+    "throttle": lambda row: row["throttle_wait_ms"],
+}
+# A sparkline shows hours for a range up to two days, else days.
+SPARKLINE_HOURLY_UP_TO = timedelta(days=2)
+
+
+def team_people(*, team: Team, time_range: TimeRange, sort: str = "-cost") -> list[dict]:
+    """The People page: per developer across the team's projects, over the sessions that started in
+    the range: sessions, calls, tokens, cost, unpriced tokens, throttle wait, the agents (sources)
+    and models used, and tokens per hour or day for a sparkline. Read from session aggregates only."""
+    sessions = sessions_started_between(projects=Project.objects.filter(team=team), since=time_range.since,
+                                        until=time_range.until)  # fmt: skip
+    rows = {row["developer"]: row for row in (_person_row(row) for row in usage_by_developer(sessions=sessions))}
+    for row in rows.values():
+        row.update(sources=set(), models={})
+    named = with_developer(sessions)
+    for developer, source in (
+        named.annotate(source=KeyTextTransform(SOURCE_KEY, "attributes"))
+        .exclude(source__isnull=True)
+        .values_list("developer", "source").distinct().order_by()
+    ):  # fmt: skip
+        if source:
+            rows[developer or ""]["sources"].add(source)
+    models = (
+        SessionModelAggregate.objects.filter(session__in=sessions)
+        .annotate(developer=KeyTextTransform(DEVELOPER_KEY, "session__attributes"))
+        .values("developer", "model")
+        .annotate(tokens=Sum(F("input_tokens") + F("output_tokens")))
         .order_by()
-    )  # fmt: skip
-    table = []
-    for row in rows:
-        total_tokens = row["input_tokens"] + row["output_tokens"]
-        table.append({
-            "developer": row["developer"] or "", "sessions": row["sessions"], "calls": row["calls"],
-            "input_tokens": row["input_tokens"], "output_tokens": row["output_tokens"], "total_tokens": total_tokens,
-            "cost_usd": priced_usd(row["cost_nanousd"], row["unpriced_tokens"], total_tokens),
-            "unpriced_tokens": row["unpriced_tokens"], "throttle_count": row["throttle_count"],
-            "throttle_wait_ms": round(row["throttle_wait_us"] / 1000),
-        })  # fmt: skip
-    return sorted(table, key=lambda row: (-(row["cost_usd"] or 0), -row["total_tokens"], row["developer"]))
+    )
+    for model in models:
+        used = rows[model["developer"] or ""]["models"]
+        used[model["model"]] = used.get(model["model"], 0) + (model["tokens"] or 0)
+    step = HOUR if time_range.until - time_range.since <= SPARKLINE_HOURLY_UP_TO else DAY
+    first = _floor(time_range.since, step)
+    count = max(1, -(-(time_range.until - first) // step))
+    for row in rows.values():
+        row["spark"] = [0] * count
+    trunc = TruncHour if step == HOUR else TruncDay
+    for developer, period, tokens in (
+        named.annotate(period=trunc("started_at"))
+        .values("developer", "period").annotate(tokens=Sum(F("input_tokens") + F("output_tokens")))
+        .values_list("developer", "period", "tokens").order_by()
+    ):  # fmt: skip
+        index = (period - first) // step
+        if 0 <= index < count:
+            rows[developer or ""]["spark"][index] += tokens or 0
+    for row in rows.values():
+        row["sources"] = sorted(row["sources"])
+        # Most tokens first: the model a developer leans on leads the list.
+        row["models"] = [name or "(no model)" for name, _ in sorted(row["models"].items(), key=lambda m: (-m[1], m[0]))]
+        row["spark_step"] = "hour" if step == HOUR else "day"
+    key = sort.lstrip("-")
+    read = PEOPLE_SORTS.get(key, PEOPLE_SORTS["cost"])
+    descending = sort.startswith("-") or key not in PEOPLE_SORTS
+    # Ties go by name, so the order is stable whichever way the column sorts.
+    table = sorted(rows.values(), key=lambda row: row["developer"].casefold())
+    return sorted(table, key=read, reverse=descending)
+
+
+def developer_sessions_page(
+    *, team: Team, developer: str, time_range: TimeRange, sort: str = "-started", page: int | str = 1
+) -> Page:
+    """One page of one developer's sessions across the team's projects, started in the range."""
+    sessions = sessions_started_between(projects=Project.objects.filter(team=team), since=time_range.since,
+                                        until=time_range.until)  # fmt: skip
+    sessions = sessions.filter(**{f"attributes__{DEVELOPER_KEY}": developer}).select_related("project", "project__team")
+    result = Paginator(_sorted_sessions(sessions, sort), SESSIONS_PER_PAGE).get_page(page)
+    result.object_list = [{**session_row(session), "project": session.project} for session in result.object_list]
+    return result
 
 
 def session_sources(*, project: Project, time_range: TimeRange) -> list[str]:
@@ -386,6 +490,7 @@ def project_dashboard(*, project: Project, time_range: TimeRange) -> dict:
         "models": _model_table(project=project, time_range=time_range, rows=rows),
         "steps": _step_table(project=project, time_range=time_range),
         "people": people_table(project=project, time_range=time_range),
+        "context_windows": context_window_tables(project=project, time_range=time_range),
         "sources": session_sources(project=project, time_range=time_range),
         "has_data": bool(rows) or session_stats["sessions"] > 0 or project_has_events(project=project),
     }
@@ -559,8 +664,8 @@ def session_exists(*, project: Project, session_id: str) -> bool:
 
 
 def project_settings(*, project: Project) -> dict:
-    """API keys, price overrides (with history), the team's members and the count of quarantined
-    sessions for the settings page."""
+    """API keys, price overrides (with history), the price books, the unpriced models they now
+    price, the team's members and the count of quarantined sessions for the settings page."""
     overrides = list(price_overrides_for_project(project=project).select_related("created_by"))
     known_models = sorted(
         set(
@@ -577,7 +682,19 @@ def project_settings(*, project: Project) -> dict:
         "scopes": ApiKey.Scope.choices,
         "roles": Membership.Role.choices,
         "quarantined_sessions": quarantined_session_count(project=project),
+        "price_books": price_books(),
+        "unpriced_now_priced": unpriced_models_now_priced(project=project),
     }
+
+
+def context_window_overrides(*, project: Project) -> list[dict]:
+    """The project's context window overrides, each beside the window litellm's map gives the model."""
+    return [
+        {"model": override.model, "max_input_tokens": override.max_input_tokens,
+         "litellm_max_input_tokens": resolve_max_input_tokens(override.model), "updated_at": override.updated_at,
+         "updated_by": override.updated_by.username if override.updated_by else None}
+        for override in context_window_overrides_for_project(project=project).select_related("updated_by")
+    ]  # fmt: skip
 
 
 def team_membership_get(*, team: Team, membership_id: int | str) -> Membership:

@@ -17,6 +17,7 @@ from django.contrib.auth import views as auth_views
 from django.contrib.auth.mixins import AccessMixin, LoginRequiredMixin
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpResponseRedirect, JsonResponse, StreamingHttpResponse
+from django.urls import reverse
 from django.utils import timezone
 from django.views import View
 from django.views.generic import TemplateView
@@ -29,6 +30,7 @@ from apps.accounts.selectors import (
     invitations_open_for_user,
     membership_get,
     project_get_for_member,
+    teams_for_user,
 )
 from apps.accounts.services import (
     api_key_create,
@@ -37,11 +39,22 @@ from apps.accounts.services import (
     invitation_decline,
     project_retention_set,
 )
+from apps.budgets.selectors import budget_statuses
 from apps.core.errors import ApplicationError, Forbidden, NotFound
 from apps.dashboards import forms, selectors
 from apps.dashboards.services import team_invitation_revoke, team_member_invite, team_member_role_change
+from apps.limits.selectors import limits_table
+from apps.digests.models import Frequency
+from apps.digests.selectors import (
+    digest_period_last_complete,
+    digest_period_starting,
+    digest_subscription_for,
+    team_digest,
+)
+from apps.digests.services import digest_subscription_set
 from apps.metrics.selectors import session_metadata
-from apps.pricing.services import events_reprice, price_override_create
+from apps.pricing.context_windows import context_window_override_delete, context_window_override_set
+from apps.pricing.services import events_reprice, price_override_create, unpriced_events_reprice
 
 
 class TeamScopedMixin(AccessMixin):
@@ -115,6 +128,7 @@ class TeamOverviewView(LoginRequiredMixin, TemplateView):
     def get_context_data(self, **kwargs):
         context = super().get_context_data(**kwargs)
         context["teams"] = selectors.team_overview(user=self.request.user, now=timezone.now())
+        context["budgets_by_team"] = {card.team.pk: budget_statuses(team=card.team) for card in context["teams"]}
         context["invitation_count"] = invitations_open_for_user(user=self.request.user).count()
         return context
 
@@ -151,6 +165,9 @@ class InvitationsView(LoginRequiredMixin, TemplateView):
         return HttpResponseRedirect(request.path)
 
 
+RANGE_CHOICES = [("24h", "24 h"), ("7d", "7 days"), ("30d", "30 days")]
+
+
 class ProjectDashboardView(ProjectScopedMixin, TemplateView):
     template_name = "dashboards/project.html"
 
@@ -162,7 +179,7 @@ class ProjectDashboardView(ProjectScopedMixin, TemplateView):
         context.update(
             query=query,
             time_range=time_range,
-            range_choices=[("24h", "24 h"), ("7d", "7 days"), ("30d", "30 days")],
+            range_choices=RANGE_CHOICES,
             custom_last_day=time_range.until - timedelta(days=1),
             base_url=self.request.build_absolute_uri("/"),
             search=params.get("q", ""),
@@ -175,9 +192,116 @@ class ProjectDashboardView(ProjectScopedMixin, TemplateView):
                 developer=params.get("developer", ""), source=params.get("source", ""),
             ),  # fmt: skip
             live=selectors.live_rates(project=self.project, now=timezone.now()),
+            project_budgets=budget_statuses(team=self.project.team, project=self.project),
+            limits=limits_table(project=self.project, since=time_range.since, until=time_range.until),
             **selectors.project_dashboard(project=self.project, time_range=time_range),
         )
         return context
+
+
+class TeamPeopleView(TeamScopedMixin, TemplateView):
+    """`/<team>/people/`: per developer across the team's projects, in the range of the URL."""
+
+    template_name = "dashboards/people.html"
+
+    def get_context_data(self, **kwargs):
+        context = super().get_context_data(**kwargs)
+        query = forms.PeopleQueryForm(self.request.GET)
+        time_range = query.time_range(now=timezone.now())
+        sort = (query.cleaned_data.get("sort") if query.is_valid() else "") or "-cost"
+        context.update(
+            query=query, time_range=time_range, range_choices=RANGE_CHOICES, sort=sort,
+            custom_last_day=time_range.until - timedelta(days=1),
+            people=selectors.team_people(team=self.membership.team, time_range=time_range, sort=sort),
+        )  # fmt: skip
+        return context
+
+
+class DeveloperSessionsView(TeamScopedMixin, TemplateView):
+    """`/<team>/people/sessions/?developer=...`: one developer's sessions across the team's projects."""
+
+    template_name = "dashboards/developer_sessions.html"
+
+    def get(self, request, *args, **kwargs):
+        query = forms.DeveloperSessionsQueryForm(request.GET)
+        if not query.is_valid() and "developer" in query.errors:
+            # No developer (or an impossible one) to list: the People page lists them all.
+            kept = request.GET.copy()
+            kept.pop("developer", None)
+            kept.pop("page", None)
+            return HttpResponseRedirect(reverse("team-people", args=[self.membership.team.slug]) + "?" + kept.urlencode())
+        return super().get(request, *args, query=query, **kwargs)
+
+    def get_context_data(self, **kwargs):
+        query = kwargs.pop("query")
+        context = super().get_context_data(**kwargs)
+        time_range = query.time_range(now=timezone.now())
+        params = query.cleaned_data if query.is_valid() else {"developer": query.cleaned_data["developer"]}
+        sort = params.get("sort") or "-started"
+        context.update(
+            query=query, time_range=time_range, range_choices=RANGE_CHOICES, sort=sort,
+            custom_last_day=time_range.until - timedelta(days=1), developer=params["developer"],
+            sessions=selectors.developer_sessions_page(
+                team=self.membership.team, developer=params["developer"], time_range=time_range, sort=sort,
+                page=params.get("page") or 1,
+            ),
+        )  # fmt: skip
+        return context
+
+
+class TeamDigestView(TeamScopedMixin, TemplateView):
+    """`/<team>/digest/`: the digest mail's content as a page, for the period in the URL."""
+
+    template_name = "dashboards/digest.html"
+
+    def get_context_data(self, **kwargs):
+        context = super().get_context_data(**kwargs)
+        query = forms.DigestQueryForm(self.request.GET)
+        params = query.cleaned_data if query.is_valid() else {}
+        chosen = digest_subscription_for(user=self.request.user).frequency
+        frequency = params.get("period") or (chosen if chosen != Frequency.OFF else Frequency.DAILY)
+        if params.get("start"):
+            period = digest_period_starting(frequency=frequency, day=params["start"])
+        else:
+            period = digest_period_last_complete(frequency=frequency, now=timezone.now())
+        context.update(query=query, **team_digest(team=self.membership.team, period=period))
+        # Links to the neighbouring periods; a later one only once it is complete.
+        context["earlier"] = period.previous_start.date().isoformat()
+        next_end = period.end + (period.end - period.start)
+        context["later"] = period.end.date().isoformat() if next_end <= timezone.now() else None
+        return context
+
+
+class UserSettingsView(LoginRequiredMixin, TemplateView):
+    """`/settings/`: the signed-in user's own settings (the digest), nobody else's."""
+
+    template_name = "dashboards/user_settings.html"
+
+    def get_context_data(self, **kwargs):
+        context = super().get_context_data(**kwargs)
+        subscription = digest_subscription_for(user=self.request.user)
+        context.setdefault("form", forms.DigestSubscriptionForm(
+            initial={"frequency": subscription.frequency, "email": subscription.email}))  # fmt: skip
+        context["account_email"] = self.request.user.email
+        context["teams"] = list(teams_for_user(user=self.request.user))
+        return context
+
+    def post(self, request, *args, **kwargs):
+        form = forms.DigestSubscriptionForm(request.POST)
+        if form.is_valid():
+            try:
+                subscription = digest_subscription_set(user=request.user, **form.cleaned_data)
+            except ApplicationError as error:
+                form.add_error(None, error.message)
+            else:
+                if subscription.frequency == Frequency.OFF:
+                    messages.success(request, "You get no digest.")
+                else:
+                    address = subscription.email or request.user.email
+                    messages.success(request, f"Your {subscription.frequency} digest goes to {address}.")
+                return HttpResponseRedirect(request.path)
+        messages.error(request, "The change was not saved: " + " ".join(_form_errors(form)))
+        return self.render_to_response(self.get_context_data(form=form), status=400)
 
 
 class ProjectLiveView(ProjectScopedMixin, View):
@@ -229,7 +353,7 @@ class SessionCallsCsvView(ProjectScopedMixin, View):
 
 
 class ProjectSettingsView(ProjectScopedMixin, TemplateView):
-    """Keys, price overrides and members: everyone in the team reads, owners and admins change."""
+    """Keys, price overrides, price books and members: everyone in the team reads, owners and admins change."""
 
     template_name = "dashboards/settings.html"
     actions = {
@@ -237,6 +361,8 @@ class ProjectSettingsView(ProjectScopedMixin, TemplateView):
         "key_revoke": forms.ApiKeyRevokeForm,
         "price_override": forms.PriceOverrideForm,
         "retention": forms.RetentionForm,
+        "reprice_unpriced": forms.RepriceUnpricedForm,
+        "context_window": forms.ContextWindowOverrideForm,
         "member_add": forms.MemberAddForm,
         "member_role": forms.MemberRoleForm,
         "invitation_revoke": forms.InvitationRevokeForm,
@@ -251,6 +377,8 @@ class ProjectSettingsView(ProjectScopedMixin, TemplateView):
         context.setdefault(
             "retention_form", forms.RetentionForm(initial={"raw_events_retention_days": self.project.raw_events_retention_days})
         )
+        context.setdefault("context_window_form", forms.ContextWindowOverrideForm())
+        context["context_window_overrides"] = selectors.context_window_overrides(project=self.project)
         context["can_manage"] = self.membership.can_manage
         context["invitations"] = list(invitations_open_for_team(team=self.membership.team))
         return context
@@ -274,7 +402,7 @@ class ProjectSettingsView(ProjectScopedMixin, TemplateView):
             else:
                 return response or HttpResponseRedirect(request.path)
         context_name = {"key_create": "key_form", "price_override": "price_form", "member_add": "member_form",
-                        "retention": "retention_form"}  # fmt: skip
+                        "retention": "retention_form", "context_window": "context_window_form"}  # fmt: skip
         messages.error(request, "The change was not saved: " + " ".join(_form_errors(form)))
         return self.render_to_response(self.get_context_data(**{context_name.get(action, "failed_form"): form}), status=400)
 
@@ -303,6 +431,21 @@ class ProjectSettingsView(ProjectScopedMixin, TemplateView):
         project_retention_set(project=self.project, days=days)
         messages.success(self.request, "Every raw event is kept." if days is None else
                          f"Raw events older than {days} days will be deleted once folded; aggregates are kept.")  # fmt: skip
+    def _reprice_unpriced(self, data):
+        changed = unpriced_events_reprice(projects=[self.project])[self.project]
+        messages.success(self.request, f"{changed:,} unpriced events were priced; priced events kept their prices.")
+
+    def _context_window(self, data):
+        model = data["model"].strip()
+        if data["remove"]:
+            removed = context_window_override_delete(project=self.project, model=model)
+            text = f"{model} uses litellm's context window again." if removed else f"{model} had no override."
+        else:
+            override = context_window_override_set(
+                project=self.project, model=model, max_input_tokens=data["max_input_tokens"], updated_by=self.request.user
+            )
+            text = f"Calls of {model} stored from now on are measured against {override.max_input_tokens:,} input tokens."
+        messages.success(self.request, text)
 
     def _member_add(self, data):
         invitation = team_member_invite(actor=self.membership, team=self.membership.team, **data)

@@ -56,6 +56,15 @@ class RawEvent(models.Model):
     # Integer nano-USD (1e-9): exact sums, and fine enough to match litellm to 1e-9 USD. Null = unpriced.
     cost_nanousd = models.BigIntegerField(null=True, blank=True)
     price_source = models.CharField(max_length=300, blank=True, default="")
+    # The price book whose entry priced the event (`litellm-1.106.2`, `import-2-…`, DESIGN.md
+    # section 6); blank when unpriced or priced by a project override. db_default as for the columns above.
+    price_book = models.CharField(max_length=64, blank=True, default="", db_default="")
+    # input_tokens / the model's input window (litellm's max_input_tokens or the project's
+    # override), fixed at ingest like the cost; may exceed 1. Null: the window is unknown (never 0).
+    # The column's database default is NULL (nullable, no default), so writers that name no column
+    # for it (COPY loaders, the previous release during a rolling deploy) still insert; an explicit
+    # db_default=None would only make Django rebuild the whole table on SQLite to add it.
+    context_share = models.FloatField(null=True, blank=True)
 
     class Meta:
         # Every index that starts with project_id has session_id next. A project new to a big

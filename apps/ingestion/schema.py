@@ -13,9 +13,17 @@ from typing import Annotated, Any, Union
 
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
-
-MAX_TOKENS = 10**9
-MAX_DURATION_MS = 24 * 60 * 60 * 1000
+from tokensite_client.events import (
+    MAX_BATCH_EVENTS,
+    MAX_CALL_ID_CHARS,
+    MAX_DURATION_MS,
+    MAX_MODEL_CHARS,
+    MAX_PROVIDER_CHARS,
+    MAX_SESSION_ID_CHARS,
+    MAX_STEP_CHARS,
+    MAX_TOKENS,
+)
+from tokensite_client.usage import MAX_SERVICE_TIER_CHARS
 
 TokenCount = Annotated[int, Meta(ge=0, le=MAX_TOKENS)]
 DurationMs = Annotated[float, Meta(ge=0, le=MAX_DURATION_MS)]
@@ -24,16 +32,16 @@ AttributeValue = Union[str, int, float, bool]
 
 class _EventBase(msgspec.Struct, kw_only=True, tag_field="type", forbid_unknown_fields=False):
     event_id: uuid.UUID
-    session_id: Annotated[str, Meta(min_length=1, max_length=200)]
-    step: Annotated[str, Meta(min_length=1, max_length=100)] = "default"
-    provider: Annotated[str, Meta(max_length=100)] = ""
+    session_id: Annotated[str, Meta(min_length=1, max_length=MAX_SESSION_ID_CHARS)]
+    step: Annotated[str, Meta(min_length=1, max_length=MAX_STEP_CHARS)] = "default"
+    provider: Annotated[str, Meta(max_length=MAX_PROVIDER_CHARS)] = ""
     timestamp: Annotated[datetime, Meta(tz=True)]
     attributes: dict[str, AttributeValue] | None = None
-    call_id: Annotated[str, Meta(min_length=1, max_length=200)] | None = None
+    call_id: Annotated[str, Meta(min_length=1, max_length=MAX_CALL_ID_CHARS)] | None = None
 
 
 class UsageEvent(_EventBase, kw_only=True, tag="usage"):
-    model: Annotated[str, Meta(min_length=1, max_length=200)]
+    model: Annotated[str, Meta(min_length=1, max_length=MAX_MODEL_CHARS)]
     duration_ms: DurationMs
     time_to_first_token_ms: DurationMs | None = None
     # UNSET (rather than 0) tells "not sent" apart, so usage_raw or text can fill them in.
@@ -46,7 +54,7 @@ class UsageEvent(_EventBase, kw_only=True, tag="usage"):
     tool_tokens: TokenCount = 0
     thought_tokens: TokenCount = 0
     # DESIGN.md section 6: `standard` (or `default`), `flex`, `priority`, `batch`; None is standard.
-    service_tier: Annotated[str, Meta(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_.-]+$")] | None = None
+    service_tier: Annotated[str, Meta(min_length=1, max_length=MAX_SERVICE_TIER_CHARS, pattern=r"^[A-Za-z0-9_.-]+$")] | None = None
     # The provider's own usage object, normalised by tokensite_client.usage (DESIGN.md section 1).
     usage_raw: dict[str, Any] | None = None
     # Text instead of counts: counted with the model's tokeniser, never stored.
@@ -56,7 +64,7 @@ class UsageEvent(_EventBase, kw_only=True, tag="usage"):
 
 
 class ThrottleEvent(_EventBase, kw_only=True, tag="throttle"):
-    model: Annotated[str, Meta(max_length=200)] = ""
+    model: Annotated[str, Meta(max_length=MAX_MODEL_CHARS)] = ""
     wait_ms: DurationMs
     status_code: Annotated[int, Meta(ge=100, le=599)] = 429
     attempt: Annotated[int, Meta(ge=1, le=10_000)] = 1
@@ -83,4 +91,4 @@ def event_batch_json_schema() -> dict:
 
 
 class EventBatchDocument(msgspec.Struct):
-    events: Annotated[list[Event], Meta(min_length=1, max_length=1000)]
+    events: Annotated[list[Event], Meta(min_length=1, max_length=MAX_BATCH_EVENTS)]

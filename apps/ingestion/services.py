@@ -16,7 +16,9 @@ from apps.ingestion.schema import batch_decoder
 from apps.ingestion.validation import PreparedEvent, Rejection, events_validate
 from apps.ingestion.writers import raw_events_insert
 from apps.metrics.background import ingest_writing
+from apps.limits.services import limits_record
 from apps.metrics.dispatch import project_fold_enqueue
+from apps.pricing.context_windows import events_context_share
 from apps.pricing.services import events_price
 
 logger = logging.getLogger(__name__)
@@ -81,10 +83,13 @@ def events_ingest(*, project: Project, body: bytes) -> IngestResult:
     return events_store(project=project, raw_events=batch_decode(body), body=body)
 
 
-def events_store(*, project: Project, raw_events: list[msgspec.Raw], body: bytes | None = None) -> IngestResult:
+def events_store(
+    *, project: Project, raw_events: list[msgspec.Raw] | list[dict], body: bytes | None = None
+) -> IngestResult:
     """Validate, price and store every valid event exactly once; folding runs after commit.
 
-    The one path into storage: the events API and the OTLP receiver (apps.otlp) both end here.
+    The one path into storage: the events API (JSON events) and the OTLP receiver (apps.otlp, the
+    same events as dicts) both end here.
     An event counts as accepted only once its row is committed. Duplicates (resent ids, or the
     same id twice in one batch) are reported and never stored twice, also when requests race.
     `body`, the JSON the raw events were cut from, lets validation skip its NUL walk.
@@ -93,8 +98,11 @@ def events_store(*, project: Project, raw_events: list[msgspec.Raw], body: bytes
     valid, rejected = events_validate(raw_events, now=now, body=body)
     unique, in_batch_duplicates = _first_of_each_event_id(valid)
     events_price(project=project, events=unique)
+    events_context_share(project=project, events=unique)
     with ingest_writing(), transaction.atomic():
         result = raw_events_insert(project_id=project.pk, received_at=now, events=unique)
+        limits_record(project_id=project.pk, events=(prepared.event for prepared in unique
+                                                     if prepared.event.event_id in result.inserted_event_ids))
         if result.session_ids:
             project_fold_enqueue(project_id=project.pk)
     accepted = len(result.inserted_event_ids)

@@ -6,27 +6,31 @@ spoils the rest of its batch.
 from __future__ import annotations
 
 import re
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import msgspec
-from tokensite_client.events import EARLIEST_EVENT_TIME
+from tokensite_client.events import EARLIEST_EVENT_TIME, MAX_ATTRIBUTES_BYTES
 from tokensite_client.usage import canonical_service_tier
 
-from apps.ingestion.schema import Event, UsageEvent, event_decoder, loose_decoder
+from apps.ingestion.schema import Event, ThrottleEvent, UsageEvent, event_decoder, loose_decoder
 
 # The accepted timestamps, compared in UTC after applying the event's offset: from
 # EARLIEST_EVENT_TIME (shared with the SDK, which refuses earlier ones when recording) to
 # MAX_FUTURE past the server's clock. Outside them a timestamp is a client's bug, and the far
 # ends (year 1 at +14:00 is a date BC in UTC) are instants the fold's datetimes cannot hold.
 MAX_FUTURE = timedelta(minutes=5)
-MAX_ATTRIBUTES_BYTES = 4096
 
 _PATH_RE = re.compile(r" - at `\$\.?([A-Za-z_][A-Za-z0-9_]*)?")
 _MISSING_RE = re.compile(r"Object missing required field `([^`]+)`")
 # Fields stored as text or JSON: Postgres refuses a NUL character in either, so an event that
 # carries one is rejected here rather than failing its whole batch at the database.
 _STORED_TEXT_FIELDS = ("step", "provider", "model", "call_id", "attributes", "usage_raw")
+# The struct of each event type: a dict event is converted straight to its own type (converting
+# to the tagged union looks the union up again for every call, twice the cost); a dict without
+# a known type goes to the union, which rejects it with the union's own message.
+_EVENT_TYPES = {"usage": UsageEvent, "throttle": ThrottleEvent}
 
 
 @dataclass
@@ -41,6 +45,8 @@ class PreparedEvent:
     tokenizer: str = ""
     cost_nanousd: int | None = None
     price_source: str = ""
+    price_book: str = ""
+    context_share: float | None = None  # input / the model's input window; None: unknown
 
 
 @dataclass
@@ -67,8 +73,11 @@ def _field_of(message: str) -> str:
     return "event"
 
 
-def _event_id_of(raw: bytes) -> str | None:
+def _event_id_of(raw: bytes | dict) -> str | None:
     """Best effort: the event_id of an event that failed to decode, for the rejection entry."""
+    if type(raw) is dict:
+        value = raw.get("event_id")
+        return str(value) if isinstance(value, (str, uuid.UUID)) and len(str(value)) <= 100 else None
     try:
         loose = loose_decoder.decode(raw)
     except (msgspec.DecodeError, RecursionError):
@@ -77,13 +86,20 @@ def _event_id_of(raw: bytes) -> str | None:
     return value if isinstance(value, str) and len(value) <= 100 else None
 
 
-def event_decode(index: int, raw: bytes, *, now: datetime, may_hold_nul: bool = True) -> PreparedEvent:
+def event_decode(index: int, raw: bytes | dict, *, now: datetime, may_hold_nul: bool = True) -> PreparedEvent:
     """Decode and check one event; raises EventRejected with field errors.
 
+    `raw` is the event's JSON, or the same event as a dict of Python values (what the OTLP
+    sources build): converted by msgspec against the same types, with the same constraints, so
+    both take one set of rules without a JSON encode and decode between them.
     `may_hold_nul=False` is the caller's promise that the batch has no `\\u0000` escape in it.
     """
     try:
-        event = event_decoder.decode(raw)
+        if type(raw) is dict:
+            kind = raw.get("type")
+            event = msgspec.convert(raw, _EVENT_TYPES.get(kind, Event) if type(kind) is str else Event)
+        else:
+            event = event_decoder.decode(raw)
     except msgspec.ValidationError as exc:
         message = str(exc)
         raise EventRejected({_field_of(message): [message]}) from None
@@ -92,17 +108,21 @@ def event_decode(index: int, raw: bytes, *, now: datetime, may_hold_nul: bool = 
     errors: dict[str, list[str]] = {}
     if not event.session_id.isprintable():
         errors["session_id"] = ["session_id must contain printable characters only."]
+    prepared = PreparedEvent(index=index, event=event)
+    if event.attributes is not None:
+        prepared.attributes_json = msgspec.json.encode(event.attributes)
     if may_hold_nul:
         for name in _STORED_TEXT_FIELDS:
+            # JSON spells a NUL only as \u0000: attributes whose JSON lacks it need no walk.
+            if name == "attributes" and b"\\u0000" not in prepared.attributes_json:
+                continue
             if _contains_nul(getattr(event, name, None)):
                 errors[name] = [f"{name} must not contain NUL (\\u0000) characters."]
     if event.timestamp < EARLIEST_EVENT_TIME:
         errors["timestamp"] = [f"timestamp must not be before {EARLIEST_EVENT_TIME:%Y-%m-%dT%H:%M:%SZ}."]
     elif event.timestamp > now + MAX_FUTURE:
         errors["timestamp"] = ["timestamp is more than 5 minutes in the future."]
-    prepared = PreparedEvent(index=index, event=event)
     if event.attributes is not None:
-        prepared.attributes_json = msgspec.json.encode(event.attributes)
         if len(prepared.attributes_json) > MAX_ATTRIBUTES_BYTES:
             errors["attributes"] = [f"attributes must be at most {MAX_ATTRIBUTES_BYTES} bytes of JSON."]
     if isinstance(event, UsageEvent):
@@ -113,6 +133,10 @@ def event_decode(index: int, raw: bytes, *, now: datetime, may_hold_nul: bool = 
 
 
 def _contains_nul(value) -> bool:
+    if type(value) is str:
+        return "\x00" in value
+    if value is None:
+        return False
     # Iterative: usage_raw may nest deeper than Python's recursion limit.
     pending = [value]
     while pending:
@@ -214,9 +238,10 @@ def _subset_check(event: UsageEvent, errors: dict[str, list[str]]) -> None:
 
 
 def events_validate(
-    raw_events: list[msgspec.Raw], *, now: datetime, body: bytes | None = None
+    raw_events: list[msgspec.Raw] | list[dict], *, now: datetime, body: bytes | None = None
 ) -> tuple[list[PreparedEvent], list[Rejection]]:
-    """Split a batch into valid events (counts resolved) and per-event rejections.
+    """Split a batch (JSON events, or dicts of Python values) into valid events (counts resolved)
+    and per-event rejections.
 
     `body`, the decoded JSON the events came from, lets one byte search over the batch skip the
     NUL walk: JSON can only carry a NUL as the escape `\\u0000`.

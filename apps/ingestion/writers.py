@@ -62,6 +62,8 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("price_source", "text"),
     ("cache_write_1h_tokens", "int8"),
     ("service_tier", "text"),
+    ("price_book", "text"),
+    ("context_share", "float8"),
 )
 COLUMN_NAMES = tuple(name for name, _ in COLUMNS)
 _ID, _EVENT_ID, _SESSION_ID, _TIMESTAMP, _END_AT = (
@@ -73,7 +75,7 @@ _PENDING_TABLE = PendingEvent._meta.db_table
 _PENDING_COLUMNS = "project_id, session_id, raw_event_id, received_at"
 _PENDING_COPY_TYPES = ["int8", "text", "int8", "timestamptz"]
 _STAGING = "ingestion_rawevent_staging"
-_SQLITE_ROWS_PER_STATEMENT = 500  # 32 columns x 500 rows stays under SQLite's 32,766 variables
+_SQLITE_ROWS_PER_STATEMENT = 500  # 33 columns x 500 rows stays under SQLite's 32,766 variables
 
 
 @dataclass(frozen=True)
@@ -94,13 +96,13 @@ def _row(event_pk: int | None, project_id: int, received_at: datetime, prepared:
             ev.thought_tokens, prepared.token_source, prepared.tokenizer,
             encode_json(ev.usage_raw) if ev.usage_raw is not None else None,
             0.0, None, None, None, prepared.cost_nanousd, prepared.price_source,
-            ev.cache_write_1h_tokens, ev.service_tier or "",
+            ev.cache_write_1h_tokens, ev.service_tier or "", prepared.price_book, prepared.context_share,
         )  # fmt: skip
     return (
         event_pk, project_id, ev.event_id, "throttle", ev.session_id, ev.step, ev.provider, ev.model, ev.call_id,
         ev.timestamp, ev.timestamp + timedelta(milliseconds=ev.wait_ms), received_at, attributes,
         0.0, None, 0, 0, 0, 0, 0, 0, "client", "", None,
-        ev.wait_ms, ev.status_code, ev.attempt, ev.retry_after_ms, None, "", 0, "",
+        ev.wait_ms, ev.status_code, ev.attempt, ev.retry_after_ms, None, "", 0, "", "", None,
     )  # fmt: skip
 
 

@@ -40,6 +40,21 @@ class _MetadataSourceSerializer(serializers.Serializer):
     version = serializers.CharField(allow_null=True)
 
 
+@extend_schema_serializer(component_name="SessionMetadataContextWindow")
+class _MetadataContextWindowSerializer(serializers.Serializer):
+    """How full the input windows of a step's or model's calls were. A call's share is its input
+    tokens (cache included) over its model's input window (litellm's `max_input_tokens` or the
+    project's override), fixed at ingest; calls of a model with no known window are unknown."""
+
+    max_share = serializers.FloatField(
+        allow_null=True, help_text="Largest share of a call (1.0 = a full window; may exceed 1). Null: unknown."
+    )
+    calls_over_80 = serializers.IntegerField(allow_null=True, help_text="Calls above 80% of the window. Null: unknown.")
+    calls_over_95 = serializers.IntegerField(allow_null=True, help_text="Calls above 95% of the window. Null: unknown.")
+    known_calls = serializers.IntegerField(help_text="Calls whose model's input window is known.")
+    unknown_calls = serializers.IntegerField(help_text="Calls whose model's input window is unknown.")
+
+
 @extend_schema_serializer(component_name="SessionMetadataStep")
 class _MetadataStepSerializer(serializers.Serializer):
     step = serializers.CharField()
@@ -50,6 +65,7 @@ class _MetadataStepSerializer(serializers.Serializer):
     unpriced_tokens = serializers.IntegerField()
     tokens_per_second = serializers.FloatField()
     throttle_wait_ms = serializers.IntegerField()
+    context_window = _MetadataContextWindowSerializer()
 
 
 @extend_schema_serializer(component_name="SessionMetadataTokenUsage")
@@ -92,6 +108,7 @@ class _MetadataModelCostSerializer(serializers.Serializer):
     cost_usd = serializers.FloatField(allow_null=True, help_text="Null when every token is unpriced.")
     unpriced_tokens = serializers.IntegerField()
     price_source = serializers.CharField(allow_null=True)
+    context_window = _MetadataContextWindowSerializer()
 
 
 @extend_schema_serializer(component_name="SessionMetadataCost")
@@ -241,11 +258,17 @@ class SessionListApi(_ReadApi):
 
 @extend_schema_serializer(component_name="UsageRow")
 class _UsageRowSerializer(serializers.Serializer):
-    """One group's totals; its key is provider and model, the step, or the period, by group_by."""
+    """One group's totals; its key is provider and model, the step, the user, or the period, by group_by."""
 
     provider = serializers.CharField(required=False, help_text="group_by=model")
     model = serializers.CharField(required=False, help_text="group_by=model")
     step = serializers.CharField(required=False, help_text="group_by=step")
+    user = serializers.CharField(
+        required=False, allow_null=True,
+        help_text="group_by=user: the developer (the `user` attribute, or the one agent telemetry names); "
+        "null for the sessions that name none.",
+    )
+    sessions = serializers.IntegerField(required=False, help_text="group_by=user: sessions started in the range")
     period = serializers.DateTimeField(required=False, help_text="group_by=day or hour: the period's start")
     input_tokens = serializers.IntegerField()
     output_tokens = serializers.IntegerField()
@@ -257,22 +280,29 @@ class _UsageRowSerializer(serializers.Serializer):
     throttle_wait_ms = serializers.IntegerField()
 
 
+USAGE_GROUPINGS = ["model", "step", "user", "day", "hour"]
+
+
 class UsageApi(_ReadApi):
     class FilterSerializer(TimeRangeFilterSerializer):
-        group_by = serializers.ChoiceField(choices=["model", "step", "day", "hour"], default="model")
+        group_by = serializers.ChoiceField(choices=USAGE_GROUPINGS, default="model")
 
     @extend_schema_serializer(component_name="Usage")
     class OutputSerializer(serializers.Serializer):
-        group_by = serializers.ChoiceField(choices=["model", "step", "day", "hour"])
+        group_by = serializers.ChoiceField(choices=USAGE_GROUPINGS)
         results = _UsageRowSerializer(many=True)
 
     @extend_schema(
         operation_id="usage",
-        summary="Project totals grouped by model, step, day or hour",
+        summary="Project totals grouped by model, step, user, day or hour",
+        description=(
+            "model, day and hour come from time buckets (tokens placed in time); step and user from the "
+            "sessions that started in the range (a session counts wholly where its start falls)."
+        ),
         parameters=[
             OpenApiParameter("from", OpenApiTypes.DATETIME),
             OpenApiParameter("to", OpenApiTypes.DATETIME),
-            OpenApiParameter("group_by", str, enum=["model", "step", "day", "hour"]),
+            OpenApiParameter("group_by", str, enum=USAGE_GROUPINGS),
         ],
         responses={200: OutputSerializer},
     )

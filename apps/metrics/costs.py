@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.db import transaction
+from django.db.models import Sum
 
 from apps.ingestion.models import PendingEvent, RawEvent
 from apps.metrics import algorithms as algo
@@ -21,6 +22,7 @@ class CostChange:
     event_pk: int
     cost_nanousd: int | None
     price_source: str
+    price_book: str = ""
 
 
 @transaction.atomic
@@ -38,7 +40,7 @@ def session_costs_change(*, project_id: int, session_id: str, changes: list[Cost
         RawEvent.objects.select_for_update()
         .filter(pk__in=by_pk, project_id=project_id, session_id=session_id)
         .values("id", "step", "provider", "model", "timestamp", "input_tokens", "output_tokens", "cost_nanousd",
-                "price_source")
+                "price_source", "price_book")
     )  # fmt: skip
     pending = set(
         PendingEvent.objects.filter(project_id=project_id, session_id=session_id, raw_event_id__in=by_pk)
@@ -50,10 +52,14 @@ def session_costs_change(*, project_id: int, session_id: str, changes: list[Cost
     changed = 0
     for row in rows:
         change = by_pk[row["id"]]
-        if (change.cost_nanousd, change.price_source) == (row["cost_nanousd"], row["price_source"]):
+        if (change.cost_nanousd, change.price_source, change.price_book) == (
+            row["cost_nanousd"], row["price_source"], row["price_book"]
+        ):
             continue
         changed += 1
-        RawEvent.objects.filter(pk=row["id"]).update(cost_nanousd=change.cost_nanousd, price_source=change.price_source)
+        RawEvent.objects.filter(pk=row["id"]).update(
+            cost_nanousd=change.cost_nanousd, price_source=change.price_source, price_book=change.price_book
+        )
         if row["id"] in pending:
             continue
         tokens = row["input_tokens"] + row["output_tokens"]
@@ -77,3 +83,23 @@ def session_costs_change(*, project_id: int, session_id: str, changes: list[Cost
         SessionModelAggregate.objects.bulk_update(models.values(), [*cost_fields, "price_source"])
         buckets_add(project_id=project_id, granularity=UsageBucket.Granularity.MINUTE, deltas=bucket_deltas)
     return changed
+
+
+def sessions_with_unpriced_events(*, project_id: int) -> list[str]:
+    """Sessions that may hold unpriced usage events: folded ones with unpriced calls, and every
+    session with events still waiting for the fold (their cost is not in any total yet)."""
+    folded = SessionAggregate.objects.filter(project_id=project_id, unpriced_calls__gt=0).values_list(
+        "session_id", flat=True
+    )
+    waiting = PendingEvent.objects.filter(project_id=project_id).values_list("session_id", flat=True).distinct()
+    return sorted(set(folded) | set(waiting))
+
+
+def unpriced_calls_by_model(*, project_id: int) -> dict[tuple[str, str], int]:
+    """Folded unpriced calls of the project per (provider, model)."""
+    rows = (
+        SessionModelAggregate.objects.filter(session__project_id=project_id, unpriced_calls__gt=0)
+        .values_list("provider", "model")
+        .annotate(calls=Sum("unpriced_calls"))
+    )
+    return {(provider, model): calls for provider, model, calls in rows}

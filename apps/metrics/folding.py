@@ -19,9 +19,10 @@ statements whatever the number of events:
    apps.metrics.peaks_kernel computes every session's peaks, without holding the GIL.
 5. throttle waits are re-attributed from raw rows only for sessions that can need it: new waits,
    or new call_ids in a session that has waits.
-6. write: step and model rows with additive upserts, session rows with their new values (read
-   under the lock), minute buckets with additive upserts in key order (apps.metrics.upserts:
-   COPY + INSERT ... SELECT on PostgreSQL).
+6. write: context window pressure of step and model rows with one grouped statement per table
+   over the claimed events (apps.metrics.context_windows), step and model sums with additive
+   upserts, session rows with their new values (read under the lock), minute buckets with
+   additive upserts in key order (apps.metrics.upserts: COPY + INSERT ... SELECT on PostgreSQL).
 A session whose fold fails with an error a retry cannot cure is quarantined, and the others
 fold (`_chunk_fold_all`, apps.metrics.quarantine). A call with more sessions than one
 transaction takes runs its chunks in two threads on PostgreSQL, so one chunk computes while the
@@ -48,8 +49,10 @@ from apps.metrics import peaks_kernel
 from apps.metrics.buckets import BucketDelta, buckets_add
 from apps.metrics.claimed_events import CLAIM_COLUMNS, ClaimedEvents, from_postgres_arrays, postgres_select_list
 from apps.metrics.claimed_sums import SUM_COLUMNS, SessionBatch, claimed_sums
+from apps.metrics.context_windows import context_pressure_add
 from apps.metrics.models import SessionAggregate, SessionModelAggregate, SessionStepAggregate, UsageBucket
 from apps.metrics.quarantine import fold_error_is_transient, session_quarantine
+from apps.metrics.signals import project_folded
 from apps.metrics.upserts import added, earliest, replaced, rows_upsert, unless_empty
 
 SESSIONS_PER_TRANSACTION = 500
@@ -113,8 +116,12 @@ def sessions_fold(*, project_id: int, session_ids: list[str]) -> int:
     with cyclic_gc_paused():
         if len(chunks) > 1 and connection.vendor == "postgresql" and not connection.in_atomic_block:
             with ThreadPoolExecutor(max_workers=FOLD_THREADS) as pool:
-                return sum(pool.map(lambda chunk: _chunk_fold_on_own_connection(project_id, chunk), chunks))
-        return sum(_chunk_fold_all(project_id, chunk) for chunk in chunks)
+                folded = sum(pool.map(lambda chunk: _chunk_fold_on_own_connection(project_id, chunk), chunks))
+        else:
+            folded = sum(_chunk_fold_all(project_id, chunk) for chunk in chunks)
+    if folded:
+        project_folded.send(sender=sessions_fold, project_id=project_id, events=folded)
+    return folded
 
 
 def _chunk_fold_all(project_id: int, session_ids: list[str]) -> int:
@@ -219,6 +226,7 @@ def _chunk_fold(project_id: int, session_ids: list[str]) -> int:
         {sid for sid in throttle_sessions if sessions[sid]["event_count"] == 0},
     )
     throttled_us.update(_throttles_add(sessions, pruned, events))
+    context_pressure_add(project_id=project_id, usage_event_ids=events.ids[events.usage].tolist())
     _groups_write(sessions, batches)
     _sessions_write(project_id, sessions, batches, peaks, throttled_us, approximate=pruned)
     buckets_add(

@@ -50,6 +50,23 @@ class TokenSums(models.Model):
         return Decimal(self.cost_nanousd) / Decimal(10**9)
 
 
+class ContextWindowPressure(models.Model):
+    """How full the calls' input windows were, over the calls of a session's step or model
+    (apps.metrics.context_windows; each call's share is fixed at ingest, apps.pricing.context_windows).
+
+    Calls of a model whose window is unknown count in no column here: a row with no known call
+    has a NULL largest share, shown as "unknown", never 0%.
+    """
+
+    context_known_calls = models.BigIntegerField(default=0, db_default=0)  # calls with a known window
+    context_max_share = models.FloatField(null=True, blank=True)  # largest input / window; may exceed 1
+    context_calls_over_80 = models.BigIntegerField(default=0, db_default=0)  # share > 0.80
+    context_calls_over_95 = models.BigIntegerField(default=0, db_default=0)  # share > 0.95
+
+    class Meta:
+        abstract = True
+
+
 class SessionAggregate(TokenSums):
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="sessions")
     session_id = models.CharField(max_length=200)
@@ -91,7 +108,7 @@ class SessionAggregate(TokenSums):
         return min(1.0, self.throttled_us / wall_us) if wall_us > 0 else 0.0
 
 
-class SessionStepAggregate(TokenSums):
+class SessionStepAggregate(TokenSums, ContextWindowPressure):
     session = models.ForeignKey(SessionAggregate, on_delete=models.CASCADE, related_name="steps")
     step = models.CharField(max_length=100)
     first_timestamp = models.DateTimeField(null=True)  # orders breakdown_by_step (DESIGN.md section 7)
@@ -100,7 +117,7 @@ class SessionStepAggregate(TokenSums):
         constraints = [models.UniqueConstraint(fields=["session", "step"], name="stepagg_unique_session_step")]
 
 
-class SessionModelAggregate(TokenSums):
+class SessionModelAggregate(TokenSums, ContextWindowPressure):
     session = models.ForeignKey(SessionAggregate, on_delete=models.CASCADE, related_name="models")
     provider = models.CharField(max_length=100, blank=True, default="")
     model = models.CharField(max_length=200, blank=True, default="")

@@ -22,4 +22,18 @@ BEAT_SCHEDULE = {
         "schedule": crontab(hour=3, minute=41),
         "options": {"expires": 6 * 3600},
     },
+    # Sends the daily and weekly digests that are due (apps.digests): hourly, because each run sends
+    # only what is due and not yet sent, so a beat that was down at the send hour catches up.
+    "digests-send": {
+        "task": "apps.digests.tasks.digests_send",
+        "schedule": crontab(minute=5),
+        "options": {"expires": 3000},
+    },
+    # Evaluates every budget and sends due alert deliveries (and retries of pending ones), so an
+    # alert goes out within a minute of spend crossing a threshold even when no fold triggers one.
+    "budgets-evaluate": {
+        "task": "apps.budgets.tasks.budgets_evaluate_all",
+        "schedule": 60.0,
+        "options": {"expires": 55},
+    },
 }

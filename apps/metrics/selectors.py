@@ -1,11 +1,13 @@
 """Reads on aggregates, always scoped to one project: the metadata document, session lists, usage."""
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from django.db.models import F, Q, QuerySet, Sum
+from django.db.models import Count, F, Max, Q, QuerySet, Sum
+from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import TruncDay, TruncHour
 
 from apps.accounts.models import Project
@@ -14,6 +16,9 @@ from apps.ingestion.models import PendingEvent
 from apps.metrics.models import QuarantinedSession, SessionAggregate, UsageBucket
 
 NANO = Decimal(10**9)
+# The session attribute naming its developer (DESIGN.md section 9): the SDK's `user`, or the
+# developer identity the OTLP intake derives from agent telemetry.
+DEVELOPER_ATTRIBUTE = "user"
 LITELLM_MAP = "litellm 1.106.2 model map"
 
 
@@ -56,6 +61,28 @@ def session_origin(attributes: dict | None) -> dict:
     }
 
 
+def context_window_pressure(*, calls: int, known_calls: int, max_share: float | None, calls_over_80: int,
+                            calls_over_95: int) -> dict:  # fmt: skip
+    """A step's or model's context window figures (apps.metrics.context_windows) as the metadata
+    document and the pages show them: with no call of a known window, the share and the counts are
+    null (unknown), never 0."""
+    known = known_calls > 0
+    return {
+        "max_share": max_share if known else None,
+        "calls_over_80": calls_over_80 if known else None,
+        "calls_over_95": calls_over_95 if known else None,
+        "known_calls": known_calls,
+        "unknown_calls": calls - known_calls,
+    }
+
+
+def _row_context_window(row) -> dict:
+    return context_window_pressure(
+        calls=row.calls, known_calls=row.context_known_calls, max_share=row.context_max_share,
+        calls_over_80=row.context_calls_over_80, calls_over_95=row.context_calls_over_95,
+    )  # fmt: skip
+
+
 def session_metadata(*, project: Project, session_id: str) -> dict:
     """The session metadata document of DESIGN.md section 7 (the seeds' token_usage and tokenMetrics)."""
     session = session_get(project=project, session_id=session_id)
@@ -82,6 +109,7 @@ def session_metadata(*, project: Project, session_id: str) -> dict:
                     "unpriced_tokens": step.unpriced_tokens,
                     "tokens_per_second": step.tokens_per_second or 0.0,
                     "throttle_wait_ms": round(step.throttle_wait_ms),
+                    "context_window": _row_context_window(step),
                 }
                 for step in steps
             ],
@@ -115,6 +143,7 @@ def session_metadata(*, project: Project, session_id: str) -> dict:
                     "cost_usd": priced_usd(model.cost_nanousd, model.unpriced_tokens, model.total_tokens),
                     "unpriced_tokens": model.unpriced_tokens,
                     "price_source": model.price_source or None,
+                    "context_window": _row_context_window(model),
                 }
                 for model in models
             ],
@@ -181,7 +210,47 @@ def buckets_for_project(*, project: Project, since: datetime | None, until: date
     return buckets
 
 
-def _usage_row(key: dict, sums: dict) -> dict:
+@dataclass(frozen=True, slots=True)
+class MinutePeaks:
+    """A model's busiest minute, per quantity: calls started, input tokens, output tokens, both."""
+
+    requests: int
+    input_tokens: int
+    output_tokens: int
+    tokens: int
+
+
+def minute_peaks_by_model(*, project: Project, since: datetime, until: datetime) -> dict[tuple[str, str], MinutePeaks]:
+    """Per (provider, model), the largest minute bucket starting in [since, until), across every
+    session of the project, since a provider's limit is shared by all of them.
+
+    Minute buckets hold tokens placed in time as DESIGN.md section 4 places them (input at the
+    call's start, output spread over its generation), separately for input and output, so these
+    are burst(60 s) x 60 taken over epoch-aligned minutes: never above the sliding-window peak,
+    and at least half of it. Only minute buckets count (kept for 7 days; hour buckets say
+    nothing about one minute).
+    """
+    rows = (
+        UsageBucket.objects.filter(
+            project=project, granularity=UsageBucket.Granularity.MINUTE,
+            bucket_start__gte=since, bucket_start__lt=until,
+        )
+        .values("provider", "model")
+        .annotate(peak_requests=Max("calls"), peak_input=Max("input_tokens"), peak_output=Max("output_tokens"),
+                  peak_tokens=Max(F("input_tokens") + F("output_tokens")))
+        .order_by()
+    )  # fmt: skip
+    return {
+        (row["provider"], row["model"]): MinutePeaks(
+            requests=row["peak_requests"], input_tokens=row["peak_input"], output_tokens=row["peak_output"],
+            tokens=row["peak_tokens"],
+        )
+        for row in rows
+    }
+
+
+def usage_row(key: dict, sums: dict) -> dict:
+    """A group's key plus its USAGE_SUMS turned into the figures every reply shows."""
     input_tokens, output_tokens = sums["input_tokens"] or 0, sums["output_tokens"] or 0
     unpriced = sums["unpriced_tokens"] or 0
     return {
@@ -197,12 +266,63 @@ def _usage_row(key: dict, sums: dict) -> dict:
     }
 
 
-def usage_for_project(*, project: Project, since: datetime | None, until: datetime | None, group_by: str) -> list[dict]:
-    """Project totals grouped by model, step, day or hour, from aggregates (never raw events).
+def usage_by_project_and_model(
+    *, projects: Iterable[Project] | QuerySet[Project], since: datetime, until: datetime
+) -> list[dict]:
+    """Raw USAGE_SUMS per project and model from the time buckets starting in [since, until)."""
+    rows = (
+        UsageBucket.objects.filter(project__in=projects, bucket_start__gte=since, bucket_start__lt=until)
+        .values("project_id", "provider", "model")
+        .annotate(**USAGE_SUMS)
+        .order_by()
+    )
+    return [{**row, **{name: row[name] or 0 for name in USAGE_SUMS}} for row in rows]
 
-    model/day/hour come from time buckets (tokens placed in time); step comes from the step
-    aggregates of sessions that started in the range, since buckets carry no step.
+
+def sessions_started_between(
+    *, projects: Iterable[Project] | QuerySet[Project], since: datetime | None, until: datetime | None
+) -> QuerySet[SessionAggregate]:
+    """The sessions of these projects that started in [since, until) (open ends when None)."""
+    sessions = SessionAggregate.objects.filter(project__in=projects)
+    if since:
+        sessions = sessions.filter(started_at__gte=since)
+    if until:
+        sessions = sessions.filter(started_at__lt=until)
+    return sessions
+
+
+def with_developer(sessions: QuerySet[SessionAggregate]) -> QuerySet[SessionAggregate]:
+    """Sessions annotated with `developer`, the text of their developer attribute (null when absent)."""
+    return sessions.annotate(developer=KeyTextTransform(DEVELOPER_ATTRIBUTE, "attributes"))
+
+
+def usage_by_developer(*, sessions: QuerySet[SessionAggregate]) -> list[dict]:
+    """Totals per developer over these sessions, as usage rows keyed by `user` (None for sessions
+    that name no developer) with their session count, most expensive first.
+
+    Buckets carry no developer, so this reads the session aggregates: a session counts wholly in
+    the range its start falls in.
     """
+    grouped: dict[str | None, dict[str, int]] = {}
+    rows = with_developer(sessions).values("developer").annotate(sessions=Count("id"), **USAGE_SUMS).order_by()
+    for row in rows:
+        # An empty attribute and a missing one both mean "not named": one row for both.
+        target = grouped.setdefault(row["developer"] or None, dict.fromkeys(("sessions", *USAGE_SUMS), 0))
+        for name in target:
+            target[name] += row[name] or 0
+    table = [usage_row({"user": user, "sessions": sums["sessions"]}, sums) for user, sums in grouped.items()]
+    return sorted(table, key=lambda row: (-(row["cost_usd"] or 0), -row["total_tokens"], row["user"] or ""))
+
+
+def usage_for_project(*, project: Project, since: datetime | None, until: datetime | None, group_by: str) -> list[dict]:
+    """Project totals grouped by model, step, user, day or hour, from aggregates (never raw events).
+
+    model/day/hour come from time buckets (tokens placed in time); step and user come from the
+    step and session aggregates of sessions that started in the range, since buckets carry neither.
+    """
+    if group_by == "user":
+        sessions = sessions_started_between(projects=[project], since=since, until=until)
+        return sorted(usage_by_developer(sessions=sessions), key=lambda row: (row["user"] is None, row["user"] or ""))
     if group_by == "step":
         from apps.metrics.models import SessionStepAggregate
 
@@ -212,14 +332,14 @@ def usage_for_project(*, project: Project, since: datetime | None, until: dateti
         if until:
             steps = steps.filter(session__started_at__lt=until)
         rows = steps.values("step").annotate(**USAGE_SUMS).order_by("step")
-        return [_usage_row({"step": row["step"]}, row) for row in rows]
+        return [usage_row({"step": row["step"]}, row) for row in rows]
     buckets = buckets_for_project(project=project, since=since, until=until)
     if group_by == "model":
         rows = buckets.values("provider", "model").annotate(**USAGE_SUMS).order_by("provider", "model")
-        return [_usage_row({"provider": r["provider"], "model": r["model"]}, r) for r in rows]
+        return [usage_row({"provider": r["provider"], "model": r["model"]}, r) for r in rows]
     trunc = TruncDay if group_by == "day" else TruncHour
     rows = buckets.annotate(period=trunc("bucket_start")).values("period").annotate(**USAGE_SUMS).order_by("period")
-    return [_usage_row({"period": row["period"].isoformat()}, row) for row in rows]
+    return [usage_row({"period": row["period"].isoformat()}, row) for row in rows]
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,9 @@ class SpanEvent:
     attributes: Mapping[str, object]
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass sets each of its 17 fields through object.__setattr__, which
+# doubled the cost of building the hundreds of records of each request. Sources only read them.
+@dataclass(slots=True)
 class TelemetryRecord:
     signal: str                      # "logs" | "traces" | "metrics"
     # logs: the event name (LogRecord.event_name, else attributes["event.name"], else a string body);

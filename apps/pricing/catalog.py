@@ -40,12 +40,18 @@ map's `*_priority` prices (litellm's Fireworks calculator ignores the tier), and
 a batch bill at the discounted one-hour price (litellm's batch calculator bills them as
 five-minute writes).
 
+Price books (`PriceCatalog`): the bundled map is the book `litellm-<version>`; an operator can
+import newer files in the same format (`manage.py prices_import`), and each map key is read from
+the newest book that lists it, else from the bundled map. The resolution rules above apply to that
+merged view, and every `ModelPrice` names the book its entry came from (`price_book`).
+
 Nothing here imports Django; litellm is imported lazily through `apps.pricing.offline`.
 """
 from __future__ import annotations
 
+import importlib.metadata
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
@@ -97,6 +103,12 @@ _THRESHOLD_SUFFIXED = re.compile(r"^(.+)_above_(\d+k?)_tokens_([a-z]+)$")
 # of every price. Every Anthropic entry of the map that has these prices has exactly these ratios.
 ANTHROPIC_ONE_HOUR_WRITE_MULTIPLIER = Decimal(2)
 ANTHROPIC_BATCH_MULTIPLIER = Decimal("0.5")
+
+
+# The bundled map's book version, read from the installed package's metadata (no litellm import).
+BUNDLED_PRICE_BOOK = f"litellm-{importlib.metadata.version('litellm')}"
+# Top-level keys of litellm's file that are not model entries.
+NON_MODEL_KEYS = frozenset({"sample_spec", "fallback_generalizations"})
 
 
 def _standard_stood_in(source: str, tier: str) -> str:
@@ -165,6 +177,8 @@ class ModelPrice:
     # Service tiers (DESIGN.md section 6) -> their prices: the map's own where it has them, else
     # these same standard prices with a source that says the standard price stood in.
     service_tiers: Mapping[str, ModelPrice] = field(default_factory=dict)
+    # The price book the entry came from (`litellm-1.106.2`, `import-2-…`); blank for an override.
+    price_book: str = ""
 
     def for_service_tier(self, service_tier: str | None) -> ModelPrice:
         """The prices a call of `service_tier` bills at; the standard tier (or none) is `self`."""
@@ -192,10 +206,90 @@ class ModelPrice:
         return chosen
 
 
-def resolve_model_price(model: str, provider: str | None = None) -> ModelPrice | None:
-    """litellm's price for `model` as called through `provider`, or None when the map has none.
+@dataclass(frozen=True, slots=True)
+class MapEntry:
+    """The entry of the merged price map that describes a model, and where it was found."""
 
-    Lookup order, the first entry with per-token prices wins:
+    key: str
+    entry: Mapping[str, object]
+    price_book: str
+    alias_of: str | None = None  # set when found through ROUTE_ALIASES
+
+
+class PriceCatalog:
+    """litellm's bundled map with imported price books in front of it.
+
+    `imported` maps each map key to (entry, book version) from the newest book that lists the
+    key; a key no imported book lists is read from the bundled map (`litellm.model_cost`). A book
+    therefore never unprices a model: one its file leaves out keeps the earlier price.
+    Resolutions are cached per (model, provider) for the catalog's life.
+    """
+
+    def __init__(self, imported: Mapping[str, tuple[Mapping[str, object], str]] | None = None):
+        self._imported = dict(imported or {})
+        self.resolve = lru_cache(maxsize=4096)(self._resolve)
+
+    def lookup(self, key: str) -> tuple[Mapping[str, object], str] | None:
+        """(entry, book version) for one map key, newest book first."""
+        found = self._imported.get(key)
+        if found is not None:
+            return found
+        entry = get_litellm().model_cost.get(key)
+        return None if entry is None else (entry, BUNDLED_PRICE_BOOK)
+
+    def find_entry(self, model: str, provider: str | None = None) -> MapEntry | None:
+        """The token-priced entry for `model` as called through `provider` (lookup order in
+        `resolve_model_price`), or None: the one place a model's map entry is looked up."""
+        model, provider = model.strip(), (provider or "").strip().lower() or None
+        for key in _candidate_keys(model, provider):
+            found = self.lookup(key)
+            if found is not None and isinstance(found[0], Mapping) and is_token_priced(found[0]):
+                return MapEntry(key, found[0], found[1])
+        route, _, bare_model = model.partition("/")
+        found = self.lookup(bare_model) if bare_model else None
+        if found is not None and isinstance(found[0], Mapping) and is_token_priced(found[0]) and str(
+            found[0].get("litellm_provider")
+        ).startswith(route):
+            return MapEntry(bare_model, found[0], found[1])
+        alias = ROUTE_ALIASES.get(model.rsplit("/", 1)[-1])
+        found = self.lookup(alias) if alias else None
+        if found is not None and isinstance(found[0], Mapping) and is_token_priced(found[0]):
+            return MapEntry(alias, found[0], found[1], alias_of=model)
+        return None
+
+    def _resolve(self, model: str, provider: str | None) -> ModelPrice | None:
+        found = self.find_entry(model, provider)
+        if found is None:
+            return None
+        if found.alias_of is not None:
+            return _model_price(found.entry, source=f"litellm:{found.key} (alias of {found.alias_of})",
+                                price_book=found.price_book, anthropic_rules=True)  # fmt: skip
+        return _model_price(found.entry, source=f"litellm:{found.key}", price_book=found.price_book)
+
+
+@lru_cache(maxsize=1)
+def bundled_catalog() -> PriceCatalog:
+    """The catalog of the bundled map alone (no imported book)."""
+    return PriceCatalog()
+
+
+def catalog_with_books(books: Iterable[tuple[str, Mapping[str, object]]]) -> PriceCatalog:
+    """A catalog of imported books, given oldest first as (version, parsed price file)."""
+    imported: dict[str, tuple[Mapping[str, object], str]] = {}
+    for version, entries in books:
+        for key, entry in entries.items():
+            if key not in NON_MODEL_KEYS and isinstance(entry, Mapping):
+                imported[key] = (entry, version)
+    return PriceCatalog(imported)
+
+
+def resolve_model_price(model: str, provider: str | None = None, *,
+                        catalog: PriceCatalog | None = None) -> ModelPrice | None:  # fmt: skip
+    """The price for `model` as called through `provider` in `catalog` (default: the bundled map
+    alone), or None when no book prices it.
+
+    Lookup order, the first entry with per-token prices wins (each key read from the newest book
+    that lists it):
     1. `<provider>/<model>` where the provider's keys carry a prefix (`gemini/…`, `vertex_ai/…`,
        `bedrock/…`, `xai/…`), as litellm's `cost_per_token` tries it first;
     2. `model` exactly (OpenAI, Anthropic and Bedrock model ids are unprefixed keys);
@@ -203,26 +297,21 @@ def resolve_model_price(model: str, provider: str | None = None) -> ModelPrice |
        (`openai/gpt-4o` -> `gpt-4o`, `bedrock/anthropic.claude-…` -> the `bedrock_converse` entry,
        but not `github_copilot/gpt-4` -> OpenAI's `gpt-4`);
     4. `ROUTE_ALIASES`, recorded in `source` as `litellm:<entry> (alias of <model>)`.
-    Cached per (model, provider), so pricing a batch resolves each model once.
+    Cached per (model, provider) in the catalog, so pricing a batch resolves each model once.
     """
-    return _resolve(model.strip(), (provider or "").strip().lower() or None)
+    return (catalog or bundled_catalog()).resolve(model.strip(), (provider or "").strip().lower() or None)
 
 
-@lru_cache(maxsize=4096)
-def _resolve(model: str, provider: str | None) -> ModelPrice | None:
-    model_cost: Mapping[str, Mapping[str, object]] = get_litellm().model_cost
-    for key in _candidate_keys(model, provider):
-        entry = model_cost.get(key)
-        if isinstance(entry, Mapping) and _is_token_priced(entry):
-            return _model_price(entry, source=f"litellm:{key}")
-    route, _, bare_model = model.partition("/")
-    entry = model_cost.get(bare_model) if bare_model else None
-    if isinstance(entry, Mapping) and str(entry.get("litellm_provider")).startswith(route) and _is_token_priced(entry):
-        return _model_price(entry, source=f"litellm:{bare_model}")
-    alias = ROUTE_ALIASES.get(model.rsplit("/", 1)[-1])
-    entry = model_cost.get(alias) if alias else None
-    if isinstance(entry, Mapping) and _is_token_priced(entry):
-        return _model_price(entry, source=f"litellm:{alias} (alias of {model})", anthropic_rules=True)
+def resolve_max_input_tokens(model: str, provider: str | None = None, *,
+                             catalog: PriceCatalog | None = None) -> int | None:  # fmt: skip
+    """The model's input window: `max_input_tokens` of the entry that prices it in `catalog`
+    (default: the bundled map alone; `PriceCatalog.find_entry`: same keys, order, route aliases
+    and newest book first), or None when no entry prices the model or its entry states no window.
+    A window of 0 or less is no window: the share it would give means nothing."""
+    found = (catalog or bundled_catalog()).find_entry(model, provider)
+    window = found.entry.get("max_input_tokens") if found is not None else None
+    if isinstance(window, int) and not isinstance(window, bool) and window > 0:
+        return window
     return None
 
 
@@ -236,7 +325,7 @@ def _candidate_keys(model: str, provider: str | None) -> list[str]:
     return keys
 
 
-def _is_token_priced(entry: Mapping[str, object]) -> bool:
+def is_token_priced(entry: Mapping[str, object]) -> bool:
     """Per-token prices, flat or tiered; entries priced per image, second or character are not."""
     return _rate(entry, "input_cost_per_token") is not None or bool(entry.get("tiered_pricing"))
 
@@ -250,17 +339,20 @@ def _rate(entry: Mapping[str, object], key: str) -> Decimal | None:
     return Decimal(repr(value))
 
 
-def _model_price(entry: Mapping[str, object], *, source: str, anthropic_rules: bool = False) -> ModelPrice:
+def _model_price(entry: Mapping[str, object], *, source: str, price_book: str,
+                 anthropic_rules: bool = False) -> ModelPrice:  # fmt: skip
     """The standard prices of an entry, with its service tiers (the map's, else the standard price)."""
     if anthropic_rules:
         entry = _with_anthropic_multipliers(entry)
-    standard = _standard_price(entry, source=source)
+    standard = replace(_standard_price(entry, source=source), price_book=price_book)
     service_tiers: dict[str, ModelPrice] = {}
     for tier in SUFFIXED_TIERS:
         if _has_suffixed_prices(entry, tier):
-            service_tiers[tier] = _standard_price(_suffixed_view(entry, tier), source=f"{source} [{tier}]")
+            tier_price = _standard_price(_suffixed_view(entry, tier), source=f"{source} [{tier}]")
+            service_tiers[tier] = replace(tier_price, price_book=price_book)
     if _rate(entry, "input_cost_per_token_batches") is not None:
-        service_tiers[BATCH_TIER] = _batch_price(entry, standard, source=f"{source} [{BATCH_TIER}]")
+        batch_price = _batch_price(entry, standard, source=f"{source} [{BATCH_TIER}]")
+        service_tiers[BATCH_TIER] = replace(batch_price, price_book=price_book)
     for tier in (*SUFFIXED_TIERS, BATCH_TIER):
         service_tiers.setdefault(tier, replace(standard, source=_standard_stood_in(source, tier)))
     return replace(standard, service_tiers=service_tiers)

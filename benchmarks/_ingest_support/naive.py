@@ -91,6 +91,7 @@ class NaiveEventIngestApi(APIView):
                     received_at=received_at,
                     cost_nanousd=cost,
                     price_source=price.source if price is not None else "",
+                    price_book=price.price_book if price is not None else "",
                     **event,
                 )
             )

@@ -1,5 +1,5 @@
-"""Servers the SDK tests talk to over loopback: a TokenSite ingest API, an OpenAI API and
-an Anthropic Messages API.
+"""Servers the SDK tests talk to over loopback: a TokenSite ingest and budgets API, an OpenAI
+API and an Anthropic Messages API.
 
 All are real HTTP servers (http.server in a thread) so the SDK's sender and the real
 openai and anthropic clients go through their whole network stack; only the far end is small.
@@ -39,6 +39,9 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length", "0"))
         body = self.rfile.read(length)
         self.server.app.handle(self, body)  # type: ignore[attr-defined]
+
+    def do_GET(self) -> None:
+        self.server.app.handle_get(self)  # type: ignore[attr-defined]
 
     def reply(self, status: int, payload: Any = None, headers: dict[str, str] | None = None) -> None:
         data = b"" if payload is None else json.dumps(payload).encode()
@@ -81,6 +84,9 @@ class _HTTPApp(abc.ABC):
     def handle(self, handler: _Handler, body: bytes) -> None:
         """Answer one POST."""
 
+    def handle_get(self, handler: _Handler) -> None:
+        handler.reply(404, {"error": {"code": "not_found", "message": handler.path}})
+
 
 @dataclass
 class IngestRequest:
@@ -102,6 +108,13 @@ class FakeIngestServer(_HTTPApp):
         self.posted_ids: list[str] = []
         self.responder: Callable[[list[dict[str, Any]]], tuple[int, Any, dict[str, str]] | None] | None = None
         self.reject: Callable[[dict[str, Any]], dict[str, list[str]] | None] = lambda event: None
+        # GET /api/v1/budgets: the list served (BUDGETS_CONTRACT.md), the status to answer
+        # instead of it, and a gate that holds every budget request until it is set.
+        self.budgets: list[dict[str, Any]] = []
+        self.budgets_status = 200
+        self.budgets_gate = threading.Event()
+        self.budgets_gate.set()
+        self.budget_requests: list[float] = []
 
     def handle(self, handler: _Handler, body: bytes) -> None:
         if handler.path != "/api/v1/events":
@@ -134,6 +147,22 @@ class FakeIngestServer(_HTTPApp):
                     self.stored[event["event_id"]] = event
                     accepted += 1
         handler.reply(207 if rejected else 202, {"accepted": accepted, "duplicates": duplicates, "rejected": rejected})
+
+    def handle_get(self, handler: _Handler) -> None:
+        if handler.path != "/api/v1/budgets":
+            super().handle_get(handler)
+            return
+        if handler.headers.get("Authorization") != f"Bearer {self.api_key}":
+            handler.reply(401, {"error": {"code": "unauthenticated", "message": "unknown key"}})
+            return
+        self.budgets_gate.wait(30)
+        with self.lock:
+            self.budget_requests.append(time.monotonic())
+            status, budgets = self.budgets_status, list(self.budgets)
+        if status != 200:
+            handler.reply(status, {"error": {"code": "unavailable", "message": "scripted failure"}})
+            return
+        handler.reply(200, {"budgets": budgets})
 
     def events_of_type(self, event_type: str) -> list[dict[str, Any]]:
         with self.lock:

@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .anthropic_shim import instrument_anthropic
+from .budgets import BudgetExceeded, BudgetStatus
 from .calls import CallScope
 from .openai_shim import instrument_openai
 from .retrying import RetryScope, retrying
@@ -27,6 +28,8 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 __all__ = [
+    "BudgetExceeded",
+    "BudgetStatus",
     "CallScope",
     "DeliveryStats",
     "InvalidUsageError",

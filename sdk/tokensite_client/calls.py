@@ -39,6 +39,9 @@ class CallScope:
         self.step = tracker.current_step()
         self.call_id = current_call_id.get() or new_event_id()
         self.attributes: dict[str, Any] = dict(attributes or {})
+        # The budget guard stops the call here, before any request leaves.
+        user = self.attributes.get("user")
+        tracker.guard_call(model, user if isinstance(user, str) and user else None)
         self.counts: UsageCounts | None = None
         self.usage_raw: dict[str, Any] | None = None
         self.retries = 0

@@ -19,11 +19,15 @@ from .usage import MAX_SERVICE_TIER_CHARS, canonical_service_tier, subset_violat
 
 # The statuses that mean "throttled, retry later" (DESIGN.md section 5): rate limited, overloaded.
 THROTTLE_STATUSES = frozenset({429, 503, 529})
+# The event limits of the ingest API, defined here once: the server's schema imports them, so a
+# client that checks against them can never accept what the server refuses.
+MAX_BATCH_EVENTS = 1000
 MAX_ATTRIBUTES_BYTES = 4096
 MAX_STEP_CHARS = 100
 MAX_PROVIDER_CHARS = 100
 MAX_MODEL_CHARS = 200
 MAX_SESSION_ID_CHARS = 200
+MAX_CALL_ID_CHARS = 200
 MAX_DURATION_MS = 24 * 3600 * 1000
 MAX_TOKENS = 10**9
 # The server rejects events that start earlier (and those more than 5 minutes ahead of its clock,

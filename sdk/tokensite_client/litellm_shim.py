@@ -34,7 +34,8 @@ _REMEMBERED_CALL_IDS = 4096
 
 class LiteLLMCallback(CustomLogger):  # type: ignore[misc]
     """Records a usage event per successful litellm call and a throttle event per
-    rate-limit or overload failure. Use: `litellm.callbacks = [LiteLLMCallback(tracker)]`."""
+    rate-limit or overload failure, and applies the tracker's budget guard to async calls.
+    Use: `litellm.callbacks = [LiteLLMCallback(tracker)]`."""
 
     def __init__(self, tracker: Tracker, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -53,6 +54,15 @@ class LiteLLMCallback(CustomLogger):  # type: ignore[misc]
 
     async def async_log_failure_event(self, kwargs, response_obj, start_time, end_time):  # type: ignore[no-untyped-def]
         self._record_failure(kwargs)
+
+    async def async_pre_call_deployment_hook(self, kwargs, call_type):  # type: ignore[no-untyped-def]
+        """litellm's one hook that runs before an async call and lets an exception through: the
+        budget guard's place. (Before a sync call litellm swallows whatever a logger raises, so
+        sync callers use `tracker.check_budget(model)` first.)"""
+        model = kwargs.get("model")
+        if isinstance(model, str):
+            self.tracker.guard_call(model)
+        return None
 
     def _first_report(self, kind: str, kwargs: dict[str, Any]) -> bool:
         call_id = kwargs.get("litellm_call_id")

@@ -19,17 +19,18 @@ import random
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
+from .events import MAX_BATCH_EVENTS
 from .retry_after import parse_retry_after_s
 from .spool import Spool
 
 logger = logging.getLogger("tokensite_client")
 
-MAX_BATCH_EVENTS = 1000
 MAX_BATCH_BYTES = 4 * 1024 * 1024  # uncompressed; the server accepts 8 MiB decompressed
 IMMEDIATE_ATTEMPTS = 3
 IMMEDIATE_BACKOFF_S = 0.2
@@ -108,6 +109,7 @@ class Sender:
         flush_interval_s: float,
         timeout_s: float,
         spool_high_water: int,
+        periodic: Callable[[httpx.Client], None] | None = None,
     ) -> None:
         self.endpoint = url.rstrip("/") + "/api/v1/events"
         self.api_key = api_key
@@ -118,6 +120,8 @@ class Sender:
         self.flush_interval_s = flush_interval_s
         self.timeout_s = timeout_s
         self.spool_high_water = spool_high_water
+        # Other reads the tracker keeps fresh (budget status), run on this thread between sends.
+        self.periodic = periodic
         self.wake = threading.Event()
         self._stop = threading.Event()
         self._flush_lock = threading.Condition()
@@ -214,6 +218,8 @@ class Sender:
                         self._replay_pending = False
                         if not self._replay():
                             self._enter_degraded([])
+                if self.periodic is not None and not stopping:
+                    self.periodic(self._http())
             except Exception as exc:  # the sender must outlive any surprise; say why loudly
                 self.counters.last_error = repr(exc)
                 logger.exception("tokensite sender error; events stay queued or spooled")

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from . import events
+from .budgets import DEFAULT_BUDGET_REFRESH_S, BudgetExceeded, BudgetPoller, BudgetStatus
 from .calls import CallScope
 from .context import current_call, current_call_id, current_step
 from .counting import count_tokens as _count_tokens
@@ -78,6 +79,10 @@ class Tracker:
 
     Without a URL (argument or TOKENSITE_URL) nothing is sent: totals are still kept for
     `summary()` and `print_summary()`.
+
+    `user` names the developer behind every call (the events' `user` attribute, unless a call
+    gives its own). With `budget_guard=True`, instrumented calls raise `BudgetExceeded` before
+    reaching the provider once a hard budget that applies to them is spent (see budgets.py).
     """
 
     def __init__(
@@ -93,6 +98,9 @@ class Tracker:
         flush_interval_s: float = 1.0,
         batch_trigger: int = 500,
         timeout_s: float = 10.0,
+        user: str | None = None,
+        budget_guard: bool = False,
+        budget_refresh_s: float = DEFAULT_BUDGET_REFRESH_S,
     ) -> None:
         self.url = url or os.environ.get("TOKENSITE_URL") or None
         self.api_key = api_key or os.environ.get("TOKENSITE_API_KEY") or None
@@ -100,6 +108,8 @@ class Tracker:
             raise ValueError("an api_key (or TOKENSITE_API_KEY) is required when a TokenSite url is set")
         self.session_id = events.check_session_id(session_id or str(uuid.uuid4()))
         self.default_step = events.check_step(step)
+        self.user = user or None
+        self.budget_guard = budget_guard
         self.max_queue = max_queue
         self.batch_trigger = batch_trigger
         self._flush_interval_s = flush_interval_s
@@ -114,8 +124,12 @@ class Tracker:
         self._sender: Sender | None = None
         self._sender_lock = threading.Lock()
         self._spool: Spool | None = None
+        self._budgets: BudgetPoller | None = None
         if self.url:
             assert self.api_key is not None
+            self._budgets = BudgetPoller(url=self.url, api_key=self.api_key, refresh_s=budget_refresh_s,
+                                         timeout_s=timeout_s)
+            self._budgets.wanted = budget_guard
             directory = Path(spool_dir) if spool_dir is not None else default_spool_dir(self.url, self.api_key)
             self._spool = Spool(directory, max_bytes=spool_max_bytes)
             self._start_sender()
@@ -172,8 +186,8 @@ class Tracker:
             provider=provider, model=model, start_epoch=epoch, duration_ms=duration_ms,
             input_tokens=input_tokens, output_tokens=output_tokens, cache_read_tokens=cache_read_tokens,
             cache_write_tokens=cache_write_tokens, tool_tokens=tool_tokens, thought_tokens=thought_tokens,
-            time_to_first_token_ms=time_to_first_token_ms, usage_raw=usage_raw, attributes=attributes,
-            call_id=call_id if call_id is not None else current_call_id.get(),
+            time_to_first_token_ms=time_to_first_token_ms, usage_raw=usage_raw,
+            attributes=self._with_user(attributes), call_id=call_id if call_id is not None else current_call_id.get(),
             cache_write_1h_tokens=cache_write_1h_tokens, service_tier=service_tier,
         )
         self._totals.add_usage(
@@ -207,13 +221,18 @@ class Tracker:
         event = events.throttle_event(
             session_id=self.session_id, step=step or current_step.get() or self.default_step,
             provider=provider, model=model, start_epoch=epoch, wait_ms=wait_ms, status_code=status_code,
-            attempt=attempt, retry_after_ms=retry_after_ms, attributes=attributes,
+            attempt=attempt, retry_after_ms=retry_after_ms, attributes=self._with_user(attributes),
             call_id=call_id if call_id is not None else current_call_id.get(),
         )
         self._totals.add_throttle(step=event["step"], provider=provider, model=model,
                                   epoch=epoch, wait_ms=wait_ms)
         self._enqueue(event)
         return event["event_id"]
+
+    def _with_user(self, attributes: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+        if self.user is None or (attributes is not None and "user" in attributes):
+            return attributes
+        return {**(attributes or {}), "user": self.user}
 
     def _enqueue(self, event: dict[str, Any]) -> None:
         if self._spool is None:
@@ -246,6 +265,43 @@ class Tracker:
     def print_summary(self, file: TextIO | None = None) -> None:
         """Print the "Token Usage Summary" box, with the cost from litellm's local prices."""
         print_box(self.summary(), self._totals.estimate_cost(), file if file is not None else sys.stdout)
+
+    # Budgets ------------------------------------------------------------------
+
+    def budget_status(self) -> list[BudgetStatus]:
+        """The budgets of this key's project (and its team's team-wide ones) as last fetched by
+        the background thread; empty before the first fetch or without a server. Never does I/O:
+        the first call starts the polling (with the guard off) and returns what is there yet."""
+        if self._budgets is None:
+            return []
+        if not self._budgets.wanted:
+            self._budgets.wanted = True
+            self._ensure_sender()
+            if self._sender is not None:
+                self._sender.wake.set()
+        return list(self._budgets.statuses)
+
+    def check_budget(self, model: str, user: str | None = None) -> None:
+        """Raise `BudgetExceeded` when a spent hard budget applies to a call of `model` by `user`
+        (default: the tracker's user). The instrumented clients call it when `budget_guard` is on;
+        call it before a call the SDK does not instrument (a sync `litellm.completion`)."""
+        self._ensure_sender()
+        if self._budgets is None:
+            return
+        user = user if user is not None else self.user
+        blocking = self._budgets.blocking(model=model, user=user)
+        if blocking is not None:
+            raise BudgetExceeded(blocking, model=model, user=user)
+
+    def guard_call(self, model: str, user: str | None = None) -> None:
+        """`check_budget` when the guard is on; the hook every instrumented call passes through."""
+        if self.budget_guard:
+            self.check_budget(model, user)
+
+    def _ensure_sender(self) -> None:
+        # A forked child starts its sender lazily; the budget list must keep refreshing there too.
+        if self._sender is None and self._spool is not None and not self._closed:
+            self._start_sender()
 
     # Delivery control -----------------------------------------------------------
 
@@ -311,6 +367,7 @@ class Tracker:
                     counters=self._counters, batch_trigger=self.batch_trigger,
                     flush_interval_s=self._flush_interval_s, timeout_s=self._timeout_s,
                     spool_high_water=self.max_queue // 2,
+                    periodic=self._budgets.refresh_if_due if self._budgets is not None else None,
                 )
                 sender.start()
                 self._sender = sender

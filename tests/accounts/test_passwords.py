@@ -8,7 +8,7 @@ from django.core.management import CommandError, call_command
 
 from apps.accounts.models import Team
 from apps.accounts.services import member_add, team_get_or_create
-from apps.core.demo_data import DEMO_PASSWORD, DEMO_USER
+from apps.demo.services import DEMO_PASSWORD, DEMO_USER
 from apps.core.errors import BadRequest
 
 pytestmark = pytest.mark.django_db

@@ -16,6 +16,7 @@ OPERATIONS = {
     ("get", "/api/v1/sessions/{session_id}/metadata"): "session_metadata",
     ("get", "/api/v1/usage"): "usage",
     ("post", "/api/v1/tokenize"): "tokenize",
+    ("get", "/api/v1/budgets"): "budgets_list",
 }
 
 
@@ -193,7 +194,7 @@ def test_session_metadata_reply_is_fully_typed(schema, api_client, project, read
     assert resolve(schema, document["properties"]["bursts"])["required"] == ["10s", "1s", "60s"]
 
 
-@pytest.mark.parametrize("group_by", ["model", "step", "day", "hour"])
+@pytest.mark.parametrize("group_by", ["model", "step", "user", "day", "hour"])
 def test_usage_reply_is_fully_typed(schema, api_client, project, read_key, group_by):
     ingest(project, [usage_event(), throttle_event()])
     body = api_client.get("/api/v1/usage", {"group_by": group_by}, HTTP_AUTHORIZATION=f"Bearer {read_key}").json()

@@ -33,6 +33,7 @@ SCOPES_ALLOWED = {
     "GET /api/v1/sessions/{session_id}/metadata": {"read"},
     "GET /api/v1/usage": {"read"},
     "POST /api/v1/tokenize": {"ingest", "read"},
+    "GET /api/v1/budgets": {"ingest", "read"},
 }
 
 

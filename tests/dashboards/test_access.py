@@ -19,6 +19,13 @@ TEAM_URLS = [
     "/acme/chatbot/sessions/s-1/",
     "/acme/chatbot/sessions/s-1/metadata.json",
     "/acme/chatbot/sessions/s-1/calls.csv",
+    "/acme/people/",
+    "/acme/people/?range=7d&sort=tokens",
+    "/acme/people/sessions/?developer=alice",
+    "/acme/digest/",
+    "/acme/digest/?period=weekly&start=2026-11-23",
+    "/acme/budgets/",
+    "/acme/budgets/alerts/",
 ]
 
 
@@ -27,7 +34,7 @@ def test_every_team_url_is_served_by_a_team_scoped_view():
     for include in get_resolver().url_patterns:
         team_patterns += [p for p in getattr(include, "url_patterns", []) if isinstance(p, URLPattern)]
     scoped = [p for p in team_patterns if "team_slug" in p.pattern.converters]
-    assert len(scoped) == 6
+    assert len(scoped) == 12
     for pattern in scoped:
         assert issubclass(pattern.callback.view_class, TeamScopedMixin), pattern
 

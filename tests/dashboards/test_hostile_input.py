@@ -120,3 +120,25 @@ def test_csv_neutralises_only_client_text(project, users):
     assert rows[0]["input_tokens"] == "1250"
     # Every cell quoted, as OWASP asks, so a cell stays whole whatever it holds.
     assert all(line.startswith('"') and line.endswith('"') for line in body.splitlines())
+
+
+team_queries = st.dictionaries(
+    st.sampled_from(["range", "from", "to", "sort", "page", "developer", "period", "start"]), query_values, max_size=7
+)
+
+
+@HOSTILE
+@given(query=team_queries)
+def test_people_and_digest_pages_never_500(folded, users, team, query):
+    client = client_for(users["viewer"])
+    for path in ("people/", "people/sessions/", "digest/"):
+        response = client.get(f"/{team.slug}/{path}", query)
+        assert response.status_code in (200, 302, 400), (path, query, response.status_code)
+
+
+@pytest.mark.parametrize("query", [
+    {"period": "daily", "start": "2999-12-31"}, {"period": "weekly", "start": "2999-12-31"},
+    {"period": "weekly", "start": "2000-01-01"}, {"period": "daily", "start": "1999-12-31"},
+])
+def test_digest_periods_at_the_calendars_edges_render(folded, users, team, query):
+    assert client_for(users["viewer"]).get(f"/{team.slug}/digest/", query).status_code == 200

@@ -127,6 +127,29 @@ def test_usage_grouped_by_step_day_and_hour(api_client, read_key, two_sessions):
     assert [h["period"][11:13] for h in hours] == ["09", "11"]
 
 
+def test_usage_grouped_by_user_sums_each_developers_sessions(api_client, read_key, ingest_key, two_sessions):
+    post_events(api_client, ingest_key, [
+        usage_event(session_id="third", timestamp=(BASE_TIME + timedelta(hours=3)).isoformat(), input_tokens=100,
+                    output_tokens=10, attributes={"user": "alice"}),
+        usage_event(session_id="bobs", timestamp=(BASE_TIME + timedelta(hours=3)).isoformat(), input_tokens=7,
+                    output_tokens=3, attributes={"user": "bob@example.com"}),
+    ])  # fmt: skip
+    body = get(api_client, read_key, "/api/v1/usage", group_by="user").json()
+    assert body["group_by"] == "user"
+    rows = {row["user"]: row for row in body["results"]}
+    assert list(rows) == ["alice", "bob@example.com", None]  # named developers first, by name
+    alice = rows["alice"]
+    # "newer" (gpt-4o 1250+875, the unpriced model 1250+875, a 2.5 s throttle) and "third".
+    assert (alice["sessions"], alice["calls"], alice["total_tokens"]) == (2, 3, 2 * (1250 + 875) + 110)
+    assert alice["unpriced_tokens"] == 1250 + 875 and alice["cost_usd"] > 0
+    assert (alice["throttle_count"], alice["throttle_wait_ms"]) == (1, 2500)
+    assert (rows["bob@example.com"]["sessions"], rows["bob@example.com"]["total_tokens"]) == (1, 10)
+    assert (rows[None]["sessions"], rows[None]["total_tokens"]) == (1, 1250 + 875)  # "older" names nobody
+    since = (BASE_TIME + timedelta(hours=2, minutes=30)).isoformat()
+    later = get(api_client, read_key, "/api/v1/usage", group_by="user", **{"from": since}).json()["results"]
+    assert {row["user"]: row["total_tokens"] for row in later} == {"alice": 110, "bob@example.com": 10}
+
+
 def test_usage_time_range_and_bad_group_by(api_client, read_key, two_sessions):
     since = (BASE_TIME + timedelta(hours=1)).isoformat()
     rows = get(api_client, read_key, "/api/v1/usage", group_by="model", **{"from": since}).json()["results"]

@@ -32,7 +32,8 @@ def random_session(rng: random.Random, session_id: str, calls: int = 40) -> list
         duration = rng.choice([0, 5, 250, 1200, 4000, 15000])
         ttft = rng.choice([None, 0, duration / 3, duration])
         output = rng.randint(0, 2000)
-        input_tokens = rng.randint(0, 5000)
+        # Some prompts fill most of gpt-4o's 128k window: the context window figures get calls above 80% and 95%.
+        input_tokens = rng.randint(0, 5000) if rng.random() < 0.8 else rng.randint(100_000, 128_000)
         call_id = f"call-{index}"
         events.append(usage_event(
             session_id=session_id, step=rng.choice(["plan", "draft", "review"]),

@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from apps.pricing.catalog import ROUTE_ALIASES, _resolve, resolve_model_price
+from apps.pricing.catalog import BUNDLED_PRICE_BOOK, ROUTE_ALIASES, resolve_model_price
 from apps.pricing.off_peak import parse_off_peak_schedule
 from apps.pricing.offline import get_litellm
 
@@ -102,9 +102,17 @@ def test_reasoning_price_is_kept_where_the_map_has_one():
 
 def test_resolution_is_cached_per_model_and_provider():
     first = resolve_model_price("gpt-4o-mini", "openai")
-    hits = _resolve.cache_info().hits
     assert resolve_model_price("gpt-4o-mini", "openai") is first
-    assert _resolve.cache_info().hits == hits + 1
+    assert resolve_model_price(" gpt-4o-mini ", "OpenAI") is first
+
+
+def test_bundled_prices_name_the_bundled_book_of_the_pinned_litellm():
+    assert BUNDLED_PRICE_BOOK == "litellm-1.106.2"
+    price = resolve_model_price("gpt-5", "openai")
+    assert price.price_book == BUNDLED_PRICE_BOOK
+    assert {price.for_service_tier(tier).price_book for tier in ("flex", "priority", "batch", "turbo")} == {
+        BUNDLED_PRICE_BOOK}
+    assert resolve_model_price("claude-sonnet-4-20250514", "anthropic").price_book == BUNDLED_PRICE_BOOK
 
 
 def test_off_peak_windows_wrap_past_midnight_and_respect_weekdays():

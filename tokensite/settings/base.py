@@ -4,6 +4,7 @@ from pathlib import Path
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
+from tokensite_client.events import MAX_BATCH_EVENTS
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
@@ -35,8 +36,12 @@ INSTALLED_APPS = [
     "apps.ingestion",
     "apps.pricing",
     "apps.metrics",
+    "apps.budgets",
+    "apps.limits",
     "apps.dashboards",
     "apps.otlp",
+    "apps.digests",
+    "apps.demo",
 ]
 
 MIDDLEWARE = [
@@ -233,10 +238,22 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 }  # fmt: skip
 CELERY_BROKER_CONNECTION_TIMEOUT = 2
 
+# Mail (digests; budget alerts): EMAIL_URL in django-environ's form (smtp://user:password@host:587,
+# smtp+tls://..., smtps://...); unset, mails are printed on the console (`make run`).
+# Parts the URL leaves out keep Django's defaults (EMAIL_HOST localhost, no login).
+vars().update({name: value for name, value in env.email_url("EMAIL_URL", default="consolemail://").items() if value})
+DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", default="TokenSite <tokensite@localhost>")
+EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=10)
+# Where mails link to (the digest's page): the site's public address, without a trailing slash.
+SITE_URL = env("SITE_URL", default="http://127.0.0.1:8000").rstrip("/")
+# Digests go out once their period is over and this hour (UTC) has come: daily ones each morning,
+# weekly ones on Monday morning (apps.digests).
+DIGEST_SEND_HOUR_UTC = env.int("DIGEST_SEND_HOUR_UTC", default=7)
+
 # Ingestion limits (issue 2).
 INGEST_MAX_BODY_BYTES = 1024 * 1024
 INGEST_MAX_DECOMPRESSED_BYTES = 8 * 1024 * 1024
-INGEST_MAX_EVENTS = 1000
+INGEST_MAX_EVENTS = MAX_BATCH_EVENTS  # the SDK's limit, defined once there
 INGEST_DEFAULT_RATE_LIMIT_PER_MINUTE = env.int("INGEST_DEFAULT_RATE_LIMIT_PER_MINUTE", default=6000)
 
 # OTLP receiver limits (issue 13): exporters send up to 512 records a batch, a few KiB each, and
@@ -267,3 +284,9 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
     "loggers": {"LiteLLM": {"level": "WARNING"}, "httpx": {"level": "WARNING"}},
 }
+
+# Budget alerts (apps.budgets). Webhook targets resolving to loopback, private or link-local
+# addresses are refused unless this is set (an alert must not reach into the internal network).
+WEBHOOK_ALLOW_PRIVATE = env.bool("WEBHOOK_ALLOW_PRIVATE", default=False)
+WEBHOOK_TIMEOUT_S = 5.0
+BUDGET_ALERT_RETRY_BACKOFF_S = 1.0  # between the tries of one send: 1 s, then 2 s

@@ -14,3 +14,7 @@ CELERY_TASK_ALWAYS_EAGER = True
 # Folded inside the request, so a test reads folded aggregates right after an ingest; the tests of
 # the background folder (tests/metrics/test_background_fold.py) switch it on and drain it.
 METRICS_FOLD_THREAD = False
+
+# Webhook receivers in tests listen on 127.0.0.1; the refusal tests turn this off again.
+WEBHOOK_ALLOW_PRIVATE = True
+BUDGET_ALERT_RETRY_BACKOFF_S = 0.05

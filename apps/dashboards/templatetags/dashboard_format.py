@@ -82,6 +82,13 @@ def percent(value) -> str:
 
 
 @register.filter
+def change(value) -> str:
+    """A change against the previous period: +25.0% / -3.1%; a dash when it cannot be told (a cost
+    that was all unpriced before)."""
+    return DASH if value is None else f"{value * 100:+.1f}%"
+
+
+@register.filter
 def utc(value):
     """A <time> in UTC ISO; dashboards.js rewrites its text in the viewer's zone."""
     if not value:
@@ -132,8 +139,8 @@ def sort_link(request, current: str, key: str, label: str):
 
 
 @register.simple_tag
-def sparkline(values, width: int = 120, height: int = 28):
-    """An inline SVG polyline of daily totals: drawn on the server, so it shows without JavaScript."""
+def sparkline(values, width: int = 120, height: int = 28, unit: str = "day"):
+    """An inline SVG polyline of daily (or hourly) totals: drawn on the server, so it shows without JavaScript."""
     values = list(values or [])
     if not values:
         return ""
@@ -143,7 +150,8 @@ def sparkline(values, width: int = 120, height: int = 28):
     return format_html(
         '<svg class="sparkline" width="{}" height="{}" viewBox="0 0 {} {}" role="img" aria-label="{}">'
         '<polyline fill="none" stroke="currentColor" stroke-width="1.5" points="{}"/></svg>',
-        width, height, width, height, f"daily tokens, last {len(values)} days, peak {top:,}", points,
+        width, height, width, height, f"{'daily' if unit == 'day' else 'hourly'} tokens, last {len(values)} {unit}s, "
+        f"peak {top:,}", points,
     )  # fmt: skip
 
 

@@ -36,6 +36,9 @@ SERVICE_NAME = "claude-code"
 PROVIDERS = {"firstParty": "anthropic", "bedrock": "bedrock", "vertex": "vertex_ai", "foundry": "azure_ai"}
 # query_source of the main conversation; any other (a sub-agent, compaction, a title) is its own step.
 MAIN_QUERY_SOURCES = frozenset({"sdk", "repl_main_thread", "print", ""})
+MAIN_THREAD_PREFIX = "repl_main_thread:"
+BUILTIN_AGENT_PREFIX = "agent:builtin:"
+CUSTOM_AGENT_PREFIX = "agent:custom"
 
 
 def _event_name(record: TelemetryRecord) -> str:
@@ -170,8 +173,21 @@ class ClaudeCodeSource:
 
 
 def _step(record: TelemetryRecord) -> str:
+    """The sub-agent that made the call, else `main` for the conversation, else its query source.
+
+    Claude Code 2.1 names a sub-agent's calls by `agent.name` (the built-in agent, e.g. `Explore`,
+    or `custom` for a user's own agent) and by `query_source` (`agent:builtin:Explore`,
+    `agent:custom`); the main thread's query source is `repl_main_thread` (with an output style
+    appended, `repl_main_thread:outputStyle:Learning`), `sdk` or `print`.
+    """
     for key in ("agent.name", "agent_type", "subagent_type"):
         if (name := as_text(record.get(key))):
             return name[:100]
     query_source = as_text(record.get("query_source")) or as_text(record.get("query_source_safe"))
-    return "main" if query_source in MAIN_QUERY_SOURCES else query_source[:100]
+    if query_source in MAIN_QUERY_SOURCES or query_source.startswith(MAIN_THREAD_PREFIX):
+        return "main"
+    if query_source.startswith(BUILTIN_AGENT_PREFIX) and len(query_source) > len(BUILTIN_AGENT_PREFIX):
+        return query_source.removeprefix(BUILTIN_AGENT_PREFIX)[:100]
+    if query_source.startswith(CUSTOM_AGENT_PREFIX):
+        return "custom"
+    return query_source[:100]

@@ -150,7 +150,9 @@ class CodexSource:
             "call_id": self._call_id(common["session_id"], started_ns),
             "attributes": self._attributes(record, {"reasoning_effort": as_text(record.get("model_reasoning_effort"))}),
         }
-        if ttft_ms is not None and ttft_ms >= 0:
+        # Without the attempt's start (its api_request unseen, or the cache away) the duration is 0,
+        # and a time to first token longer than the call would reject the whole usage event.
+        if ttft_ms is not None and 0 <= ttft_ms <= event["duration_ms"]:
             event["time_to_first_token_ms"] = ttft_ms
         output.events.append(event)
         output.used += 1

@@ -16,6 +16,9 @@ paired instead, per provider URL. In its Anthropic mode Qwen Code's `input_token
 cache reads: the cache writes the provider reported are missing from its telemetry.
 Gemini CLI's resource `service.version` is the Node.js version, not the CLI's; it is not kept as
 the agent version.
+LLxprt Code (service.name `llxprt-code`, events `llxprt_code.*`) sends the same events with the same
+count attributes, plus the `provider` it called (it is not limited to Gemini); it is recognised by
+its service and event names but, unlike the others, not run by the test suite.
 """
 from __future__ import annotations
 
@@ -35,6 +38,8 @@ from apps.otlp.sources.agent_attempts import attempt_failed, attempt_start_of, a
 
 SERVICE_NAMES = frozenset({"gemini-cli", "qwen-code", "llxprt-code", "llxprt"})
 EVENT_PREFIXES = ("gemini_cli.", "qwen-code.", "qwen_code.", "llxprt_code.", "llxprt.")
+# LLxprt Code's provider names -> the provider names prices are looked up under.
+LLXPRT_PROVIDERS = {"openai-responses": "openai", "openaivercel": "openai", "google": "gemini"}
 # Agents whose refused attempts appear only in their HTTP client spans (see the module docstring).
 HTTP_SPAN_THROTTLE_SERVICES = frozenset({"qwen-code"})
 
@@ -80,7 +85,7 @@ class GeminiCliSource:
     def _common(self, record: TelemetryRecord) -> dict:
         return {
             "session_id": as_text(record.get("session.id")),
-            "provider": "vertex_ai" if record.get("vertex_ai_enabled") is True else "gemini",
+            "provider": _provider(record),
             "model": as_text(record.get("model")) or as_text(record.get("model_name")),
             "step": (as_text(record.get("subagent_name")) or as_text(record.get("role")) or "main")[:100],
         }
@@ -194,6 +199,15 @@ class GeminiCliSource:
             attempt_failed(source=service, session_id=session_id, call_key=call_key,
                            failure={"ended_ns": record.end_unix_nano, "status": status, "model": ""})
         output.used += 1
+
+
+def _provider(record: TelemetryRecord) -> str:
+    """Gemini CLI and Qwen Code name no provider (Gemini, or Vertex AI when enabled); LLxprt Code,
+    which talks to several, names the one it called in `provider`."""
+    named = as_text(record.attributes.get("provider")).strip().lower()
+    if named:
+        return LLXPRT_PROVIDERS.get(named, named)[:100]
+    return "vertex_ai" if record.get("vertex_ai_enabled") is True else "gemini"
 
 
 def _http_status(record: TelemetryRecord) -> int | None:

@@ -101,8 +101,12 @@ def _count(attributes: Mapping[str, object], keys: tuple[str, ...]) -> int | Non
     return None if value is None else as_int(value)
 
 
+_USAGE_KEY_SET = frozenset(USAGE_KEYS)
+_PROVIDER_KEY_SET = frozenset(PROVIDER_KEYS)
+
+
 def _has_usage(record: TelemetryRecord) -> bool:
-    return any(key in record.attributes for key in USAGE_KEYS)
+    return not _USAGE_KEY_SET.isdisjoint(record.attributes)
 
 
 def _throttle_status(record: TelemetryRecord) -> int | None:
@@ -122,7 +126,7 @@ def _throttle_status(record: TelemetryRecord) -> int | None:
 def _is_genai(record: TelemetryRecord) -> bool:
     attributes = record.attributes
     return (
-        any(key in attributes for key in PROVIDER_KEYS)
+        not _PROVIDER_KEY_SET.isdisjoint(attributes)
         or as_text(_first(attributes, OPERATION_KEYS)).lower() in OPERATIONS
         or "llm.model_name" in attributes
     )
@@ -262,13 +266,16 @@ def _usage_event(record: TelemetryRecord, memo: dict) -> tuple[dict | None, str]
     counts: list[int | None] = []
     for kind, keys in _COUNT_KEYS:
         value = _first(attributes, keys)
-        count = None if value is None else as_int(value)
-        if count is None and value is not None and kind in _REQUIRED_INTEGER:
-            return None, f"{_where(record)}: the {kind} token count is not an integer"
+        if value is None:
+            counts.append(None)
+            continue
+        count = value if type(value) is int else as_int(value)
+        if count is None:
+            if kind in _REQUIRED_INTEGER:
+                return None, f"{_where(record)}: the {kind} token count is not an integer"
+        elif count < 0:
+            return None, f"{_where(record)}: the {kind} token count is negative ({count})"
         counts.append(count)
-    for (kind, _), value in zip(_COUNT_KEYS, counts):
-        if value is not None and value < 0:
-            return None, f"{_where(record)}: the {kind} token count is negative ({value})"
     input_tokens, output_tokens, total, cache_read, cache_write, reasoning = counts
     if input_tokens is None and output_tokens is None:
         # Embeddings report only a total: it is all input.

@@ -82,7 +82,8 @@ class TokenSiteServer:
             [str(Path(PYTHON).parent / "gunicorn"), "tokensite.wsgi", "--workers", "1", "--worker-class", "sync",
              "--bind", f"127.0.0.1:{self.port}", "--timeout", "60"],
             cwd=ROOT, env=server_env(self.db_path), stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.time() + 60
+        # Warming up (litellm's price map, a tokeniser) takes a minute and more on a loaded host.
+        deadline = time.time() + 180
         while time.time() < deadline:
             try:
                 urllib.request.urlopen(f"{self.url}/api/schema/", timeout=2).read()
@@ -91,6 +92,7 @@ class TokenSiteServer:
                 if self.process.poll() is not None:
                     break
                 time.sleep(0.2)
+        self.stop()  # a server still warming up must not outlive the failed run
         raise RuntimeError(f"TokenSite server did not start: {(workdir / 'server.log').read_text()[-2000:]}")
 
     def warm_up(self) -> None:

@@ -198,3 +198,120 @@ def test_claude_code_call_that_failed_for_good_is_a_throttle_only_when_overloade
     stored = events(project, "throttle")
     assert [(t.status_code, t.attempt, t.wait_ms) for t in stored] == [(status, 11, 0)] * throttles
     assert not events(project, "usage")
+
+
+def _claude_code_api_request(**attributes: str) -> dict:
+    """The fixture's api_request log record with some string attributes replaced or added."""
+    body = json.loads((FIXTURES / "claude_code_logs.json").read_text())
+    for resource in body["resourceLogs"]:
+        for scope in resource["scopeLogs"]:
+            for record in scope["logRecords"]:
+                if record["body"].get("stringValue") == "claude_code.api_request":
+                    kept = [a for a in record["attributes"] if a["key"] not in attributes]
+                    record["attributes"] = kept + [
+                        {"key": key, "value": {"stringValue": value}} for key, value in attributes.items()]
+                    scope["logRecords"] = [record]
+                    return {"resourceLogs": [dict(resource, scopeLogs=[scope])]}
+    raise AssertionError("no api_request in the fixture")
+
+
+@pytest.mark.parametrize(("attributes", "step"), [
+    # What Claude Code 2.1 sends for a call of its built-in Explore sub-agent, of a user's own agent
+    # (whose name it withholds), and of the main thread with an output style.
+    ({"query_source": "agent:builtin:Explore", "agent.name": "Explore"}, "Explore"),
+    ({"query_source": "agent:builtin:general-purpose"}, "general-purpose"),
+    ({"query_source": "agent:custom", "agent.name": "custom"}, "custom"),
+    ({"query_source": "repl_main_thread:outputStyle:Learning"}, "main"),
+    ({"query_source": "repl_main_thread"}, "main"),
+    ({"query_source": "compact"}, "compact"),
+])
+def test_claude_code_sub_agent_is_the_step_of_its_calls(api_client, ingest_key, project, attributes, step):
+    response = api_client.post("/otlp/v1/logs", data=json.dumps(_claude_code_api_request(**attributes)),
+                               content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {ingest_key}")
+
+    assert response.status_code == 200
+    (usage,) = events(project, "usage")
+    assert usage.step == step
+    assert (usage.input_tokens, usage.output_tokens) == (11 + 1200 + 300, 42)
+
+
+def test_claude_code_sub_agent_calls_are_a_step_of_the_session_metadata(
+        api_client, ingest_key, read_key, project, django_capture_on_commit_callbacks):
+    main = _claude_code_api_request(query_source="repl_main_thread")
+    explore = _claude_code_api_request(query_source="agent:builtin:Explore", request_id="req_explore_1")
+    with django_capture_on_commit_callbacks(execute=True):
+        for body in (main, explore):
+            response = api_client.post("/otlp/v1/logs", data=json.dumps(body), content_type="application/json",
+                                       HTTP_AUTHORIZATION=f"Bearer {ingest_key}")
+            assert response.status_code == 200
+
+    session_id = events(project, "usage")[0].session_id
+    metadata = api_client.get(f"/api/v1/sessions/{session_id}/metadata", HTTP_AUTHORIZATION=f"Bearer {read_key}")
+    assert metadata.status_code == 200, metadata.content
+    steps = {row["step"]: row for row in metadata.json()["token_usage"]["breakdown_by_step"]}
+    assert set(steps) == {"main", "Explore"}
+    assert steps["Explore"]["calls"] == steps["main"]["calls"] == 1
+
+
+def _as_llxprt_code(text: str) -> str:
+    """Gemini CLI's captured logs as LLxprt Code names them (service `llxprt-code`, events `llxprt_code.*`)."""
+    return text.replace('"gemini-cli"', '"llxprt-code"').replace('"gemini_cli.', '"llxprt_code.')
+
+
+def test_llxprt_code_is_read_as_the_gemini_cli_family(api_client, ingest_key, project):
+    body = json.loads(_as_llxprt_code((FIXTURES / "gemini_cli_logs.json").read_text()))
+    # Its 429 and the retry in two export requests, as Gemini CLI sends them.
+    for part in (body["resourceLogs"][:1], body["resourceLogs"][1:]):
+        response = api_client.post("/otlp/v1/logs", data=json.dumps(dict(body, resourceLogs=part)),
+                                   content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {ingest_key}")
+        assert response.status_code == 200
+
+    (usage,) = events(project, "usage")
+    assert (usage.input_tokens, usage.output_tokens, usage.cache_read_tokens, usage.thought_tokens) == (
+        3000, 80, 2048, 50)
+    assert (usage.model, usage.provider, usage.attributes["source"]) == ("gemini-2.5-flash", "gemini", "llxprt-code")
+    (throttle,) = events(project, "throttle")
+    assert throttle.wait_ms == pytest.approx(6101) and throttle.call_id == usage.call_id
+
+
+def test_llxprt_code_call_is_priced_under_the_provider_it_names(api_client, ingest_key, project):
+    body = json.loads(_as_llxprt_code((FIXTURES / "gemini_cli_logs.json").read_text()))
+    for resource in body["resourceLogs"]:
+        for scope in resource["scopeLogs"]:
+            for record in scope["logRecords"]:
+                record["attributes"].append({"key": "provider", "value": {"stringValue": "openai-responses"}})
+                for attribute in record["attributes"]:
+                    if attribute["key"] == "model":
+                        attribute["value"] = {"stringValue": "gpt-4o"}
+    response = api_client.post("/otlp/v1/logs", data=json.dumps(body), content_type="application/json",
+                               HTTP_AUTHORIZATION=f"Bearer {ingest_key}")
+
+    assert response.status_code == 200
+    (usage,) = events(project, "usage")
+    assert (usage.model, usage.provider) == ("gpt-4o", "openai")
+    assert usage.cost_nanousd is not None
+
+
+def test_agent_calls_are_stored_when_the_cache_is_unreachable(api_client, ingest_key, project, settings):
+    # A real Redis client pointed at a port nothing listens on: the cache that pairs refused attempts
+    # with their retries is away. The export still succeeds and every call's usage is stored.
+    settings.CACHES = {"default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": f"redis://127.0.0.1:{_closed_port()}/0",
+        "OPTIONS": {"socket_connect_timeout": 0.3, "socket_timeout": 0.3},
+    }}
+    for agent in ("gemini_cli", "codex"):
+        for signal in ("logs", "traces"):
+            post_fixture(api_client, ingest_key, agent, signal)
+
+    usage = events(project, "usage")
+    assert sorted(u.attributes["source"] for u in usage) == ["codex_exec", "gemini-cli"]
+    assert not events(project, "throttle"), "no refusal can be paired with its retry without the cache"
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]

@@ -61,6 +61,23 @@ WORKFLOWS = (
 )
 
 
+def _ratelimit_headers(provider: str, input_tokens: int, output_tokens: int) -> dict:
+    """The rate-limit headers the SDK's shims capture into a call's attributes: OpenAI and
+    Anthropic announce their limits (Tier 2-like figures here), Gemini and self-hosted models do not."""
+    if provider == "openai":
+        return {"x-ratelimit-limit-requests": 5000, "x-ratelimit-remaining-requests": 4999,
+                "x-ratelimit-reset-requests": "12ms", "x-ratelimit-limit-tokens": 450_000,
+                "x-ratelimit-remaining-tokens": 450_000 - input_tokens - output_tokens,
+                "x-ratelimit-reset-tokens": "1.2s"}  # fmt: skip
+    if provider == "anthropic":
+        return {"anthropic-ratelimit-requests-limit": 1000, "anthropic-ratelimit-requests-remaining": 999,
+                "anthropic-ratelimit-input-tokens-limit": 40_000,
+                "anthropic-ratelimit-input-tokens-remaining": max(0, 40_000 - input_tokens),
+                "anthropic-ratelimit-output-tokens-limit": 16_000,
+                "anthropic-ratelimit-output-tokens-remaining": max(0, 16_000 - output_tokens)}  # fmt: skip
+    return {}
+
+
 def _session_events(rng: random.Random, workflow: Workflow, session_id: str, start: datetime, user: str) -> list[dict]:
     events: list[dict] = []
     clock = start
@@ -87,7 +104,8 @@ def _session_events(rng: random.Random, workflow: Workflow, session_id: str, sta
                 "provider": provider, "model": model, "timestamp": clock.isoformat(), "duration_ms": round(duration_ms, 1),
                 "time_to_first_token_ms": round(ttft_ms, 1), "input_tokens": input_tokens,
                 "output_tokens": output_tokens, "cache_read_tokens": cache_read, "thought_tokens": thought,
-                "call_id": call_id, "attributes": {"user": user, "environment": "production", "app": workflow.project},
+                "call_id": call_id, "attributes": {"user": user, "environment": "production", "app": workflow.project,
+                                                   **_ratelimit_headers(provider, input_tokens, output_tokens)},
             })  # fmt: skip
             # Some calls of a step run in parallel, which shows as concurrency and bursts.
             clock += timedelta(milliseconds=duration_ms * rng.choice([0.2, 1.0, 1.0]) + rng.uniform(50, 500))

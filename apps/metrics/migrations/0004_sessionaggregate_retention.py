@@ -4,7 +4,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ("metrics", "0002_quarantined_session"),
+        ("metrics", "0003_step_model_context_window_pressure"),
     ]
 
     operations = [

@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand
 
 from apps.accounts.services import api_key_create
-from apps.core.demo_data import DEMO_PASSWORD, DEMO_USER, demo_seed
+from apps.demo.services import DEMO_PASSWORD, DEMO_USER, demo_seed
 from apps.metrics.services import fold_pending_now
 
 

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class DigestsConfig(AppConfig):
+    name = "apps.digests"
+    default_auto_field = "django.db.models.BigAutoField"
