@@ -20,11 +20,11 @@ One client posts back to back over fresh connections, as curl does:
    checks that the session aggregates count every accepted event once.
 
 Configurations, one server each, one after the other in the same run:
-- background, NORMAL: the default, folding on a thread of the server process, the SQLite log
-  flushed at checkpoints (SQLITE_SYNCHRONOUS=NORMAL);
-- inline, NORMAL: `METRICS_FOLD_THREAD=False`, the fold running after the commit inside the
+- background, FULL: the default, folding on a thread of the server process, every commit
+  flushed to disk (SQLITE_SYNCHRONOUS=FULL);
+- inline, FULL: `METRICS_FOLD_THREAD=False`, the fold running after the commit inside the
   request, as before the background folder existed (the baseline of the ratios);
-- background, FULL: every commit flushed to disk (SQLITE_SYNCHRONOUS=FULL);
+- background, NORMAL: the SQLite log flushed at checkpoints only (SQLITE_SYNCHRONOUS=NORMAL);
 - `--against REF`: the server of another commit (`git archive REF`; before this change:
   inline fold, FULL), for a before/after.
 """
@@ -81,9 +81,9 @@ def main() -> int:
     results: list[Figures] = []
     with tempfile.TemporaryDirectory(prefix="tokensite-embedded-") as folder:
         configurations = [
-            ("background, NORMAL", REPO_ROOT, {"SQLITE_SYNCHRONOUS": "NORMAL"}),
-            ("inline, NORMAL", REPO_ROOT, {"SQLITE_SYNCHRONOUS": "NORMAL", "METRICS_FOLD_THREAD": "False"}),
             ("background, FULL", REPO_ROOT, {"SQLITE_SYNCHRONOUS": "FULL"}),
+            ("inline, FULL", REPO_ROOT, {"SQLITE_SYNCHRONOUS": "FULL", "METRICS_FOLD_THREAD": "False"}),
+            ("background, NORMAL", REPO_ROOT, {"SQLITE_SYNCHRONOUS": "NORMAL"}),
         ]
         if args.against:
             configurations.append((f"{args.against} (inline)", _exported(args.against, Path(folder) / "against"), {}))
