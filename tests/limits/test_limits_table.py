@@ -23,7 +23,10 @@ def provider_events(tmp_path_factory) -> list[dict]:
 
 
 def _table(project):
-    return limits_table(project=project, since=NOW - timedelta(days=1), until=NOW + timedelta(minutes=2))
+    # The range is taken when the table is read, not when the module was imported: the captured
+    # events carry the time of their capture, minutes after collection in a full run.
+    now = datetime.now(timezone.utc)
+    return limits_table(project=project, since=now - timedelta(days=1), until=now + timedelta(minutes=2))
 
 
 def _by_dimension(row) -> dict[str, tuple]:
