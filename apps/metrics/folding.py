@@ -512,23 +512,31 @@ def _throttles_reattribute(
         )
 
     pks = list(session_pks.values())
-    throttle_fields = {"throttle_count": replaced("throttle_count"), "throttle_wait_us": replaced("throttle_wait_us")}
-    # Rows created here hold only waits: no first timestamp, no price source yet.
+    for model in (SessionStepAggregate, SessionModelAggregate):
+        model.objects.filter(session_id__in=pks).update(throttle_count=0, throttle_wait_us=0)
+    _throttle_rows_upsert(step_rows, model_rows, update=replaced)
+    for model in (SessionStepAggregate, SessionModelAggregate):
+        # A row left with no call and no wait (its wait moved to its call's step) is dropped.
+        model.objects.filter(session_id__in=pks, calls=0, throttle_count=0).delete()
+    return throttled_us
+
+
+def _throttle_rows_upsert(step_rows: list[tuple], model_rows: list[tuple], *, update) -> None:
+    """Write throttle counts and waits, rows of (session pk, *key, count, wait µs), to the step and
+    model aggregates; `update` (replaced or added) says what a conflicting row's figures become.
+    Rows created here hold only waits: no first timestamp, no price source yet."""
+    updates = {"throttle_count": update("throttle_count"), "throttle_wait_us": update("throttle_wait_us")}
     for model, key_columns, rest, rows in (
         (SessionStepAggregate, ("session_id", "step"), {"first_timestamp": None}, step_rows),
         (SessionModelAggregate, ("session_id", "provider", "model"), {"price_source": ""}, model_rows),
     ):
-        model.objects.filter(session_id__in=pks).update(throttle_count=0, throttle_wait_us=0)
         rows_upsert(
             model=model,
             columns=(*key_columns, *SUM_COLUMNS, *rest),
             rows=((*row[:-2], *_with_throttle(row[-2], row[-1]), *rest.values()) for row in rows),
             conflict=key_columns,
-            updates=throttle_fields,
+            updates=updates,
         )
-        # A row left with no call and no wait (its wait moved to its call's step) is dropped.
-        model.objects.filter(session_id__in=pks, calls=0, throttle_count=0).delete()
-    return throttled_us
 
 
 def _throttles_add(sessions: dict[str, dict], session_ids: set[str], claimed: ClaimedEvents) -> dict[str, int]:
@@ -550,20 +558,11 @@ def _throttles_add(sessions: dict[str, dict], session_ids: set[str], claimed: Cl
             sums[0] += 1
             sums[1] += algo.ms_to_us(wait_ms)
         intervals[session_id].append(algo.throttle_interval(int(claimed.starts_us[event]), wait_ms))
-    throttle_fields = {"throttle_count": added("throttle_count"), "throttle_wait_us": added("throttle_wait_us")}
-    for model, key_columns, rest, rows in (
-        (SessionStepAggregate, ("session_id", "step"), {"first_timestamp": None},
-         [(*key, *sums) for key, sums in sorted(step_sums.items())]),
-        (SessionModelAggregate, ("session_id", "provider", "model"), {"price_source": ""},
-         [(*key, *sums) for key, sums in sorted(model_sums.items())]),
-    ):  # fmt: skip
-        rows_upsert(
-            model=model,
-            columns=(*key_columns, *SUM_COLUMNS, *rest),
-            rows=((*row[:-2], *_with_throttle(row[-2], row[-1]), *rest.values()) for row in rows),
-            conflict=key_columns,
-            updates=throttle_fields,
-        )
+    _throttle_rows_upsert(
+        [(*key, *sums) for key, sums in sorted(step_sums.items())],
+        [(*key, *sums) for key, sums in sorted(model_sums.items())],
+        update=added,
+    )
     return {
         session_id: sessions[session_id]["throttled_us"] + algo.union_length_us(intervals.get(session_id, []))
         for session_id in session_ids

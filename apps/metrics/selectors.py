@@ -173,11 +173,7 @@ def sessions_for_project(
     search: str | None = None,
 ) -> QuerySet[SessionAggregate]:
     """The project's sessions, newest first, filtered by start time, step, model or id/attribute text."""
-    sessions = SessionAggregate.objects.filter(project=project)
-    if started_from:
-        sessions = sessions.filter(started_at__gte=started_from)
-    if started_to:
-        sessions = sessions.filter(started_at__lt=started_to)
+    sessions = _started_in(SessionAggregate.objects.filter(project=project), since=started_from, until=started_to)
     if step:
         sessions = sessions.filter(steps__step=step)
     if model:
@@ -283,7 +279,12 @@ def sessions_started_between(
     *, projects: Iterable[Project] | QuerySet[Project], since: datetime | None, until: datetime | None
 ) -> QuerySet[SessionAggregate]:
     """The sessions of these projects that started in [since, until) (open ends when None)."""
-    sessions = SessionAggregate.objects.filter(project__in=projects)
+    return _started_in(SessionAggregate.objects.filter(project__in=projects), since=since, until=until)
+
+
+def _started_in(
+    sessions: QuerySet[SessionAggregate], *, since: datetime | None, until: datetime | None
+) -> QuerySet[SessionAggregate]:
     if since:
         sessions = sessions.filter(started_at__gte=since)
     if until:
