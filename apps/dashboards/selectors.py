@@ -29,6 +29,7 @@ from apps.metrics.selectors import (
     USAGE_SUMS, context_window_pressure, priced_usd, quarantined_session_count, session_metadata, session_origin,
     sessions_started_between, usage_by_developer, usd, with_developer,
 )
+from apps.metrics.services import unpriced_calls_by_model
 from apps.pricing.catalog import resolve_max_input_tokens
 from apps.pricing.context_windows import context_window_overrides_for_project
 from apps.pricing.selectors import price_books, price_overrides_for_project, unpriced_models_now_priced
@@ -683,7 +684,9 @@ def project_settings(*, project: Project) -> dict:
         "roles": Membership.Role.choices,
         "quarantined_sessions": quarantined_session_count(project=project),
         "price_books": price_books(),
-        "unpriced_now_priced": unpriced_models_now_priced(project=project),
+        "unpriced_now_priced": unpriced_models_now_priced(
+            project=project, unpriced_calls=unpriced_calls_by_model(project_id=project.pk)
+        ),
     }
 
 

@@ -1,4 +1,4 @@
-"""Moving folded aggregates when stored event costs change (apps.pricing's re-price)."""
+"""Moving folded aggregates when stored event costs change (apps.metrics.repricing)."""
 from __future__ import annotations
 
 from collections import defaultdict
@@ -17,7 +17,7 @@ from apps.metrics.models import SessionAggregate, SessionModelAggregate, Session
 
 @dataclass(frozen=True)
 class CostChange:
-    """A usage event's new price, as computed by apps.pricing.services.events_reprice."""
+    """A usage event's new price, as computed by apps.metrics.repricing.events_reprice."""
 
     event_pk: int
     cost_nanousd: int | None

@@ -4,7 +4,7 @@ The work lives in small modules, re-exported here as the app's one service inter
 - apps.metrics.folding: the batch fold (many sessions per transaction; see its docstring for
   the locking and claiming that keep it exact);
 - apps.metrics.buckets: atomic additions to time buckets and their compaction;
-- apps.metrics.costs: moving aggregates when a re-price changes stored costs;
+- apps.metrics.costs and apps.metrics.repricing: re-pricing stored events, aggregates following;
 - apps.metrics.coalescing: one folder per project at a time, so backlogs fold in big batches;
 - apps.metrics.background: without a broker, folding on a thread of the server process;
 - apps.metrics.quarantine: sessions the fold cannot fold, set aside so they block nothing.
@@ -30,12 +30,14 @@ from apps.metrics.costs import (
 from apps.metrics.folding import session_fold, sessions_fold
 from apps.metrics.models import SessionAggregate
 from apps.metrics.quarantine import quarantine_release, session_quarantine, without_quarantined
+from apps.metrics.repricing import events_reprice, unpriced_events_reprice
 
 __all__ = [
-    "BucketDelta", "CostChange", "background_fold_drain", "buckets_add", "buckets_compact", "fold_pending_now",
-    "pending_projects_fold_enqueue", "pending_sessions", "project_fold_pending", "quarantine_release",
-    "session_costs_change", "session_fold", "session_quarantine", "sessions_fold", "sessions_history_pruned",
-    "sessions_with_unpriced_events", "unpriced_calls_by_model", "unprocessed_sweep",
+    "BucketDelta", "CostChange", "background_fold_drain", "buckets_add", "buckets_compact", "events_reprice",
+    "fold_pending_now", "pending_projects_fold_enqueue", "pending_sessions", "project_fold_pending",
+    "quarantine_release", "session_costs_change", "session_fold", "session_quarantine", "sessions_fold",
+    "sessions_history_pruned", "sessions_with_unpriced_events", "unpriced_calls_by_model", "unpriced_events_reprice",
+    "unprocessed_sweep",
 ]  # fmt: skip
 
 logger = logging.getLogger(__name__)
