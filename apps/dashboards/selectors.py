@@ -27,9 +27,8 @@ from apps.metrics.algorithms import rolling_tokens_per_second
 from apps.metrics.models import SessionAggregate, SessionModelAggregate, SessionStepAggregate, UsageBucket
 from apps.metrics.selectors import (
     USAGE_SUMS, context_window_pressure, priced_usd, quarantined_session_count, session_metadata, session_origin,
-    sessions_started_between, usage_by_developer, usd, with_developer,
+    sessions_started_between, unpriced_calls_by_model, usage_by_developer, usd, with_developer,
 )
-from apps.metrics.services import unpriced_calls_by_model
 from apps.pricing.catalog import resolve_max_input_tokens
 from apps.pricing.context_windows import context_window_overrides_for_project
 from apps.pricing.selectors import price_books, price_overrides_for_project, unpriced_models_now_priced

@@ -153,7 +153,7 @@ class UnpricedModel:
 
 
 def unpriced_models_now_priced(*, project: Project, unpriced_calls: dict[tuple[str, str], int]) -> list[UnpricedModel]:
-    """Of the project's unpriced calls per (provider, model) (apps.metrics.services.unpriced_calls_by_model),
+    """Of the project's unpriced calls per (provider, model) (apps.metrics.selectors.unpriced_calls_by_model),
     the models today's books or overrides price: what re-pricing the unpriced events would price,
     most calls first."""
     book = price_book_for_project(project=project)

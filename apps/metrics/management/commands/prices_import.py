@@ -4,7 +4,8 @@ from django.core.management.base import BaseCommand, CommandError
 
 from apps.accounts.models import Project
 from apps.core.errors import ApplicationError
-from apps.metrics.services import unpriced_calls_by_model, unpriced_events_reprice
+from apps.metrics.selectors import unpriced_calls_by_model
+from apps.metrics.services import unpriced_events_reprice
 from apps.pricing.selectors import unpriced_models_now_priced
 from apps.pricing.services import price_book_import
 
