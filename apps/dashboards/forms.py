@@ -4,7 +4,7 @@ from __future__ import annotations
 from datetime import date, datetime, time, timedelta, timezone
 
 from django import forms
-from tokensite_client.events import MAX_MODEL_CHARS
+from tokensite_client.events import EARLIEST_EVENT_TIME, MAX_MODEL_CHARS
 
 from apps.accounts.models import ApiKey, Membership
 from apps.dashboards.selectors import PEOPLE_SORTS, SESSION_SORTS, TimeRange
@@ -13,9 +13,9 @@ from apps.pricing.context_windows import MAX_CONTEXT_WINDOW_TOKENS
 
 RANGES = {"24h": timedelta(hours=24), "7d": timedelta(days=7), "30d": timedelta(days=30)}
 MAX_CUSTOM_RANGE = timedelta(days=400)
-# Custom days stay inside years that can hold usage, so range and bin arithmetic never leaves
-# the calendar (date.min - 1 day would overflow).
-EARLIEST_DAY, LATEST_DAY = date(2000, 1, 1), date(2999, 12, 31)
+# Custom days stay inside years that can hold usage (no event starts before the SDK's earliest
+# time), so range and bin arithmetic never leaves the calendar (date.min - 1 day would overflow).
+EARLIEST_DAY, LATEST_DAY = EARLIEST_EVENT_TIME.date(), date(2999, 12, 31)
 SORT_CHOICES = [(key, key) for key in SESSION_SORTS] + [(f"-{key}", f"-{key}") for key in SESSION_SORTS]
 PEOPLE_SORT_CHOICES = [(key, key) for key in PEOPLE_SORTS] + [(f"-{key}", f"-{key}") for key in PEOPLE_SORTS]
 
