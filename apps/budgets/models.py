@@ -8,6 +8,7 @@ import secrets
 
 from django.conf import settings
 from django.db import models
+from tokensite_client.events import MAX_MODEL_CHARS
 
 from apps.accounts.models import Project, Team
 
@@ -30,7 +31,7 @@ class Budget(models.Model):
     # Null: the whole team, every project.
     project = models.ForeignKey(Project, on_delete=models.CASCADE, null=True, blank=True, related_name="budgets")
     user = models.CharField(max_length=200, blank=True, default="")  # the events' `user`; blank: everyone
-    model = models.CharField(max_length=200, blank=True, default="")  # blank: every model
+    model = models.CharField(max_length=MAX_MODEL_CHARS, blank=True, default="")  # blank: every model
     period = models.CharField(max_length=8, choices=Period.choices)
     amount_usd = models.DecimalField(max_digits=14, decimal_places=2, null=True, blank=True)
     amount_tokens = models.BigIntegerField(null=True, blank=True)

@@ -76,8 +76,3 @@ def webhook_target_check(url: str) -> str:
 def webhook_signature(*, secret: str, body: bytes) -> str:
     """The X-TokenSite-Signature value for a raw body: `sha256=` and the hex HMAC-SHA256."""
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-
-
-def webhook_signature_valid(*, secret: str, body: bytes, signature: str) -> bool:
-    """Whether a received signature header matches the body (what a receiver does)."""
-    return hmac.compare_digest(webhook_signature(secret=secret, body=body), signature)

@@ -7,6 +7,7 @@ view shows their refusals on the form.
 from __future__ import annotations
 
 from django import forms
+from tokensite_client.events import MAX_MODEL_CHARS
 
 from apps.accounts.models import Project, Team
 from apps.budgets.models import Budget
@@ -18,7 +19,7 @@ class BudgetForm(forms.Form):
     project = forms.ChoiceField(label="Scope", required=False)
     user = forms.CharField(label="Developer", required=False, max_length=200, strip=True,
                            help_text="Only this developer's calls (the events' user); empty: everyone.")
-    model = forms.CharField(label="Model", required=False, max_length=200, strip=True,
+    model = forms.CharField(label="Model", required=False, max_length=MAX_MODEL_CHARS, strip=True,
                             help_text="Only this model; empty: every model.")
     period = forms.ChoiceField(choices=Budget.Period.choices, initial=Budget.Period.MONTH)
     amount_usd = forms.DecimalField(label="Amount USD", required=False, min_value=0, max_digits=14, decimal_places=2)

@@ -4,6 +4,7 @@ from __future__ import annotations
 from datetime import date, datetime, time, timedelta, timezone
 
 from django import forms
+from tokensite_client.events import EARLIEST_EVENT_TIME, MAX_MODEL_CHARS
 
 from apps.accounts.models import ApiKey, Membership
 from apps.dashboards.selectors import PEOPLE_SORTS, SESSION_SORTS, TimeRange
@@ -12,9 +13,9 @@ from apps.pricing.context_windows import MAX_CONTEXT_WINDOW_TOKENS
 
 RANGES = {"24h": timedelta(hours=24), "7d": timedelta(days=7), "30d": timedelta(days=30)}
 MAX_CUSTOM_RANGE = timedelta(days=400)
-# Custom days stay inside years that can hold usage, so range and bin arithmetic never leaves
-# the calendar (date.min - 1 day would overflow).
-EARLIEST_DAY, LATEST_DAY = date(2000, 1, 1), date(2999, 12, 31)
+# Custom days stay inside years that can hold usage (no event starts before the SDK's earliest
+# time), so range and bin arithmetic never leaves the calendar (date.min - 1 day would overflow).
+EARLIEST_DAY, LATEST_DAY = EARLIEST_EVENT_TIME.date(), date(2999, 12, 31)
 SORT_CHOICES = [(key, key) for key in SESSION_SORTS] + [(f"-{key}", f"-{key}") for key in SESSION_SORTS]
 PEOPLE_SORT_CHOICES = [(key, key) for key in PEOPLE_SORTS] + [(f"-{key}", f"-{key}") for key in PEOPLE_SORTS]
 
@@ -123,7 +124,7 @@ class ApiKeyRevokeForm(forms.Form):
 
 
 class PriceOverrideForm(forms.Form):
-    model = forms.CharField(max_length=200, help_text="The model name exactly as events send it.")
+    model = forms.CharField(max_length=MAX_MODEL_CHARS, help_text="The model name exactly as events send it.")
     input_per_million_usd = forms.DecimalField(min_value=0, max_digits=14, decimal_places=6, label="Input $/M")
     output_per_million_usd = forms.DecimalField(min_value=0, max_digits=14, decimal_places=6, label="Output $/M")
     cache_read_per_million_usd = forms.DecimalField(
@@ -159,7 +160,7 @@ class RepriceUnpricedForm(forms.Form):
 class ContextWindowOverrideForm(forms.Form):
     """Set (or remove) the project's input window for a model, in tokens."""
 
-    model = forms.CharField(max_length=200, help_text="The model name exactly as events send it.")
+    model = forms.CharField(max_length=MAX_MODEL_CHARS, help_text="The model name exactly as events send it.")
     max_input_tokens = forms.IntegerField(min_value=1, max_value=MAX_CONTEXT_WINDOW_TOKENS, required=False,
                                           label="Input window (tokens)")  # fmt: skip
     remove = forms.BooleanField(required=False, label="Remove the override (litellm's window applies again)")

@@ -27,7 +27,7 @@ from apps.metrics.algorithms import rolling_tokens_per_second
 from apps.metrics.models import SessionAggregate, SessionModelAggregate, SessionStepAggregate, UsageBucket
 from apps.metrics.selectors import (
     USAGE_SUMS, context_window_pressure, priced_usd, quarantined_session_count, session_metadata, session_origin,
-    sessions_started_between, usage_by_developer, usd, with_developer,
+    sessions_started_between, unpriced_calls_by_model, usage_by_developer, usd, with_developer,
 )
 from apps.pricing.catalog import resolve_max_input_tokens
 from apps.pricing.context_windows import context_window_overrides_for_project
@@ -683,7 +683,9 @@ def project_settings(*, project: Project) -> dict:
         "roles": Membership.Role.choices,
         "quarantined_sessions": quarantined_session_count(project=project),
         "price_books": price_books(),
-        "unpriced_now_priced": unpriced_models_now_priced(project=project),
+        "unpriced_now_priced": unpriced_models_now_priced(
+            project=project, unpriced_calls=unpriced_calls_by_model(project_id=project.pk)
+        ),
     }
 
 

@@ -53,8 +53,9 @@ from apps.digests.selectors import (
 )
 from apps.digests.services import digest_subscription_set
 from apps.metrics.selectors import session_metadata
+from apps.metrics.services import events_reprice, unpriced_events_reprice
 from apps.pricing.context_windows import context_window_override_delete, context_window_override_set
-from apps.pricing.services import events_reprice, price_override_create, unpriced_events_reprice
+from apps.pricing.services import price_override_create
 
 
 class TeamScopedMixin(AccessMixin):

@@ -12,14 +12,15 @@ from django.utils import timezone
 from apps.accounts.models import Project
 from apps.core.errors import BadRequest, ErrorCode
 from apps.core.parsers import utf8_error_message
-from apps.ingestion.schema import batch_decoder
+from apps.ingestion.schema import UsageEvent, batch_decoder
 from apps.ingestion.validation import PreparedEvent, Rejection, events_validate
 from apps.ingestion.writers import raw_events_insert
 from apps.metrics.background import ingest_writing
 from apps.limits.services import limits_record
 from apps.metrics.dispatch import project_fold_enqueue
-from apps.pricing.context_windows import events_context_share
-from apps.pricing.services import events_price
+from apps.pricing.calls import CallUsage
+from apps.pricing.context_windows import calls_context_share
+from apps.pricing.selectors import calls_price
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +79,26 @@ def _first_of_each_event_id(events: list[PreparedEvent]) -> tuple[list[PreparedE
     return unique, len(events) - len(unique)
 
 
+def _usage_events_price(*, project: Project, events: list[PreparedEvent]) -> None:
+    """Stamp each usage event with its cost and its share of its model's input window (apps.pricing)."""
+    usage = [prepared for prepared in events if isinstance(prepared.event, UsageEvent)]
+    calls = [
+        CallUsage(
+            provider=event.provider, model=event.model, billed_at=event.timestamp,
+            input_tokens=event.input_tokens, output_tokens=event.output_tokens,
+            cache_read_tokens=event.cache_read_tokens, cache_write_tokens=event.cache_write_tokens,
+            cache_write_1h_tokens=event.cache_write_1h_tokens, thought_tokens=event.thought_tokens,
+            service_tier=event.service_tier,
+        )
+        for event in (prepared.event for prepared in usage)
+    ]  # fmt: skip
+    prices = calls_price(project=project, calls=calls)
+    shares = calls_context_share(project=project, calls=calls)
+    for prepared, price, share in zip(usage, prices, shares, strict=True):
+        prepared.cost_nanousd, prepared.price_source, prepared.price_book = price
+        prepared.context_share = share
+
+
 def events_ingest(*, project: Project, body: bytes) -> IngestResult:
     """`POST /api/v1/events`: decode the batch envelope, then store it like any other source."""
     return events_store(project=project, raw_events=batch_decode(body), body=body)
@@ -97,8 +118,7 @@ def events_store(
     now = timezone.now()
     valid, rejected = events_validate(raw_events, now=now, body=body)
     unique, in_batch_duplicates = _first_of_each_event_id(valid)
-    events_price(project=project, events=unique)
-    events_context_share(project=project, events=unique)
+    _usage_events_price(project=project, events=unique)
     with ingest_writing(), transaction.atomic():
         result = raw_events_insert(project_id=project.pk, received_at=now, events=unique)
         limits_record(project_id=project.pk, events=(prepared.event for prepared in unique

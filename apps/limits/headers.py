@@ -27,24 +27,15 @@ for _part in PARTS:
         _PART_OF_HEADER[f"anthropic-ratelimit-{_dimension.replace('_', '-')}-{_part}"] = f"{_dimension}_{_part}"
 
 
-def announced_limits(attributes: Mapping[str, object] | None) -> Announcement:
-    """The parts announced by the rate-limit headers among `attributes` (empty when none).
-
-    A count must be a whole number >= 0 (an int, an integral float, or digits as text); anything
-    else is left out rather than guessed, so a malformed header never hides a good one.
-    """
-    announced: Announcement = {}
-    announcement_fill(announced, attributes)
-    return announced
-
-
 def announcement_fill(announced: Announcement, attributes: Mapping[str, object] | None) -> bool:
     """Add to `announced` the parts `attributes` announce that it does not hold yet; True if any.
 
     Walking a model's responses newest first, this keeps each part from the newest response that
     announced it: a 429 that only says `...-remaining: 0` keeps the limit the call before it
     announced. Parts already held are not parsed again, which keeps ingest cheap when every
-    event of a batch carries the same dozen headers.
+    event of a batch carries the same dozen headers. A count must be a whole number >= 0 (an int,
+    an integral float, or digits as text); anything else is left out rather than guessed, so a
+    malformed header never hides a good one.
     """
     if not attributes:
         return False

@@ -1,5 +1,6 @@
 """The rate limits providers announce per project and model, and how often they answered 429."""
 from django.db import models
+from tokensite_client.events import MAX_MODEL_CHARS, MAX_PROVIDER_CHARS
 
 from apps.accounts.models import Project
 
@@ -10,8 +11,8 @@ class ProviderLimit(models.Model):
     one seen by event time; a part never announced stays null."""
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="provider_limits")
-    provider = models.CharField(max_length=100, blank=True, default="")
-    model = models.CharField(max_length=200, blank=True, default="")
+    provider = models.CharField(max_length=MAX_PROVIDER_CHARS, blank=True, default="")
+    model = models.CharField(max_length=MAX_MODEL_CHARS, blank=True, default="")
     observed_at = models.DateTimeField()  # timestamp of the newest event that announced any part
     requests_limit = models.BigIntegerField(null=True)
     requests_remaining = models.BigIntegerField(null=True)
@@ -41,8 +42,8 @@ class RateLimitedMinute(models.Model):
     with status 429; overload answers, 503 and 529, are not rate limits and are not counted)."""
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="rate_limited_minutes")
-    provider = models.CharField(max_length=100, blank=True, default="")
-    model = models.CharField(max_length=200, blank=True, default="")
+    provider = models.CharField(max_length=MAX_PROVIDER_CHARS, blank=True, default="")
+    model = models.CharField(max_length=MAX_MODEL_CHARS, blank=True, default="")
     minute_start = models.DateTimeField()
     responses_429 = models.BigIntegerField(default=0)
 

@@ -7,6 +7,7 @@ from rest_framework import serializers
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
+from tokensite_client.events import MAX_MODEL_CHARS, MAX_STEP_CHARS
 
 from apps.accounts.authentication import ApiKeyRateThrottle, HasReadScope
 from apps.core.openapi import error_response
@@ -202,8 +203,8 @@ class SessionListApi(_ReadApi):
     pagination_class = _SessionPagination
 
     class FilterSerializer(TimeRangeFilterSerializer):
-        step = serializers.CharField(required=False, max_length=100)
-        model = serializers.CharField(required=False, max_length=200)
+        step = serializers.CharField(required=False, max_length=MAX_STEP_CHARS)
+        model = serializers.CharField(required=False, max_length=MAX_MODEL_CHARS)
         search = serializers.CharField(required=False, max_length=200)
         # The paginator would quietly fall back to its default on a bad size; a client should hear of it.
         page_size = serializers.IntegerField(required=False, min_value=1, max_value=_SessionPagination.max_page_size)

@@ -1,4 +1,4 @@
-"""Moving folded aggregates when stored event costs change (apps.pricing's re-price)."""
+"""Moving folded aggregates when stored event costs change (apps.metrics.repricing)."""
 from __future__ import annotations
 
 from collections import defaultdict
@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.db import transaction
-from django.db.models import Sum
 
 from apps.ingestion.models import PendingEvent, RawEvent
 from apps.metrics import algorithms as algo
@@ -17,7 +16,7 @@ from apps.metrics.models import SessionAggregate, SessionModelAggregate, Session
 
 @dataclass(frozen=True)
 class CostChange:
-    """A usage event's new price, as computed by apps.pricing.services.events_reprice."""
+    """A usage event's new price, as computed by apps.metrics.repricing.events_reprice."""
 
     event_pk: int
     cost_nanousd: int | None
@@ -93,13 +92,3 @@ def sessions_with_unpriced_events(*, project_id: int) -> list[str]:
     )
     waiting = PendingEvent.objects.filter(project_id=project_id).values_list("session_id", flat=True).distinct()
     return sorted(set(folded) | set(waiting))
-
-
-def unpriced_calls_by_model(*, project_id: int) -> dict[tuple[str, str], int]:
-    """Folded unpriced calls of the project per (provider, model)."""
-    rows = (
-        SessionModelAggregate.objects.filter(session__project_id=project_id, unpriced_calls__gt=0)
-        .values_list("provider", "model")
-        .annotate(calls=Sum("unpriced_calls"))
-    )
-    return {(provider, model): calls for provider, model, calls in rows}

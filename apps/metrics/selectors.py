@@ -13,7 +13,7 @@ from django.db.models.functions import TruncDay, TruncHour
 from apps.accounts.models import Project
 from apps.core.errors import ErrorCode, NotFound
 from apps.ingestion.models import PendingEvent
-from apps.metrics.models import QuarantinedSession, SessionAggregate, UsageBucket
+from apps.metrics.models import QuarantinedSession, SessionAggregate, SessionModelAggregate, UsageBucket
 
 NANO = Decimal(10**9)
 # The session attribute naming its developer (DESIGN.md section 9): the SDK's `user`, or the
@@ -372,3 +372,13 @@ def quarantined_sessions(*, project: Project | None = None) -> list[QuarantineEn
         )
         for entry in entries
     ]
+
+
+def unpriced_calls_by_model(*, project_id: int) -> dict[tuple[str, str], int]:
+    """Folded unpriced calls of the project per (provider, model)."""
+    rows = (
+        SessionModelAggregate.objects.filter(session__project_id=project_id, unpriced_calls__gt=0)
+        .values_list("provider", "model")
+        .annotate(calls=Sum("unpriced_calls"))
+    )
+    return {(provider, model): calls for provider, model, calls in rows}

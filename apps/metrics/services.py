@@ -4,7 +4,7 @@ The work lives in small modules, re-exported here as the app's one service inter
 - apps.metrics.folding: the batch fold (many sessions per transaction; see its docstring for
   the locking and claiming that keep it exact);
 - apps.metrics.buckets: atomic additions to time buckets and their compaction;
-- apps.metrics.costs: moving aggregates when a re-price changes stored costs;
+- apps.metrics.costs and apps.metrics.repricing: re-pricing stored events, aggregates following;
 - apps.metrics.coalescing: one folder per project at a time, so backlogs fold in big batches;
 - apps.metrics.background: without a broker, folding on a thread of the server process;
 - apps.metrics.quarantine: sessions the fold cannot fold, set aside so they block nothing.
@@ -19,23 +19,17 @@ from django.utils import timezone as dj_timezone
 
 from apps.ingestion.models import PendingEvent
 from apps.metrics.background import background_fold_drain
-from apps.metrics.buckets import BucketDelta, buckets_add, buckets_compact
+from apps.metrics.buckets import buckets_compact
 from apps.metrics.coalescing import pending_sessions, project_fold_pending
-from apps.metrics.costs import (
-    CostChange,
-    session_costs_change,
-    sessions_with_unpriced_events,
-    unpriced_calls_by_model,
-)
-from apps.metrics.folding import session_fold, sessions_fold
+from apps.metrics.folding import sessions_fold
 from apps.metrics.models import SessionAggregate
-from apps.metrics.quarantine import quarantine_release, session_quarantine, without_quarantined
+from apps.metrics.quarantine import quarantine_release, without_quarantined
+from apps.metrics.repricing import events_reprice, unpriced_events_reprice
 
 __all__ = [
-    "BucketDelta", "CostChange", "background_fold_drain", "buckets_add", "buckets_compact", "fold_pending_now",
-    "pending_projects_fold_enqueue", "pending_sessions", "project_fold_pending", "quarantine_release",
-    "session_costs_change", "session_fold", "session_quarantine", "sessions_fold", "sessions_history_pruned",
-    "sessions_with_unpriced_events", "unpriced_calls_by_model", "unprocessed_sweep",
+    "background_fold_drain", "buckets_compact", "events_reprice", "fold_pending_now", "pending_projects_fold_enqueue",
+    "pending_sessions", "project_fold_pending", "quarantine_release", "sessions_fold", "sessions_history_pruned",
+    "unpriced_events_reprice", "unprocessed_sweep",
 ]  # fmt: skip
 
 logger = logging.getLogger(__name__)

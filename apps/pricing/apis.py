@@ -6,6 +6,7 @@ from drf_spectacular.utils import extend_schema, extend_schema_serializer
 from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
+from tokensite_client.events import MAX_MODEL_CHARS
 
 from apps.accounts.authentication import ApiKeyRateThrottle, HasAnyScope
 from apps.core.errors import BadRequest, ErrorCode
@@ -30,7 +31,7 @@ class TokenizeApi(APIView):
     @extend_schema_serializer(component_name="Tokenize")
     class InputSerializer(serializers.Serializer):
         # Not trimmed: a blank-looking name is still a name, counted with the default tokeniser.
-        model = _JsonStringField(max_length=200, trim_whitespace=False)
+        model = _JsonStringField(max_length=MAX_MODEL_CHARS, trim_whitespace=False)
         text = _JsonStringField(required=False, allow_blank=True, trim_whitespace=False, max_length=MAX_TEXT_CHARS)
         messages = serializers.ListField(child=serializers.DictField(), required=False, max_length=10_000)
 

@@ -12,14 +12,14 @@ and a later override applies to calls ingested after it, as a price override doe
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from django.contrib.auth.models import AbstractBaseUser
 
 from apps.accounts.models import Project
 from apps.core.errors import BadRequest, ErrorCode
-from apps.ingestion.schema import UsageEvent
-from apps.ingestion.validation import PreparedEvent
+from apps.pricing.calls import CallUsage
 from apps.pricing.catalog import PriceCatalog, resolve_max_input_tokens
 from apps.pricing.models import ContextWindowOverride
 from apps.pricing.selectors import active_price_catalog
@@ -67,16 +67,16 @@ def context_window_overrides_for_project(*, project: Project):
     return ContextWindowOverride.objects.filter(project=project).order_by("model")
 
 
-def events_context_share(*, project: Project, events: list[PreparedEvent]) -> None:
-    """Stamp each usage event with its share of its model's input window (None: unknown)."""
+def calls_context_share(*, project: Project, calls: Sequence[CallUsage]) -> list[float | None]:
+    """Each call's share of its model's input window, in the calls' order (None: unknown)."""
     windows = context_windows_for_project(project=project)
-    for prepared in events:
-        event = prepared.event
-        if isinstance(event, UsageEvent):
-            prepared.context_share = context_share(
-                input_tokens=event.input_tokens,
-                max_input_tokens=windows.max_input_tokens(model=event.model, provider=event.provider),
-            )
+    return [
+        context_share(
+            input_tokens=call.input_tokens,
+            max_input_tokens=windows.max_input_tokens(model=call.model, provider=call.provider),
+        )
+        for call in calls
+    ]
 
 
 def context_window_override_set(

@@ -1,6 +1,7 @@
 """Per-project price overrides: a team's negotiated or self-hosted prices win over litellm's map."""
 from django.conf import settings
 from django.db import models
+from tokensite_client.events import MAX_MODEL_CHARS
 
 from apps.accounts.models import Project
 
@@ -13,7 +14,7 @@ class PriceOverride(models.Model):
     """
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="price_overrides")
-    model = models.CharField(max_length=200)
+    model = models.CharField(max_length=MAX_MODEL_CHARS)
     input_per_million_usd = models.DecimalField(max_digits=14, decimal_places=6)
     output_per_million_usd = models.DecimalField(max_digits=14, decimal_places=6)
     cache_read_per_million_usd = models.DecimalField(max_digits=14, decimal_places=6, null=True, blank=True)
@@ -66,7 +67,7 @@ class ContextWindowOverride(models.Model):
     """
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="context_window_overrides")
-    model = models.CharField(max_length=200)
+    model = models.CharField(max_length=MAX_MODEL_CHARS)
     max_input_tokens = models.BigIntegerField()
     updated_at = models.DateTimeField(auto_now=True)
     updated_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)

@@ -1,16 +1,17 @@
-"""Reads on prices: which price an event of a project is charged at, and the price books in force."""
+"""Reads on prices: what a call of a project costs, and the price books in force."""
 from __future__ import annotations
 
 import json
 import threading
 from bisect import bisect_right
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import lru_cache
 
 from apps.accounts.models import Project
-from apps.metrics.services import unpriced_calls_by_model
+from apps.pricing.calls import UNPRICED, CallPrice, CallUsage
 from apps.pricing.catalog import (
     BUNDLED_PRICE_BOOK,
     ModelPrice,
@@ -19,7 +20,7 @@ from apps.pricing.catalog import (
     catalog_with_books,
     resolve_model_price,
 )
-from apps.pricing.cost import model_price_from_override
+from apps.pricing.cost import event_cost_nanousd, model_price_from_override
 from apps.pricing.models import PriceBook, PriceOverride
 from apps.pricing.offline import get_litellm
 from apps.pricing.price_files import priced_models
@@ -42,6 +43,25 @@ class ProjectPriceBook:
                 return prices[position - 1]
         return resolve_model_price(model, provider or None, catalog=self.catalog)
 
+    def call_price(self, call: CallUsage) -> CallPrice:
+        """The call's cost billed at its own time (off-peak windows apply), in its service tier and
+        cache lifetimes; UNPRICED when no override or book prices its model."""
+        price = self.price_at(model=call.model, provider=call.provider, at=call.billed_at)
+        if price is None:
+            return UNPRICED
+        price = price.for_service_tier(call.service_tier)
+        cost = event_cost_nanousd(
+            price,
+            input_tokens=call.input_tokens,
+            output_tokens=call.output_tokens,
+            cache_read_tokens=call.cache_read_tokens,
+            cache_write_tokens=call.cache_write_tokens,
+            thought_tokens=call.thought_tokens,
+            cache_write_1h_tokens=call.cache_write_1h_tokens,
+            billed_at=call.billed_at,
+        )
+        return CallPrice(cost, price.source, price.price_book)
+
 
 def price_book_for_project(*, project: Project) -> ProjectPriceBook:
     """Load every override of the project, in front of the price books in force."""
@@ -55,6 +75,17 @@ def price_book_for_project(*, project: Project) -> ProjectPriceBook:
         },
         catalog=active_price_catalog(),
     )
+
+
+def calls_price(*, project: Project, calls: Sequence[CallUsage]) -> list[CallPrice]:
+    """Each call's cost and price source under the project's overrides and books (DESIGN.md
+    section 6), in the calls' order; an unpriced call gets UNPRICED.
+
+    Ingest stores the cost with the event, so a later price change never rewrites history
+    silently; re-pricing (apps.metrics.repricing) recomputes on request.
+    """
+    book = price_book_for_project(project=project)
+    return [book.call_price(call) for call in calls]
 
 
 def price_overrides_for_project(*, project: Project):
@@ -121,15 +152,16 @@ class UnpricedModel:
     calls: int
 
 
-def unpriced_models_now_priced(*, project: Project) -> list[UnpricedModel]:
-    """Models of the project with folded unpriced calls that today's books or overrides price:
-    what re-pricing the unpriced events would price, most calls first."""
+def unpriced_models_now_priced(*, project: Project, unpriced_calls: dict[tuple[str, str], int]) -> list[UnpricedModel]:
+    """Of the project's unpriced calls per (provider, model) (apps.metrics.selectors.unpriced_calls_by_model),
+    the models today's books or overrides price: what re-pricing the unpriced events would price,
+    most calls first."""
     book = price_book_for_project(project=project)
     far_future = datetime.max.replace(tzinfo=timezone.utc)
     return sorted(
         (
             UnpricedModel(provider, model, calls)
-            for (provider, model), calls in unpriced_calls_by_model(project_id=project.pk).items()
+            for (provider, model), calls in unpriced_calls.items()
             if book.price_at(model=model, provider=provider, at=far_future) is not None
         ),
         key=lambda row: (-row.calls, row.model, row.provider),

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from apps.limits.headers import announced_limits
+from apps.limits.headers import Announcement, announcement_fill
 from tests.limits.provider_calls import ANTHROPIC_MODEL, OPENAI_MODEL, captured_events
 
 OPENAI_ANNOUNCED = {
@@ -21,6 +21,13 @@ ANTHROPIC_ANNOUNCED = {
 @pytest.fixture(scope="module")
 def events(tmp_path_factory) -> list[dict]:
     return captured_events(tmp_path_factory.mktemp("capture"))
+
+
+def announced_limits(attributes) -> Announcement:
+    """The parts the rate-limit headers among `attributes` announce, as ingest fills them."""
+    announced: Announcement = {}
+    announcement_fill(announced, attributes)
+    return announced
 
 
 def _of(events: list[dict], event_type: str, model: str) -> list[dict]:

@@ -18,7 +18,7 @@ Claude Code claims every record it sends, so the generic GenAI source never coun
 from __future__ import annotations
 
 from tokensite_client.agent_ids import CLAUDE_CODE, claude_code_throttle_id, claude_code_usage_id
-from tokensite_client.events import THROTTLE_STATUSES
+from tokensite_client.events import MAX_STEP_CHARS, THROTTLE_STATUSES
 
 from apps.otlp.records import SIGNAL_LOGS, SIGNAL_TRACES, TelemetryRecord
 from apps.otlp.sources import (
@@ -182,12 +182,12 @@ def _step(record: TelemetryRecord) -> str:
     """
     for key in ("agent.name", "agent_type", "subagent_type"):
         if (name := as_text(record.get(key))):
-            return name[:100]
+            return name[:MAX_STEP_CHARS]
     query_source = as_text(record.get("query_source")) or as_text(record.get("query_source_safe"))
     if query_source in MAIN_QUERY_SOURCES or query_source.startswith(MAIN_THREAD_PREFIX):
         return "main"
     if query_source.startswith(BUILTIN_AGENT_PREFIX) and len(query_source) > len(BUILTIN_AGENT_PREFIX):
-        return query_source.removeprefix(BUILTIN_AGENT_PREFIX)[:100]
+        return query_source.removeprefix(BUILTIN_AGENT_PREFIX)[:MAX_STEP_CHARS]
     if query_source.startswith(CUSTOM_AGENT_PREFIX):
         return "custom"
-    return query_source[:100]
+    return query_source[:MAX_STEP_CHARS]

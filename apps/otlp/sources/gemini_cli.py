@@ -22,7 +22,7 @@ its service and event names but, unlike the others, not run by the test suite.
 """
 from __future__ import annotations
 
-from tokensite_client.events import THROTTLE_STATUSES
+from tokensite_client.events import MAX_PROVIDER_CHARS, MAX_STEP_CHARS, THROTTLE_STATUSES
 
 from apps.otlp.records import SIGNAL_LOGS, SIGNAL_TRACES, TelemetryRecord
 from apps.otlp.sources import (
@@ -87,7 +87,7 @@ class GeminiCliSource:
             "session_id": as_text(record.get("session.id")),
             "provider": _provider(record),
             "model": as_text(record.get("model")) or as_text(record.get("model_name")),
-            "step": (as_text(record.get("subagent_name")) or as_text(record.get("role")) or "main")[:100],
+            "step": (as_text(record.get("subagent_name")) or as_text(record.get("role")) or "main")[:MAX_STEP_CHARS],
         }
 
     def _call_key(self, record: TelemetryRecord) -> str:
@@ -206,7 +206,7 @@ def _provider(record: TelemetryRecord) -> str:
     which talks to several, names the one it called in `provider`."""
     named = as_text(record.attributes.get("provider")).strip().lower()
     if named:
-        return LLXPRT_PROVIDERS.get(named, named)[:100]
+        return LLXPRT_PROVIDERS.get(named, named)[:MAX_PROVIDER_CHARS]
     return "vertex_ai" if record.get("vertex_ai_enabled") is True else "gemini"
 
 

@@ -20,7 +20,15 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from tokensite_client.events import THROTTLE_STATUSES
+from tokensite_client.events import (
+    MAX_CALL_ID_CHARS,
+    MAX_DURATION_MS,
+    MAX_MODEL_CHARS,
+    MAX_PROVIDER_CHARS,
+    MAX_SESSION_ID_CHARS,
+    MAX_STEP_CHARS,
+    THROTTLE_STATUSES,
+)
 from tokensite_client.usage import canonical_service_tier
 
 from apps.otlp.pending_throttles import pending_add, pending_take
@@ -84,7 +92,6 @@ PROVIDER_NAMES = {
     "aws.bedrock": "bedrock", "az.ai.openai": "azure", "azure.ai.openai": "azure", "az.ai.inference": "azure",
     "x_ai": "xai",
 }
-MAX_WAIT_MS = 24 * 3600 * 1000.0
 _IDENTIFIER_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -186,7 +193,7 @@ def _held_attempts_before(record: TelemetryRecord, usage: dict) -> list[dict]:
         event = attempt["event"]
         if attempt["end_unix_nano"] <= record.start_unix_nano and event["model"] in (model, ""):
             event = {**event, "call_id": usage["call_id"],
-                     "wait_ms": min((record.start_unix_nano - attempt["end_unix_nano"]) / 1e6, MAX_WAIT_MS)}
+                     "wait_ms": min((record.start_unix_nano - attempt["end_unix_nano"]) / 1e6, MAX_DURATION_MS)}
             events.append(event)
         else:
             pending_add(trace_id=record.trace_id, parent_span_id=record.parent_span_id, attempt=attempt)
@@ -213,7 +220,7 @@ def _spans_with_inner_usage(spans: list[TelemetryRecord]) -> set[tuple[str, str]
 
 def _provider(attributes: Mapping[str, object]) -> str:
     provider = as_text(_first(attributes, PROVIDER_KEYS)).strip().lower()
-    return PROVIDER_NAMES.get(provider, provider)[:100]
+    return PROVIDER_NAMES.get(provider, provider)[:MAX_PROVIDER_CHARS]
 
 
 def _session(record: TelemetryRecord) -> str:
@@ -221,13 +228,13 @@ def _session(record: TelemetryRecord) -> str:
     session = session.strip()
     if not session or not session.isprintable():
         session = record.trace_id or f"{record.service_name or 'otel'}-{record.start_unix_nano // 86_400_000_000_000}"
-    return session[:200]
+    return session[:MAX_SESSION_ID_CHARS]
 
 
 def _step(record: TelemetryRecord) -> str:
     step = as_text(_first(record.attributes, STEP_KEYS)) or as_text(_first(record.attributes, OPERATION_KEYS))
     step = step.strip()
-    return step[:100] if step and step.isprintable() else "default"
+    return step[:MAX_STEP_CHARS] if step and step.isprintable() else "default"
 
 
 def _common(record: TelemetryRecord, memo: dict) -> dict:
@@ -304,14 +311,14 @@ def _usage_event(record: TelemetryRecord, memo: dict) -> tuple[dict | None, str]
                                 input_tokens, output_tokens)
     event["event_id"] = event_id
     event["type"] = "usage"
-    event["model"] = model[:200]
+    event["model"] = model[:MAX_MODEL_CHARS]
     event["duration_ms"] = duration_ms
     event["input_tokens"] = input_tokens
     event["output_tokens"] = output_tokens
     event["cache_read_tokens"] = cache_read
     event["cache_write_tokens"] = cache_write
     event["thought_tokens"] = reasoning
-    event["call_id"] = (call_key or event_id)[:200]
+    event["call_id"] = (call_key or event_id)[:MAX_CALL_ID_CHARS]
     ttft_ms = _ttft_ms(attributes)
     if ttft_ms is not None and 0 <= ttft_ms <= duration_ms:
         event["time_to_first_token_ms"] = ttft_ms
@@ -357,13 +364,13 @@ def _throttle_event(
         "type": "throttle",
         **common,
         "timestamp": iso_from_unix_nano(record.end_unix_nano or record.start_unix_nano),
-        "model": model[:200],
-        "wait_ms": min(wait_ms, MAX_WAIT_MS),
+        "model": model[:MAX_MODEL_CHARS],
+        "wait_ms": min(wait_ms, MAX_DURATION_MS),
         "status_code": status,
-        "call_id": call_id[:200],
+        "call_id": call_id[:MAX_CALL_ID_CHARS],
     }
     if retry_after_s is not None and retry_after_s >= 0:
-        event["retry_after_ms"] = min(retry_after_s * 1000, MAX_WAIT_MS)
+        event["retry_after_ms"] = min(retry_after_s * 1000, MAX_DURATION_MS)
     return event, known_wait
 
 

@@ -4,7 +4,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils.dateparse import parse_date, parse_datetime
 
 from apps.accounts.models import Project
-from apps.pricing.services import events_reprice
+from apps.metrics.services import events_reprice
 
 
 class Command(BaseCommand):

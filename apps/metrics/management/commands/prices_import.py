@@ -4,8 +4,10 @@ from django.core.management.base import BaseCommand, CommandError
 
 from apps.accounts.models import Project
 from apps.core.errors import ApplicationError
+from apps.metrics.selectors import unpriced_calls_by_model
+from apps.metrics.services import unpriced_events_reprice
 from apps.pricing.selectors import unpriced_models_now_priced
-from apps.pricing.services import price_book_import, unpriced_events_reprice
+from apps.pricing.services import price_book_import
 
 MAX_FILE_BYTES = 64 * 1024 * 1024  # litellm's file is about 3 MB
 SHOWN_MODELS = 10
@@ -51,7 +53,11 @@ class Command(BaseCommand):
                 if changed:
                     self.stdout.write(f"Priced {changed:,} unpriced events of {project.team.slug}/{project.slug}.")
             return
-        offers = [(project, unpriced_models_now_priced(project=project)) for project in projects]
+        offers = [
+            (project, unpriced_models_now_priced(project=project,
+                                                 unpriced_calls=unpriced_calls_by_model(project_id=project.pk)))
+            for project in projects
+        ]  # fmt: skip
         offers = [(project, models) for project, models in offers if models]
         if offers:
             self.stdout.write("Unpriced events these prices can price now:")
