@@ -43,8 +43,8 @@ Targets (PASS/MISS): live fold >= 25,000 events/s per worker and >= 3 x the base
 
 Everything runs in scratch databases created here and dropped at the end.
 
-    .venv/bin/python benchmarks/aggregate.py            # full run (10 to 20 minutes on 2 cores)
-    .venv/bin/python benchmarks/aggregate.py --quick    # CI: 1,000 live sessions, a few minutes
+    .venv/bin/python benchmarks/aggregate.py            # full run (about 20 minutes on a busy 2-core box)
+    .venv/bin/python benchmarks/aggregate.py --quick    # CI: 1,000 live sessions, 2 to 5 minutes
 
 DATABASE_URL names the PostgreSQL server (its database is left alone; the scratch ones sit
 beside it), REDIS_URL the broker (default redis://127.0.0.1:6379/12). `--skip-live`,
@@ -522,10 +522,13 @@ def freshness(scratch_url: str, redis_url: str, project, seconds: float, rate: i
 def baseline_checkout(ref: str, into: Path) -> str | None:
     """Check the baseline commit out as a detached worktree at `into`; None, or why it cannot be."""
     try:
-        found = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"],
-                               capture_output=True, text=True)  # fmt: skip
+        inside = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "--git-dir"], capture_output=True, text=True)
     except OSError as exc:
         return f"git is not available ({exc})"
+    if inside.returncode != 0:
+        return "this copy of the code is not a git checkout"
+    found = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"],
+                           capture_output=True, text=True)  # fmt: skip
     if found.returncode != 0:
         shallow = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "--is-shallow-repository"],
                                  capture_output=True, text=True).stdout.strip()  # fmt: skip
@@ -565,6 +568,7 @@ def live_traffic(*, sessions: int, rounds: int, baseline_ref: str | None) -> Non
     print(f"  live fold, this checkout:          {rate:12,.0f} events/s  ({new['events']:,} events folded in"
           f" {new['seconds']:.2f} s; target >= {TARGET_LIVE_EVENTS_PER_S:,}: {verdict(rate >= TARGET_LIVE_EVENTS_PER_S)})")
     print(f"    worker CPU per event:            {new['cpu_seconds'] / new['events'] * 1e6:12.2f} us  (both fold threads)")
+    print(f"    first / last round:              {rounds_text(new)}")
     if baseline_ref is None:
         print("  baseline: skipped (--baseline-ref none)")
         return
@@ -584,10 +588,17 @@ def live_traffic(*, sessions: int, rounds: int, baseline_ref: str | None) -> Non
     print(f"  live fold, baseline {baseline_ref:<10}     {old_rate:12,.0f} events/s  ({old['events']:,} events folded in"
           f" {old['seconds']:.2f} s)")  # fmt: skip
     print(f"    worker CPU per event:            {old['cpu_seconds'] / old['events'] * 1e6:12.2f} us")
+    print(f"    first / last round:              {rounds_text(old)}")
     ratio = rate / old_rate
     print(f"  ratio new/old:                     {ratio:12.2f} x  (target >= {TARGET_LIVE_OVER_BASELINE:.0f} x:"
           f" {verdict(ratio >= TARGET_LIVE_OVER_BASELINE)}; CPU per event old/new"
           f" {old['cpu_seconds'] / old['events'] / (new['cpu_seconds'] / new['events']):.2f} x)")  # fmt: skip
+
+
+def rounds_text(run: dict) -> str:
+    """The fold's rate in the first and the last round: how it moves as the sessions' history grows."""
+    rates = run.get("round_rates") or [float("nan")]
+    return f"{rates[0]:12,.0f} / {rates[-1]:,.0f} events/s"
 
 
 def verdict(met: bool) -> str:

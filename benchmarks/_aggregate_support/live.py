@@ -151,6 +151,7 @@ def live_run(project, *, seed: int, sessions: int, rounds: int, batch: int) -> d
 
     fold_seconds = fold_cpu = store_seconds = 0.0
     events = 0
+    round_rates: list[float] = []
     session_ids: list[str] = []
     for round_events in traffic(seed, sessions, rounds, batch, datetime.now(timezone.utc)):
         started = time.perf_counter()
@@ -166,12 +167,14 @@ def live_run(project, *, seed: int, sessions: int, rounds: int, batch: int) -> d
                 cursor.execute("ANALYZE")
         started, cpu_started = time.perf_counter(), time.process_time()
         folded = fold(project.pk, session_ids)
+        round_rates.append(folded / (time.perf_counter() - started))
         fold_seconds += time.perf_counter() - started
         fold_cpu += time.process_time() - cpu_started
         if folded != stored or PendingEvent.objects.filter(project_id=project.pk).exists():
             raise SystemExit(f"the fold left events: {stored} stored, {folded} folded")
         events += stored
-    return {"events": events, "seconds": fold_seconds, "cpu_seconds": fold_cpu, "store_seconds": store_seconds}
+    return {"events": events, "seconds": fold_seconds, "cpu_seconds": fold_cpu, "store_seconds": store_seconds,
+            "round_rates": round_rates}  # fmt: skip
 
 
 def sums_check(project_id: int) -> dict:
