@@ -1,15 +1,36 @@
-"""Aggregation throughput and freshness (issue 3 targets): >= 50,000 events/s per worker, p95 lag < 2 s.
+"""Aggregation throughput and freshness (issues 3 and 14): live traffic, bulk, end to end, lag.
 
-1. Batch fold: raw events (1 million over 10,000 sessions; COPYed in, unprocessed, so only
+0. Live traffic, reported first, A/B in one run: 10,000 sessions whose events reach the server
+   in rounds, each session sending its next 5 events in time order per round, the sessions
+   interleaved, as the SDK (a flush a second) and coding agents (an export every few seconds)
+   send them. Each round is stored untimed through the real ingest path (`events_store`:
+   validated, priced, queued), then folded by one worker as the fold task would (timed:
+   `sessions_fold` of the project for the sessions that got events). It prints events/s folded
+   and the worker's CPU per event, for this checkout and for the baseline commit (BASELINE_REF,
+   the commit before issue 14's fold rebuild; `--baseline-ref`), checked out as a temporary git
+   worktree and run with the same Python on its own scratch database, migrated by its own
+   migrations, with the same event stream (same seed), then the ratio new/old. Both runs execute
+   `_aggregate_support/live.py` from this checkout against the other checkout's code, so the
+   benchmark only relies on entry points that stay put: `events_store`, `sessions_fold` and the
+   RawEvent/PendingEvent models. Without git or without the commit (a shallow clone) the
+   baseline is skipped with the reason printed.
+1. Bulk fold: raw events (1 million over 10,000 sessions; COPYed in, unprocessed, so only
    folding is timed) folded by `apps.metrics.services.sessions_fold` in this one process, as a
    worker's task runs it: timed from the start of folding until every event is processed. It also
    prints the process's CPU time per event (both fold threads; PostgreSQL's share is not in it),
-   which moves less with the host's speed than the rate does.
+   which moves less with the host's speed than the rate does. COPY names its columns: columns
+   added later must have database defaults.
 2. Baseline in the same run: a naive per-event ORM fold of the same events (get_or_create the
    session, step and model aggregate, F() increments, mark the event processed, one
    transaction per event), on a subset of the sessions and extrapolated as a rate. It only
    keeps sums (no peaks, buckets or throttle attribution), which flatters it.
-3. Freshness: a load generator posts a steady 2,000 events/s to the real ingest API (gunicorn;
+3. End to end: gunicorn (2 sync workers, production settings) and one `celery worker`
+   (--pool=solo) on this box; 3 client processes post batches of 1000 events of 500 live
+   sessions (each body: the next few calls of every session of the client, in time order) to
+   `POST /api/v1/events`, one request at a time each. First with no worker running (ingest
+   alone, events/s accepted), then the same posts to a new project with the worker folding:
+   events/s folded, from the first post until no pending row of the project is left.
+4. Freshness: a load generator posts a steady 2,000 events/s to the real ingest API (gunicorn;
    batches of 100 events from 20 simulated app processes running 10 sessions each)
    with one real `celery worker` process (--pool=solo) folding from Redis; lag = time from the
    202 reply to the moment a poll (every 20 ms) sees all the request's events folded
@@ -17,13 +38,17 @@
    after part 1, so the live project is one that the planner's statistics have not seen yet,
    as for any new project on a busy server.
 
-Everything runs in a scratch database created here and dropped at the end.
+Targets (PASS/MISS): live fold >= 25,000 events/s per worker and >= 3 x the baseline; bulk
+>= 50,000 events/s; end to end >= 8,000 events/s folded; freshness p95 < 2 s.
 
-    .venv/bin/python benchmarks/aggregate.py            # full run (a few minutes)
-    .venv/bin/python benchmarks/aggregate.py --quick    # well under a minute, for CI
+Everything runs in scratch databases created here and dropped at the end.
 
-DATABASE_URL names the PostgreSQL server (its database is left alone; the scratch one sits
-beside it), REDIS_URL the broker (default redis://127.0.0.1:6379/12).
+    .venv/bin/python benchmarks/aggregate.py            # full run (about 20 minutes on a busy 2-core box)
+    .venv/bin/python benchmarks/aggregate.py --quick    # CI: 1,000 live sessions, 2 to 5 minutes
+
+DATABASE_URL names the PostgreSQL server (its database is left alone; the scratch ones sit
+beside it), REDIS_URL the broker (default redis://127.0.0.1:6379/12). `--skip-live`,
+`--skip-bulk`, `--skip-end-to-end`, `--skip-freshness` leave parts out.
 """
 from __future__ import annotations
 
@@ -58,6 +83,14 @@ MODELS = (
 STEPS = ("plan", "retrieve", "draft", "review", "summarise")
 THROTTLED_SESSION_SHARE = 0.2  # sessions that hit a rate limit: a few 429 waits, linked by call_id
 T0 = datetime(2026, 11, 20, 9, 0, tzinfo=timezone.utc)
+# The commit before the fold rebuild of issue 14: the live fold's A/B baseline.
+BASELINE_REF = "b1987fe"
+# Targets on this 2-core machine (issues 3 and 14), checked against figures of the same run.
+TARGET_LIVE_EVENTS_PER_S = 25_000
+TARGET_LIVE_OVER_BASELINE = 3.0
+TARGET_BULK_EVENTS_PER_S = 50_000
+TARGET_E2E_EVENTS_PER_S = 8_000
+E2E_CLIENTS, E2E_SESSIONS, E2E_BATCH = 3, 500, 1000
 
 
 # --- scratch database -------------------------------------------------------------------------
@@ -249,7 +282,7 @@ def naive_fold(project_id: int) -> tuple[float, int]:
     return time.perf_counter() - started, len(event_pks)
 
 
-# --- 3. freshness under steady load -----------------------------------------------------------
+# --- 4. freshness under steady load -----------------------------------------------------------
 
 
 def free_port() -> int:
@@ -258,8 +291,8 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start_services(scratch_url: str, redis_url: str, port: int) -> list[subprocess.Popen]:
-    env = {
+def service_env(scratch_url: str, redis_url: str) -> dict:
+    return {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "tokensite.settings.production",
         "SECURE_SSL_REDIRECT": "False",  # plain HTTP on loopback, no TLS proxy in front
@@ -269,19 +302,43 @@ def start_services(scratch_url: str, redis_url: str, port: int) -> list[subproce
         "ALLOWED_HOSTS": "127.0.0.1,localhost",
         "LOG_LEVEL": "WARNING",
     }
-    bin_dir = Path(sys.executable).parent
-    gunicorn = subprocess.Popen(
-        [str(bin_dir / "gunicorn"), "tokensite.wsgi:application", "--bind", f"127.0.0.1:{port}", "--workers", "2",
-         "--log-level", "warning"],
+
+
+def start_gunicorn(env: dict, port: int) -> subprocess.Popen:
+    return subprocess.Popen(
+        [str(Path(sys.executable).parent / "gunicorn"), "tokensite.wsgi:application", "--bind", f"127.0.0.1:{port}",
+         "--workers", "2", "--log-level", "warning"],
         cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
     )  # fmt: skip
-    worker = subprocess.Popen(
+
+
+def start_worker(env: dict) -> subprocess.Popen:
+    return subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "tokensite", "worker", "--pool=solo", "--concurrency=1",
          "--loglevel=WARNING", "--without-gossip", "--without-mingle", "--without-heartbeat",
          "-n", f"aggbench-{uuid.uuid4().hex[:8]}@%h"],
         cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
     )  # fmt: skip
-    return [gunicorn, worker]
+
+
+def start_services(scratch_url: str, redis_url: str, port: int) -> list[subprocess.Popen]:
+    env = service_env(scratch_url, redis_url)
+    return [start_gunicorn(env, port), start_worker(env)]
+
+
+def server_wait(url: str, processes: list[subprocess.Popen]) -> None:
+    import httpx
+
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(f"{url}/api/v1/sessions", timeout=2).status_code in (401, 403):
+                return
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline or any(p.poll() is not None for p in processes):
+            raise SystemExit("gunicorn or the celery worker did not start")
+        time.sleep(0.2)
 
 
 def stop_services(processes: list[subprocess.Popen]) -> None:
@@ -396,7 +453,6 @@ def freshness(scratch_url: str, redis_url: str, project, seconds: float, rate: i
     with one `received_at`, so a poll reads each new request's stamp through one of its event
     ids, then the distinct stamps still unprocessed: a request is folded once its stamp is gone.
     """
-    import httpx
     from django.db import connection
 
     from apps.accounts.models import ApiKey
@@ -408,16 +464,7 @@ def freshness(scratch_url: str, redis_url: str, project, seconds: float, rate: i
     url = f"http://127.0.0.1:{port}"
     processes = start_services(scratch_url, redis_url, port)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/api/v1/sessions", timeout=2).status_code in (401, 403):
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline or any(p.poll() is not None for p in processes):
-                raise SystemExit("gunicorn or the celery worker did not start")
-            time.sleep(0.2)
+        server_wait(url, processes)
         generator = LoadGenerator(url, key, rate=rate, batch_size=100, seed=7)
         # A first request and a pause let the server and worker import everything before the clock runs.
         generator.run(0.05)
@@ -469,17 +516,210 @@ def freshness(scratch_url: str, redis_url: str, project, seconds: float, rate: i
     }
 
 
+# --- 0. live traffic, A/B against the baseline commit -----------------------------------------
+
+
+def baseline_checkout(ref: str, into: Path) -> str | None:
+    """Check the baseline commit out as a detached worktree at `into`; None, or why it cannot be."""
+    try:
+        inside = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "--git-dir"], capture_output=True, text=True)
+    except OSError as exc:
+        return f"git is not available ({exc})"
+    if inside.returncode != 0:
+        return "this copy of the code is not a git checkout"
+    found = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"],
+                           capture_output=True, text=True)  # fmt: skip
+    if found.returncode != 0:
+        shallow = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "--is-shallow-repository"],
+                                 capture_output=True, text=True).stdout.strip()  # fmt: skip
+        return f"commit {ref} is not in this clone" + (" (a shallow clone)" if shallow == "true" else "")
+    added = subprocess.run(["git", "-C", str(REPO_ROOT), "worktree", "add", "--detach", str(into), ref],
+                           capture_output=True, text=True)  # fmt: skip
+    if added.returncode != 0:
+        return f"git worktree add failed: {added.stderr.strip()}"
+    return None
+
+
+def baseline_remove(path: Path) -> None:
+    subprocess.run(["git", "-C", str(REPO_ROOT), "worktree", "remove", "--force", str(path)], capture_output=True)
+
+
+def live_fold_in(code: Path, label: str, *, sessions: int, rounds: int, seed: int) -> dict:
+    """The live-traffic fold of `code`'s checkout, in a subprocess of this Python on its own scratch database."""
+    env = {**os.environ, "PYTHONPATH": str(code / "sdk")}
+    command = [sys.executable, str(REPO_ROOT / "benchmarks" / "_aggregate_support" / "live.py"), "--code", str(code),
+               "--label", label, "--sessions", str(sessions), "--rounds", str(rounds), "--seed", str(seed)]  # fmt: skip
+    done = subprocess.run(command, cwd=code, env=env, stdout=subprocess.PIPE, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"the live-traffic run of {label} failed (exit {done.returncode})")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def live_traffic(*, sessions: int, rounds: int, baseline_ref: str | None) -> None:
+    """Part 0: the live fold of this checkout, then of the baseline commit, on the same event stream."""
+    import tempfile
+
+    seed = 11
+    batch = 5
+    print(f"live traffic: {sessions:,} sessions, {rounds} rounds of {batch} events per session, interleaved;"
+          f" one worker folds each round (sessions_fold per {5000:,} sessions)")  # fmt: skip
+    new = live_fold_in(REPO_ROOT, "new", sessions=sessions, rounds=rounds, seed=seed)
+    rate = new["events"] / new["seconds"]
+    print(f"  live fold, this checkout:          {rate:12,.0f} events/s  ({new['events']:,} events folded in"
+          f" {new['seconds']:.2f} s; target >= {TARGET_LIVE_EVENTS_PER_S:,}: {verdict(rate >= TARGET_LIVE_EVENTS_PER_S)})")
+    print(f"    worker CPU per event:            {new['cpu_seconds'] / new['events'] * 1e6:12.2f} us  (both fold threads)")
+    print(f"    first / last round:              {rounds_text(new)}")
+    if baseline_ref is None:
+        print("  baseline: skipped (--baseline-ref none)")
+        return
+    with tempfile.TemporaryDirectory(prefix="aggbench-baseline-") as parent:
+        checkout = Path(parent) / "tree"
+        why_not = baseline_checkout(baseline_ref, checkout)
+        if why_not:
+            print(f"  baseline {baseline_ref}: skipped, {why_not}; no A/B ratio")
+            return
+        try:
+            old = live_fold_in(checkout, "old", sessions=sessions, rounds=rounds, seed=seed)
+        finally:
+            baseline_remove(checkout)
+    old_rate = old["events"] / old["seconds"]
+    if old["sums"] != new["sums"] or old["events"] != new["events"]:
+        raise SystemExit(f"the two runs folded different streams: {new} vs {old}")
+    print(f"  live fold, baseline {baseline_ref:<10}     {old_rate:12,.0f} events/s  ({old['events']:,} events folded in"
+          f" {old['seconds']:.2f} s)")  # fmt: skip
+    print(f"    worker CPU per event:            {old['cpu_seconds'] / old['events'] * 1e6:12.2f} us")
+    print(f"    first / last round:              {rounds_text(old)}")
+    ratio = rate / old_rate
+    print(f"  ratio new/old:                     {ratio:12.2f} x  (target >= {TARGET_LIVE_OVER_BASELINE:.0f} x:"
+          f" {verdict(ratio >= TARGET_LIVE_OVER_BASELINE)}; CPU per event old/new"
+          f" {old['cpu_seconds'] / old['events'] / (new['cpu_seconds'] / new['events']):.2f} x)")  # fmt: skip
+
+
+def rounds_text(run: dict) -> str:
+    """The fold's rate in the first and the last round: how it moves as the sessions' history grows."""
+    rates = run.get("round_rates") or [float("nan")]
+    return f"{rates[0]:12,.0f} / {rates[-1]:,.0f} events/s"
+
+
+def verdict(met: bool) -> str:
+    return "PASS" if met else "MISS"
+
+
+# --- 3. end to end ------------------------------------------------------------------------------
+
+
+def end_to_end(scratch_url: str, redis_url: str, team, *, bodies_per_client: int) -> dict:
+    """Ingest alone (gunicorn, no worker running), then ingest with one worker folding: the same posts.
+
+    CLIENTS processes post bodies of E2E_BATCH events of E2E_SESSIONS live sessions, one request at
+    a time each. Folded throughput runs from the first post until no pending row of the project
+    is left.
+    """
+    import multiprocessing
+
+    import httpx
+
+    from apps.accounts.models import ApiKey
+    from apps.accounts.services import api_key_create, project_get_or_create
+    from apps.ingestion.models import PendingEvent, RawEvent
+    from benchmarks._aggregate_support.e2e import client_bodies, client_main
+
+    def key_of(slug: str):
+        project = project_get_or_create(team=team, slug=slug)
+        return project, api_key_create(project=project, scope=ApiKey.Scope.INGEST, rate_limit_per_minute=1_000_000).plaintext
+
+    warm, warm_key = key_of("e2e-warm-up")
+    alone, alone_key = key_of("e2e-ingest-alone")
+    folded, folded_key = key_of("e2e-folded")
+    now = datetime.now(timezone.utc)
+    context = multiprocessing.get_context("spawn")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+
+    def post_from_clients(key: str) -> tuple[float, list[dict]]:
+        ready, results, start = context.Queue(), context.Queue(), context.Event()
+        specs = [{"client": client, "clients": E2E_CLIENTS, "sessions": E2E_SESSIONS, "bodies": bodies_per_client,
+                  "batch_size": E2E_BATCH, "seed": 21, "now": now} for client in range(E2E_CLIENTS)]  # fmt: skip
+        clients = [context.Process(target=client_main, args=(url, key, spec, ready, start, results)) for spec in specs]
+        for client in clients:
+            client.start()
+        for _ in clients:
+            ready.get(timeout=300)
+        started = time.monotonic()
+        start.set()
+        reports = [results.get(timeout=900) for _ in clients]
+        for client in clients:
+            client.join()
+        if any(report["failures"] for report in reports):
+            raise SystemExit(f"end to end: requests failed: {reports}")
+        return started, reports
+
+    env = service_env(scratch_url, redis_url)
+    processes = [start_gunicorn(env, port)]
+    try:
+        server_wait(url, processes)
+        # Both gunicorn workers import and connect before the clock runs; the worker warms up on these later.
+        headers = {"Authorization": f"Bearer {warm_key}", "Content-Type": "application/json"}
+        for body in client_bodies(client=0, clients=1, sessions=50, bodies=6, batch_size=100, seed=22, now=now):
+            httpx.post(f"{url}/api/v1/events", content=body, headers=headers, timeout=60).raise_for_status()
+
+        started, reports = post_from_clients(alone_key)
+        accepted_alone = sum(report["accepted"] for report in reports)
+        ingest_alone = accepted_alone / (max(report["last"] for report in reports) - started)
+        # Nobody folds these: their queued task must find nothing once the worker starts.
+        PendingEvent.objects.filter(project=alone).delete()
+
+        processes.append(start_worker(env))
+        deadline = time.monotonic() + 120
+        while PendingEvent.objects.filter(project=warm).exists():
+            if time.monotonic() > deadline or processes[-1].poll() is not None:
+                raise SystemExit("end to end: the celery worker did not fold the warm-up events")
+            time.sleep(0.2)
+        time.sleep(1)
+
+        started, reports = post_from_clients(folded_key)
+        accepted = sum(report["accepted"] for report in reports)
+        ingest_with_fold = accepted / (max(report["last"] for report in reports) - started)
+        deadline = time.monotonic() + 900
+        while PendingEvent.objects.filter(project=folded).exists():
+            if time.monotonic() > deadline:
+                raise SystemExit("end to end: events still pending after 15 minutes")
+            time.sleep(0.05)
+        folded_at = time.monotonic()
+    finally:
+        stop_services(processes)
+    if RawEvent.objects.filter(project=folded).count() != accepted or accepted != accepted_alone:
+        raise SystemExit("end to end: stored rows differ from accepted events")
+    return {
+        "events": accepted,
+        "ingest_alone": ingest_alone,
+        "ingest_with_fold": ingest_with_fold,
+        "folded": accepted / (folded_at - started),
+        "seconds": folded_at - started,
+    }
+
+
 # --- main -------------------------------------------------------------------------------------
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small run for CI (well under a minute)")
-    parser.add_argument("--skip-freshness", action="store_true", help="only the fold and baseline figures")
+    parser.add_argument("--quick", action="store_true", help="small run for CI (a few minutes)")
+    parser.add_argument("--baseline-ref", default=BASELINE_REF,
+                        help=f"the commit the live fold is compared with (default {BASELINE_REF}; 'none' to skip)")
+    parser.add_argument("--live-sessions", type=int, help="sessions of the live-traffic run")
+    parser.add_argument("--live-rounds", type=int, help="rounds of 5 events per session of the live-traffic run")
+    for part in ("live", "bulk", "end-to-end", "freshness"):
+        parser.add_argument(f"--skip-{part}", action="store_true", help=f"leave the {part} part out")
     args = parser.parse_args()
-    sessions, per_session, naive_sessions, load_seconds = (1_000, 100, 8, 6) if args.quick else (10_000, 100, 40, 30)
+    sessions, per_session, naive_sessions, load_seconds = (1_000, 100, 4, 6) if args.quick else (10_000, 100, 40, 30)
+    live_sessions, live_rounds = (1_000, 4) if args.quick else (10_000, 10)
+    e2e_bodies = 8 if args.quick else 40  # per client: 24,000 or 120,000 events in all
     rate = 2_000
 
+    if not args.skip_live:
+        live_traffic(sessions=args.live_sessions or live_sessions, rounds=args.live_rounds or live_rounds,
+                     baseline_ref=None if args.baseline_ref == "none" else args.baseline_ref)  # fmt: skip
     admin_url, scratch_url = scratch_database()
     redis_url = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/12"
     admin_execute(admin_url, f"CREATE DATABASE {urlsplit(scratch_url).path[1:]}")
@@ -497,33 +737,17 @@ def main() -> None:
 
         call_command("migrate", verbosity=0)
         team = team_get_or_create(slug="bench")
-        project = project_get_or_create(team=team, slug="fold")
-        baseline = project_get_or_create(team=team, slug="naive")
-
-        started = time.perf_counter()
-        events = raw_events_copy(scratch_url, project.pk, sessions, per_session, seed=1)
-        print(f"raw events COPYed (unprocessed):     {events:12,} events over {sessions:,} sessions"
-              f"  ({time.perf_counter() - started:.1f} s, not timed)")  # fmt: skip
-        from apps.ingestion.models import RawEvent
-
-        session_ids = sorted(set(RawEvent.objects.filter(project=project).values_list("session_id", flat=True)))
-        seconds, cpu_seconds = batch_fold(project.pk, session_ids)
-        fold_rate = events / seconds
-        print(f"batch fold, one process:             {fold_rate:12,.0f} events/s  ({events:,} events in {seconds:.2f} s;"
-              f" target >= 50,000)")  # fmt: skip
-        print(f"  worker CPU per event:              {cpu_seconds / events * 1e6:12.2f} us  (both fold threads)")
-        print(f"  folded sums equal the raw sums:    {totals_check(project.pk)}")
-
-        # The naive fold gets the same generator's first sessions (same seed, same events).
-        naive_events = raw_events_copy(scratch_url, baseline.pk, naive_sessions, per_session, seed=1)
-        naive_seconds, naive_count = naive_fold(baseline.pk)
-        assert naive_count == naive_events
-        naive_rate = naive_count / naive_seconds
-        print(f"naive per-event ORM fold:            {naive_rate:12,.0f} events/s  ({naive_count:,} events of the first"
-              f" {naive_sessions} sessions in {naive_seconds:.2f} s; extrapolated to {events:,}:"
-              f" {events / naive_rate:,.0f} s)")  # fmt: skip
-        print(f"speed-up:                            {fold_rate / naive_rate:12.1f} x")
-
+        if not args.skip_bulk:
+            bulk(scratch_url, team, sessions=sessions, per_session=per_session, naive_sessions=naive_sessions)
+        if not args.skip_end_to_end:
+            e2e = end_to_end(scratch_url, redis_url, team, bodies_per_client=e2e_bodies)
+            print(f"end to end: {E2E_CLIENTS} clients post {e2e['events']:,} events in batches of {E2E_BATCH:,} over"
+                  f" {E2E_SESSIONS} sessions (gunicorn x2, 1 celery worker, solo pool):")  # fmt: skip
+            print(f"  ingest alone (no worker):          {e2e['ingest_alone']:12,.0f} events/s accepted")
+            print(f"  ingest while folding:              {e2e['ingest_with_fold']:12,.0f} events/s accepted")
+            print(f"  folded end to end:                 {e2e['folded']:12,.0f} events/s  (first post to no pending row:"
+                  f" {e2e['seconds']:.1f} s; target >= {TARGET_E2E_EVENTS_PER_S:,}:"
+                  f" {verdict(e2e['folded'] >= TARGET_E2E_EVENTS_PER_S)})")  # fmt: skip
         if not args.skip_freshness:
             lag = freshness(scratch_url, redis_url, project_get_or_create(team=team, slug="live"), load_seconds, rate)
             print(f"freshness at {rate:,} events/s for {load_seconds} s (gunicorn x2, 1 celery worker, solo pool):")
@@ -534,6 +758,36 @@ def main() -> None:
         connections.close_all()
     finally:
         admin_execute(admin_url, f"DROP DATABASE IF EXISTS {urlsplit(scratch_url).path[1:]} WITH (FORCE)")
+
+
+def bulk(scratch_url: str, team, *, sessions: int, per_session: int, naive_sessions: int) -> None:
+    """Parts 1 and 2: every session in one batch, folded; the naive fold of the first sessions."""
+    from apps.accounts.services import project_get_or_create
+    from apps.ingestion.models import RawEvent
+
+    project = project_get_or_create(team=team, slug="fold")
+    baseline = project_get_or_create(team=team, slug="naive")
+    started = time.perf_counter()
+    events = raw_events_copy(scratch_url, project.pk, sessions, per_session, seed=1)
+    print(f"raw events COPYed (unprocessed):     {events:12,} events over {sessions:,} sessions"
+          f"  ({time.perf_counter() - started:.1f} s, not timed)")  # fmt: skip
+    session_ids = sorted(set(RawEvent.objects.filter(project=project).values_list("session_id", flat=True)))
+    seconds, cpu_seconds = batch_fold(project.pk, session_ids)
+    fold_rate = events / seconds
+    print(f"batch fold, one process:             {fold_rate:12,.0f} events/s  ({events:,} events in {seconds:.2f} s;"
+          f" target >= {TARGET_BULK_EVENTS_PER_S:,}: {verdict(fold_rate >= TARGET_BULK_EVENTS_PER_S)})")  # fmt: skip
+    print(f"  worker CPU per event:              {cpu_seconds / events * 1e6:12.2f} us  (both fold threads)")
+    print(f"  folded sums equal the raw sums:    {totals_check(project.pk)}")
+
+    # The naive fold gets the same generator's first sessions (same seed, same events).
+    naive_events = raw_events_copy(scratch_url, baseline.pk, naive_sessions, per_session, seed=1)
+    naive_seconds, naive_count = naive_fold(baseline.pk)
+    assert naive_count == naive_events
+    naive_rate = naive_count / naive_seconds
+    print(f"naive per-event ORM fold:            {naive_rate:12,.0f} events/s  ({naive_count:,} events of the first"
+          f" {naive_sessions} sessions in {naive_seconds:.2f} s; extrapolated to {events:,}:"
+          f" {events / naive_rate:,.0f} s)")  # fmt: skip
+    print(f"speed-up:                            {fold_rate / naive_rate:12.1f} x")
 
 
 if __name__ == "__main__":
