@@ -167,7 +167,7 @@ def normalize_usage(provider: str, raw: Mapping[str, Any]) -> UsageCounts:
     """Convert a provider's own usage object to counts, choosing the shape by its keys and,
     where two shapes share keys (Anthropic and OpenAI Responses both say `input_tokens`), by
     the provider. Missing or null fields count as 0."""
-    if not isinstance(raw, Mapping):
+    if type(raw) is not dict and not isinstance(raw, Mapping):  # the exact type first: cheaper
         raise UnrecognizedUsageError(provider, [])
     keys = raw.keys()
     if "prompt_tokens" in keys or "completion_tokens" in keys:
@@ -202,6 +202,8 @@ def _count(container: Mapping[str, Any] | None, key: str, path: str) -> int:
     if container is None:
         return 0
     value = container.get(key)
+    if type(value) is int and value >= 0:  # the usual case, before the general checks
+        return value
     if value is None:
         return 0
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or value != int(value):
@@ -214,7 +216,7 @@ def _details(raw: Mapping[str, Any], key: str) -> Mapping[str, Any] | None:
     value = raw.get(key)
     if value is None:
         return None
-    if not isinstance(value, Mapping):
+    if type(value) is not dict and not isinstance(value, Mapping):
         message = f"{key} must be an object, got {type(value).__name__}"
         raise InvalidUsageError(message, {"usage_raw": [message]})
     return value
