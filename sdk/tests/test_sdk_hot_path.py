@@ -108,3 +108,19 @@ def test_raw_responses_are_told_from_parsed_ones_by_type() -> None:
         assert _is_raw_response(Raw())
         assert not _is_raw_response(Parsed())
         assert not _is_raw_response({"usage": {}})
+
+
+def test_usage_counts_takes_its_fields_in_order_with_their_defaults_and_stays_frozen() -> None:
+    import dataclasses
+    import inspect
+
+    from tokensite_client.usage import UsageCounts
+
+    parameters = list(inspect.signature(UsageCounts.__init__).parameters.values())[1:]
+    assert [(p.name, p.default) for p in parameters] == [
+        (f.name, f.default) for f in dataclasses.fields(UsageCounts)]
+    counts = UsageCounts(10, 4, service_tier="flex")
+    assert dataclasses.replace(counts, output_tokens=5) == UsageCounts(10, 5, service_tier="flex")
+    assert hash(counts) == hash(UsageCounts(10, 4, service_tier="flex"))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        counts.input_tokens = 1  # type: ignore[misc]
