@@ -99,12 +99,12 @@ class CallScope:
         """`set_response` for a caller that already extracted the usage dict."""
         if raw is None:
             raise InvalidUsageError("response carries no usage object", {"usage": ["missing"]})
-        model = response.get("model") if isinstance(response, Mapping) else getattr(response, "model", None)
+        is_mapping = isinstance(response, Mapping)
+        model = response.get("model") if is_mapping else getattr(response, "model", None)
         if isinstance(model, str) and model:
             self.model = model
         # OpenAI states the tier that served the call on the response, Anthropic inside usage.
-        tier = (response.get("service_tier") if isinstance(response, Mapping)
-                else getattr(response, "service_tier", None))
+        tier = response.get("service_tier") if is_mapping else getattr(response, "service_tier", None)
         self.set_usage(usage_raw=raw, service_tier=tier if isinstance(tier, str) else None)
 
     def set_attributes(self, **attributes: Any) -> None:
@@ -156,7 +156,7 @@ def usage_dict(response: Any) -> dict[str, Any] | None:
     if isinstance(usage, Mapping):
         return dict(usage)
     if hasattr(usage, "model_dump"):
-        return dict(usage.model_dump(exclude_none=True))
+        return usage.model_dump(exclude_none=True)  # a new dict already
     if hasattr(usage, "to_dict"):
         return dict(usage.to_dict())
     return dict(vars(usage))

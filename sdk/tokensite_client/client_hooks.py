@@ -109,24 +109,60 @@ class _ClientHooks:
     def response_hook(self, response: httpx.Response) -> None:
         scope = current_call.get()
         if scope is not None:
-            scope.set_attributes(**ratelimit_attributes(response.headers, self.header_prefixes))
+            scope.attributes.update(ratelimit_attributes(response.headers, self.header_prefixes))
 
     async def async_response_hook(self, response: httpx.Response) -> None:
         self.response_hook(response)
 
 
+# Raw header name -> its attribute name (None: not a rate-limit header), per set of prefixes.
+# A provider sends the same few dozen names on every response, so each name is lowered,
+# matched and decoded once instead of on every call. Bounded against a server that invents names.
+_attribute_names: dict[tuple[bytes, ...], dict[bytes, str | None]] = {}
+_MAX_CACHED_NAMES = 1024
+
+
 def ratelimit_attributes(headers: httpx.Headers, prefixes: tuple[bytes, ...]) -> dict[str, str | int | float]:
     """The headers whose lower-case names start with one of `prefixes` (lower-case bytes),
     numbers as numbers (reset times like "6m0s" or RFC 3339 instants stay text)."""
+    names = _attribute_names.get(prefixes)
+    if names is None:
+        names = _attribute_names.setdefault(prefixes, {})
     attributes: dict[str, str | int | float] = {}
     # The raw byte pairs: decoding every header through `items()` cost 6 us per call.
     for name, value in headers.raw:
-        if name.lower().startswith(prefixes):
-            attributes[name.decode("latin-1").lower()] = _number_or_text(value.decode("latin-1"))
+        attribute = names.get(name, _UNSEEN)
+        if attribute is _UNSEEN:
+            attribute = _attribute_name(names, name, prefixes)
+        if attribute is not None:
+            attributes[attribute] = _number_or_text(value.decode("latin-1"))
     return attributes
 
 
+_UNSEEN: Any = object()
+
+
+def _attribute_name(names: dict[bytes, str | None], name: bytes, prefixes: tuple[bytes, ...]) -> str | None:
+    lowered = name.lower()
+    attribute = lowered.decode("latin-1") if lowered.startswith(prefixes) else None
+    if len(names) >= _MAX_CACHED_NAMES:
+        names.clear()
+    names[name] = attribute
+    return attribute
+
+
+# Characters that can end text Python's float() reads: digits, '.', and the ends of "inf",
+# "infinity" and "nan". A value ending in any other letter ("4.612s", "6m0s", "...Z") is text,
+# found without raising two exceptions.
+_FLOAT_FINAL_LETTERS = frozenset("fFnNyY")
+
+
 def _number_or_text(value: str) -> str | int | float:
+    if value.isdecimal():  # the counts: ASCII digits (latin-1 has no other decimal digits)
+        return int(value)
+    last = value[-1:]
+    if last.isalpha() and last not in _FLOAT_FINAL_LETTERS:
+        return value
     try:
         return int(value)
     except ValueError:
@@ -218,12 +254,25 @@ def finish_with_response(scope: CallScope, result: Any, provider_label: str) -> 
     """Record a non-streamed call. `with_raw_response` results are parsed (the clients cache
     the parse, so the caller's own `.parse()` costs nothing more)."""
     def record() -> None:
-        source = result.parse() if hasattr(result, "parse") and hasattr(result, "http_response") else result
+        source = result.parse() if _is_raw_response(result) else result
         raw = usage_dict(source)
         if raw is not None:
             scope.set_response_usage(source, raw)
         scope.finish()
     never_raise(record, provider_label)
+
+
+# Result type -> whether it is a `with_raw_response` wrapper. Asking a pydantic response for a
+# missing attribute raises inside pydantic's __getattr__ (3 us); the answer depends on the type.
+_raw_response_types: dict[type, bool] = {}
+
+
+def _is_raw_response(result: Any) -> bool:
+    kind = type(result)
+    verdict = _raw_response_types.get(kind)
+    if verdict is None:
+        verdict = _raw_response_types[kind] = hasattr(result, "parse") and hasattr(result, "http_response")
+    return verdict
 
 
 Begin = Callable[[dict[str, Any]], "tuple[CallScope, StreamObserver | None]"]

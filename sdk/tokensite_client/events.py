@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import random
 import time
 from collections.abc import Mapping
 from datetime import datetime, timezone
@@ -59,18 +60,49 @@ def call_start_epoch(timestamp: Timestamp, elapsed_ms: float) -> float:
     return epoch
 
 
+# The date and time to the second of the last timestamp formatted: calls close together share
+# it, so most timestamps cost a `modf` and an f-string instead of a datetime and `isoformat`
+# (about 5 us on the caller's thread). One tuple, replaced whole, so threads never see half of it.
+_last_second: tuple[float, str] = (math.nan, "")
+
+
 def rfc3339(epoch: float) -> str:
-    """UTC RFC 3339 with microseconds, the form the ingest API requires."""
-    return datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="microseconds")
+    """UTC RFC 3339 with microseconds, the form the ingest API requires; the same text as
+    `datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="microseconds")`,
+    microseconds rounded half to even as datetime does."""
+    global _last_second
+    fraction, second = math.modf(epoch)
+    micros = round(fraction * 1e6)
+    if micros >= 1_000_000:
+        micros -= 1_000_000
+        second += 1.0
+    elif micros < 0:
+        micros += 1_000_000
+        second -= 1.0
+    cached_second, prefix = _last_second
+    if second != cached_second:
+        prefix = datetime.fromtimestamp(second, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+        if len(prefix) != 19:  # strftime does not pad years before 1000; isoformat does
+            prefix = datetime.fromtimestamp(second, timezone.utc).isoformat(timespec="seconds")[:19]
+        _last_second = (second, prefix)
+    return f"{prefix}.{micros:06d}+00:00"
+
+
+# Event and call ids need to be unique, not secret: a private generator seeded from the OS
+# (getrandbits is about 10 times cheaper than an `os.urandom` system call, and two ids are
+# drawn per call). Private so that an application's `random.seed(...)` cannot make two runs
+# draw the same ids (the server would drop the second run's events as duplicates); reseeded
+# in a forked child, which would otherwise repeat its parent's ids.
+_id_random = random.Random()
+os.register_at_fork(after_in_child=_id_random.seed)
+_UUID_VERSION_MASK = ~((0xF << 76) | (0x3 << 62))
+_UUID_VERSION_BITS = (0x4 << 76) | (0x2 << 62)  # version 4, RFC 4122 variant
 
 
 def new_event_id() -> str:
     """A random (version 4) UUID string; a few times cheaper than `str(uuid.uuid4())`,
     which matters on the record path."""
-    raw = bytearray(os.urandom(16))
-    raw[6] = (raw[6] & 0x0F) | 0x40
-    raw[8] = (raw[8] & 0x3F) | 0x80
-    digits = raw.hex()
+    digits = f"{_id_random.getrandbits(128) & _UUID_VERSION_MASK | _UUID_VERSION_BITS:032x}"
     return f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}"
 
 
@@ -86,6 +118,9 @@ def check_step(step: str) -> str:
     return step
 
 
+_ATTRIBUTE_TYPES = frozenset({str, int, float, bool})
+
+
 def check_attributes(attributes: Mapping[str, Any]) -> dict[str, AttributeValue]:
     """A flat copy of `attributes` that the server will accept (str/number/bool, <= 4 KiB)."""
     flat: dict[str, AttributeValue] = {}
@@ -93,10 +128,13 @@ def check_attributes(attributes: Mapping[str, Any]) -> dict[str, AttributeValue]
     # exact size is serialised only for attributes that come near the limit.
     bound = 2
     for key, value in attributes.items():
-        if not isinstance(key, str) or not isinstance(value, (str, int, float, bool)):
+        kind = type(value)
+        # Exact types first (isinstance costs more and is only needed for subclasses).
+        if (type(key) is not str or kind not in _ATTRIBUTE_TYPES) and (
+                not isinstance(key, str) or not isinstance(value, (str, int, float, bool))):
             raise ValueError(f"attribute {key!r} must map a string to a string, number or bool")
         flat[key] = value
-        bound += 12 * len(key) + 4 + (12 * len(value) + 2 if isinstance(value, str) else 32)
+        bound += 12 * len(key) + 4 + (12 * len(value) + 2 if kind is str or isinstance(value, str) else 32)
     if bound > MAX_ATTRIBUTES_BYTES and len(json.dumps(flat, separators=(",", ":"))) > MAX_ATTRIBUTES_BYTES:
         raise ValueError(f"attributes exceed {MAX_ATTRIBUTES_BYTES} bytes as JSON")
     return flat
@@ -141,16 +179,28 @@ def usage_event(
     """A validated `usage` event; its timestamp is the call's start. The one-hour cache
     writes and the service tier are sent only when there are some, so events without
     them stay as they were."""
-    _check_name("provider", provider, MAX_PROVIDER_CHARS)
-    _check_name("model", model, MAX_MODEL_CHARS)
-    _check_ms("duration_ms", duration_ms)
-    _check_tokens("input_tokens", input_tokens)
-    _check_tokens("output_tokens", output_tokens)
-    _check_tokens("cache_read_tokens", cache_read_tokens)
-    _check_tokens("cache_write_tokens", cache_write_tokens)
-    _check_tokens("tool_tokens", tool_tokens)
-    _check_tokens("thought_tokens", thought_tokens)
-    _check_tokens("cache_write_1h_tokens", cache_write_1h_tokens)
+    # One expression for the usual valid event; the checks one by one (and their messages)
+    # only when it fails. Seven function calls fewer on every recorded call.
+    if not (type(provider) is str and len(provider) <= MAX_PROVIDER_CHARS
+            and type(model) is str and len(model) <= MAX_MODEL_CHARS
+            and type(duration_ms) in (float, int) and 0 <= duration_ms <= MAX_DURATION_MS
+            and type(input_tokens) is int and type(output_tokens) is int and type(cache_read_tokens) is int
+            and type(cache_write_tokens) is int and type(tool_tokens) is int and type(thought_tokens) is int
+            and type(cache_write_1h_tokens) is int
+            and 0 <= min(input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, tool_tokens,
+                         thought_tokens, cache_write_1h_tokens)
+            and max(input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, tool_tokens,
+                    thought_tokens, cache_write_1h_tokens) <= MAX_TOKENS):
+        _check_name("provider", provider, MAX_PROVIDER_CHARS)
+        _check_name("model", model, MAX_MODEL_CHARS)
+        _check_ms("duration_ms", duration_ms)
+        _check_tokens("input_tokens", input_tokens)
+        _check_tokens("output_tokens", output_tokens)
+        _check_tokens("cache_read_tokens", cache_read_tokens)
+        _check_tokens("cache_write_tokens", cache_write_tokens)
+        _check_tokens("tool_tokens", tool_tokens)
+        _check_tokens("thought_tokens", thought_tokens)
+        _check_tokens("cache_write_1h_tokens", cache_write_1h_tokens)
     if (cache_read_tokens + cache_write_tokens > input_tokens or tool_tokens > input_tokens
             or thought_tokens > output_tokens or cache_write_1h_tokens > cache_write_tokens):
         violations = subset_violations(

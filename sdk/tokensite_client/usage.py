@@ -108,6 +108,9 @@ class UnrecognizedUsageError(InvalidUsageError):
         self.expected_keys = EXPECTED_SHAPES
 
 
+_set = object.__setattr__
+
+
 @dataclass(frozen=True, slots=True)
 class UsageCounts:
     """Token counts of one call in TokenSite's convention (subsets included in their parents)."""
@@ -122,6 +125,21 @@ class UsageCounts:
     cache_write_1h_tokens: int = 0
     # The service tier the provider says served the call (`standard`, `flex`, `priority`, `batch`).
     service_tier: str | None = None
+
+    def __init__(self, input_tokens: int = 0, output_tokens: int = 0, cache_read_tokens: int = 0,
+                 cache_write_tokens: int = 0, tool_tokens: int = 0, thought_tokens: int = 0,
+                 cache_write_1h_tokens: int = 0, service_tier: str | None = None) -> None:
+        # Written out because the __init__ dataclass generates for a frozen class looks up
+        # object.__setattr__ for every field: 3.3 -> 1.3 us per instance, one per recorded call
+        # and per ingested usage object. Same parameters (a test holds them to the fields).
+        _set(self, "input_tokens", input_tokens)
+        _set(self, "output_tokens", output_tokens)
+        _set(self, "cache_read_tokens", cache_read_tokens)
+        _set(self, "cache_write_tokens", cache_write_tokens)
+        _set(self, "tool_tokens", tool_tokens)
+        _set(self, "thought_tokens", thought_tokens)
+        _set(self, "cache_write_1h_tokens", cache_write_1h_tokens)
+        _set(self, "service_tier", service_tier)
 
     @property
     def total_tokens(self) -> int:
@@ -167,7 +185,7 @@ def normalize_usage(provider: str, raw: Mapping[str, Any]) -> UsageCounts:
     """Convert a provider's own usage object to counts, choosing the shape by its keys and,
     where two shapes share keys (Anthropic and OpenAI Responses both say `input_tokens`), by
     the provider. Missing or null fields count as 0."""
-    if not isinstance(raw, Mapping):
+    if type(raw) is not dict and not isinstance(raw, Mapping):  # the exact type first: cheaper
         raise UnrecognizedUsageError(provider, [])
     keys = raw.keys()
     if "prompt_tokens" in keys or "completion_tokens" in keys:
@@ -202,6 +220,8 @@ def _count(container: Mapping[str, Any] | None, key: str, path: str) -> int:
     if container is None:
         return 0
     value = container.get(key)
+    if type(value) is int and value >= 0:  # the usual case, before the general checks
+        return value
     if value is None:
         return 0
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or value != int(value):
@@ -214,7 +234,7 @@ def _details(raw: Mapping[str, Any], key: str) -> Mapping[str, Any] | None:
     value = raw.get(key)
     if value is None:
         return None
-    if not isinstance(value, Mapping):
+    if type(value) is not dict and not isinstance(value, Mapping):
         message = f"{key} must be an object, got {type(value).__name__}"
         raise InvalidUsageError(message, {"usage_raw": [message]})
     return value
