@@ -181,7 +181,12 @@ def _bucket_rows(*, project: Project, time_range: TimeRange) -> list[dict]:
     """Bucket sums per (chart bin, provider, model) in the range: one query feeds charts, model
     table and totals. `bin` is the bin's index since the epoch (`_EpochBin`)."""
     return list(
-        UsageBucket.objects.filter(project=project, bucket_start__gte=time_range.since, bucket_start__lt=time_range.until)
+        UsageBucket.objects.filter(
+            # Every granularity (minute buckets for the last 7 days, hour buckets before), named so
+            # that PostgreSQL can use the (project, granularity, bucket_start) index for a short range.
+            project=project, granularity__in=UsageBucket.Granularity.values,
+            bucket_start__gte=time_range.since, bucket_start__lt=time_range.until,
+        )  # fmt: skip
         .annotate(bin=_EpochBin("bucket_start", seconds=int(time_range.bin.total_seconds())))
         .values("bin", "provider", "model")
         .annotate(**USAGE_SUMS)
