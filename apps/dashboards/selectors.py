@@ -263,8 +263,8 @@ def _step_rows(*, project: Project, time_range: TimeRange) -> list[dict]:
         SessionStepAggregate.objects.filter(**_in_range(project=project, time_range=time_range))
         .values("step")
         .annotate(
-            sessions=Count("session_id"), input_tokens=Sum("input_tokens"),
-            output_tokens=Sum("output_tokens"), cost_nanousd=Sum("cost_nanousd"), unpriced_tokens=Sum("unpriced_tokens"),
+            sessions=Count("session_id"), input_tokens=Sum("input_tokens"), output_tokens=Sum("output_tokens"),
+            cost_nanousd=Sum("cost_nanousd"), unpriced_tokens=Sum("unpriced_tokens"),
             unpriced_calls=Sum("unpriced_calls"), timed=Sum("timed_output_tokens"), generation=Sum("generation_us"),
             throttle_count=Sum("throttle_count"), throttle_wait_us=Sum("throttle_wait_us"), **_PRESSURE_SUMS,
         )

@@ -31,7 +31,8 @@ def test_ten_minute_bins_sum_the_minutes_they_hold(project):
     bucket(project, last_bin - timedelta(minutes=1), 20)  # last minute of the bin before
     bucket(project, last_bin - 9 * ten, 3)
     bucket(project, UNTIL - timedelta(hours=25), 1000)  # before the range
-    series = project_dashboard(project=project, time_range=TimeRange("24h", UNTIL - timedelta(hours=24), UNTIL))["series"]
+    time_range = TimeRange("24h", UNTIL - timedelta(hours=24), UNTIL)
+    series = project_dashboard(project=project, time_range=time_range)["series"]
     assert series["bin_seconds"] == 600
     tokens = series["input_tokens"]
     assert tokens[-1] == 105 and tokens[-2] == 20 and tokens[-10] == 3 and sum(tokens) == 128
