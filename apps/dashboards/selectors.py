@@ -158,7 +158,7 @@ class _EpochBin(Func):
     """The index of the epoch-aligned bin of `seconds` width that holds a datetime (an integer,
     `(moment - 1970-01-01) // seconds`), so the database sums a chart's bins. Grouping by the
     bucket's minute instead sent ~4,300 rows (one per minute and model) for a 24 h page and parsed
-    each one's datetime in Python: most of that page's time (BENCHMARKS.md, "Dashboards")."""
+    each one's datetime in Python: half of that page's Python time (BENCHMARKS.md, "Dashboards")."""
 
     output_field = BigIntegerField()
 
