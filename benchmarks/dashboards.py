@@ -18,12 +18,21 @@ The data is made once per database (project bench/dashboards) and reused by late
 the bulk load the script runs ANALYZE, as autovacuum would shortly after on a live database.
 
 Timing is in-process with Django's test Client (URL routing, middleware, session auth, tenant
-scoping, queries, template rendering), one warm-up request, then N timed requests per page.
+scoping, queries, template rendering). Before any clock starts, every page is requested once
+(imports, URLconf, template compilation: ~0.7 s for a fresh process's first page) and one full
+garbage collection runs. That collection is owed by
+the data generation (which also imports litellm): left to itself it lands in some later request
+and costs that request 0.1-1.5 s on a 2-vCPU host, a pause no page view caused. Collections the
+timed requests cause themselves still count. Then N timed requests per page (50; 40 with
+--quick: with 10, p95 was the slowest request, so one pause of any kind failed the target);
+p95 is the nearest-rank 95th percentile, and the slowest request is shown next to it.
 """
 from __future__ import annotations
 
 import argparse
+import gc
 import json
+import math
 import os
 import random
 import statistics
@@ -209,17 +218,23 @@ def build_data(*, quick: bool):
 
 
 def time_page(client, url: str, requests: int) -> dict:
-    response = client.get(url)  # warm-up: template loading, first connection
-    assert response.status_code == 200, (url, response.status_code)
     times_ms = []
     for _ in range(requests):
         started = time.perf_counter()
         response = client.get(url)
         times_ms.append((time.perf_counter() - started) * 1000)
-        assert response.status_code == 200
+        assert response.status_code == 200, (url, response.status_code)
     times_ms.sort()
-    return {"p50": statistics.median(times_ms), "p95": times_ms[max(0, round(0.95 * len(times_ms)) - 1)],
-            "bytes": len(response.content)}  # fmt: skip
+    return {"p50": statistics.median(times_ms), "p95": times_ms[math.ceil(0.95 * len(times_ms)) - 1],
+            "max": times_ms[-1], "bytes": len(response.content)}  # fmt: skip
+
+
+def warm_up(client, urls) -> None:
+    """One request per page, then a full collection (the module docstring says why)."""
+    for url in urls:
+        response = client.get(url)
+        assert response.status_code == 200, (url, response.status_code)
+    gc.collect()
 
 
 def run_benchmark(*, quick: bool, requests: int) -> int:
@@ -248,12 +263,14 @@ def run_benchmark(*, quick: bool, requests: int) -> int:
         "digest page, weekly": f"/{project.team.slug}/digest/?period=weekly&start={datetime.now(timezone.utc):%Y-%m-%d}",
     }
     failed = 0
-    print(f"{'page':50} {'p50 ms':>8} {'p95 ms':>8} {'KiB':>6}  ({requests} requests each)")
+    warm_up(client, pages.values())
+    print(f"{'page':50} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8} {'KiB':>6}  ({requests} requests each)")
     for name, url in pages.items():
         figures = time_page(client, url, requests)
         verdict = "ok" if figures["p95"] < 300 else "OVER 300 ms"
         failed += figures["p95"] >= 300 and not quick
-        print(f"{name:50} {figures['p50']:8.1f} {figures['p95']:8.1f} {figures['bytes'] / 1024:6.0f}  {verdict}")
+        print(f"{name:50} {figures['p50']:8.1f} {figures['p95']:8.1f} {figures['max']:8.1f} "
+              f"{figures['bytes'] / 1024:6.0f}  {verdict}")  # fmt: skip
     return 1 if failed else 0
 
 
@@ -304,14 +321,14 @@ def take_screenshots(directory: Path, port: int) -> int:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="small data, 10 requests per page: seconds, for CI")
-    parser.add_argument("--requests", type=int, default=None, help="timed requests per page (default 50; 10 with --quick)")
+    parser.add_argument("--quick", action="store_true", help="small data, 40 requests per page: seconds, for CI")
+    parser.add_argument("--requests", type=int, default=None, help="timed requests per page (default 50; 40 with --quick)")
     parser.add_argument("--screenshots", type=Path, default=None, help="save project.png and session.png of the demo here")
     parser.add_argument("--port", type=int, default=8766)
     args = parser.parse_args()
     if args.screenshots:
         return take_screenshots(args.screenshots, args.port)
-    return run_benchmark(quick=args.quick, requests=args.requests or (10 if args.quick else 50))
+    return run_benchmark(quick=args.quick, requests=args.requests or (40 if args.quick else 50))
 
 
 if __name__ == "__main__":

@@ -55,8 +55,11 @@ class BudgetStatus:
     exceeded: bool  # share >= 1
 
 
-def budget_spend(*, budget: Budget, since: datetime, until: datetime) -> Spend:
-    """What the budget's scope spent in [since, until), summed over aggregates."""
+def budget_spend(
+    *, budget: Budget, since: datetime, until: datetime, team_project_ids: list[int] | None = None
+) -> Spend:
+    """What the budget's scope spent in [since, until), summed over aggregates. `team_project_ids`:
+    the ids of the team's projects if the caller has them (read here otherwise)."""
     sums = {"input": Sum("input_tokens"), "output": Sum("output_tokens"), "cost": Sum("cost_nanousd"),
             "unpriced": Sum("unpriced_tokens")}  # fmt: skip
     if budget.user:
@@ -70,9 +73,12 @@ def budget_spend(*, budget: Budget, since: datetime, until: datetime) -> Spend:
         rows = UsageBucket.objects.filter(bucket_start__gte=since, bucket_start__lt=until)
         # The team's project ids as a list, not a join: PostgreSQL then scans the bucket index
         # per project instead of the whole table (BENCHMARKS.md, "Budgets").
-        project_ids = [budget.project_id] if budget.project_id else list(
-            Project.objects.filter(team_id=budget.team_id).values_list("id", flat=True)
-        )
+        if budget.project_id:
+            project_ids = [budget.project_id]
+        elif team_project_ids is not None:
+            project_ids = team_project_ids
+        else:
+            project_ids = _team_project_ids(budget.team_id)
         rows = rows.filter(project_id__in=project_ids)
     if budget.model:
         rows = rows.filter(model=budget.model)
@@ -82,6 +88,10 @@ def budget_spend(*, budget: Budget, since: datetime, until: datetime) -> Spend:
         tokens=(totals["input"] or 0) + (totals["output"] or 0),
         unpriced_tokens=totals["unpriced"] or 0,
     )
+
+
+def _team_project_ids(team_id: int) -> list[int]:
+    return list(Project.objects.filter(team_id=team_id).values_list("id", flat=True))
 
 
 def share_of(*, budget: Budget, cost_nanousd: int, tokens: int) -> float:
@@ -100,11 +110,13 @@ def reaches(*, budget: Budget, cost_nanousd: int, tokens: int, percent: int) -> 
     return tokens * 100 >= percent * budget.amount_tokens
 
 
-def budget_status(*, budget: Budget, now: datetime | None = None) -> BudgetStatus:
+def budget_status(
+    *, budget: Budget, now: datetime | None = None, team_project_ids: list[int] | None = None
+) -> BudgetStatus:
     """The budget's spend, share and forecast in the period holding `now` (default: the present)."""
     now = now or timezone.now()
     start, end = period_bounds(budget.period, now)
-    spend = budget_spend(budget=budget, since=start, until=end)
+    spend = budget_spend(budget=budget, since=start, until=end, team_project_ids=team_project_ids)
     share = share_of(budget=budget, cost_nanousd=spend.cost_nanousd, tokens=spend.tokens)
     forecast = forecast_share(share=share, start=start, end=end, now=now)
     return BudgetStatus(
@@ -140,7 +152,10 @@ def budgets_for(*, team: Team, project: Project | None = None):
 def budget_statuses(*, team: Team, project: Project | None = None, now: datetime | None = None) -> list[BudgetStatus]:
     """Status of each of the team's budgets (project given: that project's plus the team-wide ones)."""
     now = now or timezone.now()
-    statuses = [budget_status(budget=budget, now=now) for budget in budgets_for(team=team, project=project)]
+    budgets = list(budgets_for(team=team, project=project))
+    # Every team-wide budget sums the same projects: their ids are read once, not once per budget.
+    team_project_ids = _team_project_ids(team.pk) if any(not b.project_id and not b.user for b in budgets) else None
+    statuses = [budget_status(budget=budget, now=now, team_project_ids=team_project_ids) for budget in budgets]
     # Team-wide budgets first on every database (NULL ordering differs between SQLite and PostgreSQL).
     return sorted(statuses, key=lambda s: (s.scope != "team", s.project_slug or "", s.budget.pk))
 

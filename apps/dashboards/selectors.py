@@ -15,7 +15,7 @@ from typing import Iterator
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.paginator import Page, Paginator
-from django.db.models import Count, F, Max, Q, QuerySet, Sum
+from django.db.models import BigIntegerField, Count, F, Func, Max, Q, QuerySet, Sum
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import TruncDay, TruncHour
 
@@ -154,25 +154,56 @@ def team_overview(*, user: AbstractBaseUser, now: datetime) -> list[TeamCard]:
 _SUM_NAMES = tuple(USAGE_SUMS)
 
 
+class _EpochBin(Func):
+    """The index of the epoch-aligned bin of `seconds` width that holds a datetime (an integer,
+    `(moment - 1970-01-01) // seconds`), so the database sums a chart's bins. Grouping by the
+    bucket's minute instead sent ~4,300 rows (one per minute and model) for a 24 h page and parsed
+    each one's datetime in Python: half of that page's Python time (BENCHMARKS.md, "Dashboards")."""
+
+    output_field = BigIntegerField()
+
+    def __init__(self, expression, *, seconds: int):
+        super().__init__(expression)
+        self.seconds = int(seconds)
+
+    def as_postgresql(self, compiler, connection, **extra_context):
+        # date_part's double precision, not EXTRACT's numeric: twice as fast over a week of minute
+        # buckets, and exact for them (whole seconds since the epoch, far below 2**53).
+        sql, params = compiler.compile(self.source_expressions[0])
+        return f"FLOOR(date_part('epoch', {sql}) / {self.seconds})::bigint", params
+
+    def as_sqlite(self, compiler, connection, **extra_context):
+        # Datetimes are stored as UTC text; strftime's format is a parameter (a literal % would
+        # collide with the placeholders).
+        sql, params = compiler.compile(self.source_expressions[0])
+        return f"(CAST(strftime(%s, {sql}) AS INTEGER) / {self.seconds})", ("%s", *params)
+
+
 def _bucket_rows(*, project: Project, time_range: TimeRange) -> list[dict]:
-    """Bucket sums per (time, provider, model) in the range: one query feeds charts, model table and totals."""
-    buckets = UsageBucket.objects.filter(
-        project=project, bucket_start__gte=time_range.since, bucket_start__lt=time_range.until
+    """Bucket sums per (chart bin, provider, model) in the range: one query feeds charts, model
+    table and totals. `bin` is the bin's index since the epoch (`_EpochBin`)."""
+    return list(
+        UsageBucket.objects.filter(
+            # Every granularity (minute buckets for the last 7 days, hour buckets before), named so
+            # that PostgreSQL can use the (project, granularity, bucket_start) index for a short range.
+            project=project, granularity__in=UsageBucket.Granularity.values,
+            bucket_start__gte=time_range.since, bucket_start__lt=time_range.until,
+        )  # fmt: skip
+        .annotate(bin=_EpochBin("bucket_start", seconds=int(time_range.bin.total_seconds())))
+        .values("bin", "provider", "model")
+        .annotate(**USAGE_SUMS)
+        .order_by()
     )
-    if time_range.bin < HOUR:
-        buckets = buckets.annotate(period=F("bucket_start"))
-    else:
-        buckets = buckets.annotate(period=TruncHour("bucket_start"))
-    return list(buckets.values("period", "provider", "model").annotate(**USAGE_SUMS).order_by())
 
 
 def _time_series(rows: list[dict], time_range: TimeRange) -> dict:
     step = time_range.bin
     first = _floor(time_range.since, step)
+    first_bin = (first - _EPOCH) // step
     count = max(1, -(-(time_range.until - first) // step))
     series = {name: [0] * count for name in _SUM_NAMES}
     for row in rows:
-        index = (row["period"] - first) // step
+        index = row["bin"] - first_bin
         if 0 <= index < count:
             for name in _SUM_NAMES:
                 series[name][index] += row[name] or 0
@@ -195,23 +226,13 @@ def _sessions_in_range(*, project: Project, time_range: TimeRange) -> QuerySet[S
     )
 
 
-def _model_table(*, project: Project, time_range: TimeRange, rows: list[dict]) -> list[dict]:
+def _model_table(*, rows: list[dict], model_rows: list[dict]) -> list[dict]:
     totals: dict[tuple[str, str], dict[str, int]] = defaultdict(lambda: dict.fromkeys(_SUM_NAMES, 0))
     for row in rows:
         target = totals[(row["provider"], row["model"])]
         for name in _SUM_NAMES:
             target[name] += row[name] or 0
-    rates = {
-        (row["provider"], row["model"]): _rate(row["timed"], row["generation"])
-        for row in SessionModelAggregate.objects.filter(
-            session__project=project,
-            session__started_at__gte=time_range.since,
-            session__started_at__lt=time_range.until,
-        )
-        .values("provider", "model")
-        .annotate(timed=Sum("timed_output_tokens"), generation=Sum("generation_us"))
-        .order_by()
-    }
+    rates = {(row["provider"], row["model"]): _rate(row["timed"], row["generation"]) for row in model_rows}
     table = []
     for (provider, model), sums in totals.items():
         total_tokens = sums["input_tokens"] + sums["output_tokens"]
@@ -225,22 +246,45 @@ def _model_table(*, project: Project, time_range: TimeRange, rows: list[dict]) -
     return sorted(table, key=lambda row: (-row["total_tokens"], row["provider"], row["model"]))
 
 
-def _step_table(*, project: Project, time_range: TimeRange) -> list[dict]:
-    rows = (
-        SessionStepAggregate.objects.filter(
-            session__project=project,
-            session__started_at__gte=time_range.since,
-            session__started_at__lt=time_range.until,
-        )
+_PRESSURE_SUMS = {
+    "calls": Sum("calls"), "known_calls": Sum("context_known_calls"), "max_share": Max("context_max_share"),
+    "calls_over_80": Sum("context_calls_over_80"), "calls_over_95": Sum("context_calls_over_95"),
+}  # fmt: skip
+
+
+def _in_range(*, project: Project, time_range: TimeRange) -> dict:
+    """Filter of step and model aggregates: those of the sessions that started in the range."""
+    return {"session__project": project, "session__started_at__gte": time_range.since,
+            "session__started_at__lt": time_range.until}  # fmt: skip
+
+
+def _step_rows(*, project: Project, time_range: TimeRange) -> list[dict]:
+    """Per step: the step table's sums and the context-window sums, in one grouped query (the two
+    tables once ran the same join and grouping twice, BENCHMARKS.md "Dashboards")."""
+    return list(
+        SessionStepAggregate.objects.filter(**_in_range(project=project, time_range=time_range))
         .values("step")
         .annotate(
-            sessions=Count("session_id"), calls=Sum("calls"), input_tokens=Sum("input_tokens"),
-            output_tokens=Sum("output_tokens"), cost_nanousd=Sum("cost_nanousd"), unpriced_tokens=Sum("unpriced_tokens"),
+            sessions=Count("session_id"), input_tokens=Sum("input_tokens"), output_tokens=Sum("output_tokens"),
+            cost_nanousd=Sum("cost_nanousd"), unpriced_tokens=Sum("unpriced_tokens"),
             unpriced_calls=Sum("unpriced_calls"), timed=Sum("timed_output_tokens"), generation=Sum("generation_us"),
-            throttle_count=Sum("throttle_count"), throttle_wait_us=Sum("throttle_wait_us"),
+            throttle_count=Sum("throttle_count"), throttle_wait_us=Sum("throttle_wait_us"), **_PRESSURE_SUMS,
         )
         .order_by()
     )  # fmt: skip
+
+
+def _model_rows(*, project: Project, time_range: TimeRange) -> list[dict]:
+    """Per (provider, model): generation sums for the model table's rate and the context-window sums."""
+    return list(
+        SessionModelAggregate.objects.filter(**_in_range(project=project, time_range=time_range))
+        .values("provider", "model")
+        .annotate(timed=Sum("timed_output_tokens"), generation=Sum("generation_us"), **_PRESSURE_SUMS)
+        .order_by()
+    )
+
+
+def _step_table(rows: list[dict]) -> list[dict]:
     table = []
     for row in rows:
         total_tokens = row["input_tokens"] + row["output_tokens"]
@@ -258,12 +302,6 @@ def _step_table(*, project: Project, time_range: TimeRange) -> list[dict]:
     return sorted(table, key=lambda row: (-(row["cost_usd"] or 0), -row["total_tokens"], row["step"]))
 
 
-_PRESSURE_SUMS = {
-    "calls": Sum("calls"), "known_calls": Sum("context_known_calls"), "max_share": Max("context_max_share"),
-    "calls_over_80": Sum("context_calls_over_80"), "calls_over_95": Sum("context_calls_over_95"),
-}  # fmt: skip
-
-
 def _pressure_rows(rows, keys: tuple[str, ...]) -> list[dict]:
     table = [
         {**{key: row[key] for key in keys}, "calls": row["calls"], "context_window": context_window_pressure(
@@ -276,16 +314,10 @@ def _pressure_rows(rows, keys: tuple[str, ...]) -> list[dict]:
     return sorted(table, key=lambda row: (-(row["context_window"]["max_share"] or -1), *(row[key] for key in keys)))
 
 
-def context_window_tables(*, project: Project, time_range: TimeRange) -> dict:
+def context_window_tables(*, step_rows: list[dict], model_rows: list[dict]) -> dict:
     """Per step and per model, over the sessions that started in the range: the largest share of
     a call's input window, calls above 80% and 95%, and how many calls had no known window."""
-    in_range = {"session__project": project, "session__started_at__gte": time_range.since,
-                "session__started_at__lt": time_range.until}  # fmt: skip
-    steps = SessionStepAggregate.objects.filter(**in_range).values("step").annotate(**_PRESSURE_SUMS).order_by()
-    models = (
-        SessionModelAggregate.objects.filter(**in_range).values("provider", "model").annotate(**_PRESSURE_SUMS).order_by()
-    )
-    return {"steps": _pressure_rows(steps, ("step",)), "models": _pressure_rows(models, ("provider", "model"))}
+    return {"steps": _pressure_rows(step_rows, ("step",)), "models": _pressure_rows(model_rows, ("provider", "model"))}
 
 
 SESSION_SORTS = {
@@ -469,6 +501,8 @@ def project_dashboard(*, project: Project, time_range: TimeRange) -> dict:
         sessions=Count("id"), timed=Sum("timed_output_tokens"), generation=Sum("generation_us"),
         burst_1s=Max("burst_1s"), burst_60s=Max("burst_60s"), peak_concurrency=Max("peak_concurrency"),
     )  # fmt: skip
+    step_rows = _step_rows(project=project, time_range=time_range)
+    model_rows = _model_rows(project=project, time_range=time_range)
     headline = {
         "input_tokens": totals["input_tokens"],
         "output_tokens": totals["output_tokens"],
@@ -487,10 +521,10 @@ def project_dashboard(*, project: Project, time_range: TimeRange) -> dict:
     return {
         "headline": headline,
         "series": _time_series(rows, time_range),
-        "models": _model_table(project=project, time_range=time_range, rows=rows),
-        "steps": _step_table(project=project, time_range=time_range),
+        "models": _model_table(rows=rows, model_rows=model_rows),
+        "steps": _step_table(step_rows),
         "people": people_table(project=project, time_range=time_range),
-        "context_windows": context_window_tables(project=project, time_range=time_range),
+        "context_windows": context_window_tables(step_rows=step_rows, model_rows=model_rows),
         "sources": session_sources(project=project, time_range=time_range),
         "has_data": bool(rows) or session_stats["sessions"] > 0 or project_has_events(project=project),
     }
