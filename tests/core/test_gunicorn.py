@@ -66,6 +66,7 @@ def _request(port: int, method: str, target: str, body: bytes | None = None, hea
 def test_a_fresh_workers_first_request_is_fast_and_limits_answer_as_documented(server):
     port, key, log_path = server
     assert "Application warmed up" in log_path.read_text()
+    assert "warm-up objects out of garbage collection" in log_path.read_text()
     event = {"event_id": str(uuid.uuid4()), "type": "usage", "session_id": "s", "provider": "openai",
              "model": "gpt-4o", "timestamp": "2026-11-20T09:00:00Z", "duration_ms": 100, "input_tokens": 10,
              "output_tokens": 5}  # fmt: skip
