@@ -23,6 +23,7 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 from apps.core.errors import BadRequest, ErrorCode, PayloadTooLarge
+from apps.core.parsers import utf8_error_message
 from apps.otlp.records import SIGNAL_LOGS, SIGNAL_METRICS, SIGNAL_TRACES, SpanEvent, TelemetryRecord
 
 MEDIA_PROTOBUF = "application/x-protobuf"
@@ -79,6 +80,10 @@ def otlp_request_parse(*, signal: str, media_type: str, body: bytes) -> Message:
         document = _json_decoder.decode(body)
     except (msgspec.DecodeError, RecursionError) as exc:
         raise BadRequest(f"The body is not valid JSON: {exc}.", code=ErrorCode.MALFORMED_JSON) from None
+    except UnicodeDecodeError:
+        # msgspec checks UTF-8 in the strings it decodes, and its offset is within the string;
+        # decoding the body again says where in the body (the events API's own message).
+        raise BadRequest(_utf8_error(body), code=ErrorCode.MALFORMED_JSON) from None
     if not isinstance(document, dict):
         raise BadRequest(f"The body must be an OTLP {signal} JSON object.", code=ErrorCode.INVALID_OTLP)
     try:
@@ -114,7 +119,8 @@ def _plan(descriptor) -> dict:
     if plan is None:
         plan = {}
         for field in descriptor.fields:
-            entry = (field.name, field.type, field.message_type, _is_repeated(field))
+            oneof = field.containing_oneof
+            entry = (field.name, field.type, field.message_type, _is_repeated(field), oneof.name if oneof else None)
             plan[field.name] = plan[field.json_name] = entry
         _plans[descriptor.full_name] = plan
     return plan
@@ -132,11 +138,18 @@ def _message_kwargs(document: dict, descriptor) -> dict:
         return _key_value_kwargs(document)
     plan = _plan(descriptor)
     kwargs = {}
+    oneofs_seen: set[str] = set()
     for key, value in document.items():
         entry = plan.get(key)
         if entry is None or value is None:
             continue
-        name, kind, message_type, repeated = entry
+        name, kind, message_type, repeated, oneof = entry
+        if oneof is not None:
+            # Two members of one oneof (an AnyValue with a string and an int) is not a message;
+            # the constructor would keep the last, json_format says what is wrong.
+            if oneof in oneofs_seen:
+                raise TypeError(f"{key}: a second member of oneof {oneof}")
+            oneofs_seen.add(oneof)
         if repeated:
             if type(value) is not list:
                 raise TypeError(f"{key} must be a list")
@@ -234,9 +247,18 @@ def _scalar_or_message(name: str, kind: int, message_type, value):
     return float(value)
 
 
+def _utf8_error(body: bytes) -> str:
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return utf8_error_message(body, exc)
+    return "The body is not valid UTF-8; JSON must be UTF-8."
+
+
 def _short(exc: Exception) -> str:
+    # json_format nests "Failed to parse <field> field: " once per level; what is wrong is at the end.
     text = str(exc)
-    return text if len(text) <= 300 else text[:300] + "..."
+    return text if len(text) <= 300 else "..." + text[-300:]
 
 
 def _hex_ids_to_base64(document: dict) -> None:

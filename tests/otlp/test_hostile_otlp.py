@@ -49,6 +49,19 @@ def test_json_of_the_wrong_shape_is_400(api_client, ingest_key, project, documen
     assert not RawEvent.objects.filter(project=project).exists()
 
 
+def test_json_that_is_not_utf8_is_400_malformed_json(api_client, ingest_key, project):
+    document = json.loads(otlp_json(traces_request([genai_span("00000000000000b1")])))
+    document["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["name"] = "chat \u00e9"
+    body = json.dumps(document, ensure_ascii=False).encode("utf-8").replace("\u00e9".encode(), b"\xe9")
+    response = post_otlp(api_client, ingest_key, "traces", body, JSON)
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "malformed_json"
+    offset = body.index(b"\xe9")
+    assert f"byte 0xe9 at offset {offset}" in error["message"]
+    assert not RawEvent.objects.filter(project=project).exists()
+
+
 def test_deeply_nested_json_is_400(api_client, ingest_key):
     body = b'{"resourceSpans":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
     response = post_otlp(api_client, ingest_key, "traces", body, JSON)

@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
+from apps.core.errors import BadRequest
 from apps.otlp.decoding import attributes_dict, otlp_request_parse
 
 
@@ -40,3 +43,52 @@ def test_a_request_the_fast_mapping_declines_is_read_whole_by_json_format():
     assert attributes == {"count": 5, "small": 7, "text": "s", "flag": True, "ratio": 0.5, "list": ["a"]}
     assert time_unix_nano == 1_000_000_000
     assert trace_id.hex() == "0af7651916cd43dd8448eb211c80319c"
+
+
+def _logs_with(attributes: list, **record) -> bytes:
+    return json.dumps({"resourceLogs": [{"scopeLogs": [{"logRecords": [
+        {"timeUnixNano": "1", "attributes": attributes, **record}]}]}]}).encode()
+
+
+def test_each_key_spelling_reads_the_same_message():
+    camel = _logs_with(
+        [{"key": "a", "value": {"stringValue": "x"}}, {"key": "b", "value": {"intValue": "5"}},
+         {"key": "c", "value": {"boolValue": False}}, {"key": "d", "value": {"doubleValue": 1.5}}],
+        severityText="INFO", observedTimeUnixNano="2",
+    )
+    mixed = json.dumps({"resource_logs": [{"scope_logs": [{"log_records": [{
+        "time_unix_nano": 1, "severity_text": "INFO", "observedTimeUnixNano": 2,
+        "attributes": [{"key": "a", "value": {"string_value": "x"}}, {"key": "b", "value": {"int_value": 5}},
+                       {"key": "c", "value": {"bool_value": False}}, {"key": "d", "value": {"double_value": 1.5}}],
+    }]}]}]}).encode()
+    assert otlp_request_parse(signal="logs", media_type="application/json", body=mixed) == \
+        otlp_request_parse(signal="logs", media_type="application/json", body=camel)
+    _, attributes, time_unix_nano, _ = _read(mixed.replace(b'"log_records": [{', b'"log_records": [{"traceId": "", '))
+    assert attributes == {"a": "x", "b": 5, "c": False, "d": 1.5} and time_unix_nano == 1
+
+
+@pytest.mark.parametrize("attributes, where", [
+    ([{"key": "a", "value": {"stringValue": "x", "intValue": 1}}], "oneof"),
+    ([{"key": "a", "value": {"intValue": "12x"}}], "12x"),
+    ([{"key": "a", "value": {"intValue": str(2**63)}}], "out of range"),
+    ([{"key": "a", "value": {"intValue": 1.5}}], "1.5"),
+    ([{"key": "a", "value": {"boolValue": 1}}], "true or false"),
+    ([{"key": "a", "value": {"stringValue": 5}}], "stringValue"),
+    ([{"key": 5, "value": {"stringValue": "x"}}], "key field"),
+    ({"a": "x"}, "must be in []"),
+])
+def test_a_malformed_key_value_is_a_400_that_says_what_is_wrong(attributes, where):
+    with pytest.raises(BadRequest) as raised:
+        otlp_request_parse(signal="logs", media_type="application/json", body=_logs_with(attributes))
+    assert raised.value.code == "invalid_otlp"
+    assert where in raised.value.message
+
+
+@pytest.mark.parametrize("body", [
+    _logs_with([{"key": "a", "value": {"stringValue": "x"}}])[:-4],
+    _logs_with([{"key": "a", "value": {"stringValue": "\u00e9"}}]).replace(b"\\u00e9", b"\xe9"),
+])
+def test_a_body_that_is_not_json_is_a_400_malformed_json(body):
+    with pytest.raises(BadRequest) as raised:
+        otlp_request_parse(signal="logs", media_type="application/json", body=body)
+    assert raised.value.code == "malformed_json"
