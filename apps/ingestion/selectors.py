@@ -3,10 +3,9 @@
 Ingestion owns its tables, so every statement that reads them is here; the fold
 (apps.metrics.folding) composes its grouped aggregate statements over `claimed_events_sql()`.
 
-The claim moves the claimed raw event ids into a per-connection temporary table, `fold_claimed`,
-in the statement that deletes their pending rows: every later statement of the fold's
-transaction reads exactly those raw rows, through the primary key (`id = ANY(ARRAY(SELECT ...))`
-on PostgreSQL keeps that plan whatever the planner guesses the claim holds).
+The claim copies the claimed raw rows into a per-connection temporary table, `fold_claimed`, in
+the statement that deletes their pending rows (reading them by primary key): every later
+statement of the fold's transaction reads exactly those rows, from that small table.
 
 Lookups of several sessions are written one branch per session with `session_id = %s`, joined by
 UNION ALL, never `session_id IN (...)`: for a project the planner's statistics do not know yet
@@ -67,22 +66,38 @@ def _as_epoch_us(column: str) -> str:
 # --- the claim --------------------------------------------------------------------------------
 
 
+# The raw columns the fold reads, copied once per claim into the per-connection temporary table.
+CLAIMED_COLUMNS = (
+    "id", "session_id", "type", "step", "provider", "model", "call_id", "timestamp", "end_at", "attributes",
+    "duration_ms", "time_to_first_token_ms", "input_tokens", "output_tokens", "cache_read_tokens",
+    "cache_write_tokens", "tool_tokens", "thought_tokens", "token_source", "wait_ms", "cost_nanousd",
+    "price_source", "context_share", "duration_us", "generation_us", "wait_us", "bucket_start", "crosses_bucket",
+)  # fmt: skip
+
+
 def claim(project_id: int, session_ids: list[str], limit: int) -> int:
-    """Take the sessions' oldest pending events (at most `limit`) off the queue, into `fold_claimed`.
+    """Take the sessions' oldest pending events (at most `limit`) off the queue, copying their raw
+    rows into `fold_claimed`; returns how many events were claimed.
 
     Call inside the fold's transaction: the claim, and everything read through
-    `claimed_events_sql()`, roll back together. Returns how many events were claimed.
+    `claimed_events_sql()`, roll back together. The fold reads the claimed rows six times (each
+    grouped statement and the narrow reads): from a small local table that is a sequential scan,
+    where each read of the raw table would look every row up by key again.
     """
+    raw, pending = _tables()
+    columns = ", ".join(map(connection.ops.quote_name, CLAIMED_COLUMNS))
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             # ON COMMIT DELETE ROWS empties it at commit; the DELETE covers a fold nested in a caller's
             # transaction (a savepoint per chunk).
-            cursor.execute(f"CREATE TEMP TABLE IF NOT EXISTS {CLAIMED_TABLE} (id bigint NOT NULL) ON COMMIT DELETE ROWS")
+            cursor.execute(
+                f"CREATE TEMP TABLE IF NOT EXISTS {CLAIMED_TABLE} ON COMMIT DELETE ROWS AS "
+                f"SELECT {columns} FROM {raw} WITH NO DATA"
+            )
             cursor.execute(f"DELETE FROM {CLAIMED_TABLE}")
             cursor.execute(*claim_statement_postgres(project_id, session_ids, limit))
             return cursor.rowcount
-        raw, pending = _tables()
-        cursor.execute(f"CREATE TEMP TABLE IF NOT EXISTS {CLAIMED_TABLE} (id INTEGER PRIMARY KEY)")
+        cursor.execute(f"CREATE TEMP TABLE IF NOT EXISTS {CLAIMED_TABLE} AS SELECT {columns} FROM {raw} WHERE 0")
         cursor.execute(f"DELETE FROM temp.{CLAIMED_TABLE}")
         # SQLite: no data-modifying CTE, but DELETE ... RETURNING; its planner keeps an IN list on
         # the primary key.
@@ -93,8 +108,15 @@ def claim(project_id: int, session_ids: list[str], limit: int) -> int:
         )
         event_pks = [event_pk for (event_pk,) in cursor.fetchall()]
         if event_pks:
-            cursor.execute(f"INSERT INTO temp.{CLAIMED_TABLE} (id) SELECT value FROM json_each(%s)", [json.dumps(event_pks)])
+            _claimed_copy(cursor, f"id IN (SELECT value FROM json_each(%s))", [json.dumps(event_pks)])
         return len(event_pks)
+
+
+def _claimed_copy(cursor, where: str, params: list) -> None:
+    raw, _ = _tables()
+    columns = ", ".join(map(connection.ops.quote_name, CLAIMED_COLUMNS))
+    table = CLAIMED_TABLE if connection.vendor == "postgresql" else f"temp.{CLAIMED_TABLE}"
+    cursor.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {raw} WHERE {where}", params)
 
 
 def claim_statement_postgres(project_id: int, session_ids: list[str], limit: int) -> tuple[str, list]:
@@ -102,27 +124,34 @@ def claim_statement_postgres(project_id: int, session_ids: list[str], limit: int
 
     One equality per session (see the module docstring); the oldest first, so a backlog larger
     than one transaction folds in arrival order. `ctid = ANY(ARRAY(...))` is a TID scan of exactly
-    the chosen rows.
+    the chosen rows, and `id = ANY(ARRAY(...))` keeps the raw lookup on the primary key whatever
+    the planner guesses the claim returns.
     """
-    _, pending = _tables()
+    raw, pending = _tables()
     branches = " UNION ALL ".join(
         [f"SELECT ctid, raw_event_id FROM {pending} WHERE project_id = %s AND session_id = %s"] * len(session_ids)
     )
+    columns = ", ".join(map(connection.ops.quote_name, CLAIMED_COLUMNS))
     return (
         f"WITH claimed AS (DELETE FROM {pending} WHERE ctid = ANY(ARRAY("
         f"SELECT ctid FROM ({branches}) AS queued ORDER BY raw_event_id LIMIT %s)) RETURNING raw_event_id) "
-        f"INSERT INTO {CLAIMED_TABLE} (id) SELECT raw_event_id FROM claimed",
+        f"INSERT INTO {CLAIMED_TABLE} ({columns}) SELECT {columns} FROM {raw} "
+        f"WHERE id = ANY(ARRAY(SELECT raw_event_id FROM claimed))",
         [*(value for session_id in session_ids for value in (project_id, session_id)), limit],
     )
 
 
 def claimed_events_sql() -> str:
-    """A parenthesised subquery of the claimed raw rows (every RawEvent column), to read as
-    `FROM {claimed_events_sql()} r` in the claim's transaction."""
+    """The claimed raw rows (the CLAIMED_COLUMNS), to read as `FROM {claimed_events_sql()} r` in the
+    claim's transaction."""
+    return CLAIMED_TABLE if connection.vendor == "postgresql" else f"temp.{CLAIMED_TABLE}"
+
+
+def raw_event_column_sql(column: str, id_sql: str) -> str:
+    """A scalar subquery: `column` of the raw event whose id is the SQL expression `id_sql`
+    (looked up by primary key)."""
     raw, _ = _tables()
-    if connection.vendor == "postgresql":
-        return f"(SELECT * FROM {raw} WHERE id = ANY(ARRAY(SELECT id FROM {CLAIMED_TABLE})))"
-    return f"(SELECT * FROM {raw} WHERE id IN (SELECT id FROM temp.{CLAIMED_TABLE}))"
+    return f"(SELECT p.{connection.ops.quote_name(column)} FROM {raw} p WHERE p.id = {id_sql})"
 
 
 def claimed_derive_missing() -> int:
@@ -163,6 +192,14 @@ def claimed_derive_missing() -> int:
                 [(*values[1:4], field.get_db_prep_value(values[4], connection), values[5], values[0])
                  for values in updates],
             )  # fmt: skip
+        # The claimed copies of those rows, again from the raw table.
+        table = claimed_events_sql()
+        cursor.execute(f"DELETE FROM {table} WHERE bucket_start IS NULL")
+        missing = [row[0] for row in rows]
+        if connection.vendor == "postgresql":
+            _claimed_copy(cursor, "id = ANY(%s)", [missing])
+        else:
+            _claimed_copy(cursor, "id IN (SELECT value FROM json_each(%s))", [json.dumps(missing)])
     return len(rows)
 
 

@@ -293,9 +293,9 @@ def _groups_add(project_id: int) -> None:
         key_list = ", ".join(f"r.{quote(key)}" for key in keys)
         values = [f"g.{name}" if name in sums else "0" for name in SUM_COLUMNS]
         if extra == "price_source":
-            extra_value, price_join = "COALESCE(p.price_source, '')", f"LEFT JOIN {claimed} p ON p.id = g.extra "
+            extra_value = f"COALESCE({raw_events.raw_event_column_sql('price_source', 'g.extra')}, '')"
         else:
-            extra_value, price_join = "g.extra", ""
+            extra_value = "g.extra"
         updates = {
             **{name: added(name) for name in sums},
             extra: extra_update(extra),
@@ -309,7 +309,7 @@ def _groups_add(project_id: int) -> None:
             f"{', '.join(f'g.{name}' for name in PRESSURE_COLUMNS)} "
             f"FROM (SELECT r.session_id, {key_list}, {measures}, {extra_select} FROM {claimed} r "
             f"WHERE r.type = %s GROUP BY r.session_id, {key_list}) g "
-            f"JOIN {sessions_table} s ON s.project_id = %s AND s.session_id = g.session_id {price_join}WHERE true "
+            f"JOIN {sessions_table} s ON s.project_id = %s AND s.session_id = g.session_id WHERE true "
             f"ON CONFLICT ({', '.join(map(quote, ('session_id', *keys)))}) DO UPDATE SET {assignments}",
             [_USAGE, project_id],
         )
