@@ -3,7 +3,7 @@
 Ingestion owns its tables, so every statement that reads them is here; the fold
 (apps.metrics.folding) composes its grouped aggregate statements over `claimed_events_sql()`.
 
-The claim copies the claimed raw rows into a per-connection temporary table, `fold_claimed`, in
+The claim copies the claimed raw rows into a per-connection temporary table, `CLAIMED_TABLE`, in
 the statement that deletes their pending rows (reading them by primary key): every later
 statement of the fold's transaction reads exactly those rows, from that small table.
 
@@ -15,6 +15,7 @@ equality always becomes an index condition of the session-led index.
 from __future__ import annotations
 
 import json
+import zlib
 from collections import defaultdict
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING
@@ -28,7 +29,6 @@ from apps.metrics import algorithms as algo
 if TYPE_CHECKING:
     from apps.metrics import peaks_kernel
 
-CLAIMED_TABLE = "fold_claimed"
 _BRANCHES_PER_QUERY = 200  # SQLite allows 500 SELECTs in one compound statement
 _PARAMS_PER_QUERY = 10_000  # well under SQLite's 32,766 bound variables
 _CALL_IDS_PER_BRANCH = 2_000
@@ -73,11 +73,13 @@ CLAIMED_COLUMNS = (
     "cache_write_tokens", "tool_tokens", "thought_tokens", "token_source", "wait_ms", "cost_nanousd",
     "price_source", "context_share", "duration_us", "generation_us", "wait_us", "bucket_start", "crosses_bucket",
 )  # fmt: skip
+# Named after its columns: a connection's table of an older column set is never reused.
+CLAIMED_TABLE = f"fold_claimed_{zlib.crc32(' '.join(CLAIMED_COLUMNS).encode()):08x}"
 
 
 def claim(project_id: int, session_ids: list[str], limit: int) -> int:
     """Take the sessions' oldest pending events (at most `limit`) off the queue, copying their raw
-    rows into `fold_claimed`; returns how many events were claimed.
+    rows into `CLAIMED_TABLE`; returns how many events were claimed.
 
     Call inside the fold's transaction: the claim, and everything read through
     `claimed_events_sql()`, roll back together. The fold reads the claimed rows six times (each

@@ -36,7 +36,6 @@ transactions (see `_chunk_fold`).
 from __future__ import annotations
 
 from collections import defaultdict
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from django.db import connection, transaction
@@ -56,7 +55,6 @@ from apps.metrics.signals import project_folded
 from apps.metrics.upserts import added, earliest, replaced, rows_upsert, unless_empty
 
 SESSIONS_PER_TRANSACTION = 500
-FOLD_THREADS = 2
 EVENTS_PER_TRANSACTION = 100_000  # bounds a transaction's memory; a bigger backlog takes several
 # SQLite has one writer: a fold transaction holds off every ingest request for its whole length,
 # so there a backlog folds in transactions short enough for a request to wait out.
@@ -111,18 +109,14 @@ class _Peaks:
 def sessions_fold(*, project_id: int, session_ids: list[str]) -> int:
     """Fold the sessions' unprocessed events, many sessions per transaction; returns events folded.
 
-    On PostgreSQL, outside a caller's transaction, two threads fold alternate chunks on their own
-    connections: one computes while the database applies the other's claim, the costliest
-    statement. Chunks hold disjoint sessions, so they only meet on bucket rows, locked in key order.
+    Chunks run one after another on this connection. (They once ran in two threads, one computing
+    while the database applied the other's claim; with the sums computed by the database a second
+    thread no longer paid: 17,800 events/s with two, 19,000 with one, benchmarks/aggregate.py's data.)
     """
     unique = sorted(set(session_ids))
     chunks = [unique[start : start + SESSIONS_PER_TRANSACTION] for start in range(0, len(unique), SESSIONS_PER_TRANSACTION)]
     with cyclic_gc_paused():
-        if len(chunks) > 1 and connection.vendor == "postgresql" and not connection.in_atomic_block:
-            with ThreadPoolExecutor(max_workers=FOLD_THREADS) as pool:
-                folded = sum(pool.map(lambda chunk: _chunk_fold_on_own_connection(project_id, chunk), chunks))
-        else:
-            folded = sum(_chunk_fold_all(project_id, chunk) for chunk in chunks)
+        folded = sum(_chunk_fold_all(project_id, chunk) for chunk in chunks)
     if folded:
         project_folded.send(sender=sessions_fold, project_id=project_id, events=folded)
     return folded
@@ -153,13 +147,6 @@ def _chunk_fold_all(project_id: int, session_ids: list[str]) -> int:
         folded += claimed
         if claimed < events_per_transaction():
             return folded
-
-
-def _chunk_fold_on_own_connection(project_id: int, session_ids: list[str]) -> int:
-    try:
-        return _chunk_fold_all(project_id, session_ids)
-    finally:
-        connection.close()  # this thread's connection; a pool thread must not leave it open
 
 
 def events_per_transaction() -> int:

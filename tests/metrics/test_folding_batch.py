@@ -47,8 +47,8 @@ def assert_same_as_reference(project, reference) -> None:
 
 @pytest.fixture
 def small_transactions(monkeypatch):
-    """Chunks of 3 sessions and claims of 40 events: several transactions (and, on PostgreSQL,
-    two folding threads) for a handful of sessions, and sessions split across claims. Per-session
+    """Chunks of 3 sessions and claims of 40 events: several transactions
+    for a handful of sessions, and sessions split across claims. Per-session
     lookups are split into many small UNION ALL statements, and each throttled call id gets a
     branch of its own."""
     monkeypatch.setattr(folding, "SESSIONS_PER_TRANSACTION", 3)
