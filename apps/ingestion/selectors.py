@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from django.db import connection
 
 from apps.ingestion.models import PendingEvent, RawEvent
-from apps.ingestion.validation import derived_values
+from apps.ingestion.validation import derived_values_us
 from apps.metrics import algorithms as algo
 
 if TYPE_CHECKING:
@@ -157,51 +157,52 @@ def raw_event_column_sql(column: str, id_sql: str) -> str:
 
 
 def claimed_derive_missing() -> int:
-    """Store the derived values (validation.derived_values) of claimed rows written without them
-    (a loader naming no such column, or the previous release during a rolling deploy); returns how
-    many rows that was. Every row the current writers store has them already."""
+    """Derive the values (validation.derived_values) of claimed rows written without them (a loader
+    naming no such column, or the previous release during a rolling deploy); returns how many rows
+    that was. Every row the current writers store has them already.
+
+    They are written to the claimed copies, which the fold sums, and stored on the raw rows of
+    throttle waits only, whose waits later folds read again (re-attribution, DESIGN.md section 5).
+    Rewriting every such raw row cost more than the rest of the fold (a wide row and its indexes
+    per event); a usage row's derived values are only ever read from its claimed copy.
+    """
     claimed = claimed_events_sql()
     with connection.cursor() as cursor:
+        start = _as_epoch_us("r." + connection.ops.quote_name("timestamp"))
         cursor.execute(
-            f"SELECT r.id, r.type, r.{connection.ops.quote_name('timestamp')}, r.duration_ms, "
-            f"r.time_to_first_token_ms, r.wait_ms FROM {claimed} r WHERE r.bucket_start IS NULL"
+            f"SELECT r.id, r.type, {start}, r.duration_ms, r.time_to_first_token_ms, r.wait_ms "
+            f"FROM {claimed} r WHERE r.bucket_start IS NULL"
         )
         rows = cursor.fetchall()
         if not rows:
             return 0
-        updates = []
-        for event_pk, kind, timestamp, duration_ms, ttft, wait_ms in rows:
-            if isinstance(timestamp, str):
-                timestamp = datetime.fromisoformat(timestamp)
-            if timestamp.tzinfo is None:
-                timestamp = timestamp.replace(tzinfo=timezone.utc)
-            updates.append((event_pk, *derived_values(kind, timestamp, duration_ms, ttft, wait_ms)))
+        updates, throttles = [], []
+        for event_pk, kind, start_us, duration_ms, ttft, wait_ms in rows:
+            update = (event_pk, *derived_values_us(kind, epoch_us_of(start_us), duration_ms, ttft, wait_ms))
+            updates.append(update)
+            if kind != _USAGE:
+                throttles.append(update)
         raw, _ = _tables()
-        if connection.vendor == "postgresql":
-            columns = list(zip(*updates))
-            cursor.execute(
-                f"UPDATE {raw} SET duration_us = d.duration_us, generation_us = d.generation_us, wait_us = d.wait_us, "
-                f"bucket_start = d.bucket_start, crosses_bucket = d.crosses_bucket FROM unnest("
-                f"%s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[], %s::timestamptz[], %s::bool[]) "
-                f"AS d(id, duration_us, generation_us, wait_us, bucket_start, crosses_bucket) WHERE {raw}.id = d.id",
-                [list(column) for column in columns],
-            )
-        else:
-            field = RawEvent._meta.get_field("bucket_start")
-            cursor.executemany(
-                f"UPDATE {raw} SET duration_us = %s, generation_us = %s, wait_us = %s, bucket_start = %s, "
-                f"crosses_bucket = %s WHERE id = %s",
-                [(*values[1:4], field.get_db_prep_value(values[4], connection), values[5], values[0])
-                 for values in updates],
-            )  # fmt: skip
-        # The claimed copies of those rows, again from the raw table.
-        table = claimed_events_sql()
-        cursor.execute(f"DELETE FROM {table} WHERE bucket_start IS NULL")
-        missing = [row[0] for row in rows]
-        if connection.vendor == "postgresql":
-            _claimed_copy(cursor, "id = ANY(%s)", [missing])
-        else:
-            _claimed_copy(cursor, "id IN (SELECT value FROM json_each(%s))", [json.dumps(missing)])
+        for table, table_updates in ((claimed, updates), (raw, throttles)):
+            if not table_updates:
+                continue
+            if connection.vendor == "postgresql":
+                cursor.execute(
+                    f"UPDATE {table} SET duration_us = d.duration_us, generation_us = d.generation_us, "
+                    f"wait_us = d.wait_us, bucket_start = timestamptz 'epoch' + d.bucket_us * interval '1 microsecond', "
+                    f"crosses_bucket = d.crosses_bucket FROM unnest("
+                    f"%s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[], %s::bool[]) "
+                    f"AS d(id, duration_us, generation_us, wait_us, bucket_us, crosses_bucket) WHERE {table}.id = d.id",
+                    [list(column) for column in zip(*table_updates)],
+                )
+            else:
+                field = RawEvent._meta.get_field("bucket_start")
+                cursor.executemany(
+                    f"UPDATE {table} SET duration_us = %s, generation_us = %s, wait_us = %s, bucket_start = %s, "
+                    f"crosses_bucket = %s WHERE id = %s",
+                    [(*values[1:4], field.get_db_prep_value(from_us(values[4]), connection), values[5], values[0])
+                     for values in table_updates],
+                )  # fmt: skip
     return len(rows)
 
 

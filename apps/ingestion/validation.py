@@ -66,14 +66,22 @@ def derived_values(
 ) -> DerivedValues:
     """An event's derived values, from the one definition of each (apps.metrics.algorithms)."""
     start_us = algo.epoch_us(timestamp)
-    bucket_us = algo.bucket_start_us(start_us)
-    bucket_start = (timestamp - timedelta(microseconds=start_us - bucket_us)).astimezone(timezone.utc)
-    if kind != "usage":
-        return DerivedValues(0, 0, algo.ms_to_us(wait_ms), bucket_start, False)
-    generation_start_us, end_us = algo.generation_interval_us(start_us, duration_ms, time_to_first_token_ms)
-    return DerivedValues(
-        end_us - start_us, end_us - generation_start_us, 0, bucket_start, end_us - bucket_us > algo.MINUTE_US
+    duration_us, generation_us, wait_us, bucket_us, crosses = derived_values_us(
+        kind, start_us, duration_ms, time_to_first_token_ms, wait_ms
     )
+    bucket_start = (timestamp - timedelta(microseconds=start_us - bucket_us)).astimezone(timezone.utc)
+    return DerivedValues(duration_us, generation_us, wait_us, bucket_start, crosses)
+
+
+def derived_values_us(
+    kind: str, start_us: int, duration_ms: float, time_to_first_token_ms: float | None, wait_ms: float
+) -> tuple[int, int, int, int, bool]:
+    """`derived_values` of an event starting at `start_us`, its minute as epoch µs."""
+    bucket_us = algo.bucket_start_us(start_us)
+    if kind != "usage":
+        return 0, 0, algo.ms_to_us(wait_ms), bucket_us, False
+    generation_start_us, end_us = algo.generation_interval_us(start_us, duration_ms, time_to_first_token_ms)
+    return end_us - start_us, end_us - generation_start_us, 0, bucket_us, end_us - bucket_us > algo.MINUTE_US
 
 
 def event_derived_values(event: Event) -> DerivedValues:

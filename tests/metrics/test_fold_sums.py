@@ -150,7 +150,8 @@ def test_tiny_waits_over_two_steps_sum_the_same_on_the_session_and_its_steps(pro
 
 def test_rows_stored_without_derived_values_fold_as_rows_with_them(team):
     """A loader that names none of the derived columns (or the previous release) stores rows the
-    fold derives before summing: the same aggregates as rows written by ingest."""
+    fold derives before summing: the same aggregates as rows written by ingest, and the same again
+    when a later batch re-attributes the session's waits."""
     rng = random.Random(7)
     events = odd_session(rng, "s-1") + odd_session(rng, "s-2")
     written = project_get_or_create(team=team, slug="written")
@@ -164,7 +165,13 @@ def test_rows_stored_without_derived_values_fold_as_rows_with_them(team):
     )
     events_unfold(loaded)
     services.sessions_fold(project_id=loaded.pk, session_ids=["s-1", "s-2"])
-    assert not RawEvent.objects.filter(project=loaded, bucket_start=None).exists()
+    # Waits are read again by later folds (re-attribution): theirs are stored.
+    assert not RawEvent.objects.filter(project=loaded, type="throttle", bucket_start=None).exists()
     for session_id in ("s-1", "s-2"):
         assert snapshot(loaded, session_id) == snapshot(written, session_id)
     assert_equal_to_recomputation(loaded)
+    late = [throttle_event(session_id="s-1", call_id="call-0", wait_ms=0.0006, step="late")]
+    ingest_and_fold(written, late)
+    ingest_and_fold(loaded, [{**late[0], "event_id": str(uuid.uuid4())}])
+    assert snapshot(loaded, "s-1") == snapshot(written, "s-1")
+    assert_sessions_equal_their_steps_and_models(loaded)
