@@ -66,6 +66,19 @@ class RawEvent(models.Model):
     # db_default=None would only make Django rebuild the whole table on SQLite to add it.
     context_share = models.FloatField(null=True, blank=True)
 
+    # What the fold sums, derived once at ingest (apps.ingestion.validation.derived_values) so every
+    # aggregate adds the same integers: a session total equals the sum over its steps and over
+    # its models to the microsecond. db_default as for the columns above; a row written without
+    # them has no bucket_start, and the fold derives its values before summing
+    # (apps.ingestion.selectors.claimed_derive_missing).
+    duration_us = models.BigIntegerField(default=0, db_default=0)  # usage: the call's length; end = start + this
+    generation_us = models.BigIntegerField(default=0, db_default=0)  # usage: DESIGN.md section 3; 0 for throttles
+    wait_us = models.BigIntegerField(default=0, db_default=0)  # throttle: the wait; 0 for usage
+    bucket_start = models.DateTimeField(null=True, blank=True)  # the minute the event starts in
+    # A call whose end is past its start minute: its tokens are split over minutes
+    # (algorithms.bucket_call_tokens) rather than all added to bucket_start.
+    crosses_bucket = models.BooleanField(default=False, db_default=False)
+
     class Meta:
         # Every index that starts with project_id has session_id next. A project new to a big
         # table is missing from the planner's statistics until the next ANALYZE, so the planner

@@ -8,13 +8,15 @@ from __future__ import annotations
 import re
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
+from typing import NamedTuple
 
 import msgspec
 from tokensite_client.events import EARLIEST_EVENT_TIME, MAX_ATTRIBUTES_BYTES
 from tokensite_client.usage import canonical_service_tier
 
 from apps.ingestion.schema import Event, ThrottleEvent, UsageEvent, event_decoder, loose_decoder
+from apps.metrics import algorithms as algo
 
 # The accepted timestamps, compared in UTC after applying the event's offset: from
 # EARLIEST_EVENT_TIME (shared with the SDK, which refuses earlier ones when recording) to
@@ -47,6 +49,45 @@ class PreparedEvent:
     price_source: str = ""
     price_book: str = ""
     context_share: float | None = None  # input / the model's input window; None: unknown
+
+
+class DerivedValues(NamedTuple):
+    """The per-event numbers every aggregate sums, stored on the raw row (RawEvent, same names)."""
+
+    duration_us: int
+    generation_us: int
+    wait_us: int
+    bucket_start: datetime
+    crosses_bucket: bool
+
+
+def derived_values(
+    kind: str, timestamp: datetime, duration_ms: float, time_to_first_token_ms: float | None, wait_ms: float
+) -> DerivedValues:
+    """An event's derived values, from the one definition of each (apps.metrics.algorithms)."""
+    start_us = algo.epoch_us(timestamp)
+    duration_us, generation_us, wait_us, bucket_us, crosses = derived_values_us(
+        kind, start_us, duration_ms, time_to_first_token_ms, wait_ms
+    )
+    bucket_start = (timestamp - timedelta(microseconds=start_us - bucket_us)).astimezone(timezone.utc)
+    return DerivedValues(duration_us, generation_us, wait_us, bucket_start, crosses)
+
+
+def derived_values_us(
+    kind: str, start_us: int, duration_ms: float, time_to_first_token_ms: float | None, wait_ms: float
+) -> tuple[int, int, int, int, bool]:
+    """`derived_values` of an event starting at `start_us`, its minute as epoch µs."""
+    bucket_us = algo.bucket_start_us(start_us)
+    if kind != "usage":
+        return 0, 0, algo.ms_to_us(wait_ms), bucket_us, False
+    generation_start_us, end_us = algo.generation_interval_us(start_us, duration_ms, time_to_first_token_ms)
+    return end_us - start_us, end_us - generation_start_us, 0, bucket_us, end_us - bucket_us > algo.MINUTE_US
+
+
+def event_derived_values(event: Event) -> DerivedValues:
+    if isinstance(event, UsageEvent):
+        return derived_values("usage", event.timestamp, event.duration_ms, event.time_to_first_token_ms, 0.0)
+    return derived_values("throttle", event.timestamp, 0.0, None, event.wait_ms)
 
 
 @dataclass

@@ -26,7 +26,7 @@ from django.db import connection, transaction
 
 from apps.ingestion.models import PendingEvent, RawEvent
 from apps.ingestion.schema import UsageEvent
-from apps.ingestion.validation import PreparedEvent
+from apps.ingestion.validation import PreparedEvent, event_derived_values
 
 # (column, Postgres binary COPY type) in the order rows are built.
 COLUMNS: tuple[tuple[str, str], ...] = (
@@ -64,10 +64,15 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("service_tier", "text"),
     ("price_book", "text"),
     ("context_share", "float8"),
+    ("duration_us", "int8"),
+    ("generation_us", "int8"),
+    ("wait_us", "int8"),
+    ("bucket_start", "timestamptz"),
+    ("crosses_bucket", "bool"),
 )
 COLUMN_NAMES = tuple(name for name, _ in COLUMNS)
-_ID, _EVENT_ID, _SESSION_ID, _TIMESTAMP, _END_AT = (
-    COLUMN_NAMES.index(name) for name in ("id", "event_id", "session_id", "timestamp", "end_at")
+_ID, _EVENT_ID, _SESSION_ID, _TIMESTAMP, _END_AT, _BUCKET_START = (
+    COLUMN_NAMES.index(name) for name in ("id", "event_id", "session_id", "timestamp", "end_at", "bucket_start")
 )
 _COPY_TYPES = [pg_type for _, pg_type in COLUMNS]
 _TABLE = RawEvent._meta.db_table
@@ -75,7 +80,7 @@ _PENDING_TABLE = PendingEvent._meta.db_table
 _PENDING_COLUMNS = "project_id, session_id, raw_event_id, received_at"
 _PENDING_COPY_TYPES = ["int8", "text", "int8", "timestamptz"]
 _STAGING = "ingestion_rawevent_staging"
-_SQLITE_ROWS_PER_STATEMENT = 500  # 33 columns x 500 rows stays under SQLite's 32,766 variables
+_SQLITE_ROWS_PER_STATEMENT = 500  # 38 columns x 500 rows stays under SQLite's 32,766 variables
 
 
 @dataclass(frozen=True)
@@ -87,6 +92,7 @@ class InsertResult:
 def _row(event_pk: int | None, project_id: int, received_at: datetime, prepared: PreparedEvent, attributes,
          encode_json) -> tuple:  # fmt: skip
     ev = prepared.event
+    derived = event_derived_values(ev)
     if isinstance(ev, UsageEvent):
         return (
             event_pk, project_id, ev.event_id, "usage", ev.session_id, ev.step, ev.provider, ev.model, ev.call_id,
@@ -96,13 +102,13 @@ def _row(event_pk: int | None, project_id: int, received_at: datetime, prepared:
             ev.thought_tokens, prepared.token_source, prepared.tokenizer,
             encode_json(ev.usage_raw) if ev.usage_raw is not None else None,
             0.0, None, None, None, prepared.cost_nanousd, prepared.price_source,
-            ev.cache_write_1h_tokens, ev.service_tier or "", prepared.price_book, prepared.context_share,
+            ev.cache_write_1h_tokens, ev.service_tier or "", prepared.price_book, prepared.context_share, *derived,
         )  # fmt: skip
     return (
         event_pk, project_id, ev.event_id, "throttle", ev.session_id, ev.step, ev.provider, ev.model, ev.call_id,
         ev.timestamp, ev.timestamp + timedelta(milliseconds=ev.wait_ms), received_at, attributes,
         0.0, None, 0, 0, 0, 0, 0, 0, "client", "", None,
-        ev.wait_ms, ev.status_code, ev.attempt, ev.retry_after_ms, None, "", 0, "", "", None,
+        ev.wait_ms, ev.status_code, ev.attempt, ev.retry_after_ms, None, "", 0, "", "", None, *derived,
     )  # fmt: skip
 
 
@@ -209,7 +215,9 @@ def _insert_generic(project_id: int, received_at: datetime, events: list[Prepare
                     params.extend(row[_EVENT_ID + 1 : _TIMESTAMP])
                     params.append(_sqlite_datetime(row[_TIMESTAMP]))
                     params.append(_sqlite_datetime(row[_END_AT]))
-                    params.extend(row[_END_AT + 1 :])
+                    params.extend(row[_END_AT + 1 : _BUCKET_START])
+                    params.append(_sqlite_datetime(row[_BUCKET_START]))
+                    params.extend(row[_BUCKET_START + 1 :])
                 cursor.execute(
                     f"{statement_head}{', '.join([row_placeholder] * len(chunk))} "
                     f"ON CONFLICT (project_id, event_id) DO NOTHING RETURNING id, event_id, session_id",

@@ -1,99 +1,104 @@
 """The batch fold: unprocessed raw events of many sessions of one project into every aggregate.
 
+Every number a fold adds was derived once, at ingest, and stored on the raw row (generation and
+throttle wait in µs, the start minute, whether a call crosses it: apps.ingestion.validation),
+and every aggregate row is a sum of those stored integers computed by the database. So a
+session's totals equal the sum over its steps and over its models to the unit, whatever the
+batches or their order (tests/metrics/test_fold_sums.py).
+
 Up to SESSIONS_PER_TRANSACTION sessions are folded in one transaction, in a fixed number of
 statements whatever the number of events:
 1. lock: insert the missing session aggregate rows, then lock all of them `ORDER BY id`. One
    global order, so two workers folding overlapping sessions queue on the row locks instead of
    deadlocking; on SQLite the insert takes the database write lock before anything is read.
-2. claim: one statement deletes the sessions' oldest pending rows (apps.ingestion.models.PendingEvent,
-   at most EVENTS_PER_TRANSACTION) and reads their raw events, so what is folded is exactly what
-   leaves the queue, in the transaction that updates the aggregates. A task that runs twice
-   claims nothing; a worker that dies mid-fold rolls the claim back with everything else. On
-   PostgreSQL the events come back as one row of binary column arrays, not a row per event
-   (apps.metrics.claimed_events).
-3. compute: sums per (step, provider, model), the calls placed in time, their minute bucket
-   shares, session attributes (apps.metrics.claimed_sums, column-wise and compiled).
-4. peaks: a session with no folded event before this transaction has only the new calls, so its
-   peaks come from them; for the others one query loads the folded calls overlapping the ranges
-   the new calls can change (algorithms.peak_update_ranges). One call of the compiled
-   apps.metrics.peaks_kernel computes every session's peaks, without holding the GIL.
-5. throttle waits are re-attributed from raw rows only for sessions that can need it: new waits,
-   or new call_ids in a session that has waits.
-6. write: context window pressure of step and model rows with one grouped statement per table
-   over the claimed events (apps.metrics.context_windows), step and model sums with additive
-   upserts, session rows with their new values (read under the lock), minute buckets with
-   additive upserts in key order (apps.metrics.upserts: COPY + INSERT ... SELECT on PostgreSQL).
+2. claim: one statement deletes the sessions' oldest pending rows (at most
+   `events_per_transaction()`) and keeps their raw ids for the transaction
+   (apps.ingestion.selectors.claim), so what is folded is exactly what leaves the queue, in the
+   transaction that updates the aggregates. A task that runs twice claims nothing; a worker that
+   dies mid-fold rolls the claim back with everything else.
+3. sums: one `INSERT ... SELECT ... GROUP BY ... ON CONFLICT DO UPDATE` per table adds the claimed
+   rows to the step and model rows (with their context window pressure, apps.metrics.context_windows)
+   and to the minute buckets, and one `UPDATE ... FROM (SELECT ... GROUP BY)` to the session rows.
+   They read the claimed rows' copy (a small temporary table without statistics) and reach
+   session rows by key, one lookup per group, never by a join a planner could turn into a scan
+   (see `_groups_add`). Bucket rows are the only rows two folds of different sessions share:
+   their one statement inserts them `ORDER BY` key (byte order for text, as every other bucket
+   writer, apps.metrics.upserts), so concurrent folds take their locks in one order. A call whose
+   tokens span several minutes (rare) is split in Python by algorithms.bucket_call_tokens from
+   its stored values, and its shares join the same statement.
+4. peaks: what Python still computes from the claimed calls (read narrow, in event order):
+   burst and concurrency peaks (`_peaks`, the compiled apps.metrics.peaks_kernel), throttle
+   re-attribution by call_id (DESIGN.md section 5, only for sessions that can need it), and
+   session attributes (first value wins).
 A session whose fold fails with an error a retry cannot cure is quarantined, and the others
-fold (`_chunk_fold_all`, apps.metrics.quarantine). A call with more sessions than one
-transaction takes runs its chunks in two threads on PostgreSQL, so one chunk computes while the
-database works on the other's claim. PostgreSQL's JIT is off in these transactions (see
-`_chunk_fold`).
+fold (`_chunk_fold_all`, apps.metrics.quarantine). PostgreSQL's JIT is off in these
+transactions (see `_chunk_fold`).
 """
 from __future__ import annotations
 
-import json
 from collections import defaultdict
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
 
-import numpy as np
-import psycopg
 from django.db import connection, transaction
 from django.utils import timezone as dj_timezone
 
 from apps.core.collector import cyclic_gc_paused
-from apps.ingestion.models import PendingEvent, RawEvent
+from apps.ingestion import selectors as raw_events
+from apps.ingestion.models import RawEvent
+from apps.ingestion.selectors import from_us
 from apps.metrics import algorithms as algo
 from apps.metrics import peaks_kernel
-from apps.metrics.buckets import BucketDelta, buckets_add
-from apps.metrics.claimed_events import CLAIM_COLUMNS, ClaimedEvents, from_postgres_arrays, postgres_select_list
-from apps.metrics.claimed_sums import SUM_COLUMNS, SessionBatch, claimed_sums
-from apps.metrics.context_windows import context_pressure_add
+from apps.metrics.buckets import BUCKET_COLUMNS
+from apps.metrics.context_windows import PRESSURE_COLUMNS, PRESSURE_MEASURES, pressure_update
 from apps.metrics.models import SessionAggregate, SessionModelAggregate, SessionStepAggregate, UsageBucket
 from apps.metrics.quarantine import fold_error_is_transient, session_quarantine
 from apps.metrics.signals import project_folded
 from apps.metrics.upserts import added, earliest, replaced, rows_upsert, unless_empty
 
 SESSIONS_PER_TRANSACTION = 500
-FOLD_THREADS = 2
 EVENTS_PER_TRANSACTION = 100_000  # bounds a transaction's memory; a bigger backlog takes several
 # SQLite has one writer: a fold transaction holds off every ingest request for its whole length,
 # so there a backlog folds in transactions short enough for a request to wait out.
 SQLITE_EVENTS_PER_TRANSACTION = 500
 MAX_SESSION_ATTRIBUTES = 50
-_BRANCHES_PER_QUERY = 200  # SQLite allows 500 SELECTs in one compound statement
-_PARAMS_PER_QUERY = 10_000  # well under SQLite's 32,766 bound variables
-_CALL_IDS_PER_BRANCH = 2_000
 
+# TokenSums columns.
+SUM_COLUMNS = (
+    "calls", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "tool_tokens",
+    "thought_tokens", "timed_output_tokens", "generation_us", "throttle_count", "throttle_wait_us", "cost_nanousd",
+    "unpriced_tokens", "unpriced_calls", "estimated_calls",
+)  # fmt: skip
+_THROTTLE_SUMS = ("throttle_count", "throttle_wait_us")
 _THROTTLE_COUNT = SUM_COLUMNS.index("throttle_count")
 _THROTTLE_WAIT_US = SUM_COLUMNS.index("throttle_wait_us")
 _ZERO_SUMS = (0,) * len(SUM_COLUMNS)
-_SESSION_COLUMNS = (
-    *SUM_COLUMNS, "started_at", "ended_at", "event_count", "burst_1s", "burst_10s", "burst_60s", "peak_concurrency",
-    "throttled_us", "attributes", "peaks_approximate",
-)  # fmt: skip
-_THROTTLE = RawEvent.Type.THROTTLE.value
+_PEAK_COLUMNS = ("burst_1s", "burst_10s", "burst_60s", "peak_concurrency", "throttled_us", "attributes",
+                 "peaks_approximate")  # fmt: skip
+_SESSION_COLUMNS = (*SUM_COLUMNS, "started_at", "ended_at", "event_count", *_PEAK_COLUMNS)
+_USAGE = RawEvent.Type.USAGE.value
 _WINDOW_1S, _WINDOW_10S, _WINDOW_60S = algo.BURST_WINDOWS_US
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
-def from_us(instant_us: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=instant_us)
+def _sums_sql(usage: str) -> dict[str, str]:
+    """Each TokenSums column as an aggregate over raw rows `r`; `usage` is true for usage rows."""
 
+    def of_usage(value: str) -> str:
+        return f"SUM(CASE WHEN {usage} THEN {value} ELSE 0 END)"
 
-def _epoch_us(value: int | datetime | str) -> int:
-    """A column read through `_as_epoch_us`: already an integer on PostgreSQL; raw SQLite rows
-    hold naive UTC datetimes (or their text)."""
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    return algo.epoch_us(value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc))
-
-
-def _sum_vectors(vectors) -> list[int]:
-    return [sum(column) for column in zip(*vectors)]
+    return {
+        "calls": of_usage("1"),
+        **{name: of_usage(f"r.{name}") for name in ("input_tokens", "output_tokens", "cache_read_tokens",
+                                                    "cache_write_tokens", "tool_tokens", "thought_tokens")},
+        # DESIGN.md section 3: the rate sums only calls with a positive generation time.
+        "timed_output_tokens": of_usage("CASE WHEN r.generation_us > 0 THEN r.output_tokens ELSE 0 END"),
+        "generation_us": "SUM(r.generation_us)",  # 0 on throttle rows
+        "throttle_count": f"SUM(CASE WHEN {usage} THEN 0 ELSE 1 END)",
+        "throttle_wait_us": "SUM(r.wait_us)",  # 0 on usage rows
+        "cost_nanousd": of_usage("COALESCE(r.cost_nanousd, 0)"),
+        "unpriced_tokens": of_usage("CASE WHEN r.cost_nanousd IS NULL THEN r.input_tokens + r.output_tokens ELSE 0 END"),
+        "unpriced_calls": of_usage("CASE WHEN r.cost_nanousd IS NULL THEN 1 ELSE 0 END"),
+        "estimated_calls": of_usage(f"CASE WHEN r.token_source = '{RawEvent.TokenSource.ESTIMATED.value}' THEN 1 ELSE 0 END"),
+    }  # fmt: skip
 
 
 @dataclass(slots=True)
@@ -102,23 +107,17 @@ class _Peaks:
     concurrency: int
     # The update would have needed calls that retention deleted (apps.ingestion.retention).
     approximate: bool = False
-
-
 def sessions_fold(*, project_id: int, session_ids: list[str]) -> int:
     """Fold the sessions' unprocessed events, many sessions per transaction; returns events folded.
 
-    On PostgreSQL, outside a caller's transaction, two threads fold alternate chunks on their own
-    connections: one computes while the database applies the other's claim, the costliest
-    statement. Chunks hold disjoint sessions, so they only meet on bucket rows, locked in key order.
+    Chunks run one after another on this connection. (They once ran in two threads, one computing
+    while the database applied the other's claim; with the sums computed by the database a second
+    thread no longer paid: 17,800 events/s with two, 19,000 with one, benchmarks/aggregate.py's data.)
     """
     unique = sorted(set(session_ids))
     chunks = [unique[start : start + SESSIONS_PER_TRANSACTION] for start in range(0, len(unique), SESSIONS_PER_TRANSACTION)]
     with cyclic_gc_paused():
-        if len(chunks) > 1 and connection.vendor == "postgresql" and not connection.in_atomic_block:
-            with ThreadPoolExecutor(max_workers=FOLD_THREADS) as pool:
-                folded = sum(pool.map(lambda chunk: _chunk_fold_on_own_connection(project_id, chunk), chunks))
-        else:
-            folded = sum(_chunk_fold_all(project_id, chunk) for chunk in chunks)
+        folded = sum(_chunk_fold_all(project_id, chunk) for chunk in chunks)
     if folded:
         project_folded.send(sender=sessions_fold, project_id=project_id, events=folded)
     return folded
@@ -149,13 +148,6 @@ def _chunk_fold_all(project_id: int, session_ids: list[str]) -> int:
         folded += claimed
         if claimed < events_per_transaction():
             return folded
-
-
-def _chunk_fold_on_own_connection(project_id: int, session_ids: list[str]) -> int:
-    try:
-        return _chunk_fold_all(project_id, session_ids)
-    finally:
-        connection.close()  # this thread's connection; a pool thread must not leave it open
 
 
 def events_per_transaction() -> int:
@@ -206,114 +198,192 @@ def _chunk_fold(project_id: int, session_ids: list[str]) -> int:
         with connection.cursor() as cursor:
             cursor.execute("SET LOCAL jit = off")
     sessions = sessions_lock(project_id, session_ids)
-    events = _claim(project_id, session_ids)
-    if not len(events):
+    claimed = _claim(project_id, session_ids)
+    if not claimed:
         return 0
-    batches, bucket_deltas = claimed_sums(events)
-    peaks = _peaks(project_id, sessions, batches)
-    throttle_sessions = [
-        session_id for session_id, batch in batches.items()
-        if batch.throttle_count or (batch.has_call_id and sessions[session_id]["throttle_count"])
-    ]  # fmt: skip
+    raw_events.claimed_derive_missing()
+    call_rows = raw_events.claimed_calls()
+    throttles = raw_events.claimed_throttles()
+    # An instant no datetime holds (stored before ingest checked the range) raises here, and the
+    # quarantine takes its session, rather than the sums writing a start no reader can load.
+    from_us(min([row[1] for row in call_rows] + [row[6] for row in throttles]))
+    calls, with_call_id = _calls_by_session(call_rows)
+    peaks = _peaks(project_id, sessions, calls)
+    throttled_sessions = {row[0] for row in throttles}
+    throttle_sessions = sorted(
+        session_id for session_id in throttled_sessions | with_call_id
+        if session_id in throttled_sessions or sessions[session_id]["throttle_count"]
+    )  # fmt: skip
+    _groups_add(project_id)
     # Re-attribution reads every folded wait of the session: after retention deleted some, it
     # would lose them, so those sessions only add their new waits (and are marked approximate).
     pruned = {sid for sid in throttle_sessions if sessions[sid]["raw_pruned_through"] is not None}
     throttled_us = _throttles_reattribute(
         project_id,
         {sid: sessions[sid]["id"] for sid in throttle_sessions if sid not in pruned},
-        events,
+        throttles,
         # Nothing folded before: the claimed events are all the session's folded events.
         {sid for sid in throttle_sessions if sessions[sid]["event_count"] == 0},
     )
-    throttled_us.update(_throttles_add(sessions, pruned, events))
-    context_pressure_add(project_id=project_id, usage_event_ids=events.ids[events.usage].tolist())
-    _groups_write(sessions, batches)
-    _sessions_write(project_id, sessions, batches, peaks, throttled_us, approximate=pruned)
-    buckets_add(
-        project_id=project_id,
-        granularity=UsageBucket.Granularity.MINUTE,
-        deltas={(from_us(start_us), provider, model): BucketDelta(*delta)
-                for (start_us, provider, model), delta in bucket_deltas.items()},
-    )  # fmt: skip
-    return len(events)
+    throttled_us.update(_throttles_add(sessions, pruned, throttles))
+    _buckets_add(project_id, call_rows)
+    _sessions_write(project_id, sessions, set(calls) | throttled_sessions, peaks, throttled_us, approximate=pruned)
+    return claimed
 
 
-def _claim(project_id: int, session_ids: list[str]) -> ClaimedEvents:
-    """Take the sessions' oldest pending events off the queue and return them, in id order."""
-    if connection.vendor == "postgresql":
-        # A plain (server-binding) psycopg cursor on the fold's connection: Django's client-side
-        # cursors cannot ask for binary results, and the claim's row is binary arrays. Its errors
-        # still become Django's DatabaseError (the fold task retries on those); Django's query log
-        # and execute wrappers do not see this one statement.
-        with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
-            cursor.execute(*claim_statement_postgres(project_id, session_ids), prepare=False, binary=True)
-            buffers = cursor.fetchone()
-        return from_postgres_arrays(buffers)
-    raw, pending = _raw_and_pending_tables()
+def _claim(project_id: int, session_ids: list[str]) -> int:
+    """Take the sessions' oldest pending events off the queue for this transaction; returns how many."""
+    return raw_events.claim(project_id, session_ids, events_per_transaction())
+
+
+def _calls_by_session(call_rows: list[tuple]) -> tuple[dict[str, peaks_kernel.CallColumns], set[str]]:
+    """The claimed calls of each session as columns, in event order, and the sessions with a call_id."""
+    rows_by_session: dict[str, list[tuple]] = defaultdict(list)
+    with_call_id = set()
+    for session_id, start_us, duration_us, generation_us, input_tokens, output_tokens, _, _, _, has_call_id in call_rows:
+        end_us = start_us + duration_us
+        rows_by_session[session_id].append((start_us, end_us - generation_us, end_us, input_tokens, output_tokens))
+        if has_call_id:
+            with_call_id.add(session_id)
+    return {sid: peaks_kernel.CallColumns.from_rows(rows) for sid, rows in rows_by_session.items()}, with_call_id
+
+
+def _execute(sql: str, params: list) -> None:
     with connection.cursor() as cursor:
-        # SQLite: no data-modifying CTE, but DELETE ... RETURNING; its planner keeps an IN list on
-        # the primary key.
-        cursor.execute(
-            f"DELETE FROM {pending} WHERE rowid IN (SELECT rowid FROM {pending} WHERE project_id = %s AND session_id IN "
-            f"({', '.join(['%s'] * len(session_ids))}) ORDER BY raw_event_id LIMIT %s) RETURNING raw_event_id",
-            [project_id, *session_ids, events_per_transaction()],
-        )
-        event_pks = [event_pk for (event_pk,) in cursor.fetchall()]
-        rows = []
-        quote = connection.ops.quote_name
-        columns = ", ".join(map(quote, CLAIM_COLUMNS))
-        for start in range(0, len(event_pks), _PARAMS_PER_QUERY):
-            chunk = event_pks[start : start + _PARAMS_PER_QUERY]
-            cursor.execute(f"SELECT {columns} FROM {raw} WHERE id IN ({', '.join(['%s'] * len(chunk))})", chunk)
-            rows.extend(cursor.fetchall())
-    return ClaimedEvents.from_rows(
-        [(*row[:7], _epoch_us(row[7]), _epoch_us(row[8]), *row[9:]) for row in rows]
-    )
+        cursor.execute(sql, params)
 
 
-def claim_statement_postgres(project_id: int, session_ids: list[str]) -> tuple[str, list]:
-    """`_claim`'s statement on PostgreSQL and its parameters.
+def _byte_order(expression: str) -> str:
+    # The order every bucket writer locks rows in (apps.metrics.upserts): code points, not the locale's.
+    return f'{expression} COLLATE "C"' if connection.vendor == "postgresql" else expression
 
-    One equality per session, for the reason `_union_all_select` gives; the oldest first, so a
-    backlog larger than one transaction folds in arrival order. `ctid = ANY(ARRAY(...))` is a TID
-    scan of exactly the chosen rows, and `id = ANY(ARRAY(...))` keeps the raw lookup on the
-    primary key whatever the planner guesses the claim returns. Its one row holds each column as
-    a binary array (apps.metrics.claimed_events).
+
+def _groups_add(project_id: int) -> None:
+    """Add the claimed calls to their step and model rows, creating missing ones: sums, first
+    timestamp or price source, and context window pressure, one grouped statement per table.
+
+    Their throttle columns are left alone: waits are attributed by `_throttles_reattribute`.
+    The rows belong to sessions this transaction has locked, so no other fold writes them.
     """
-    raw, pending = _raw_and_pending_tables()
-    branches = " UNION ALL ".join(
-        [f"SELECT ctid, raw_event_id FROM {pending} WHERE project_id = %s AND session_id = %s"] * len(session_ids)
-    )
-    return (
-        f"WITH claimed AS (DELETE FROM {pending} WHERE ctid = ANY(ARRAY("
-        f"SELECT ctid FROM ({branches}) AS queued ORDER BY raw_event_id LIMIT %s)) RETURNING raw_event_id) "
-        f"SELECT {postgres_select_list(connection.ops.quote_name)} FROM {raw} "
-        f"WHERE id = ANY(ARRAY(SELECT raw_event_id FROM claimed))",
-        [*(value for session_id in session_ids for value in (project_id, session_id)), events_per_transaction()],
-    )
-
-
-def _raw_and_pending_tables() -> tuple[str, str]:
     quote = connection.ops.quote_name
-    return quote(RawEvent._meta.db_table), quote(PendingEvent._meta.db_table)
+    claimed = raw_events.claimed_events_sql()
+    sums = {name: sql for name, sql in _sums_sql("1 = 1").items() if name not in _THROTTLE_SUMS}
+    measures = ", ".join(f"{sql} AS {name}" for name, sql in {**sums, **PRESSURE_MEASURES}.items())
+    # Each group's session row through the (project, session) key, one lookup per group: as a join,
+    # a project new to the statistics and the unanalysed claimed rows (both taken for a row or two)
+    # made PostgreSQL scan the project's sessions once per group (1.7 s for 2,500 calls).
+    session_pk = (
+        f"(SELECT s.id FROM {quote(SessionAggregate._meta.db_table)} s "
+        f"WHERE s.project_id = %s AND s.session_id = g.session_id)"
+    )
+    for model, keys, extra, extra_select, extra_update in (
+        (SessionStepAggregate, ("step",), "first_timestamp", f'MIN(r.{quote("timestamp")}) AS extra', earliest),
+        # The price source of the model's last priced call.
+        (SessionModelAggregate, ("provider", "model"), "price_source",
+         "MAX(CASE WHEN r.price_source <> '' THEN r.id END) AS extra", unless_empty),
+    ):  # fmt: skip
+        table = quote(model._meta.db_table)
+        columns = ("session_id", *keys, *SUM_COLUMNS, extra, *PRESSURE_COLUMNS)
+        key_list = ", ".join(f"r.{quote(key)}" for key in keys)
+        values = [f"g.{name}" if name in sums else "0" for name in SUM_COLUMNS]
+        if extra == "price_source":
+            extra_value = f"COALESCE({raw_events.raw_event_column_sql('price_source', 'g.extra')}, '')"
+        else:
+            extra_value = "g.extra"
+        updates = {
+            **{name: added(name) for name in sums},
+            extra: extra_update(extra),
+            **{name: pressure_update(name) for name in PRESSURE_COLUMNS},
+        }
+        assignments = ", ".join(f"{quote(name)} = {expression.format(table=table)}" for name, expression in updates.items())
+        # `WHERE true`: SQLite reads the ON of an upsert after a SELECT ... FROM as a join constraint.
+        _execute(
+            f"INSERT INTO {table} ({', '.join(map(quote, columns))}) "
+            f"SELECT {session_pk}, {', '.join(f'g.{quote(key)}' for key in keys)}, {', '.join(values)}, "
+            f"{extra_value}, {', '.join(f'g.{name}' for name in PRESSURE_COLUMNS)} "
+            f"FROM (SELECT r.session_id, {key_list}, {measures}, {extra_select} FROM {claimed} r "
+            f"WHERE r.type = %s GROUP BY r.session_id, {key_list}) g WHERE true "
+            f"ON CONFLICT ({', '.join(map(quote, ('session_id', *keys)))}) DO UPDATE SET {assignments}",
+            [project_id, _USAGE],
+        )
 
 
-def _peaks(project_id: int, sessions: dict[str, dict], batches: dict[str, SessionBatch]) -> dict[str, _Peaks]:
+def _buckets_add(project_id: int, call_rows: list[tuple]) -> None:
+    """Add the claimed events to their minute buckets in one statement, rows in key order.
+
+    Every event adds to the minute it starts in; a call whose end is past that minute adds its
+    tokens as algorithms.bucket_call_tokens splits them, computed here from its stored values.
+    """
+    shares: dict[tuple[int, str, str], list[int]] = defaultdict(lambda: [0, 0])
+    for _, start_us, duration_us, generation_us, input_tokens, output_tokens, crosses, provider, model, _ in call_rows:
+        if crosses:
+            end_us = start_us + duration_us
+            call = algo.PlacedCall(start_us, end_us, end_us - generation_us, input_tokens, output_tokens)
+            for share in algo.bucket_call_tokens(call):
+                sums = shares[(share.bucket_start_us, provider, model)]
+                sums[0] += share.input_tokens
+                sums[1] += share.output_tokens
+    quote = connection.ops.quote_name
+    table = quote(UsageBucket._meta.db_table)
+    tokens = "CASE WHEN r.type = %s AND NOT r.crosses_bucket THEN r.{} ELSE 0 END"
+    sums = _sums_sql("r.type = %s")
+    grouped = (
+        f"SELECT r.bucket_start, r.provider, r.model, SUM({tokens.format('input_tokens')}) AS input_tokens, "
+        f"SUM({tokens.format('output_tokens')}) AS output_tokens, {sums['calls']} AS calls, "
+        f"{sums['throttle_count']} AS throttle_count, {sums['throttle_wait_us']} AS throttle_wait_us, "
+        f"{sums['cost_nanousd']} AS cost_nanousd, {sums['unpriced_tokens']} AS unpriced_tokens "
+        f"FROM {raw_events.claimed_events_sql()} r GROUP BY r.bucket_start, r.provider, r.model"
+    )
+    params: list = [_USAGE] * grouped.count("%s")
+    if shares:
+        keys = sorted(shares)
+        starts = [from_us(start_us) for start_us, _, _ in keys]
+        if connection.vendor == "postgresql":
+            grouped += (
+                " UNION ALL SELECT *, 0, 0, 0, 0, 0 FROM unnest(%s::timestamptz[], %s::text[], %s::text[], "
+                "%s::bigint[], %s::bigint[])"
+            )
+            params += [starts, [key[1] for key in keys], [key[2] for key in keys],
+                       [shares[key][0] for key in keys], [shares[key][1] for key in keys]]  # fmt: skip
+        else:
+            import json
+
+            field = UsageBucket._meta.get_field("bucket_start")
+            grouped += (
+                " UNION ALL SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'), "
+                "json_extract(value, '$[3]'), json_extract(value, '$[4]'), 0, 0, 0, 0, 0 FROM json_each(%s)"
+            )
+            params.append(json.dumps([
+                [field.get_db_prep_value(start, connection), *key[1:], *shares[key]] for start, key in zip(starts, keys)
+            ]))  # fmt: skip
+    key_columns = ("project_id", "granularity", "bucket_start", "provider", "model")
+    assignments = ", ".join(f"{name} = {added(name).format(table=table)}" for name in BUCKET_COLUMNS)
+    _execute(
+        f"INSERT INTO {table} ({', '.join(map(quote, (*key_columns, *BUCKET_COLUMNS)))}) "
+        f"SELECT %s, %s, b.bucket_start, b.provider, b.model, {', '.join(f'SUM(b.{name})' for name in BUCKET_COLUMNS)} "
+        f"FROM ({grouped}) b GROUP BY b.bucket_start, b.provider, b.model "
+        f"ORDER BY b.bucket_start, {_byte_order('b.provider')}, {_byte_order('b.model')} "
+        f"ON CONFLICT ({', '.join(key_columns)}) DO UPDATE SET {assignments}",
+        [project_id, UsageBucket.Granularity.MINUTE.value, *params],
+    )
+
+def _peaks(
+    project_id: int, sessions: dict[str, dict], calls: dict[str, peaks_kernel.CallColumns]
+) -> dict[str, _Peaks]:
     """Burst and concurrency peaks the new calls can set, per session (to be maxed with the stored ones)."""
     groups: list[peaks_kernel.PeakGroup] = []
     group_sessions: list[str] = []
     ranges: dict[str, list[algo.PeakUpdateRange]] = {}
-    for session_id, batch in batches.items():
-        if not len(batch.calls):
+    for session_id, session_calls in calls.items():
+        if not len(session_calls):
             continue
         if sessions[session_id]["event_count"] == 0:
             # Nothing folded before: the new calls are all the session's calls.
-            groups.append(peaks_kernel.PeakGroup(batch.calls))
+            groups.append(peaks_kernel.PeakGroup(session_calls))
             group_sessions.append(session_id)
         else:
-            calls = batch.calls
             ranges[session_id] = algo.peak_update_ranges(
-                list(map(algo.Interval, calls.starts_us.tolist(), calls.ends_us.tolist()))
+                list(map(algo.Interval, session_calls.starts_us.tolist(), session_calls.ends_us.tolist()))
             )
     approximate = set()
     for session_id, session_ranges in ranges.items():
@@ -323,7 +393,7 @@ def _peaks(project_id: int, sessions: dict[str, dict], batches: dict[str, Sessio
             if any(update.load_from_us <= pruned_through_us for update in session_ranges):
                 approximate.add(session_id)
     if ranges:
-        stored = _folded_calls(project_id, ranges)
+        stored = raw_events.folded_calls(project_id, ranges)
         for session_id, session_ranges in ranges.items():
             for update in session_ranges:
                 # update.needs on rows: the call overlaps the load range.
@@ -345,147 +415,38 @@ def _peaks(project_id: int, sessions: dict[str, dict], batches: dict[str, Sessio
     return peaks
 
 
-def _folded_calls(
-    project_id: int, ranges: dict[str, list[algo.PeakUpdateRange]]
-) -> dict[str, list[peaks_kernel.CallRow]]:
-    """Folded usage calls (the claimed ones included) overlapping the load ranges, per session.
-
-    One SELECT per range joined by UNION ALL: each is a plain scan of the (project, session,
-    timestamp) index, which a planner could not be trusted to pick for one big OR.
-    """
-    time_field = RawEvent._meta.get_field("timestamp")
-    branch = (
-        f"SELECT id, session_id, {_as_epoch_us('timestamp')}, duration_ms, time_to_first_token_ms, input_tokens, "
-        f"output_tokens {_folded_of_session_sql()} AND {connection.ops.quote_name('timestamp')} <= %s AND end_at >= %s"
-    )
-    # One millisecond of slack on each side covers rounding between end_at and end_us; the
-    # callers keep exactly the calls a range needs.
-    slack = timedelta(milliseconds=1)
-    params = [
-        [project_id, session_id, RawEvent.Type.USAGE.value,
-         time_field.get_db_prep_value(from_us(update.load_to_us) + slack, connection),
-         time_field.get_db_prep_value(from_us(update.load_from_us) - slack, connection)]
-        for session_id, session_ranges in ranges.items()
-        for update in session_ranges
-    ]  # fmt: skip
-    calls: dict[str, list[peaks_kernel.CallRow]] = defaultdict(list)
-    seen: set[int] = set()  # a call in the load windows of two ranges is placed once
-    rows = _union_all_select([(branch, values) for values in params])
-    for event_pk, session_id, start_us, duration_ms, ttft, input_tokens, output_tokens in rows:
-        if event_pk not in seen:
-            seen.add(event_pk)
-            start_us = _epoch_us(start_us)
-            calls[session_id].append(
-                (start_us, *algo.generation_interval_us(start_us, duration_ms, ttft), input_tokens, output_tokens)
-            )
-    return calls
-
-
-def _union_all_select(branches: list[tuple[str, list]]) -> list[tuple]:
-    """Rows of many small SELECTs, sent as few `UNION ALL` statements.
-
-    Raw-event lookups of several sessions are written one branch per session with
-    `session_id = %s`, never `session_id IN (...)`: for a project the planner's statistics do not
-    know yet (see RawEvent.Meta) PostgreSQL treats an IN list as a filter over the whole
-    project, whereas an equality always becomes an index condition.
-    """
-    rows: list[tuple] = []
-    with connection.cursor() as cursor:
-
-        def run(sqls: list[str], params: list) -> None:
-            cursor.execute(" UNION ALL ".join(sqls), params)
-            rows.extend(cursor.fetchall())
-
-        sqls: list[str] = []
-        params: list = []
-        for sql, values in branches:
-            if sqls and (len(sqls) == _BRANCHES_PER_QUERY or len(params) + len(values) > _PARAMS_PER_QUERY):
-                run(sqls, params)
-                sqls, params = [], []
-            sqls.append(sql)
-            params.extend(values)
-        if sqls:
-            run(sqls, params)
-    return rows
-
-
-def _folded_of_session_sql() -> str:
-    """`FROM ... WHERE` of one session's folded events of one type (those with no pending row);
-    parameters: project id, session id, type. An equality on session_id, for the reason
-    `_union_all_select` gives."""
-    raw, pending = _raw_and_pending_tables()
-    return (
-        f"FROM {raw} WHERE project_id = %s AND session_id = %s AND type = %s AND NOT EXISTS ("
-        f"SELECT 1 FROM {pending} WHERE {pending}.project_id = {raw}.project_id "
-        f"AND {pending}.session_id = {raw}.session_id AND {pending}.raw_event_id = {raw}.id)"
-    )
-
-
-def _as_epoch_us(column: str) -> str:
-    """SQL reading a datetime column as integer epoch microseconds on PostgreSQL (exact, and much
-    cheaper to load than a datetime); elsewhere the column itself, converted by `_epoch_us`."""
-    quoted = connection.ops.quote_name(column)
-    if connection.vendor == "postgresql":
-        return f"(EXTRACT(EPOCH FROM {quoted}) * 1000000)::bigint"
-    return quoted
-
 
 def _throttles_reattribute(
-    project_id: int, session_pks: dict[str, int], claimed: ClaimedEvents, only_claimed: set[str]
+    project_id: int, session_pks: dict[str, int], claimed_throttles: list[tuple], only_claimed: set[str]
 ) -> dict[str, int]:
     """Re-attribute every folded throttle wait of these sessions to steps and models (DESIGN.md section 5).
 
     Recomputed from raw rows rather than folded: a usage event arriving after its waits moves
     them to its own step through call_id. The sessions in `only_claimed` had nothing folded
-    before this transaction, so their rows are read from the `claimed` events, not the database.
-    Returns each session's throttled time (union of waits).
+    before this transaction, so their waits are the claimed ones. Waits are the stored µs of each
+    event, so the steps' and models' sums equal the session's. Returns each session's throttled
+    time (union of waits).
     """
     if not session_pks:
         return {}
-    folded = _folded_of_session_sql()
-    throttles = [
-        (session_id, call_id, step, provider, model, wait_ms, _epoch_us(start))
-        for session_id, call_id, step, provider, model, wait_ms, start in _union_all_select([
-            (f"SELECT session_id, call_id, step, provider, model, wait_ms, {_as_epoch_us('timestamp')} {folded}",
-             [project_id, session_id, _THROTTLE])
-            for session_id in sorted(session_pks) if session_id not in only_claimed
-        ])
-    ]  # fmt: skip
-    # Events of the sessions in `only_claimed`, read from the claimed columns.
-    in_only_claimed = np.isin(claimed.sessions.codes, claimed.sessions.codes_of(only_claimed))
-    for event in np.flatnonzero(in_only_claimed & ~claimed.usage).tolist():
-        throttles.append((claimed.sessions[event], claimed.call_ids[event], claimed.steps[event],
-                          claimed.providers[event], claimed.models[event], float(claimed.waits_ms[event]),
-                          int(claimed.starts_us[event])))  # fmt: skip
+    throttles = raw_events.folded_throttles(project_id, sorted(sid for sid in session_pks if sid not in only_claimed))
+    throttles += [row for row in claimed_throttles if row[0] in only_claimed and row[0] in session_pks]
     call_ids_by_session: dict[str, set[str]] = defaultdict(set)
     for session_id, call_id, *_ in throttles:
         if call_id:
             call_ids_by_session[session_id].add(call_id)
     usage_by_call: dict[tuple[str, str], tuple[str, str, str]] = {}
-
-    def usage_found(session_id: str, call_id: str, step: str, provider: str, model: str) -> None:
+    usage_rows = raw_events.claimed_usage_with_call_ids(only_claimed & set(call_ids_by_session))
+    usage_rows += raw_events.folded_usage_of_calls(
+        project_id, {sid: ids for sid, ids in call_ids_by_session.items() if sid not in only_claimed}
+    )
+    for session_id, call_id, step, provider, model in usage_rows:
+        if call_id not in call_ids_by_session.get(session_id, ()):
+            continue
         known = usage_by_call.get((session_id, call_id))
         # Several usage events sharing a call_id: the smallest step wins (algorithms.throttle_by_step).
         if known is None or (step, provider, model) < known:
             usage_by_call[(session_id, call_id)] = (step, provider, model)
-
-    for event in np.flatnonzero(in_only_claimed & claimed.usage & claimed.call_ids.nonempty).tolist():
-        session_id, call_id = claimed.sessions[event], claimed.call_ids[event]
-        if call_id in call_ids_by_session.get(session_id, ()):
-            usage_found(session_id, call_id, claimed.steps[event], claimed.providers[event], claimed.models[event])
-    usage_branches = []
-    for session_id, call_ids in sorted(call_ids_by_session.items()):
-        if session_id in only_claimed:
-            continue
-        ordered = sorted(call_ids)
-        for start in range(0, len(ordered), _CALL_IDS_PER_BRANCH):
-            chunk = ordered[start : start + _CALL_IDS_PER_BRANCH]
-            usage_branches.append((
-                f"SELECT session_id, call_id, step, provider, model {folded} AND call_id IN ({', '.join(['%s'] * len(chunk))})",
-                [project_id, session_id, RawEvent.Type.USAGE.value, *chunk],
-            ))  # fmt: skip
-    for row in _union_all_select(usage_branches):
-        usage_found(*row)
 
     throttles_by_session: dict[str, list[tuple]] = defaultdict(list)
     for row in throttles:
@@ -493,22 +454,23 @@ def _throttles_reattribute(
     step_rows, model_rows, throttled_us = [], [], {}
     for session_id, session_pk in sorted(session_pks.items(), key=lambda item: item[1]):
         rows = throttles_by_session.get(session_id, [])
+        # throttle_by_step only counts and sums the waits it is given: here integer µs, summed exactly.
         by_step = algo.throttle_by_step(
-            [(call_id, step, wait_ms) for call_id, step, _, _, wait_ms, _ in rows],
+            [(call_id, step, wait_us) for call_id, step, _, _, wait_us, _ in rows],
             [(call_id, usage_by_call[(session_id, call_id)][0]) for call_id, *_ in rows
              if (session_id, call_id) in usage_by_call],
         )  # fmt: skip
         for step, attributed in sorted(by_step.items()):
-            step_rows.append((session_pk, step, attributed.count, algo.ms_to_us(attributed.wait_ms)))
-        waits_by_model: dict[tuple[str, str], list[float]] = defaultdict(list)
-        for call_id, _, provider, model, wait_ms, _ in rows:
+            step_rows.append((session_pk, step, attributed.count, int(attributed.wait_ms)))
+        waits_by_model: dict[tuple[str, str], list[int]] = defaultdict(list)
+        for call_id, _, provider, model, wait_us, _ in rows:
             if (session_id, call_id) in usage_by_call and not model:
                 _, provider, model = usage_by_call[(session_id, call_id)]
-            waits_by_model[(provider, model)].append(wait_ms)
+            waits_by_model[(provider, model)].append(wait_us)
         for (provider, model), waits in sorted(waits_by_model.items()):
-            model_rows.append((session_pk, provider, model, len(waits), sum(algo.ms_to_us(wait) for wait in waits)))
+            model_rows.append((session_pk, provider, model, len(waits), sum(waits)))
         throttled_us[session_id] = algo.union_length_us(
-            [algo.throttle_interval(start_us, wait_ms) for *_, wait_ms, start_us in rows]
+            [algo.Interval(start_us, start_us + wait_us) for *_, wait_us, start_us in rows]
         )
 
     pks = list(session_pks.values())
@@ -539,25 +501,24 @@ def _throttle_rows_upsert(step_rows: list[tuple], model_rows: list[tuple], *, up
         )
 
 
-def _throttles_add(sessions: dict[str, dict], session_ids: set[str], claimed: ClaimedEvents) -> dict[str, int]:
+def _throttles_add(sessions: dict[str, dict], session_ids: set[str], claimed_throttles: list[tuple]) -> dict[str, int]:
     """Add the claimed waits of sessions whose raw events retention deleted to their own step and
     model, without re-attributing earlier waits (their rows may be gone); returns each session's
     throttled time, the stored one plus the union of the new waits (overlaps with deleted waits
     unknown)."""
     if not session_ids:
         return {}
-    in_sessions = np.isin(claimed.sessions.codes, claimed.sessions.codes_of(session_ids))
     step_sums: dict[tuple[int, str], list[int]] = defaultdict(lambda: [0, 0])
     model_sums: dict[tuple[int, str, str], list[int]] = defaultdict(lambda: [0, 0])
     intervals: dict[str, list] = defaultdict(list)
-    for event in np.flatnonzero(in_sessions & ~claimed.usage).tolist():
-        session_id, wait_ms = claimed.sessions[event], float(claimed.waits_ms[event])
+    for session_id, _, step, provider, model, wait_us, start_us in claimed_throttles:
+        if session_id not in session_ids:
+            continue
         session_pk = sessions[session_id]["id"]
-        for sums in (step_sums[(session_pk, claimed.steps[event])],
-                     model_sums[(session_pk, claimed.providers[event], claimed.models[event])]):
+        for sums in (step_sums[(session_pk, step)], model_sums[(session_pk, provider, model)]):
             sums[0] += 1
-            sums[1] += algo.ms_to_us(wait_ms)
-        intervals[session_id].append(algo.throttle_interval(int(claimed.starts_us[event]), wait_ms))
+            sums[1] += wait_us
+        intervals[session_id].append(algo.Interval(start_us, start_us + wait_us))
     _throttle_rows_upsert(
         [(*key, *sums) for key, sums in sorted(step_sums.items())],
         [(*key, *sums) for key, sums in sorted(model_sums.items())],
@@ -575,62 +536,51 @@ def _with_throttle(count: int, wait_us: int) -> list[int]:
     return sums
 
 
-def _groups_write(sessions: dict[str, dict], batches: dict[str, SessionBatch]) -> None:
-    """Add the batches' sums to the step and model rows (created when missing)."""
-    step_rows, model_rows = [], []
-    for session_id, batch in batches.items():
-        session_pk = sessions[session_id]["id"]
-        by_step: dict[str, list[list[int]]] = defaultdict(list)
-        by_model: dict[tuple[str, str], list[list[int]]] = defaultdict(list)
-        for (step, provider, model), sums in batch.sums_by_group.items():
-            by_step[step].append(sums)
-            by_model[(provider, model)].append(sums)
-        for step, group_sums in by_step.items():
-            step_rows.append((session_pk, step, *_sum_vectors(group_sums), from_us(batch.first_us_by_step[step])))
-        for (provider, model), group_sums in by_model.items():
-            price_source = batch.price_source_by_model.get((provider, model), "")
-            model_rows.append((session_pk, provider, model, *_sum_vectors(group_sums), price_source))
-    sums_added = {name: added(name) for name in SUM_COLUMNS}
-    rows_upsert(
-        model=SessionStepAggregate,
-        columns=("session_id", "step", *SUM_COLUMNS, "first_timestamp"),
-        rows=sorted(step_rows, key=lambda row: row[:2]),
-        conflict=("session_id", "step"),
-        updates={**sums_added, "first_timestamp": earliest("first_timestamp")},
-    )
-    rows_upsert(
-        model=SessionModelAggregate,
-        columns=("session_id", "provider", "model", *SUM_COLUMNS, "price_source"),
-        rows=sorted(model_rows, key=lambda row: row[:3]),
-        conflict=("session_id", "provider", "model"),
-        updates={**sums_added, "price_source": unless_empty("price_source")},
-    )
-
-
 def _sessions_write(
     project_id: int,
     sessions: dict[str, dict],
-    batches: dict[str, SessionBatch],
+    folded: set[str],
     peaks: dict[str, _Peaks],
     throttled_us: dict[str, int],
     *,
     approximate: set[str],
 ) -> None:
-    """Write each folded session's new values: stored values (read under the lock) plus the batch."""
+    """Write each folded session's new values: the claimed rows' sums, event count and time span
+    added by one grouped statement; peaks, throttled time and attributes computed here from the
+    stored values (read under the lock)."""
+    quote = connection.ops.quote_name
+    table = quote(SessionAggregate._meta.db_table)
+    sums = _sums_sql(f"r.type = '{_USAGE}'")
+    timestamp = quote("timestamp")
+    assignments = ", ".join([
+        *(f"{name} = {table}.{name} + g.{name}" for name in (*SUM_COLUMNS, "event_count")),
+        f"started_at = CASE WHEN {table}.started_at IS NULL OR g.started_at < {table}.started_at "
+        f"THEN g.started_at ELSE {table}.started_at END",
+        f"ended_at = CASE WHEN {table}.ended_at IS NULL OR g.ended_at > {table}.ended_at "
+        f"THEN g.ended_at ELSE {table}.ended_at END",
+    ])  # fmt: skip
+    _execute(
+        f"UPDATE {table} SET {assignments} FROM (SELECT r.session_id, "
+        f"{', '.join(f'{sql} AS {name}' for name, sql in sums.items())}, COUNT(*) AS event_count, "
+        f"MIN(r.{timestamp}) AS started_at, MAX(r.end_at) AS ended_at "
+        f"FROM {raw_events.claimed_events_sql()} r GROUP BY r.session_id) g "
+        f"WHERE {table}.project_id = %s AND {table}.session_id = g.session_id",
+        [project_id],
+    )
+
+    attributes_by_session = {session_id: sessions[session_id]["attributes"] for session_id in folded}
+    for session_id, attributes in raw_events.claimed_attributes():
+        stored = attributes_by_session[session_id]
+        # First value wins, so a session's tags (user, app, environment) do not flap between events.
+        for key, value in (attributes or {}).items():
+            if len(stored) >= MAX_SESSION_ATTRIBUTES:
+                break
+            if key not in stored:
+                stored[key] = value
     now = dj_timezone.now()
-    decoded: dict[str, dict] = {}
     rows = []
-    for session_id, batch in batches.items():
+    for session_id in sorted(folded):
         stored = sessions[session_id]
-        sums = [stored[name] for name in SUM_COLUMNS]
-        for group_sums in batch.sums_by_group.values():
-            for index, value in enumerate(group_sums):
-                sums[index] += value
-        sums[_THROTTLE_COUNT] += batch.throttle_count
-        sums[_THROTTLE_WAIT_US] += batch.throttle_wait_us
-        started_at, ended_at = from_us(batch.started_us), from_us(batch.ended_us)
-        if stored["started_at"] is not None:
-            started_at, ended_at = min(stored["started_at"], started_at), max(stored["ended_at"], ended_at)
         bursts = (stored["burst_1s"], stored["burst_10s"], stored["burst_60s"])
         concurrency = stored["peak_concurrency"]
         peaks_approximate = stored["peaks_approximate"] or session_id in approximate
@@ -639,27 +589,13 @@ def _sessions_write(
                       max(bursts[2], found.bursts[_WINDOW_60S]))  # fmt: skip
             concurrency = max(concurrency, found.concurrency)
             peaks_approximate = peaks_approximate or found.approximate
-        attributes = stored["attributes"]
-        for text in batch.attribute_texts:
-            if len(attributes) >= MAX_SESSION_ATTRIBUTES:
-                break
-            if text not in decoded:
-                decoded[text] = json.loads(text) or {}
-            # First value wins, so a session's tags (user, app, environment) do not flap between events.
-            for key, value in decoded[text].items():
-                if key not in attributes and len(attributes) < MAX_SESSION_ATTRIBUTES:
-                    attributes[key] = value
-        rows.append((
-            project_id, session_id, *sums, started_at, ended_at, stored["event_count"] + batch.event_count,
-            *bursts, concurrency, throttled_us.get(session_id, stored["throttled_us"]), attributes, peaks_approximate,
-            now,
-        ))  # fmt: skip
-    rows.sort(key=lambda row: row[1])
-    columns = ("project_id", "session_id", *_SESSION_COLUMNS, "updated_at")
+        rows.append((project_id, session_id, *_ZERO_SUMS, 0, *bursts, concurrency,
+                     throttled_us.get(session_id, stored["throttled_us"]), attributes_by_session[session_id],
+                     peaks_approximate, now))  # fmt: skip
     rows_upsert(
         model=SessionAggregate,
-        columns=columns,
+        columns=("project_id", "session_id", *SUM_COLUMNS, "event_count", *_PEAK_COLUMNS, "updated_at"),
         rows=rows,
         conflict=("project_id", "session_id"),
-        updates={name: replaced(name) for name in columns[2:]},
+        updates={name: replaced(name) for name in (*_PEAK_COLUMNS, "updated_at")},
     )

@@ -55,9 +55,9 @@ def test_session_lookup_of_a_project_the_statistics_never_saw_uses_the_session_i
 
 @pytest.mark.postgres
 def test_the_fold_claim_reads_only_the_chosen_rows_by_key(project, team):
-    """The claim finds pending rows through their key and raw rows through the primary key, even
-    for a project the statistics never saw: no sequential scan of either table."""
-    from apps.metrics.folding import claim_statement_postgres
+    """The claim finds pending rows through their key and copies raw rows found through the primary
+    key, even for a project the statistics never saw: no sequential scan of either table."""
+    from apps.ingestion.selectors import claim, claim_statement_postgres
 
     _ingest(project, session_count=20, events_per_session=50)
     with connection.cursor() as cursor:
@@ -65,9 +65,10 @@ def test_the_fold_claim_reads_only_the_chosen_rows_by_key(project, team):
         cursor.execute(f"ANALYZE {PendingEvent._meta.db_table}")
     newcomer = project_get_or_create(team=team, slug="newcomer")
     _ingest(newcomer, session_count=5, events_per_session=50)
-    sql, params = claim_statement_postgres(newcomer.pk, [f"s-{session}" for session in range(5)])
+    sessions = [f"s-{session}" for session in range(5)]
+    claim(newcomer.pk, sessions, 0)  # creates the connection's table of claimed rows
     with connection.cursor() as cursor:
-        cursor.execute(f"EXPLAIN {sql}", params)
+        cursor.execute("EXPLAIN " + (statement := claim_statement_postgres(newcomer.pk, sessions, 1000))[0], statement[1])
         plan = "\n".join(row[0] for row in cursor.fetchall())
     assert "Seq Scan" not in plan, plan
     assert "Tid Scan on ingestion_pendingevent" in plan, plan

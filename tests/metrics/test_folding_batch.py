@@ -11,6 +11,7 @@ import pytest
 from django.db import OperationalError, connections
 
 from apps.accounts.services import project_get_or_create
+from apps.ingestion import selectors as raw_events
 from apps.ingestion.models import PendingEvent, RawEvent
 from apps.ingestion.services import events_ingest
 from apps.metrics import folding, services
@@ -46,15 +47,15 @@ def assert_same_as_reference(project, reference) -> None:
 
 @pytest.fixture
 def small_transactions(monkeypatch):
-    """Chunks of 3 sessions and claims of 40 events: several transactions (and, on PostgreSQL,
-    two folding threads) for a handful of sessions, and sessions split across claims. Per-session
+    """Chunks of 3 sessions and claims of 40 events: several transactions
+    for a handful of sessions, and sessions split across claims. Per-session
     lookups are split into many small UNION ALL statements, and each throttled call id gets a
     branch of its own."""
     monkeypatch.setattr(folding, "SESSIONS_PER_TRANSACTION", 3)
     monkeypatch.setattr(folding, "EVENTS_PER_TRANSACTION", 40)
-    monkeypatch.setattr(folding, "_BRANCHES_PER_QUERY", 2)
-    monkeypatch.setattr(folding, "_PARAMS_PER_QUERY", 7)
-    monkeypatch.setattr(folding, "_CALL_IDS_PER_BRANCH", 1)
+    monkeypatch.setattr(raw_events, "_BRANCHES_PER_QUERY", 2)
+    monkeypatch.setattr(raw_events, "_PARAMS_PER_QUERY", 7)
+    monkeypatch.setattr(raw_events, "_CALL_IDS_PER_BRANCH", 1)
 
 
 def test_one_fold_of_many_sessions_equals_single_batch_folds(team, small_transactions):

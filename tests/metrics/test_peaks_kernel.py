@@ -10,7 +10,6 @@ from hypothesis import strategies as st
 from apps.metrics import peaks_kernel
 from apps.metrics.algorithms import BURST_WINDOWS_US, PeakUpdateRange, burst_peaks, peak_concurrency
 from apps.metrics.peaks_kernel import CallColumns, PeakGroup, groups_peaks
-from tests.metrics.claimed_sums_reference import call_row
 from tests.metrics.test_bursts import (
     GRID_US, PROPERTY_SETTINGS, SECOND_US, call, dense_grid_session, instants, placed_calls, shifted,
 )  # fmt: skip
@@ -28,7 +27,7 @@ def python_peaks(group: PeakGroup, windows_us=BURST_WINDOWS_US) -> tuple[dict[in
 
 
 def rows(calls) -> list[peaks_kernel.CallRow]:
-    return [call_row(c) for c in calls]
+    return [(c.start_us, c.generation_start_us, c.end_us, c.input_tokens, c.output_tokens) for c in calls]
 
 
 def update_range(burst_bounds: tuple[int, int], concurrency_bounds: tuple[int, int]) -> PeakUpdateRange:

@@ -26,7 +26,7 @@ from tokensite.celery import app as celery_app
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow,
               requires_redis]  # fmt: skip
 
-SESSIONS = 1200  # three transactions of 500 sessions, folded by the worker's two fold threads
+SESSIONS = 1200  # three transactions of 500 sessions
 EVENTS_PER_SESSION = 10
 
 

@@ -1,0 +1,363 @@
+"""Reading raw events for the metrics fold: claiming pending events, and the claimed and folded rows.
+
+Ingestion owns its tables, so every statement that reads them is here; the fold
+(apps.metrics.folding) composes its grouped aggregate statements over `claimed_events_sql()`.
+
+The claim copies the claimed raw rows into a per-connection temporary table, `CLAIMED_TABLE`, in
+the statement that deletes their pending rows (reading them by primary key): every later
+statement of the fold's transaction reads exactly those rows, from that small table.
+
+Lookups of several sessions are written one branch per session with `session_id = %s`, joined by
+UNION ALL, never `session_id IN (...)`: for a project the planner's statistics do not know yet
+(see RawEvent.Meta) PostgreSQL treats an IN list as a filter over the whole project, whereas an
+equality always becomes an index condition of the session-led index.
+"""
+from __future__ import annotations
+
+import json
+import zlib
+from collections import defaultdict
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING
+
+from django.db import connection
+
+from apps.ingestion.models import PendingEvent, RawEvent
+from apps.ingestion.validation import derived_values_us
+from apps.metrics import algorithms as algo
+
+if TYPE_CHECKING:
+    from apps.metrics import peaks_kernel
+
+_BRANCHES_PER_QUERY = 200  # SQLite allows 500 SELECTs in one compound statement
+_PARAMS_PER_QUERY = 10_000  # well under SQLite's 32,766 bound variables
+_CALL_IDS_PER_BRANCH = 2_000
+_USAGE = RawEvent.Type.USAGE.value
+_THROTTLE = RawEvent.Type.THROTTLE.value
+
+
+def _tables() -> tuple[str, str]:
+    quote = connection.ops.quote_name
+    return quote(RawEvent._meta.db_table), quote(PendingEvent._meta.db_table)
+
+
+def from_us(instant_us: int) -> datetime:
+    return datetime.fromtimestamp(0, timezone.utc) + timedelta(microseconds=instant_us)
+
+
+def epoch_us_of(value: int | datetime | str) -> int:
+    """A column read through `_as_epoch_us`: already an integer on PostgreSQL; SQLite rows hold
+    naive UTC datetimes (or their text)."""
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return algo.epoch_us(value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc))
+
+
+def _as_epoch_us(column: str) -> str:
+    """SQL reading a datetime column as integer epoch microseconds on PostgreSQL (exact, and much
+    cheaper to load than a datetime); elsewhere the column itself, converted by `epoch_us_of`."""
+    if connection.vendor == "postgresql":
+        return f"(EXTRACT(EPOCH FROM {column}) * 1000000)::bigint"
+    return column
+
+
+# --- the claim --------------------------------------------------------------------------------
+
+
+# The raw columns the fold reads, copied once per claim into the per-connection temporary table.
+CLAIMED_COLUMNS = (
+    "id", "session_id", "type", "step", "provider", "model", "call_id", "timestamp", "end_at", "attributes",
+    "duration_ms", "time_to_first_token_ms", "input_tokens", "output_tokens", "cache_read_tokens",
+    "cache_write_tokens", "tool_tokens", "thought_tokens", "token_source", "wait_ms", "cost_nanousd",
+    "price_source", "context_share", "duration_us", "generation_us", "wait_us", "bucket_start", "crosses_bucket",
+)  # fmt: skip
+# Named after its columns: a connection's table of an older column set is never reused.
+CLAIMED_TABLE = f"fold_claimed_{zlib.crc32(' '.join(CLAIMED_COLUMNS).encode()):08x}"
+
+
+def claim(project_id: int, session_ids: list[str], limit: int) -> int:
+    """Take the sessions' oldest pending events (at most `limit`) off the queue, copying their raw
+    rows into `CLAIMED_TABLE`; returns how many events were claimed.
+
+    Call inside the fold's transaction: the claim, and everything read through
+    `claimed_events_sql()`, roll back together. The fold reads the claimed rows six times (each
+    grouped statement and the narrow reads): from a small local table that is a sequential scan,
+    where each read of the raw table would look every row up by key again.
+    """
+    raw, pending = _tables()
+    columns = ", ".join(map(connection.ops.quote_name, CLAIMED_COLUMNS))
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            # ON COMMIT DELETE ROWS empties it at commit; the DELETE covers a fold nested in a caller's
+            # transaction (a savepoint per chunk).
+            cursor.execute(
+                f"CREATE TEMP TABLE IF NOT EXISTS {CLAIMED_TABLE} ON COMMIT DELETE ROWS AS "
+                f"SELECT {columns} FROM {raw} WITH NO DATA"
+            )
+            cursor.execute(f"DELETE FROM {CLAIMED_TABLE}")
+            cursor.execute(*claim_statement_postgres(project_id, session_ids, limit))
+            return cursor.rowcount
+        cursor.execute(f"CREATE TEMP TABLE IF NOT EXISTS {CLAIMED_TABLE} AS SELECT {columns} FROM {raw} WHERE 0")
+        cursor.execute(f"DELETE FROM temp.{CLAIMED_TABLE}")
+        # SQLite: no data-modifying CTE, but DELETE ... RETURNING; its planner keeps an IN list on
+        # the primary key.
+        cursor.execute(
+            f"DELETE FROM {pending} WHERE rowid IN (SELECT rowid FROM {pending} WHERE project_id = %s AND session_id IN "
+            f"({', '.join(['%s'] * len(session_ids))}) ORDER BY raw_event_id LIMIT %s) RETURNING raw_event_id",
+            [project_id, *session_ids, limit],
+        )
+        event_pks = [event_pk for (event_pk,) in cursor.fetchall()]
+        if event_pks:
+            _claimed_copy(cursor, f"id IN (SELECT value FROM json_each(%s))", [json.dumps(event_pks)])
+        return len(event_pks)
+
+
+def _claimed_copy(cursor, where: str, params: list) -> None:
+    raw, _ = _tables()
+    columns = ", ".join(map(connection.ops.quote_name, CLAIMED_COLUMNS))
+    table = CLAIMED_TABLE if connection.vendor == "postgresql" else f"temp.{CLAIMED_TABLE}"
+    cursor.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {raw} WHERE {where}", params)
+
+
+def claim_statement_postgres(project_id: int, session_ids: list[str], limit: int) -> tuple[str, list]:
+    """`claim`'s statement on PostgreSQL and its parameters.
+
+    One equality per session (see the module docstring); the oldest first, so a backlog larger
+    than one transaction folds in arrival order. `ctid = ANY(ARRAY(...))` is a TID scan of exactly
+    the chosen rows, and `id = ANY(ARRAY(...))` keeps the raw lookup on the primary key whatever
+    the planner guesses the claim returns.
+    """
+    raw, pending = _tables()
+    branches = " UNION ALL ".join(
+        [f"SELECT ctid, raw_event_id FROM {pending} WHERE project_id = %s AND session_id = %s"] * len(session_ids)
+    )
+    columns = ", ".join(map(connection.ops.quote_name, CLAIMED_COLUMNS))
+    return (
+        f"WITH claimed AS (DELETE FROM {pending} WHERE ctid = ANY(ARRAY("
+        f"SELECT ctid FROM ({branches}) AS queued ORDER BY raw_event_id LIMIT %s)) RETURNING raw_event_id) "
+        f"INSERT INTO {CLAIMED_TABLE} ({columns}) SELECT {columns} FROM {raw} "
+        f"WHERE id = ANY(ARRAY(SELECT raw_event_id FROM claimed))",
+        [*(value for session_id in session_ids for value in (project_id, session_id)), limit],
+    )
+
+
+def claimed_events_sql() -> str:
+    """The claimed raw rows (the CLAIMED_COLUMNS), to read as `FROM {claimed_events_sql()} r` in the
+    claim's transaction."""
+    return CLAIMED_TABLE if connection.vendor == "postgresql" else f"temp.{CLAIMED_TABLE}"
+
+
+def raw_event_column_sql(column: str, id_sql: str) -> str:
+    """A scalar subquery: `column` of the raw event whose id is the SQL expression `id_sql`
+    (looked up by primary key)."""
+    raw, _ = _tables()
+    return f"(SELECT p.{connection.ops.quote_name(column)} FROM {raw} p WHERE p.id = {id_sql})"
+
+
+def claimed_derive_missing() -> int:
+    """Derive the values (validation.derived_values) of claimed rows written without them (a loader
+    naming no such column, or the previous release during a rolling deploy); returns how many rows
+    that was. Every row the current writers store has them already.
+
+    They are written to the claimed copies, which the fold sums, and stored on the raw rows of
+    throttle waits only, whose waits later folds read again (re-attribution, DESIGN.md section 5).
+    Rewriting every such raw row cost more than the rest of the fold (a wide row and its indexes
+    per event); a usage row's derived values are only ever read from its claimed copy.
+    """
+    claimed = claimed_events_sql()
+    with connection.cursor() as cursor:
+        start = _as_epoch_us("r." + connection.ops.quote_name("timestamp"))
+        cursor.execute(
+            f"SELECT r.id, r.type, {start}, r.duration_ms, r.time_to_first_token_ms, r.wait_ms "
+            f"FROM {claimed} r WHERE r.bucket_start IS NULL"
+        )
+        rows = cursor.fetchall()
+        if not rows:
+            return 0
+        updates, throttles = [], []
+        for event_pk, kind, start_us, duration_ms, ttft, wait_ms in rows:
+            update = (event_pk, *derived_values_us(kind, epoch_us_of(start_us), duration_ms, ttft, wait_ms))
+            updates.append(update)
+            if kind != _USAGE:
+                throttles.append(update)
+        raw, _ = _tables()
+        for table, table_updates in ((claimed, updates), (raw, throttles)):
+            if not table_updates:
+                continue
+            if connection.vendor == "postgresql":
+                cursor.execute(
+                    f"UPDATE {table} SET duration_us = d.duration_us, generation_us = d.generation_us, "
+                    f"wait_us = d.wait_us, bucket_start = timestamptz 'epoch' + d.bucket_us * interval '1 microsecond', "
+                    f"crosses_bucket = d.crosses_bucket FROM unnest("
+                    f"%s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[], %s::bool[]) "
+                    f"AS d(id, duration_us, generation_us, wait_us, bucket_us, crosses_bucket) WHERE {table}.id = d.id",
+                    [list(column) for column in zip(*table_updates)],
+                )
+            else:
+                field = RawEvent._meta.get_field("bucket_start")
+                cursor.executemany(
+                    f"UPDATE {table} SET duration_us = %s, generation_us = %s, wait_us = %s, bucket_start = %s, "
+                    f"crosses_bucket = %s WHERE id = %s",
+                    [(*values[1:4], field.get_db_prep_value(from_us(values[4]), connection), values[5], values[0])
+                     for values in table_updates],
+                )  # fmt: skip
+    return len(rows)
+
+
+def claimed_calls() -> list[tuple]:
+    """The claimed usage calls in event order: (session id, start µs, duration µs, generation µs,
+    input tokens, output tokens, crosses its minute, provider and model (None unless it crosses),
+    has a call_id)."""
+    crossing_text = "CASE WHEN r.crosses_bucket THEN r.{} END"
+    sql = (
+        f"SELECT r.session_id, {_as_epoch_us('r.' + connection.ops.quote_name('timestamp'))}, r.duration_us, "
+        f"r.generation_us, r.input_tokens, r.output_tokens, r.crosses_bucket, {crossing_text.format('provider')}, "
+        f"{crossing_text.format('model')}, CASE WHEN r.call_id IS NULL OR r.call_id = '' THEN 0 ELSE 1 END "
+        f"FROM {claimed_events_sql()} r WHERE r.type = %s ORDER BY r.id"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [_USAGE])
+        rows = cursor.fetchall()
+    if connection.vendor != "postgresql":
+        rows = [(row[0], epoch_us_of(row[1]), *row[2:]) for row in rows]
+    return rows
+
+
+def claimed_throttles() -> list[tuple]:
+    """The claimed throttle waits in event order: (session id, call_id, step, provider, model, wait µs, start µs)."""
+    sql = (
+        f"SELECT r.session_id, r.call_id, r.step, r.provider, r.model, r.wait_us, "
+        f"{_as_epoch_us('r.' + connection.ops.quote_name('timestamp'))} "
+        f"FROM {claimed_events_sql()} r WHERE r.type = %s ORDER BY r.id"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [_THROTTLE])
+        return [(*row[:6], epoch_us_of(row[6])) for row in cursor.fetchall()]
+
+
+def claimed_usage_with_call_ids(session_ids: set[str]) -> list[tuple]:
+    """(session id, call_id, step, provider, model) of the claimed usage calls of these sessions that carry a call_id."""
+    sql = (
+        f"SELECT r.session_id, r.call_id, r.step, r.provider, r.model FROM {claimed_events_sql()} r "
+        f"WHERE r.type = %s AND r.call_id IS NOT NULL AND r.call_id <> ''"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [_USAGE])
+        return [row for row in cursor.fetchall() if row[0] in session_ids]
+
+
+def claimed_attributes() -> list[tuple[str, dict]]:
+    """Distinct non-empty (session id, attributes) of the claimed usage calls, in event order."""
+    empty = "'{}'::jsonb" if connection.vendor == "postgresql" else "'{}'"
+    sql = (
+        f"SELECT r.session_id, r.attributes, MIN(r.id) AS first_id FROM {claimed_events_sql()} r "
+        f"WHERE r.type = %s AND r.attributes <> {empty} GROUP BY r.session_id, r.attributes ORDER BY first_id"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [_USAGE])
+        rows = cursor.fetchall()
+    return [(session_id, json.loads(value) if isinstance(value, str) else value) for session_id, value, _ in rows]
+
+
+# --- folded events ----------------------------------------------------------------------------
+
+
+def union_all_select(branches: list[tuple[str, list]]) -> list[tuple]:
+    """Rows of many small SELECTs, sent as few `UNION ALL` statements (see the module docstring)."""
+    rows: list[tuple] = []
+    with connection.cursor() as cursor:
+
+        def run(sqls: list[str], params: list) -> None:
+            cursor.execute(" UNION ALL ".join(sqls), params)
+            rows.extend(cursor.fetchall())
+
+        sqls: list[str] = []
+        params: list = []
+        for sql, values in branches:
+            if sqls and (len(sqls) == _BRANCHES_PER_QUERY or len(params) + len(values) > _PARAMS_PER_QUERY):
+                run(sqls, params)
+                sqls, params = [], []
+            sqls.append(sql)
+            params.extend(values)
+        if sqls:
+            run(sqls, params)
+    return rows
+
+
+def _folded_of_session_sql() -> str:
+    """`FROM ... WHERE` of one session's folded events of one type (those with no pending row, the
+    ones claimed in this transaction included); parameters: project id, session id, type."""
+    raw, pending = _tables()
+    return (
+        f"FROM {raw} WHERE project_id = %s AND session_id = %s AND type = %s AND NOT EXISTS ("
+        f"SELECT 1 FROM {pending} WHERE {pending}.project_id = {raw}.project_id "
+        f"AND {pending}.session_id = {raw}.session_id AND {pending}.raw_event_id = {raw}.id)"
+    )
+
+
+def folded_calls(
+    project_id: int, ranges: dict[str, list[algo.PeakUpdateRange]]
+) -> dict[str, list[peaks_kernel.CallRow]]:
+    """Folded usage calls (the claimed ones included) overlapping the load ranges, per session.
+
+    One SELECT per range joined by UNION ALL: each is a plain scan of the (project, session,
+    timestamp) index, which a planner could not be trusted to pick for one big OR.
+    """
+    time_field = RawEvent._meta.get_field("timestamp")
+    branch = (
+        f"SELECT id, session_id, {_as_epoch_us(connection.ops.quote_name('timestamp'))}, duration_ms, "
+        f"time_to_first_token_ms, input_tokens, output_tokens {_folded_of_session_sql()} "
+        f"AND {connection.ops.quote_name('timestamp')} <= %s AND end_at >= %s"
+    )
+    # One millisecond of slack on each side covers rounding between end_at and end_us; the
+    # callers keep exactly the calls a range needs.
+    slack = timedelta(milliseconds=1)
+    params = [
+        [project_id, session_id, RawEvent.Type.USAGE.value,
+         time_field.get_db_prep_value(from_us(update.load_to_us) + slack, connection),
+         time_field.get_db_prep_value(from_us(update.load_from_us) - slack, connection)]
+        for session_id, session_ranges in ranges.items()
+        for update in session_ranges
+    ]  # fmt: skip
+    calls: dict[str, list[peaks_kernel.CallRow]] = defaultdict(list)
+    seen: set[int] = set()  # a call in the load windows of two ranges is placed once
+    rows = union_all_select([(branch, values) for values in params])
+    for event_pk, session_id, start_us, duration_ms, ttft, input_tokens, output_tokens in rows:
+        if event_pk not in seen:
+            seen.add(event_pk)
+            start_us = epoch_us_of(start_us)
+            calls[session_id].append(
+                (start_us, *algo.generation_interval_us(start_us, duration_ms, ttft), input_tokens, output_tokens)
+            )
+    return calls
+
+
+def folded_throttles(project_id: int, session_ids: list[str]) -> list[tuple]:
+    """Every folded throttle wait of these sessions: (session id, call_id, step, provider, model, wait µs, start µs)."""
+    folded = _folded_of_session_sql()
+    start = _as_epoch_us(connection.ops.quote_name("timestamp"))
+    return [
+        (*row[:6], epoch_us_of(row[6]))
+        for row in union_all_select([
+            (f"SELECT session_id, call_id, step, provider, model, wait_us, {start} {folded}",
+             [project_id, session_id, _THROTTLE])
+            for session_id in session_ids
+        ])
+    ]  # fmt: skip
+
+
+def folded_usage_of_calls(project_id: int, call_ids_by_session: dict[str, set[str]]) -> list[tuple]:
+    """(session id, call_id, step, provider, model) of the folded usage calls carrying these call_ids."""
+    folded = _folded_of_session_sql()
+    branches = []
+    for session_id, call_ids in sorted(call_ids_by_session.items()):
+        ordered = sorted(call_ids)
+        for start in range(0, len(ordered), _CALL_IDS_PER_BRANCH):
+            chunk = ordered[start : start + _CALL_IDS_PER_BRANCH]
+            branches.append((
+                f"SELECT session_id, call_id, step, provider, model {folded} AND call_id IN ({', '.join(['%s'] * len(chunk))})",
+                [project_id, session_id, _USAGE, *chunk],
+            ))  # fmt: skip
+    return union_all_select(branches)
