@@ -325,12 +325,11 @@ def _peaks(
         if not len(new_calls):
             continue
         stored = sessions[session_id]
-        new_rows = new_calls.rows()
         if stored["event_count"] == 0:
             # Nothing folded before: the new calls are all the session's calls.
             groups.append(peaks_kernel.PeakGroup(new_calls))
             group_sessions.append(session_id)
-            recent[session_id] = recent_calls.of_new_session(new_rows)
+            recent[session_id] = recent_calls.of_new_session(new_calls)
             continue
         session_ranges = algo.peak_update_ranges(
             list(map(algo.Interval, new_calls.starts_us.tolist(), new_calls.ends_us.tolist()))
@@ -346,6 +345,7 @@ def _peaks(
             last = session_ranges[-1]
             loads[session_id] = [*session_ranges[:-1], replace(last, load_to_us=recent_calls.OPEN_END_US)]
             continue
+        new_rows = new_calls.rows()
         if behind := [update for update in session_ranges if not state.covers(update)]:
             reloaded[session_id] = loads[session_id] = behind
         known = state.calls + new_rows

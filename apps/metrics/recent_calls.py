@@ -28,8 +28,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
+import numpy as np
+
 from apps.metrics import algorithms as algo
-from apps.metrics.peaks_kernel import CallRow
+from apps.metrics.peaks_kernel import CallColumns, CallRow
 
 HORIZON_LAG_US = 2 * max(algo.BURST_WINDOWS_US)
 # A session above this many calls in the last two minutes keeps no state and reloads: the state is
@@ -62,13 +64,17 @@ class RecentCalls:
         return None if len(kept) > MAX_CALLS else RecentCalls(horizon_us, kept)
 
 
-def of_new_session(new_calls: list[CallRow]) -> RecentCalls | None:
-    """The state of a session whose only folded calls are `new_calls`: any horizon holds them all,
-    so it starts as low as `advanced` lets it, not at the earliest call (a next batch reaching one
-    window behind that call would otherwise reload)."""
-    if not new_calls:
+def of_new_session(new_calls: CallColumns) -> RecentCalls | None:
+    """The state of a session whose only folded calls are `new_calls`. Any horizon holds them all,
+    so it is the lowest `advanced` allows (a next batch reaching one window behind the earliest
+    call then needs no reload). Column-wise: a first batch can hold a session's whole backlog."""
+    if not len(new_calls):
         return None
-    return RecentCalls(min(call[0] for call in new_calls) - HORIZON_LAG_US, []).advanced(new_calls)
+    horizon_us = int(new_calls.starts_us.max()) - HORIZON_LAG_US
+    kept = np.flatnonzero(new_calls.ends_us >= horizon_us)
+    if len(kept) > MAX_CALLS:
+        return None
+    return RecentCalls(horizon_us, list(zip(*(column[kept].tolist() for column in new_calls.columns()))))
 
 
 def from_folded(folded_calls: list[CallRow], *, horizon_us: int) -> RecentCalls | None:
@@ -98,5 +104,6 @@ def from_json(stored: dict | None) -> RecentCalls | None:
     calls = []
     for index in range(0, len(flat), 5):
         start_us = horizon_us + flat[index]
-        calls.append((start_us, start_us + flat[index + 1], start_us + flat[index + 2], flat[index + 3], flat[index + 4]))
+        generation_start_us, end_us = start_us + flat[index + 1], start_us + flat[index + 2]
+        calls.append((start_us, generation_start_us, end_us, flat[index + 3], flat[index + 4]))
     return RecentCalls(horizon_us, calls)
