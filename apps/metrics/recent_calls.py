@@ -20,8 +20,12 @@ it are dropped, so the state holds about two minutes of calls, plus any call sti
 
 No state (None, stored as NULL): a row folded before the state existed, or a session with more
 than MAX_CALLS calls in that span (the state would cost more to read and write than the reload).
-The fold then reloads as before and rebuilds the state from what it loaded (`from_folded`).
-No Django import: pure functions over `peaks_kernel.CallRow` tuples.
+The fold then reloads as before, its last range with no upper bound (for a batch in time order
+that adds no row), and rebuilds the state from what it loaded (`from_folded`).
+
+Retention (apps.ingestion.retention) may delete raw events the state still holds; the fold marks
+peaks approximate exactly as before, whenever a range reaches back to the deleted instants,
+whichever source served it. No Django import: pure functions over `peaks_kernel` calls.
 """
 from __future__ import annotations
 
