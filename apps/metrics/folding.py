@@ -27,7 +27,9 @@ statements whatever the number of events:
    tokens span several minutes (rare) is split in Python by algorithms.bucket_call_tokens from
    its stored values, and its shares join the same statement.
 4. peaks: what Python still computes from the claimed calls (read narrow, in event order):
-   burst and concurrency peaks (`_peaks`, the compiled apps.metrics.peaks_kernel), throttle
+   burst and concurrency peaks (`_peaks`, the compiled apps.metrics.peaks_kernel; a session
+   with history updates them from the recent calls kept on its row, apps.metrics.recent_calls,
+   and reads folded calls only for a batch reaching behind those), throttle
    re-attribution by call_id (DESIGN.md section 5, only for sessions that can need it), and
    session attributes (first value wins).
 A session whose fold fails with an error a retry cannot cure is quarantined, and the others
@@ -37,7 +39,7 @@ transactions (see `_chunk_fold`).
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from django.db import connection, transaction
 from django.utils import timezone as dj_timezone
@@ -47,7 +49,7 @@ from apps.ingestion import selectors as raw_events
 from apps.ingestion.models import RawEvent
 from apps.ingestion.selectors import from_us
 from apps.metrics import algorithms as algo
-from apps.metrics import peaks_kernel
+from apps.metrics import peaks_kernel, recent_calls
 from apps.metrics.buckets import BUCKET_COLUMNS
 from apps.metrics.context_windows import PRESSURE_COLUMNS, PRESSURE_MEASURES, pressure_update
 from apps.metrics.models import SessionAggregate, SessionModelAggregate, SessionStepAggregate, UsageBucket
@@ -73,7 +75,7 @@ _THROTTLE_COUNT = SUM_COLUMNS.index("throttle_count")
 _THROTTLE_WAIT_US = SUM_COLUMNS.index("throttle_wait_us")
 _ZERO_SUMS = (0,) * len(SUM_COLUMNS)
 _PEAK_COLUMNS = ("burst_1s", "burst_10s", "burst_60s", "peak_concurrency", "throttled_us", "attributes",
-                 "peaks_approximate")  # fmt: skip
+                 "peaks_approximate", "recent_calls")  # fmt: skip
 _SESSION_COLUMNS = (*SUM_COLUMNS, "started_at", "ended_at", "event_count", *_PEAK_COLUMNS)
 _USAGE = RawEvent.Type.USAGE.value
 _WINDOW_1S, _WINDOW_10S, _WINDOW_60S = algo.BURST_WINDOWS_US
@@ -107,6 +109,10 @@ class _Peaks:
     concurrency: int
     # The update would have needed calls that retention deleted (apps.ingestion.retention).
     approximate: bool = False
+    # The session's recent calls once the new ones are folded (apps.metrics.recent_calls).
+    recent: recent_calls.RecentCalls | None = None
+
+
 def sessions_fold(*, project_id: int, session_ids: list[str]) -> int:
     """Fold the sessions' unprocessed events, many sessions per transaction; returns events folded.
 
@@ -370,49 +376,83 @@ def _buckets_add(project_id: int, call_rows: list[tuple]) -> None:
 def _peaks(
     project_id: int, sessions: dict[str, dict], calls: dict[str, peaks_kernel.CallColumns]
 ) -> dict[str, _Peaks]:
-    """Burst and concurrency peaks the new calls can set, per session (to be maxed with the stored ones)."""
+    """Burst and concurrency peaks the new calls can set, per session (to be maxed with the stored
+    ones), with the session's recent calls once they are folded.
+
+    `calls`: each session's newly claimed usage calls, in event order; `sessions`: the rows
+    `sessions_lock` read. A session with no folded event before has only the new calls. For the
+    others, an update range (algorithms.peak_update_ranges) that the stored recent calls cover is
+    computed from them and the new calls, with no query: live traffic, which arrives in time
+    order, never re-reads the session's history. The ranges reaching behind them (a late batch),
+    and every range of a session with no recent calls stored, load the folded calls they need in
+    one query; a session without them loads its last range with no upper bound, which rebuilds
+    them (apps.metrics.recent_calls). One call of the compiled kernel computes every range.
+    """
     groups: list[peaks_kernel.PeakGroup] = []
     group_sessions: list[str] = []
-    ranges: dict[str, list[algo.PeakUpdateRange]] = {}
-    for session_id, session_calls in calls.items():
-        if not len(session_calls):
-            continue
-        if sessions[session_id]["event_count"] == 0:
-            # Nothing folded before: the new calls are all the session's calls.
-            groups.append(peaks_kernel.PeakGroup(session_calls))
-            group_sessions.append(session_id)
-        else:
-            ranges[session_id] = algo.peak_update_ranges(
-                list(map(algo.Interval, session_calls.starts_us.tolist(), session_calls.ends_us.tolist()))
-            )
+    loads: dict[str, list[algo.PeakUpdateRange]] = {}  # what the query loads, per session
+    reloaded: dict[str, list[algo.PeakUpdateRange]] = {}  # the ranges computed from loaded calls
+    recent: dict[str, recent_calls.RecentCalls | None] = {}
     approximate = set()
-    for session_id, session_ranges in ranges.items():
-        if (pruned_through := sessions[session_id]["raw_pruned_through"]) is not None:
-            # A deleted call ending at or after a range's start would have been loaded with it.
+    for session_id, new_calls in calls.items():
+        if not len(new_calls):
+            continue
+        stored = sessions[session_id]
+        if stored["event_count"] == 0:
+            # Nothing folded before: the new calls are all the session's calls.
+            groups.append(peaks_kernel.PeakGroup(new_calls))
+            group_sessions.append(session_id)
+            recent[session_id] = recent_calls.of_new_session(new_calls)
+            continue
+        session_ranges = algo.peak_update_ranges(
+            list(map(algo.Interval, new_calls.starts_us.tolist(), new_calls.ends_us.tolist()))
+        )
+        if (pruned_through := stored["raw_pruned_through"]) is not None:
+            # A deleted call ending at or after a range's start would have been needed by it.
             pruned_through_us = algo.epoch_us(pruned_through) + 1000
             if any(update.load_from_us <= pruned_through_us for update in session_ranges):
                 approximate.add(session_id)
-    if ranges:
-        stored = raw_events.folded_calls(project_id, ranges)
-        for session_id, session_ranges in ranges.items():
-            for update in session_ranges:
-                # update.needs on rows: the call overlaps the load range.
-                needed = [
-                    row for row in stored[session_id] if row[0] <= update.load_to_us and row[2] >= update.load_from_us
-                ]
-                groups.append(peaks_kernel.PeakGroup(needed, update))
+        state = recent_calls.from_json(stored["recent_calls"])
+        if state is None:
+            reloaded[session_id] = session_ranges
+            last = session_ranges[-1]
+            loads[session_id] = [*session_ranges[:-1], replace(last, load_to_us=recent_calls.OPEN_END_US)]
+            continue
+        new_rows = new_calls.rows()
+        if behind := [update for update in session_ranges if not state.covers(update)]:
+            reloaded[session_id] = loads[session_id] = behind
+        known = state.calls + new_rows
+        for update in session_ranges:
+            if state.covers(update):
+                groups.append(peaks_kernel.PeakGroup(_needed(known, update), update))
                 group_sessions.append(session_id)
+        recent[session_id] = state.advanced(new_rows)
+    if loads:
+        loaded = raw_events.folded_calls(project_id, loads)
+        for session_id, session_ranges in reloaded.items():
+            for update in session_ranges:
+                groups.append(peaks_kernel.PeakGroup(_needed(loaded[session_id], update), update))
+                group_sessions.append(session_id)
+            if session_id not in recent:
+                recent[session_id] = recent_calls.from_folded(
+                    loaded[session_id], horizon_us=session_ranges[-1].load_from_us
+                )
     peaks: dict[str, _Peaks] = {}
     for session_id, (bursts, concurrency) in zip(group_sessions, peaks_kernel.groups_peaks(groups)):
         found = peaks.get(session_id)
         if found is None:
-            peaks[session_id] = _Peaks(bursts, concurrency)
+            peaks[session_id] = _Peaks(bursts, concurrency, recent=recent[session_id])
         else:
             found.bursts = {window: max(found.bursts[window], bursts[window]) for window in bursts}
             found.concurrency = max(found.concurrency, concurrency)
     for session_id in approximate:
         peaks[session_id].approximate = True
     return peaks
+
+
+def _needed(known: list[peaks_kernel.CallRow], update: algo.PeakUpdateRange) -> list[peaks_kernel.CallRow]:
+    """The calls of `known` that `update` needs: those overlapping its load range."""
+    return [row for row in known if row[0] <= update.load_to_us and row[2] >= update.load_from_us]
 
 
 
@@ -583,15 +623,17 @@ def _sessions_write(
         stored = sessions[session_id]
         bursts = (stored["burst_1s"], stored["burst_10s"], stored["burst_60s"])
         concurrency = stored["peak_concurrency"]
+        recent = stored["recent_calls"]
         peaks_approximate = stored["peaks_approximate"] or session_id in approximate
         if found := peaks.get(session_id):
             bursts = (max(bursts[0], found.bursts[_WINDOW_1S]), max(bursts[1], found.bursts[_WINDOW_10S]),
                       max(bursts[2], found.bursts[_WINDOW_60S]))  # fmt: skip
             concurrency = max(concurrency, found.concurrency)
             peaks_approximate = peaks_approximate or found.approximate
+            recent = recent_calls.to_json(found.recent)
         rows.append((project_id, session_id, *_ZERO_SUMS, 0, *bursts, concurrency,
                      throttled_us.get(session_id, stored["throttled_us"]), attributes_by_session[session_id],
-                     peaks_approximate, now))  # fmt: skip
+                     peaks_approximate, recent, now))  # fmt: skip
     rows_upsert(
         model=SessionAggregate,
         columns=("project_id", "session_id", *SUM_COLUMNS, "event_count", *_PEAK_COLUMNS, "updated_at"),

@@ -85,6 +85,10 @@ class SessionAggregate(TokenSums):
     # peaks_approximate, shown on every surface, rather than pretending they are exact.
     raw_pruned_through = models.DateTimeField(null=True, blank=True)
     peaks_approximate = models.BooleanField(default=False, db_default=False)
+    # The folded calls a later in-order batch can need to update the peaks, so live traffic does
+    # not re-read the session's history (apps.metrics.recent_calls); null: none kept, the fold
+    # reloads them from the raw events.
+    recent_calls = models.JSONField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
