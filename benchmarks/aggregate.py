@@ -119,6 +119,8 @@ RAW_COLUMNS = (
     "received_at", "attributes", "duration_ms", "time_to_first_token_ms", "input_tokens", "output_tokens",
     "cache_read_tokens", "cache_write_tokens", "tool_tokens", "thought_tokens", "token_source", "tokenizer",
     "wait_ms", "status_code", "attempt", "cost_nanousd", "price_source", "context_share",
+    # What ingest derives once per event and the fold sums (apps.ingestion.validation.DerivedValues).
+    "duration_us", "generation_us", "wait_us", "bucket_start", "crosses_bucket",
 )  # fmt: skip
 # The models' published input windows, for the share ingest stores (context_share); None: unknown.
 INPUT_WINDOWS = {"gpt-4o": 128_000, "claude-3-5-sonnet-20241022": 200_000, "gpt-4o-mini": 128_000,
@@ -126,7 +128,9 @@ INPUT_WINDOWS = {"gpt-4o": 128_000, "claude-3-5-sonnet-20241022": 200_000, "gpt-
 
 
 def session_events(rng: random.Random, project_id: int, session_id: str, count: int, start: datetime, received_at):
-    """`count` raw rows of one session: an agent run of overlapping calls over a few minutes."""
+    """`count` raw rows of one session: an agent run of overlapping calls over a few minutes, with
+    the values ingest derives from each (as the ingest writers store them)."""
+    from apps.ingestion.validation import derived_values
     weights = [share for _, _, share, _, _ in MODELS]
     throttled = rng.random() < THROTTLED_SESSION_SHARE
     attributes = json.dumps({"app": "bench", "user": f"u{rng.randint(1, 500)}", "environment": "prod"})
@@ -157,7 +161,7 @@ def session_events(rng: random.Random, project_id: int, session_id: str, count: 
         ))  # fmt: skip
         # Calls overlap: the next one starts before this one ends about half the time.
         clock += timedelta(milliseconds=rng.uniform(0.2, 1.2) * duration_ms)
-    return rows
+    return [(*row, *derived_values(row[2], row[8], row[12], row[13], row[22])) for row in rows]
 
 
 def raw_events_copy(scratch_url: str, project_id: int, sessions: int, events_per_session: int, seed: int) -> int:
