@@ -82,16 +82,7 @@ def _first_of_each_event_id(events: list[PreparedEvent]) -> tuple[list[PreparedE
 def _usage_events_price(*, project: Project, events: list[PreparedEvent]) -> None:
     """Stamp each usage event with its cost and its share of its model's input window (apps.pricing)."""
     usage = [prepared for prepared in events if isinstance(prepared.event, UsageEvent)]
-    calls = [
-        CallUsage(
-            provider=event.provider, model=event.model, billed_at=event.timestamp,
-            input_tokens=event.input_tokens, output_tokens=event.output_tokens,
-            cache_read_tokens=event.cache_read_tokens, cache_write_tokens=event.cache_write_tokens,
-            cache_write_1h_tokens=event.cache_write_1h_tokens, thought_tokens=event.thought_tokens,
-            service_tier=event.service_tier,
-        )
-        for event in (prepared.event for prepared in usage)
-    ]  # fmt: skip
+    calls = [CallUsage.of(prepared.event) for prepared in usage]
     prices = calls_price(project=project, calls=calls)
     shares = calls_context_share(project=project, calls=calls)
     for prepared, price, share in zip(usage, prices, shares, strict=True):

@@ -45,15 +45,7 @@ def events_reprice(*, project: Project, since: datetime | None = None, unpriced_
             "cache_write_tokens", "cache_write_1h_tokens", "thought_tokens", "service_tier", "cost_nanousd",
             "price_source", "price_book",
         ).iterator(chunk_size=REPRICE_CHUNK):  # fmt: skip
-            cost, source, price_book = book.call_price(
-                CallUsage(
-                    provider=event.provider, model=event.model, billed_at=event.timestamp,
-                    input_tokens=event.input_tokens, output_tokens=event.output_tokens,
-                    cache_read_tokens=event.cache_read_tokens, cache_write_tokens=event.cache_write_tokens,
-                    cache_write_1h_tokens=event.cache_write_1h_tokens, thought_tokens=event.thought_tokens,
-                    service_tier=event.service_tier,
-                )
-            )  # fmt: skip
+            cost, source, price_book = book.call_price(CallUsage.of(event))
             if (cost, source, price_book) != (event.cost_nanousd, event.price_source, event.price_book):
                 changes_by_session[event.session_id].append(CostChange(event.pk, cost, source, price_book))
     return sum(

@@ -27,6 +27,18 @@ class CallUsage(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     thought_tokens: int = 0
     service_tier: str | None = None  # None or "" is the standard tier
 
+    @classmethod
+    def of(cls, usage) -> CallUsage:
+        """The call of any record with these fields under these names, `timestamp` as the billing
+        time: a usage event being ingested or a stored raw event being re-priced."""
+        return cls(
+            provider=usage.provider, model=usage.model, billed_at=usage.timestamp,
+            input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
+            cache_read_tokens=usage.cache_read_tokens, cache_write_tokens=usage.cache_write_tokens,
+            cache_write_1h_tokens=usage.cache_write_1h_tokens, thought_tokens=usage.thought_tokens,
+            service_tier=usage.service_tier,
+        )  # fmt: skip
+
 
 class CallPrice(NamedTuple):
     """A call's cost and where its price came from; an unpriced call has cost None and no source."""
