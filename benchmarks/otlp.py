@@ -4,6 +4,7 @@
         .venv/bin/python benchmarks/otlp.py            # 20 s per configuration
     ... benchmarks/otlp.py --quick                     # 3 s per configuration, for CI
     ... benchmarks/otlp.py --in-process                # CPU per record of the services, no server
+    ... benchmarks/otlp.py --stages                    # CPU per record of otlp_export's stages, no database
 
 The same calls go three ways in one run: as native usage events (JSON batches of 512), and as
 OpenTelemetry GenAI log events (`gen_ai.client.inference.operation.details` records with
@@ -57,6 +58,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2, help="rounds over the three paths, order alternating")
     parser.add_argument("--in-process", action="store_true",
                         help="CPU per record of the three paths called in this process, no server (steady on a busy host)")
+    parser.add_argument("--stages", action="store_true",
+                        help="CPU per record of each stage of otlp_export before storage (no server, no database)")
     parser.add_argument("--loadgen", nargs=5, metavar=("MODE", "PORT", "KEY", "POOL", "SEED"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -64,6 +67,8 @@ def main() -> int:
         return loadgen(*args.loadgen)
     if args.in_process:
         return in_process(rounds=max(args.rounds, 4))
+    if args.stages:
+        return stages(rounds=max(args.rounds, 5))
     seconds = args.seconds or (3.0 if args.quick else 20.0)
     warmup = 1.0 if args.quick else 3.0
 
@@ -237,6 +242,64 @@ def in_process(*, rounds: int, requests: int = 6) -> int:
     print(f"in-process CPU per record, min of {rounds} rounds of {requests} requests of {BATCH_RECORDS}:")
     for mode, per_record_us in best.items():
         print(f"  {mode:14s} {per_record_us:6.1f} µs   native / this = {best['native'] / per_record_us:.2f}")
+    return 0
+
+
+def stages(*, rounds: int, requests: int = 20) -> int:
+    """CPU µs per record of otlp_export's stages up to storage: decode, flatten into records, choose
+    a source, convert, and freeing the request's objects. Nothing is stored, so a difference of 1-2 µs a record shows, which the whole
+    path (events_store and the database, 17-20 µs a record) hides on a shared host. Min of rounds."""
+    import gc
+
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", ingest.SETTINGS_MODULE)
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    import django
+
+    django.setup()
+    from apps.otlp.decoding import otlp_request_parse, records_from_request
+    from apps.otlp.pending_throttles import project_scope
+    from apps.otlp.sources import registered_sources, source_for
+
+    sources = registered_sources()
+    clock = time.process_time
+    best: dict[str, dict[str, float]] = {}
+    for mode in ("otlp-protobuf", "otlp-json"):
+        media_type = MODES[mode][1]
+        bodies = [_body(mode, 1, index) for index in range(requests)]
+        gc.collect()
+        gc.disable()  # as otlp_export pauses it
+        try:
+            for round_number in range(rounds + 1):  # the first round warms up
+                spent = dict.fromkeys(("decode", "flatten", "source", "convert", "free"), 0.0)
+                for body in bodies:
+                    t0 = clock()
+                    message = otlp_request_parse(signal="logs", media_type=media_type, body=body)
+                    t1 = clock()
+                    records = records_from_request(signal="logs", message=message, max_records=10_000)
+                    t2 = clock()
+                    chosen = [source_for(record, sources) for record in records]
+                    t3 = clock()
+                    with project_scope(0):
+                        output = chosen[0].convert(records)
+                    t4 = clock()
+                    del message, records, chosen, output
+                    t5 = clock()
+                    spent["decode"] += t1 - t0
+                    spent["flatten"] += t2 - t1
+                    spent["source"] += t3 - t2
+                    spent["convert"] += t4 - t3
+                    spent["free"] += t5 - t4
+                if round_number:
+                    figures = {stage: seconds / (requests * BATCH_RECORDS) * 1e6 for stage, seconds in spent.items()}
+                    kept = best.setdefault(mode, figures)
+                    for stage, value in figures.items():
+                        kept[stage] = min(kept[stage], value)
+        finally:
+            gc.enable()
+    print(f"CPU µs per record, min of {rounds} rounds of {requests} requests of {BATCH_RECORDS} (nothing stored):")
+    for mode, figures in best.items():
+        shown = "  ".join(f"{stage} {value:5.2f}" for stage, value in figures.items())
+        print(f"  {mode:14s} {shown}   sum {sum(figures.values()):5.1f}")
     return 0
 
 

@@ -395,17 +395,29 @@ def _hex_id(raw: bytes) -> str:
     return binascii.hexlify(raw).decode("ascii")
 
 
+_SCALAR_KINDS = frozenset({"string_value", "int_value", "double_value", "bool_value", "bytes_value"})
+_which_value = AnyValue.WhichOneof
+
+
 def attributes_dict(key_values) -> dict[str, object]:
     """Repeated KeyValue into a dict; the last value of a repeated key wins."""
     out: dict[str, object] = {}
     for kv in key_values:
         value = kv.value
-        kind = value.WhichOneof("value")
+        # Nearly every attribute is a string or an integer. A oneof member that is not set reads as
+        # its default, so a non-empty string (a non-zero integer) is the value: one read instead of
+        # WhichOneof and getattr (7.0 -> 6.2 µs for the benchmark's 12 attributes).
+        text = value.string_value
+        if text:
+            out[kv.key] = text
+            continue
+        number = value.int_value
+        if number:
+            out[kv.key] = number
+            continue
+        kind = _which_value(value, "value")
         out[kv.key] = getattr(value, kind) if kind in _SCALAR_KINDS else any_value(value)
     return out
-
-
-_SCALAR_KINDS = frozenset({"string_value", "int_value", "double_value", "bool_value", "bytes_value"})
 
 
 def any_value(value, depth: int = 0) -> object:

@@ -45,6 +45,9 @@ HTTP_SPAN_THROTTLE_SERVICES = frozenset({"qwen-code"})
 
 
 def _event_name(record: TelemetryRecord) -> str:
+    # Asked of every record the sources before the GenAI one do not claim: one call rejects most.
+    if not record.name.startswith(EVENT_PREFIXES):
+        return ""
     for prefix in EVENT_PREFIXES:
         if record.name.startswith(prefix):
             return record.name[len(prefix):]
