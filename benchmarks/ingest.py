@@ -335,6 +335,7 @@ def copy_row_templates() -> list[tuple]:
     import msgspec
     from psycopg.types.json import Jsonb
 
+    from apps.ingestion.validation import derived_values
     from apps.pricing.catalog import resolve_max_input_tokens, resolve_model_price
     from apps.pricing.context_windows import context_share
     from apps.pricing.cost import event_cost_nanousd
@@ -364,6 +365,7 @@ def copy_row_templates() -> list[tuple]:
                 0.0, None, None, None, cost, price.source if price else "", 0, "", price.price_book if price else "",
                 context_share(input_tokens=event["input_tokens"],
                               max_input_tokens=resolve_max_input_tokens(event["model"], event["provider"])),
+                *derived_values("usage", timestamp, event["duration_ms"], event["time_to_first_token_ms"], 0.0),
             )
         )  # fmt: skip
     return rows
