@@ -17,7 +17,7 @@
 1. Bulk fold: raw events (1 million over 10,000 sessions; COPYed in, unprocessed, so only
    folding is timed) folded by `apps.metrics.services.sessions_fold` in this one process, as a
    worker's task runs it: timed from the start of folding until every event is processed. It also
-   prints the process's CPU time per event (both fold threads; PostgreSQL's share is not in it),
+   prints the process's CPU time per event (the fold runs on one connection; PostgreSQL's share is not in it),
    which moves less with the host's speed than the rate does. COPY names its columns: columns
    added later must have database defaults.
 2. Baseline in the same run: a naive per-event ORM fold of the same events (get_or_create the
@@ -571,7 +571,7 @@ def live_traffic(*, sessions: int, rounds: int, baseline_ref: str | None) -> Non
     rate = new["events"] / new["seconds"]
     print(f"  live fold, this checkout:          {rate:12,.0f} events/s  ({new['events']:,} events folded in"
           f" {new['seconds']:.2f} s; target >= {TARGET_LIVE_EVENTS_PER_S:,}: {verdict(rate >= TARGET_LIVE_EVENTS_PER_S)})")
-    print(f"    worker CPU per event:            {new['cpu_seconds'] / new['events'] * 1e6:12.2f} us  (both fold threads)")
+    print(f"    worker CPU per event:            {new['cpu_seconds'] / new['events'] * 1e6:12.2f} us  (the worker process)")
     print(f"    first / last round:              {rounds_text(new)}")
     if baseline_ref is None:
         print("  baseline: skipped (--baseline-ref none)")
@@ -780,7 +780,7 @@ def bulk(scratch_url: str, team, *, sessions: int, per_session: int, naive_sessi
     fold_rate = events / seconds
     print(f"batch fold, one process:             {fold_rate:12,.0f} events/s  ({events:,} events in {seconds:.2f} s;"
           f" target >= {TARGET_BULK_EVENTS_PER_S:,}: {verdict(fold_rate >= TARGET_BULK_EVENTS_PER_S)})")  # fmt: skip
-    print(f"  worker CPU per event:              {cpu_seconds / events * 1e6:12.2f} us  (both fold threads)")
+    print(f"  worker CPU per event:              {cpu_seconds / events * 1e6:12.2f} us  (the worker process)")
     print(f"  folded sums equal the raw sums:    {totals_check(project.pk)}")
 
     # The naive fold gets the same generator's first sessions (same seed, same events).
