@@ -92,6 +92,13 @@ class RawEvent(models.Model):
         ]
         indexes = [
             models.Index(fields=["project", "session_id", "timestamp"], name="rawevent_session_time"),
+            # A session's throttle waits, which the fold re-attributes to steps (DESIGN.md section 5),
+            # without reading its usage rows: throttles are a few in a hundred events, so the index
+            # costs ingest next to nothing, where reading them through rawevent_session_time read the
+            # session's whole history at every fold of a throttled session.
+            models.Index(
+                fields=["project", "session_id"], condition=models.Q(type="throttle"), name="rawevent_session_throttles"
+            ),
         ]
 
     def __str__(self) -> str:

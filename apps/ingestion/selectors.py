@@ -46,7 +46,7 @@ def from_us(instant_us: int) -> datetime:
 
 
 def epoch_us_of(value: int | datetime | str) -> int:
-    """A column read through `_as_epoch_us`: already an integer on PostgreSQL; SQLite rows hold
+    """A column read through `epoch_us_sql`: already an integer on PostgreSQL; SQLite rows hold
     naive UTC datetimes (or their text)."""
     if isinstance(value, int):
         return value
@@ -55,7 +55,7 @@ def epoch_us_of(value: int | datetime | str) -> int:
     return algo.epoch_us(value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc))
 
 
-def _as_epoch_us(column: str) -> str:
+def epoch_us_sql(column: str) -> str:
     """SQL reading a datetime column as integer epoch microseconds on PostgreSQL (exact, and much
     cheaper to load than a datetime); elsewhere the column itself, converted by `epoch_us_of`."""
     if connection.vendor == "postgresql":
@@ -168,7 +168,7 @@ def claimed_derive_missing() -> int:
     """
     claimed = claimed_events_sql()
     with connection.cursor() as cursor:
-        start = _as_epoch_us("r." + connection.ops.quote_name("timestamp"))
+        start = epoch_us_sql("r." + connection.ops.quote_name("timestamp"))
         cursor.execute(
             f"SELECT r.id, r.type, {start}, r.duration_ms, r.time_to_first_token_ms, r.wait_ms "
             f"FROM {claimed} r WHERE r.bucket_start IS NULL"
@@ -212,7 +212,7 @@ def claimed_calls() -> list[tuple]:
     has a call_id)."""
     crossing_text = "CASE WHEN r.crosses_bucket THEN r.{} END"
     sql = (
-        f"SELECT r.session_id, {_as_epoch_us('r.' + connection.ops.quote_name('timestamp'))}, r.duration_us, "
+        f"SELECT r.session_id, {epoch_us_sql('r.' + connection.ops.quote_name('timestamp'))}, r.duration_us, "
         f"r.generation_us, r.input_tokens, r.output_tokens, r.crosses_bucket, {crossing_text.format('provider')}, "
         f"{crossing_text.format('model')}, CASE WHEN r.call_id IS NULL OR r.call_id = '' THEN 0 ELSE 1 END "
         f"FROM {claimed_events_sql()} r WHERE r.type = %s ORDER BY r.id"
@@ -229,7 +229,7 @@ def claimed_throttles() -> list[tuple]:
     """The claimed throttle waits in event order: (session id, call_id, step, provider, model, wait µs, start µs)."""
     sql = (
         f"SELECT r.session_id, r.call_id, r.step, r.provider, r.model, r.wait_us, "
-        f"{_as_epoch_us('r.' + connection.ops.quote_name('timestamp'))} "
+        f"{epoch_us_sql('r.' + connection.ops.quote_name('timestamp'))} "
         f"FROM {claimed_events_sql()} r WHERE r.type = %s ORDER BY r.id"
     )
     with connection.cursor() as cursor:
@@ -286,12 +286,17 @@ def union_all_select(branches: list[tuple[str, list]]) -> list[tuple]:
     return rows
 
 
-def _folded_of_session_sql() -> str:
-    """`FROM ... WHERE` of one session's folded events of one type (those with no pending row, the
-    ones claimed in this transaction included); parameters: project id, session id, type."""
+def _folded_of_session_sql(event_type: str) -> str:
+    """`FROM ... WHERE` of one session's folded events of `event_type` (those with no pending row,
+    the ones claimed in this transaction included); parameters: project id, session id.
+
+    The type is a literal of the statement, not a parameter: the planner can then use the partial
+    index on throttle rows (RawEvent.Meta) whatever the parameter binding."""
     raw, pending = _tables()
+    if event_type not in RawEvent.Type.values:
+        raise ValueError(f"unknown event type {event_type!r}")
     return (
-        f"FROM {raw} WHERE project_id = %s AND session_id = %s AND type = %s AND NOT EXISTS ("
+        f"FROM {raw} WHERE project_id = %s AND session_id = %s AND type = '{event_type}' AND NOT EXISTS ("
         f"SELECT 1 FROM {pending} WHERE {pending}.project_id = {raw}.project_id "
         f"AND {pending}.session_id = {raw}.session_id AND {pending}.raw_event_id = {raw}.id)"
     )
@@ -307,15 +312,15 @@ def folded_calls(
     """
     time_field = RawEvent._meta.get_field("timestamp")
     branch = (
-        f"SELECT id, session_id, {_as_epoch_us(connection.ops.quote_name('timestamp'))}, duration_ms, "
-        f"time_to_first_token_ms, input_tokens, output_tokens {_folded_of_session_sql()} "
+        f"SELECT id, session_id, {epoch_us_sql(connection.ops.quote_name('timestamp'))}, duration_ms, "
+        f"time_to_first_token_ms, input_tokens, output_tokens {_folded_of_session_sql(_USAGE)} "
         f"AND {connection.ops.quote_name('timestamp')} <= %s AND end_at >= %s"
     )
     # One millisecond of slack on each side covers rounding between end_at and end_us; the
     # callers keep exactly the calls a range needs.
     slack = timedelta(milliseconds=1)
     params = [
-        [project_id, session_id, RawEvent.Type.USAGE.value,
+        [project_id, session_id,
          time_field.get_db_prep_value(from_us(update.load_to_us) + slack, connection),
          time_field.get_db_prep_value(from_us(update.load_from_us) - slack, connection)]
         for session_id, session_ranges in ranges.items()
@@ -336,13 +341,13 @@ def folded_calls(
 
 def folded_throttles(project_id: int, session_ids: list[str]) -> list[tuple]:
     """Every folded throttle wait of these sessions: (session id, call_id, step, provider, model, wait µs, start µs)."""
-    folded = _folded_of_session_sql()
-    start = _as_epoch_us(connection.ops.quote_name("timestamp"))
+    folded = _folded_of_session_sql(_THROTTLE)
+    start = epoch_us_sql(connection.ops.quote_name("timestamp"))
     return [
         (*row[:6], epoch_us_of(row[6]))
         for row in union_all_select([
             (f"SELECT session_id, call_id, step, provider, model, wait_us, {start} {folded}",
-             [project_id, session_id, _THROTTLE])
+             [project_id, session_id])
             for session_id in session_ids
         ])
     ]  # fmt: skip
@@ -350,7 +355,7 @@ def folded_throttles(project_id: int, session_ids: list[str]) -> list[tuple]:
 
 def folded_usage_of_calls(project_id: int, call_ids_by_session: dict[str, set[str]]) -> list[tuple]:
     """(session id, call_id, step, provider, model) of the folded usage calls carrying these call_ids."""
-    folded = _folded_of_session_sql()
+    folded = _folded_of_session_sql(_USAGE)
     branches = []
     for session_id, call_ids in sorted(call_ids_by_session.items()):
         ordered = sorted(call_ids)
@@ -358,6 +363,6 @@ def folded_usage_of_calls(project_id: int, call_ids_by_session: dict[str, set[st
             chunk = ordered[start : start + _CALL_IDS_PER_BRANCH]
             branches.append((
                 f"SELECT session_id, call_id, step, provider, model {folded} AND call_id IN ({', '.join(['%s'] * len(chunk))})",
-                [project_id, session_id, _USAGE, *chunk],
+                [project_id, session_id, *chunk],
             ))  # fmt: skip
     return union_all_select(branches)

@@ -8,9 +8,8 @@ batches or their order (tests/metrics/test_fold_sums.py).
 
 Up to SESSIONS_PER_TRANSACTION sessions are folded in one transaction, in a fixed number of
 statements whatever the number of events:
-1. lock: insert the missing session aggregate rows, then lock all of them `ORDER BY id`. One
-   global order, so two workers folding overlapping sessions queue on the row locks instead of
-   deadlocking; on SQLite the insert takes the database write lock before anything is read.
+1. lock: lock the session aggregate rows `ORDER BY id`, then insert and lock the missing ones
+   (`sessions_lock` says why two workers folding overlapping sessions never deadlock).
 2. claim: one statement deletes the sessions' oldest pending rows (at most
    `events_per_transaction()`) and keeps their raw ids for the transaction
    (apps.ingestion.selectors.claim), so what is folded is exactly what leaves the queue, in the
@@ -47,7 +46,7 @@ from django.utils import timezone as dj_timezone
 from apps.core.collector import cyclic_gc_paused
 from apps.ingestion import selectors as raw_events
 from apps.ingestion.models import RawEvent
-from apps.ingestion.selectors import from_us
+from apps.ingestion.selectors import epoch_us_of, from_us
 from apps.metrics import algorithms as algo
 from apps.metrics import peaks_kernel, recent_calls
 from apps.metrics.buckets import BUCKET_COLUMNS
@@ -55,7 +54,7 @@ from apps.metrics.context_windows import PRESSURE_COLUMNS, PRESSURE_MEASURES, pr
 from apps.metrics.models import SessionAggregate, SessionModelAggregate, SessionStepAggregate, UsageBucket
 from apps.metrics.quarantine import fold_error_is_transient, session_quarantine
 from apps.metrics.signals import project_folded
-from apps.metrics.upserts import added, earliest, replaced, rows_upsert, unless_empty
+from apps.metrics.upserts import added, earliest, latest, replaced, rows_upsert, unless_empty
 
 SESSIONS_PER_TRANSACTION = 500
 EVENTS_PER_TRANSACTION = 100_000  # bounds a transaction's memory; a bigger backlog takes several
@@ -169,22 +168,33 @@ def session_fold(*, project_id: int, session_id: str) -> int:
 
 
 def sessions_lock(project_id: int, session_ids: list[str]) -> dict[str, dict]:
-    """Create the sessions' aggregate rows if missing and lock them until commit, in id order.
+    """Lock the sessions' aggregate rows until commit, creating the missing ones; returns each
+    session's stored aggregate values by session id.
 
-    Returns each session's stored aggregate values by session id. The insert comes first on
-    purpose: on SQLite it takes the database write lock before anything is read, which
-    serialises concurrent folds there as the row locks do on PostgreSQL.
+    Existing rows are locked first, in id order: one global order, so two folds of overlapping
+    sessions queue instead of deadlocking. Missing rows are then inserted in session id order
+    (a row another fold inserted meanwhile is left as it is, ON CONFLICT DO NOTHING) and locked.
+    A fold can only wait on another's insert once it holds all its existing rows, and a fold
+    that inserted holds all of its own, so no two folds wait on each other. On live traffic every
+    row exists and the insert is skipped. (On SQLite the transaction holds the database write
+    lock from its start: transaction_mode IMMEDIATE in settings.)
     """
-    now = dj_timezone.now()
-    rows_upsert(
-        model=SessionAggregate,
-        columns=("project_id", "session_id", *SUM_COLUMNS, "event_count", "burst_1s", "burst_10s", "burst_60s",
-                 "peak_concurrency", "throttled_us", "attributes", "peaks_approximate", "updated_at"),
-        rows=((project_id, session_id, *_ZERO_SUMS, 0, 0.0, 0.0, 0.0, 0, 0, {}, False, now)
-              for session_id in sorted(session_ids)),
-        conflict=("project_id", "session_id"),
-        updates=None,
-    )  # fmt: skip
+    stored = _sessions_select_for_update(project_id, session_ids)
+    if missing := sorted(set(session_ids) - stored.keys()):
+        rows_upsert(
+            model=SessionAggregate,
+            columns=("project_id", "session_id", *SUM_COLUMNS, "event_count", "burst_1s", "burst_10s", "burst_60s",
+                     "peak_concurrency", "throttled_us", "attributes", "peaks_approximate", "updated_at"),
+            rows=((project_id, session_id, *_ZERO_SUMS, 0, 0.0, 0.0, 0.0, 0, 0, {}, False, dj_timezone.now())
+                  for session_id in missing),
+            conflict=("project_id", "session_id"),
+            updates=None,
+        )  # fmt: skip
+        stored.update(_sessions_select_for_update(project_id, missing))
+    return stored
+
+
+def _sessions_select_for_update(project_id: int, session_ids: list[str]) -> dict[str, dict]:
     locked = (
         SessionAggregate.objects.select_for_update()
         .filter(project_id=project_id, session_id__in=session_ids)
@@ -477,10 +487,19 @@ def _throttles_reattribute(
     for session_id, call_id, *_ in throttles:
         if call_id:
             call_ids_by_session[session_id].add(call_id)
+    claimed_usage = raw_events.claimed_usage_with_call_ids(set(call_ids_by_session))
+    # Nothing moves in a session whose claimed events add no wait and carry the call_id of none of
+    # its waits: its attribution stands, and its usage rows (its history) are not read.
+    moving = {row[0] for row in claimed_throttles}
+    moving.update(sid for sid, call_id, *_ in claimed_usage if call_id in call_ids_by_session.get(sid, ()))
+    session_pks = {sid: pk for sid, pk in session_pks.items() if sid in moving}
+    if not session_pks:
+        return {}
+    throttles = [row for row in throttles if row[0] in session_pks]
     usage_by_call: dict[tuple[str, str], tuple[str, str, str]] = {}
-    usage_rows = raw_events.claimed_usage_with_call_ids(only_claimed & set(call_ids_by_session))
+    usage_rows = [row for row in claimed_usage if row[0] in only_claimed and row[0] in session_pks]
     usage_rows += raw_events.folded_usage_of_calls(
-        project_id, {sid: ids for sid, ids in call_ids_by_session.items() if sid not in only_claimed}
+        project_id, {sid: ids for sid, ids in call_ids_by_session.items() if sid not in only_claimed and sid in session_pks}
     )
     for session_id, call_id, step, provider, model in usage_rows:
         if call_id not in call_ids_by_session.get(session_id, ()):
@@ -587,28 +606,22 @@ def _sessions_write(
     *,
     approximate: set[str],
 ) -> None:
-    """Write each folded session's new values: the claimed rows' sums, event count and time span
-    added by one grouped statement; peaks, throttled time and attributes computed here from the
-    stored values (read under the lock)."""
+    """Write each folded session's new values in one upsert per transaction, so each session row
+    gets one new version per fold: the claimed rows' sums, event count and time span as the
+    database groups them, which the upsert adds to the stored ones; peaks, throttled time and
+    attributes computed here from the stored values (read under the lock)."""
     quote = connection.ops.quote_name
-    table = quote(SessionAggregate._meta.db_table)
     sums = _sums_sql(f"r.type = '{_USAGE}'")
-    timestamp = quote("timestamp")
-    assignments = ", ".join([
-        *(f"{name} = {table}.{name} + g.{name}" for name in (*SUM_COLUMNS, "event_count")),
-        f"started_at = CASE WHEN {table}.started_at IS NULL OR g.started_at < {table}.started_at "
-        f"THEN g.started_at ELSE {table}.started_at END",
-        f"ended_at = CASE WHEN {table}.ended_at IS NULL OR g.ended_at > {table}.ended_at "
-        f"THEN g.ended_at ELSE {table}.ended_at END",
-    ])  # fmt: skip
-    _execute(
-        f"UPDATE {table} SET {assignments} FROM (SELECT r.session_id, "
-        f"{', '.join(f'{sql} AS {name}' for name, sql in sums.items())}, COUNT(*) AS event_count, "
-        f"MIN(r.{timestamp}) AS started_at, MAX(r.end_at) AS ended_at "
-        f"FROM {raw_events.claimed_events_sql()} r GROUP BY r.session_id) g "
-        f"WHERE {table}.project_id = %s AND {table}.session_id = g.session_id",
-        [project_id],
-    )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT r.session_id, {', '.join(sums.values())}, COUNT(*), "
+            f"MIN({raw_events.epoch_us_sql('r.' + quote('timestamp'))}), MAX({raw_events.epoch_us_sql('r.end_at')}) "
+            f"FROM {raw_events.claimed_events_sql()} r GROUP BY r.session_id"
+        )
+        grouped = {
+            session_id: (*(int(value) for value in values), from_us(epoch_us_of(start)), from_us(epoch_us_of(end)))
+            for session_id, *values, start, end in cursor.fetchall()
+        }
 
     attributes_by_session = {session_id: sessions[session_id]["attributes"] for session_id in folded}
     for session_id, attributes in raw_events.claimed_attributes():
@@ -633,13 +646,15 @@ def _sessions_write(
             concurrency = max(concurrency, found.concurrency)
             peaks_approximate = peaks_approximate or found.approximate
             recent = recent_calls.to_json(found.recent)
-        rows.append((project_id, session_id, *_ZERO_SUMS, 0, *bursts, concurrency,
+        rows.append((project_id, session_id, *grouped[session_id], *bursts, concurrency,
                      throttled_us.get(session_id, stored["throttled_us"]), attributes_by_session[session_id],
                      peaks_approximate, recent, now))  # fmt: skip
     rows_upsert(
         model=SessionAggregate,
-        columns=("project_id", "session_id", *SUM_COLUMNS, "event_count", *_PEAK_COLUMNS, "updated_at"),
+        columns=("project_id", "session_id", *SUM_COLUMNS, "event_count", "started_at", "ended_at", *_PEAK_COLUMNS,
+                 "updated_at"),
         rows=rows,
         conflict=("project_id", "session_id"),
-        updates={name: replaced(name) for name in (*_PEAK_COLUMNS, "updated_at")},
-    )
+        updates={**{name: added(name) for name in (*SUM_COLUMNS, "event_count")}, "started_at": earliest("started_at"),
+                 "ended_at": latest("ended_at"), **{name: replaced(name) for name in (*_PEAK_COLUMNS, "updated_at")}},
+    )  # fmt: skip

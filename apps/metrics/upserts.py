@@ -37,6 +37,14 @@ def earliest(column: str) -> str:
     )
 
 
+def latest(column: str) -> str:
+    """Update expression: the later of two nullable datetimes (portable GREATEST that skips NULL)."""
+    return (
+        f"CASE WHEN {{table}}.{column} IS NULL OR excluded.{column} > {{table}}.{column} "
+        f"THEN excluded.{column} ELSE {{table}}.{column} END"
+    )
+
+
 def unless_empty(column: str) -> str:
     """Update expression: the inserted text unless it is empty, else the stored one."""
     return f"CASE WHEN excluded.{column} <> '' THEN excluded.{column} ELSE {{table}}.{column} END"
