@@ -11,7 +11,7 @@ from django.db import connection
 from apps.accounts.services import project_get_or_create
 from apps.ingestion.models import PendingEvent, RawEvent
 from apps.ingestion.services import events_ingest
-from tests.conftest import usage_event
+from tests.conftest import throttle_event, usage_event
 
 pytestmark = pytest.mark.django_db
 
@@ -73,3 +73,26 @@ def test_the_fold_claim_reads_only_the_chosen_rows_by_key(project, team):
     assert "Seq Scan" not in plan, plan
     assert "Tid Scan on ingestion_pendingevent" in plan, plan
     assert "Index Scan using ingestion_rawevent_pkey" in plan, plan
+
+
+@pytest.mark.postgres
+def test_a_sessions_folded_throttles_are_read_without_its_usage_rows(project):
+    """Re-attributing a session's waits reads its throttle rows through their partial index, not
+    every row of its history through the session index."""
+    from django.test.utils import CaptureQueriesContext
+
+    from apps.ingestion.selectors import folded_throttles
+
+    _ingest(project, session_count=5, events_per_session=200)
+    start = datetime.now(timezone.utc) - timedelta(minutes=30)
+    throttles = [throttle_event(session_id="s-1", timestamp=(start + timedelta(seconds=i)).isoformat()) for i in range(3)]
+    assert not events_ingest(project=project, body=json.dumps({"events": throttles}).encode()).rejected
+    with connection.cursor() as cursor:
+        cursor.execute(f"ANALYZE {RawEvent._meta.db_table}")
+    with CaptureQueriesContext(connection) as queries:
+        assert len(folded_throttles(project.pk, ["s-1"])) == 0  # pending: not folded yet
+    with connection.cursor() as cursor:
+        cursor.execute("EXPLAIN " + queries.captured_queries[-1]["sql"])
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+    assert "rawevent_session_throttles" in plan, plan
+    assert "rawevent_session_time" not in plan, plan
