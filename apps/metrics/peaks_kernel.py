@@ -71,7 +71,7 @@ def _window_peak(positions, instants, slopes, starts, ends, window_us, lower_us,
 @njit(cache=True, nogil=True)
 def _groups_peaks_kernel(
     starts_us, generation_starts_us, ends_us, input_tokens, output_tokens, offsets,
-    has_burst_range, burst_from_us, burst_to_us, has_concurrency_range, concurrency_from_us, concurrency_to_us,
+    has_range, burst_from_us, burst_to_us, concurrency_from_us, concurrency_to_us,
     windows_us, bursts_out, concurrency_out,
 ):  # fmt: skip
     for group in range(offsets.shape[0] - 1):
@@ -88,7 +88,7 @@ def _groups_peaks_kernel(
         edge_starts = np.zeros(capacity, np.int64)
         edge_ends = np.zeros(capacity, np.int64)
         used = 0
-        if has_burst_range[group]:
+        if has_range[group]:
             edge_positions[used] = burst_from_us[group]
             used += 1
             edge_positions[used] = burst_to_us[group]
@@ -137,8 +137,8 @@ def _groups_peaks_kernel(
             window_us = windows_us[window]
             peak = 0.0
             if distinct:
-                lower_us = burst_from_us[group] if has_burst_range[group] else positions[0] - window_us
-                upper_us = burst_to_us[group] if has_burst_range[group] else positions[distinct - 1]
+                lower_us = burst_from_us[group] if has_range[group] else positions[0] - window_us
+                upper_us = burst_to_us[group] if has_range[group] else positions[distinct - 1]
                 peak = _window_peak(
                     positions[:distinct], instants[:distinct], slopes[:distinct], opened[:distinct],
                     closed[:distinct], window_us, lower_us, upper_us,
@@ -158,7 +158,7 @@ def _groups_peaks_kernel(
         low = 0
         high = flying
         best = 0
-        if has_concurrency_range[group]:
+        if has_range[group]:
             low = np.searchsorted(flight_starts, concurrency_from_us[group], "left")
             at_from = np.searchsorted(flight_starts, concurrency_from_us[group], "right") - np.searchsorted(
                 flight_ends, concurrency_from_us[group], "right"
@@ -247,7 +247,6 @@ def groups_peaks(
         offsets,
         has_range,
         *_bounds(updates, "burst_start_from_us", "burst_start_to_us"),
-        has_range,
         *_bounds(updates, "concurrency_from_us", "concurrency_to_us"),
         np.array(windows_us, np.int64),
         bursts,

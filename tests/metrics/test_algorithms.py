@@ -34,7 +34,8 @@ SECOND_US = 1_000_000
 PROPERTY_SETTINGS = settings(max_examples=property_examples(200), deadline=None, database=None)
 
 
-def placed(start_us: int, duration_ms: float, ttft_ms: float | None, input_tokens: int, output_tokens: int) -> PlacedCall:
+def placed(start_us: int, duration_ms: float, ttft_ms: float | None, input_tokens: int,
+           output_tokens: int) -> PlacedCall:  # fmt: skip
     return call(start_us, duration_ms, input_tokens, output_tokens, ttft_ms)
 
 
