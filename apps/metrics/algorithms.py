@@ -1,8 +1,8 @@
 """Pure metric algorithms: call placement, bursts, concurrency, throttling, rolling rates.
 
 DESIGN.md sections 3 to 5 define every number computed here. Nothing in this module imports
-Django, so the SDK and fast tests can use it; the metrics services convert model rows into the
-plain values these functions take.
+Django: ingest derives each event's values with it, the fold and the pages pass it plain values,
+and tests use it as the reference the compiled peaks kernel and the database's sums must equal.
 
 Time is integer epoch microseconds (`_us`) throughout, so window edges compare exactly;
 durations arrive from events as (float) milliseconds and are rounded to whole microseconds
@@ -255,16 +255,14 @@ class PeakUpdateRange:
         return call.start_us <= self.load_to_us and call.end_us >= self.load_from_us
 
 
-def peak_update_ranges(
-    new_calls: Iterable[Span], windows_us: Sequence[int] = BURST_WINDOWS_US
-) -> list[PeakUpdateRange]:
+def peak_update_ranges(new_calls: Iterable[Span]) -> list[PeakUpdateRange]:
     """Disjoint ranges to recompute when `new_calls` join a session, in time order.
 
-    Computed for the longest window, which covers the shorter ones (a wider start range only adds
+    Computed for the longest burst window, which covers the shorter ones (a wider start range only adds
     windows whose sums are already <= the true peak). New calls far apart in time get separate
     ranges, so a batch spanning hours does not load every call in between.
     """
-    longest_us = max(windows_us)
+    longest_us = max(BURST_WINDOWS_US)
     clusters: list[list[int]] = []  # [first start, last end] of new calls with overlapping load ranges
     for call in sorted(new_calls, key=lambda c: c.start_us):
         if clusters and call.start_us - longest_us <= clusters[-1][1] + longest_us:
@@ -430,26 +428,24 @@ def bucket_call_tokens(call: PlacedCall, bucket_us: int = MINUTE_US) -> list[Buc
     ]
 
 
-def rolling_tokens_per_second(
-    buckets: Iterable[tuple[int, int]], *, now_us: int, window_us: int, bucket_us: int = MINUTE_US
-) -> float:
+def rolling_tokens_per_second(buckets: Iterable[tuple[int, int]], *, now_us: int, window_us: int) -> float:
     """Tokens/second over the trailing window `[now_us - window_us, now_us)` from time buckets.
 
-    `buckets` are `(bucket_start_us, tokens)` of equal length `bucket_us`. Approximation: a
-    bucket's tokens are taken as spread uniformly over its elapsed part
-    `[bucket_start_us, min(bucket_start_us + bucket_us, now_us))`, and counted pro rata to that
+    `buckets` are `(bucket_start_us, tokens)` of minute buckets. Approximation: a bucket's tokens
+    are taken as spread uniformly over its elapsed part
+    `[bucket_start_us, min(bucket_start_us + MINUTE_US, now_us))`, and counted pro rata to that
     part's overlap with the window. Using the elapsed part rather than the whole bucket counts
     the current, still-filling bucket in full: for a steady rate the result is then exact
     whatever `now_us` is, where plain pro rata would undercount the current minute. Buckets
-    starting at or after `now_us` count nothing. With `window_us >= bucket_us` only the oldest
+    starting at or after `now_us` count nothing. With a window of a minute or more only the oldest
     bucket is partly covered, so the error is bounded by how unevenly its tokens fell within it.
     """
-    if window_us <= 0 or bucket_us <= 0:
-        raise ValueError("window and bucket lengths must be > 0 us")
+    if window_us <= 0:
+        raise ValueError(f"window length must be > 0 us, got {window_us}")
     window_from_us = now_us - window_us
     tokens_in_window = 0.0
     for start_us, tokens in buckets:
-        elapsed_to_us = min(start_us + bucket_us, now_us)
+        elapsed_to_us = min(start_us + MINUTE_US, now_us)
         overlap_us = elapsed_to_us - max(start_us, window_from_us)
         if overlap_us > 0:
             tokens_in_window += tokens * overlap_us / (elapsed_to_us - start_us)

@@ -13,7 +13,9 @@ from django.db.models.functions import TruncDay, TruncHour
 from apps.accounts.models import Project
 from apps.core.errors import ErrorCode, NotFound
 from apps.ingestion.models import PendingEvent
-from apps.metrics.models import QuarantinedSession, SessionAggregate, SessionModelAggregate, UsageBucket
+from apps.metrics.models import (
+    QuarantinedSession, SessionAggregate, SessionModelAggregate, SessionStepAggregate, UsageBucket,
+)  # fmt: skip
 
 NANO = Decimal(10**9)
 # The session attribute naming its developer (DESIGN.md section 9): the SDK's `user`, or the
@@ -325,8 +327,6 @@ def usage_for_project(*, project: Project, since: datetime | None, until: dateti
         sessions = sessions_started_between(projects=[project], since=since, until=until)
         return sorted(usage_by_developer(sessions=sessions), key=lambda row: (row["user"] is None, row["user"] or ""))
     if group_by == "step":
-        from apps.metrics.models import SessionStepAggregate
-
         steps = SessionStepAggregate.objects.filter(session__project=project)
         if since:
             steps = steps.filter(session__started_at__gte=since)
