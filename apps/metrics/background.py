@@ -1,7 +1,7 @@
 """Folding on a thread of the server process: the embedded default (no broker), off the request.
 
 Without REDIS_URL there is no worker to hand a fold to. Folding inside the request after the
-commit made every reply wait for aggregation, so instead the request only names its project to
+commit would make every reply wait for aggregation, so the request only names its project to
 this process's *background folder*, a thread started at the first hand-off (one per process;
 a forked child starts its own), which folds the project's pending events through the same
 service a Celery task calls (`services.project_fold_pending`). Nothing about exactness changes:
@@ -19,10 +19,8 @@ full speed and folded in the pauses, a steady stream is folded a bounded transac
 (more once it pauses).
 
 `background_fold_drain` waits, without polling, until everything handed over before the call is
-folded: tests and commands that need folded results after an ingest use it (or
-`fold_pending_now`, which folds on the caller's thread). At interpreter exit the folder is
-drained, so a command that ingested (a quarantine release, a seed) does not leave its events
-unfolded.
+folded. It runs at interpreter exit, so a command that ingested (a quarantine release, a seed)
+does not leave its events unfolded; `fold_pending_now` folds on the caller's thread instead.
 """
 from __future__ import annotations
 
@@ -236,6 +234,6 @@ def background_fold_drain(*, timeout_s: float = 60.0) -> None:
 @atexit.register
 def _drain_at_exit() -> None:
     try:
-        _folder.drain(EXIT_DRAIN_S)
+        background_fold_drain(timeout_s=EXIT_DRAIN_S)
     except FoldNotDrained:
         logger.warning("Exiting with events not folded yet: the next fold of their projects folds them.")

@@ -8,9 +8,10 @@ from datetime import datetime
 from django.db import transaction
 
 from apps.ingestion.models import PendingEvent, RawEvent
+from apps.ingestion.selectors import from_us
 from apps.metrics import algorithms as algo
 from apps.metrics.buckets import BucketDelta, buckets_add
-from apps.metrics.folding import from_us, sessions_lock
+from apps.metrics.folding import sessions_lock
 from apps.metrics.models import SessionAggregate, SessionModelAggregate, SessionStepAggregate, UsageBucket
 
 

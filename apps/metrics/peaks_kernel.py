@@ -1,27 +1,20 @@
 """Burst and concurrency peaks of many groups of calls in one compiled pass (numba).
 
 `algorithms.burst_peaks` and `algorithms.peak_concurrency` define these numbers (DESIGN 4) and
-stay the reference: pure Python, used by the SDK, the tests and, here, as the fallback. The
-fold needs them for every session it touches, which in Python was a fifth of a worker's time
-per event; this module computes the same values for all of a transaction's sessions in one
-call that releases the GIL, so the fold's other thread runs Python meanwhile.
+stay the reference the kernel is tested against (tests/metrics/test_peaks_kernel.py). The fold
+needs them for every session it touches, so this module computes them for all of a transaction's
+sessions in one call that releases the GIL.
 
-Same values means the same floats: the kernel is the plain sweep the Python code was first
-written as (integer positions and instant sums, one running float slope and spread sum reset
-to exactly 0 when no generation interval is open, every breakpoint a candidate), and numba
-compiles IEEE arithmetic without reordering it (no fastmath). An integer converted to a float
-is correctly rounded in both CPython and LLVM, and `int / int` is one rounding in both as long
-as the operands are at most 2**53 (the kernel divides their floats).
-Hypothesis tests compare the two bit for bit (tests/metrics/test_peaks_kernel.py).
-
-Int64 bounds: positions are epoch microseconds and token counts at most 10**9 per call
-(apps.ingestion.schema), so nothing here comes near 2**53; `groups_peaks` still checks and
-hands a group beyond these bounds to the Python code, which computes with unbounded ints.
+The kernel is the reference's plain sweep (integer positions and instant sums, one running float
+slope and spread sum reset to exactly 0 when no generation interval is open, every breakpoint a
+candidate), and numba compiles IEEE arithmetic without reordering it (no fastmath), so it gives
+the same floats as long as its integers fit an int64 and the rates' operands are exact floats.
+Ingest guarantees that with a wide margin (at most 10**9 tokens per call, durations up to 24 h,
+instants within datetime's years); `groups_peaks` refuses calls beyond it rather than wrap.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from operator import sub
 
 import numpy as np
 from numba import njit
@@ -29,13 +22,13 @@ from numba import njit
 from apps.metrics import algorithms as algo
 
 _INT64_SAFE = 2**62  # token sums and instants below this cannot overflow int64 in the kernel
-_EXACT_FLOAT_INT = 2**53  # integers up to this are exactly floats
+_EXACT_FLOAT_INT = 2**53  # integers up to this are exactly floats, so `output / generation time` is one rounding
 
 
 @njit(cache=True, nogil=True)
 def _window_peak(positions, instants, slopes, starts, ends, window_us, lower_us, upper_us):
     """Sup over window starts t in [lower_us, upper_us] of the tokens in [t, t + W): the plain
-    sweep (see `algorithms._peak_window_tokens` for why breakpoints suffice)."""
+    sweep of `algorithms._peak_window_tokens` (see `algorithms` for why breakpoints suffice)."""
     count = positions.shape[0]
     peak = 0.0
     instant_sum = 0
@@ -78,7 +71,7 @@ def _window_peak(positions, instants, slopes, starts, ends, window_us, lower_us,
 @njit(cache=True, nogil=True)
 def _groups_peaks_kernel(
     starts_us, generation_starts_us, ends_us, input_tokens, output_tokens, offsets,
-    has_burst_range, burst_from_us, burst_to_us, has_concurrency_range, concurrency_from_us, concurrency_to_us,
+    has_range, burst_from_us, burst_to_us, concurrency_from_us, concurrency_to_us,
     windows_us, bursts_out, concurrency_out,
 ):  # fmt: skip
     for group in range(offsets.shape[0] - 1):
@@ -95,7 +88,7 @@ def _groups_peaks_kernel(
         edge_starts = np.zeros(capacity, np.int64)
         edge_ends = np.zeros(capacity, np.int64)
         used = 0
-        if has_burst_range[group]:
+        if has_range[group]:
             edge_positions[used] = burst_from_us[group]
             used += 1
             edge_positions[used] = burst_to_us[group]
@@ -144,8 +137,8 @@ def _groups_peaks_kernel(
             window_us = windows_us[window]
             peak = 0.0
             if distinct:
-                lower_us = burst_from_us[group] if has_burst_range[group] else positions[0] - window_us
-                upper_us = burst_to_us[group] if has_burst_range[group] else positions[distinct - 1]
+                lower_us = burst_from_us[group] if has_range[group] else positions[0] - window_us
+                upper_us = burst_to_us[group] if has_range[group] else positions[distinct - 1]
                 peak = _window_peak(
                     positions[:distinct], instants[:distinct], slopes[:distinct], opened[:distinct],
                     closed[:distinct], window_us, lower_us, upper_us,
@@ -165,7 +158,7 @@ def _groups_peaks_kernel(
         low = 0
         high = flying
         best = 0
-        if has_concurrency_range[group]:
+        if has_range[group]:
             low = np.searchsorted(flight_starts, concurrency_from_us[group], "left")
             at_from = np.searchsorted(flight_starts, concurrency_from_us[group], "right") - np.searchsorted(
                 flight_ends, concurrency_from_us[group], "right"
@@ -185,15 +178,10 @@ def _groups_peaks_kernel(
 CallRow = tuple[int, int, int, int, int]
 
 
-def placed(row: CallRow) -> algo.PlacedCall:
-    start_us, generation_start_us, end_us, input_tokens, output_tokens = row
-    return algo.PlacedCall(start_us, end_us, generation_start_us, input_tokens, output_tokens)
-
-
 @dataclass(frozen=True, slots=True, eq=False)
 class CallColumns:
     """Calls as int64 columns, the fields of `CallRow` (a fold's claimed calls of one session,
-    without a tuple per call). Equal to another when their rows are."""
+    without a tuple per call)."""
 
     starts_us: np.ndarray
     generation_starts_us: np.ndarray
@@ -215,11 +203,6 @@ class CallColumns:
     def rows(self) -> list[CallRow]:
         return list(zip(*(column.tolist() for column in self.columns())))
 
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, CallColumns) and self.rows() == other.rows()
-
-    __hash__ = None  # type: ignore[assignment]
-
 
 @dataclass(frozen=True, slots=True)
 class PeakGroup:
@@ -237,83 +220,39 @@ def groups_peaks(
     With an `update`, bursts are restricted to its burst start range and concurrency to its
     concurrency range, as the fold's callers ask the Python functions.
     """
-    results: list[tuple[dict[int, float], int] | None] = [None] * len(groups)
-    kernel_groups: list[int] = []
-    columns: list[tuple[np.ndarray, ...]] = []
-    unchecked = False  # CallColumns groups are checked all at once, below
-    for index, group in enumerate(groups):
-        calls = group.calls
-        if isinstance(calls, CallColumns):
-            group_columns = calls.columns()
-            unchecked = True
-        elif not calls:
-            group_columns = CallColumns.from_rows([]).columns()
-        elif _in_kernel_bounds(*zip(*calls)):
-            group_columns = CallColumns.from_rows(calls).columns()
-        else:
-            results[index] = _python_peaks(group, windows_us)
-            continue
-        kernel_groups.append(index)
-        columns.append(group_columns)
-    if columns:
-        starts, generation_starts, ends, inputs, outputs = (np.concatenate(column) for column in zip(*columns))
-        if (unchecked and starts.size
-                and not _columns_in_kernel_bounds(starts, generation_starts, ends, inputs, outputs)):  # fmt: skip
-            # Rare (tokens near 2**62 in all): decide group by group, as for rows.
-            return _groups_peaks_by_group(groups, windows_us)
-        offsets = np.zeros(len(columns) + 1, np.int64)
-        np.cumsum([len(group_columns[0]) for group_columns in columns], out=offsets[1:])
-        count = len(kernel_groups)
-        updates = [groups[index].update for index in kernel_groups]
-        has_range = np.array([update is not None for update in updates], np.bool_)
-        bursts = np.empty((count, len(windows_us)), np.float64)
-        concurrency = np.empty(count, np.int64)
-        _groups_peaks_kernel(
-            starts, generation_starts, ends, inputs, outputs,
-            offsets,
-            has_range,
-            *_bounds(updates, "burst_start_from_us", "burst_start_to_us"),
-            has_range,
-            *_bounds(updates, "concurrency_from_us", "concurrency_to_us"),
-            np.array(windows_us, np.int64),
-            bursts,
-            concurrency,
-        )  # fmt: skip
-        for row, index in enumerate(kernel_groups):
-            results[index] = (dict(zip(windows_us, bursts[row].tolist())), int(concurrency[row]))
-    return results  # type: ignore[return-value]
-
-
-def _in_kernel_bounds(starts_us, generation_starts_us, ends_us, inputs, outputs) -> bool:
-    """The kernel computes these calls exactly: int64 sums and instants, and rates `output /
-    generation time` whose operands are exact floats (in Python the division is one rounding; in
-    the kernel both are floats first, which is exact only up to 2**53). Python ints in."""
-    return (
-        sum(inputs) + sum(outputs) < _INT64_SAFE
-        and min(starts_us) > -_INT64_SAFE
-        and max(ends_us) < _INT64_SAFE
-        and max(outputs) <= _EXACT_FLOAT_INT
-        and max(map(sub, ends_us, generation_starts_us)) <= _EXACT_FLOAT_INT
-    )
-
-
-def _columns_in_kernel_bounds(starts_us, generation_starts_us, ends_us, inputs, outputs) -> bool:
-    """`_in_kernel_bounds` of int64 columns. Non-negative tokens whose maxima bound the sum and
-    instants far from int64's ends are the usual case, checked without a Python int per call."""
-    if (int(inputs.min()) >= 0 and int(outputs.min()) >= 0
-            and (int(inputs.max()) + int(outputs.max())) * starts_us.shape[0] < _INT64_SAFE
-            and int(starts_us.min()) > -_INT64_SAFE and int(ends_us.max()) < _INT64_SAFE
-            and int(outputs.max()) <= _EXACT_FLOAT_INT
-            and int((ends_us - generation_starts_us).max()) <= _EXACT_FLOAT_INT):  # fmt: skip
-        return True
-    return _in_kernel_bounds(*(column.tolist() for column in (starts_us, generation_starts_us, ends_us, inputs,
-                                                              outputs)))  # fmt: skip
-
-
-def _groups_peaks_by_group(groups: list[PeakGroup], windows_us: tuple[int, ...]):
-    as_rows = [PeakGroup(group.calls.rows(), group.update) if isinstance(group.calls, CallColumns) else group
-               for group in groups]  # fmt: skip
-    return groups_peaks(as_rows, windows_us)
+    if not groups:
+        return []
+    columns = [
+        (group.calls if isinstance(group.calls, CallColumns) else CallColumns.from_rows(group.calls)).columns()
+        for group in groups
+    ]
+    starts, generation_starts, ends, inputs, outputs = (np.concatenate(column) for column in zip(*columns))
+    if starts.size and not (
+        int(inputs.min()) >= 0 and int(outputs.min()) >= 0
+        # Bounds every group's instant sum, and every instant minus a window, far from int64's ends.
+        and (int(inputs.max()) + int(outputs.max())) * starts.size < _INT64_SAFE
+        and int(starts.min()) > -_INT64_SAFE and int(ends.max()) < _INT64_SAFE
+        and int(outputs.max()) <= _EXACT_FLOAT_INT
+        and int((ends - generation_starts).max()) <= _EXACT_FLOAT_INT
+    ):  # fmt: skip
+        raise ValueError("Calls beyond the bounds ingest enforces: the peaks kernel cannot compute them exactly.")
+    offsets = np.zeros(len(groups) + 1, np.int64)
+    np.cumsum([len(group_columns[0]) for group_columns in columns], out=offsets[1:])
+    updates = [group.update for group in groups]
+    has_range = np.array([update is not None for update in updates], np.bool_)
+    bursts = np.empty((len(groups), len(windows_us)), np.float64)
+    concurrency = np.empty(len(groups), np.int64)
+    _groups_peaks_kernel(
+        starts, generation_starts, ends, inputs, outputs,
+        offsets,
+        has_range,
+        *_bounds(updates, "burst_start_from_us", "burst_start_to_us"),
+        *_bounds(updates, "concurrency_from_us", "concurrency_to_us"),
+        np.array(windows_us, np.int64),
+        bursts,
+        concurrency,
+    )  # fmt: skip
+    return [(dict(zip(windows_us, row)), peak) for row, peak in zip(bursts.tolist(), concurrency.tolist())]
 
 
 def _bounds(updates: list[algo.PeakUpdateRange | None], lower: str, upper: str) -> tuple[np.ndarray, np.ndarray]:
@@ -321,15 +260,3 @@ def _bounds(updates: list[algo.PeakUpdateRange | None], lower: str, upper: str) 
         np.array([0 if update is None else getattr(update, lower) for update in updates], np.int64),
         np.array([0 if update is None else getattr(update, upper) for update in updates], np.int64),
     )
-
-
-def _python_peaks(group: PeakGroup, windows_us: tuple[int, ...]) -> tuple[dict[int, float], int]:
-    calls = [placed(row) for row in (group.calls.rows() if isinstance(group.calls, CallColumns) else group.calls)]
-    update = group.update
-    if update is None:
-        return algo.burst_peaks(calls, windows_us), algo.peak_concurrency(calls)
-    return (
-        algo.burst_peaks(calls, windows_us, update.burst_start_from_us, update.burst_start_to_us),
-        algo.peak_concurrency(calls, update.concurrency_from_us, update.concurrency_to_us),
-    )
-

@@ -13,7 +13,9 @@ from django.db.models.functions import TruncDay, TruncHour
 from apps.accounts.models import Project
 from apps.core.errors import ErrorCode, NotFound
 from apps.ingestion.models import PendingEvent
-from apps.metrics.models import QuarantinedSession, SessionAggregate, SessionModelAggregate, UsageBucket
+from apps.metrics.models import (
+    QuarantinedSession, SessionAggregate, SessionModelAggregate, SessionStepAggregate, UsageBucket,
+)  # fmt: skip
 
 NANO = Decimal(10**9)
 # The session attribute naming its developer (DESIGN.md section 9): the SDK's `user`, or the
@@ -173,7 +175,7 @@ def sessions_for_project(
     search: str | None = None,
 ) -> QuerySet[SessionAggregate]:
     """The project's sessions, newest first, filtered by start time, step, model or id/attribute text."""
-    sessions = _started_in(SessionAggregate.objects.filter(project=project), since=started_from, until=started_to)
+    sessions = _in_range(SessionAggregate.objects.filter(project=project), "started_at", started_from, started_to)
     if step:
         sessions = sessions.filter(steps__step=step)
     if model:
@@ -194,16 +196,6 @@ USAGE_SUMS = {
     "throttle_count": Sum("throttle_count"),
     "throttle_wait_us": Sum("throttle_wait_us"),
 }
-
-
-def buckets_for_project(*, project: Project, since: datetime | None, until: datetime | None) -> QuerySet[UsageBucket]:
-    """Minute and hour buckets of the project whose start lies in [since, until)."""
-    buckets = UsageBucket.objects.filter(project=project)
-    if since:
-        buckets = buckets.filter(bucket_start__gte=since)
-    if until:
-        buckets = buckets.filter(bucket_start__lt=until)
-    return buckets
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,17 +271,16 @@ def sessions_started_between(
     *, projects: Iterable[Project] | QuerySet[Project], since: datetime | None, until: datetime | None
 ) -> QuerySet[SessionAggregate]:
     """The sessions of these projects that started in [since, until) (open ends when None)."""
-    return _started_in(SessionAggregate.objects.filter(project__in=projects), since=since, until=until)
+    return _in_range(SessionAggregate.objects.filter(project__in=projects), "started_at", since, until)
 
 
-def _started_in(
-    sessions: QuerySet[SessionAggregate], *, since: datetime | None, until: datetime | None
-) -> QuerySet[SessionAggregate]:
+def _in_range(rows: QuerySet, field: str, since: datetime | None, until: datetime | None) -> QuerySet:
+    """The rows whose `field` lies in [since, until) (open ends when None)."""
     if since:
-        sessions = sessions.filter(started_at__gte=since)
+        rows = rows.filter(**{f"{field}__gte": since})
     if until:
-        sessions = sessions.filter(started_at__lt=until)
-    return sessions
+        rows = rows.filter(**{f"{field}__lt": until})
+    return rows
 
 
 def with_developer(sessions: QuerySet[SessionAggregate]) -> QuerySet[SessionAggregate]:
@@ -325,16 +316,11 @@ def usage_for_project(*, project: Project, since: datetime | None, until: dateti
         sessions = sessions_started_between(projects=[project], since=since, until=until)
         return sorted(usage_by_developer(sessions=sessions), key=lambda row: (row["user"] is None, row["user"] or ""))
     if group_by == "step":
-        from apps.metrics.models import SessionStepAggregate
-
         steps = SessionStepAggregate.objects.filter(session__project=project)
-        if since:
-            steps = steps.filter(session__started_at__gte=since)
-        if until:
-            steps = steps.filter(session__started_at__lt=until)
+        steps = _in_range(steps, "session__started_at", since, until)
         rows = steps.values("step").annotate(**USAGE_SUMS).order_by("step")
         return [usage_row({"step": row["step"]}, row) for row in rows]
-    buckets = buckets_for_project(project=project, since=since, until=until)
+    buckets = _in_range(UsageBucket.objects.filter(project=project), "bucket_start", since, until)
     if group_by == "model":
         rows = buckets.values("provider", "model").annotate(**USAGE_SUMS).order_by("provider", "model")
         return [usage_row({"provider": r["provider"], "model": r["model"]}, r) for r in rows]

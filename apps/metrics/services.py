@@ -20,7 +20,7 @@ from django.utils import timezone as dj_timezone
 from apps.ingestion.models import PendingEvent
 from apps.metrics.background import background_fold_drain
 from apps.metrics.buckets import buckets_compact
-from apps.metrics.coalescing import pending_sessions, project_fold_pending
+from apps.metrics.coalescing import project_fold_pending
 from apps.metrics.folding import sessions_fold
 from apps.metrics.models import SessionAggregate
 from apps.metrics.quarantine import quarantine_release, without_quarantined
@@ -28,8 +28,8 @@ from apps.metrics.repricing import events_reprice, unpriced_events_reprice
 
 __all__ = [
     "background_fold_drain", "buckets_compact", "events_reprice", "fold_pending_now", "pending_projects_fold_enqueue",
-    "pending_sessions", "project_fold_pending", "quarantine_release", "sessions_fold", "sessions_history_pruned",
-    "unpriced_events_reprice", "unprocessed_sweep",
+    "project_fold_pending", "quarantine_release", "sessions_fold", "sessions_history_pruned", "unpriced_events_reprice",
+    "unprocessed_sweep",
 ]  # fmt: skip
 
 logger = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""Call rates, placement, throttling and rolling rates (DESIGN 3 to 5) against hand-computed values."""
+"""Call placement, throttling and rolling rates (DESIGN 3 to 5) against hand-computed values."""
 from __future__ import annotations
 
 import math
@@ -20,34 +20,23 @@ from apps.metrics.algorithms import (
     StepThrottle,
     bucket_call_tokens,
     bucket_start_us,
-    call_tokens_per_second,
     epoch_us,
     generation_interval_us,
-    generation_ms,
     ms_to_us,
-    place_call,
-    rate_terms,
     rolling_tokens_per_second,
     throttle_by_step,
-    throttle_interval,
-    throttle_share_of_wall_time,
-    tokens_per_second,
     union_length_us,
 )
 from tests.conftest import property_examples
+from tests.metrics.test_bursts import call
 
 SECOND_US = 1_000_000
 PROPERTY_SETTINGS = settings(max_examples=property_examples(200), deadline=None, database=None)
 
 
-def placed(start_us: int, duration_ms: float, ttft_ms: float | None, input_tokens: int, output_tokens: int) -> PlacedCall:
-    return place_call(
-        start_us=start_us,
-        duration_ms=duration_ms,
-        time_to_first_token_ms=ttft_ms,
-        input_tokens=input_tokens,
-        output_tokens=output_tokens,
-    )
+def placed(start_us: int, duration_ms: float, ttft_ms: float | None, input_tokens: int,
+           output_tokens: int) -> PlacedCall:  # fmt: skip
+    return call(start_us, duration_ms, input_tokens, output_tokens, ttft_ms)
 
 
 def test_module_does_not_import_django():
@@ -55,7 +44,7 @@ def test_module_does_not_import_django():
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
 
 
-# --- Call rate -----------------------------------------------------------------------------------
+# --- Placement -----------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -72,7 +61,8 @@ def test_module_does_not_import_django():
     ],
 )
 def test_generation_time_follows_the_ttft_rule(duration_ms, ttft_ms, expected_ms):
-    assert generation_ms(duration_ms, ttft_ms) == expected_ms
+    begin_us, end_us = generation_interval_us(1_000_000, duration_ms, ttft_ms)
+    assert (end_us, end_us - begin_us) == (1_000_000 + ms_to_us(duration_ms), ms_to_us(expected_ms))
 
 
 def test_generation_interval_ends_when_the_call_ends():
@@ -80,29 +70,6 @@ def test_generation_interval_ends_when_the_call_ends():
     assert generation_interval_us(1_000_000, 3000, 3000) == (1_000_000, 4_000_000)
     assert generation_interval_us(1_000_000, 0, None) == (1_000_000, 1_000_000)
     assert generation_interval_us(0, 0.25, None) == (0, 250)  # fractional ms keep their microseconds
-
-
-def test_seed_call_rate_is_350_tokens_per_second():
-    # Seed: tokensOut 875 at tokensPerSecond 350 = 2.5 s of generation.
-    assert call_tokens_per_second(875, 3000, 500) == 350.0
-    assert rate_terms(875, 3000, 500) == (875, 2.5)
-
-
-def test_calls_without_generation_time_have_no_rate_and_stay_out_of_the_sums():
-    assert call_tokens_per_second(875, 0, None) is None
-    assert rate_terms(875, 0, None) == (0, 0.0)
-
-
-def test_session_rate_is_weighted_by_generation_time():
-    terms = [rate_terms(875, 3000, 500), rate_terms(1225, 3500, None), rate_terms(999, 0, None)]
-    sum_output_tokens = sum(tokens for tokens, _ in terms)
-    sum_generation_seconds = sum(seconds for _, seconds in terms)
-    # (875 + 1225) / (2.5 + 3.5): the zero-duration call's 999 tokens do not count.
-    assert tokens_per_second(sum_output_tokens, sum_generation_seconds) == 350.0
-    assert tokens_per_second(0, 0.0) is None
-
-
-# --- Placement -----------------------------------------------------------------------------------
 
 
 def test_epoch_us_is_exact_and_needs_an_aware_datetime():
@@ -130,56 +97,15 @@ def test_generation_below_a_microsecond_lands_output_at_the_start():
 
 def test_invalid_calls_are_rejected():
     with pytest.raises(ValueError):
-        place_call(start_us=0, duration_ms=-1, time_to_first_token_ms=None, input_tokens=1, output_tokens=1)
+        generation_interval_us(0, -1, None)
     with pytest.raises(ValueError):
-        place_call(start_us=0, duration_ms=1, time_to_first_token_ms=None, input_tokens=-1, output_tokens=1)
+        generation_interval_us(0, math.nan, None)
+    with pytest.raises(ValueError):
+        PlacedCall(0, 1000, 0, -1, 1)
+    with pytest.raises(ValueError):
+        PlacedCall(0, 1000, 1001, 1, 1)
     with pytest.raises(ValueError):
         Interval(5, 4)
-
-
-def outcome(make):
-    """What building a call (or an interval tuple) gives: its fields with their types, or the error raised."""
-    try:
-        placed_call = make()
-    except (ValueError, OverflowError, TypeError) as error:
-        return type(error), str(error)
-    if isinstance(placed_call, tuple):
-        return tuple, [(type(value), value) for value in placed_call]
-    fields = (
-        placed_call.start_us,
-        placed_call.end_us,
-        placed_call.generation_start_us,
-        placed_call.input_tokens,
-        placed_call.output_tokens,
-    )
-    return type(placed_call), [(type(value), value) for value in fields]
-
-
-@PROPERTY_SETTINGS
-@given(
-    start_us=st.integers(-(2**62), 2**62),
-    duration_ms=st.one_of(
-        st.floats(), st.floats(0, 10**7), st.integers(-5, 10**9), st.sampled_from([0.0, 0.0004, 0.0005, 1.0])
-    ),
-    ttft_ms=st.one_of(st.none(), st.floats(), st.integers(-5, 10**9), st.sampled_from([0.0, 0.9996, 1.0])),
-    input_tokens=st.integers(-2, 3) | st.integers(0, 10**6),
-    output_tokens=st.integers(-2, 3) | st.integers(0, 10**6),
-)
-def test_place_call_is_a_validated_call_over_the_generation_interval(
-    start_us, duration_ms, ttft_ms, input_tokens, output_tokens
-):
-    # place_call builds its PlacedCall without the dataclass __init__, and generation_interval_us
-    # inlines ms_to_us and generation_ms: same fields, same errors as the plain definitions.
-    def interval() -> tuple[int, int]:
-        end_us = start_us + ms_to_us(duration_ms)
-        return end_us - ms_to_us(generation_ms(duration_ms, ttft_ms)), end_us
-
-    def reference() -> PlacedCall:
-        generation_start_us, end_us = interval()
-        return PlacedCall(start_us, end_us, generation_start_us, input_tokens, output_tokens)
-
-    assert outcome(lambda: generation_interval_us(start_us, duration_ms, ttft_ms)) == outcome(interval)
-    assert outcome(lambda: placed(start_us, duration_ms, ttft_ms, input_tokens, output_tokens)) == outcome(reference)
 
 
 # --- Throttling ----------------------------------------------------------------------------------
@@ -189,26 +115,6 @@ def test_union_counts_overlapping_waits_once():
     assert union_length_us([Interval(0, 2), Interval(1, 3), Interval(5, 6), Interval(5, 5)]) == 4
     assert union_length_us([Interval(5, 6), Interval(0, 10)]) == 10
     assert union_length_us([]) == 0
-
-
-def test_throttle_interval_starts_at_the_event_timestamp():
-    assert throttle_interval(7, 2.5) == Interval(7, 2507)
-
-
-def test_share_of_wall_time_is_the_union_of_waits_over_the_session_span():
-    waits = [throttle_interval(0, 2000), throttle_interval(SECOND_US, 2000)]  # union [0, 3 s)
-    assert throttle_share_of_wall_time(waits, 0, 10 * SECOND_US) == 0.3
-    # A wait before the first call extends the wall time: [-5 s, 10 s) = 15 s, waits 3 s + 1 s.
-    earlier = [*waits, throttle_interval(-5 * SECOND_US, 1000)]
-    assert throttle_share_of_wall_time(earlier, 0, 10 * SECOND_US) == 4 / 15
-    # Only waits: they are the whole wall time.
-    assert throttle_share_of_wall_time(waits, None, None) == 1.0
-
-
-def test_share_of_wall_time_is_zero_without_wall_time():
-    assert throttle_share_of_wall_time([], None, None) == 0.0
-    assert throttle_share_of_wall_time([], 5, 5) == 0.0
-    assert throttle_share_of_wall_time([throttle_interval(5, 0)], 5, 5) == 0.0
 
 
 def test_linked_throttle_waits_go_to_the_step_of_their_usage_event():

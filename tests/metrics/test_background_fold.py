@@ -85,7 +85,7 @@ def test_background_folds_equal_a_fold_of_all_events_at_once(background, setting
     for session_id in sessions:
         assert snapshot(in_background, session_id) == approx_document(snapshot(at_once, session_id))
     assert SessionAggregate.objects.filter(project=other).count() == len(range(0, len(shuffled), 17))
-    assert services.pending_sessions(project_id=in_background.pk) == []
+    assert coalescing.pending_sessions(project_id=in_background.pk) == []
 
 
 def test_drain_returns_at_once_when_nothing_was_handed_over(background):

@@ -13,11 +13,10 @@ from apps.metrics.algorithms import (
     BURST_WINDOWS_US,
     PeakUpdateRange,
     PlacedCall,
-    burst_peak,
     burst_peaks,
+    generation_interval_us,
     peak_concurrency,
     peak_update_ranges,
-    place_call,
 )
 from tests.conftest import property_examples
 
@@ -32,13 +31,14 @@ def close(actual: float, expected: float | Fraction) -> bool:
 def call(
     start_us: int, duration_ms: float, input_tokens: int, output_tokens: int, ttft_ms: float | None = None
 ) -> PlacedCall:
-    return place_call(
-        start_us=start_us,
-        duration_ms=duration_ms,
-        time_to_first_token_ms=ttft_ms,
-        input_tokens=input_tokens,
-        output_tokens=output_tokens,
-    )
+    """A usage event placed in time as ingest places it."""
+    generation_start_us, end_us = generation_interval_us(start_us, duration_ms, ttft_ms)
+    return PlacedCall(start_us, end_us, generation_start_us, input_tokens, output_tokens)
+
+
+def burst_peak(calls: list[PlacedCall], window_us: int, start_from_us: int | None = None,
+               start_to_us: int | None = None) -> float:  # fmt: skip
+    return burst_peaks(calls, (window_us,), start_from_us, start_to_us)[window_us]
 
 
 # --- Brute-force oracle -------------------------------------------------------------------------
@@ -115,67 +115,6 @@ def oracle_concurrency(calls: list[PlacedCall], from_us: int | None = None, to_u
         ],
         default=0,
     )
-
-
-def plain_sweep_peaks(
-    calls: list[PlacedCall], windows_us: list[int], start_from_us: int | None = None, start_to_us: int | None = None
-) -> dict[int, float]:
-    """burst_peaks as first written: int positions and token sums, every breakpoint a candidate.
-
-    burst_peaks computes with floats where that is exact and skips dominated candidates; its
-    peaks must still be these floats, bit for bit (same float operations in the same order).
-    """
-    edges: dict[int, list] = {bound: [0, 0.0, 0, 0] for bound in (start_from_us, start_to_us) if bound is not None}
-    for c in calls:
-        if c.instant_tokens:
-            edges.setdefault(c.start_us, [0, 0.0, 0, 0])[0] += c.instant_tokens
-        if c.output_tokens and c.generation_start_us < c.end_us:
-            rate = c.output_tokens / (c.end_us - c.generation_start_us)
-            edge = edges.setdefault(c.generation_start_us, [0, 0.0, 0, 0])
-            edge[1] -= rate
-            edge[2] += 1
-            edge = edges.setdefault(c.end_us, [0, 0.0, 0, 0])
-            edge[1] += rate
-            edge[3] += 1
-    positions = sorted(edges)
-    peaks = {}
-    for window_us in windows_us:
-        peak = 0.0
-        if positions:
-            lower = positions[0] - window_us if start_from_us is None else start_from_us
-            upper = positions[-1] if start_to_us is None else start_to_us
-            instant_sum, spread_sum, slope, open_rates = 0, 0.0, 0.0, 0
-            here = mirrored = 0
-            previous = positions[0] - window_us
-            while here < len(positions):
-                position = positions[here]
-                if mirrored < len(positions) and positions[mirrored] - window_us < position:
-                    position = positions[mirrored] - window_us
-                if position > upper:
-                    break
-                spread_sum += slope * (position - previous)
-                at_value = instant_sum + spread_sum
-                if positions[here] == position:
-                    instants, slope_change, _, ends = edges[position]
-                    instant_sum -= instants
-                    slope += slope_change
-                    open_rates -= ends
-                    here += 1
-                if mirrored < len(positions) and positions[mirrored] - window_us == position:
-                    instants, slope_change, starts, _ = edges[positions[mirrored]]
-                    instant_sum += instants
-                    slope -= slope_change
-                    open_rates += starts
-                    mirrored += 1
-                if open_rates == 0:
-                    spread_sum = slope = 0.0
-                if position >= lower:
-                    peak = max(peak, at_value)
-                    if position < upper:
-                        peak = max(peak, instant_sum + spread_sum)
-                previous = position
-        peaks[window_us] = peak * SECOND_US / window_us
-    return peaks
 
 
 # --- Hand-computed values -----------------------------------------------------------------------
@@ -313,21 +252,6 @@ def dense_grid_session(rng: random.Random) -> list[PlacedCall]:
     ]
 
 
-def test_dense_grid_sessions_give_the_floats_of_the_plain_sweep():
-    # Edges on a coarse grid meet mirrors of other edges exactly, and sums of rates leave float
-    # drift where intervals close: the sweep must reset (or not) exactly where the plain one does.
-    rng = random.Random(11)
-    for _ in range(300):
-        calls = dense_grid_session(rng)
-        windows_us = rng.sample([GRID_US, SECOND_US, 10 * SECOND_US, 750_000], rng.randrange(1, 4))
-        positions = [edge for c in calls for edge in (c.start_us, c.generation_start_us, c.end_us)]
-        edges = sorted({edge - shift for edge in positions for shift in (0, *windows_us)})
-        for start_from_us, start_to_us in [(None, None), *(sorted(rng.sample(edges, 2)) for _ in range(3))]:
-            assert burst_peaks(calls, windows_us, start_from_us, start_to_us) == plain_sweep_peaks(
-                calls, windows_us, start_from_us, start_to_us
-            )
-
-
 def test_adding_tokens_never_lowers_a_peak():
     calls = [call(0, 3000, 1250, 875, ttft_ms=500)]
     before = burst_peaks(calls)
@@ -399,21 +323,6 @@ def test_restricted_burst_peak_equals_brute_force(calls, window_us, data):
         burst_peak(calls, window_us, start_from_us, start_to_us),
         oracle_burst(calls, window_us, start_from_us, start_to_us),
     )
-
-
-@PROPERTY_SETTINGS
-@given(
-    calls=st.lists(placed_calls(), max_size=40), windows_us=st.lists(windows, min_size=1, max_size=3), data=st.data()
-)
-def test_bursts_are_the_floats_of_the_plain_sweep(calls, windows_us, data):
-    edges = [edge for c in calls for edge in (c.start_us, c.generation_start_us, c.end_us)]
-    candidates = sorted({edge - shift for edge in edges for shift in (0, *windows_us)})
-    bound = st.none() | instants | (st.sampled_from(candidates) if candidates else st.nothing())
-    start_from_us, start_to_us = data.draw(bound), data.draw(bound)
-    if start_from_us is not None and start_to_us is not None and start_from_us > start_to_us:
-        start_from_us, start_to_us = start_to_us, start_from_us
-    peaks = burst_peaks(calls, windows_us, start_from_us, start_to_us)
-    assert peaks == plain_sweep_peaks(calls, windows_us, start_from_us, start_to_us)
 
 
 @PROPERTY_SETTINGS

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import random
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from apps.metrics import peaks_kernel
-from apps.metrics.algorithms import BURST_WINDOWS_US, PeakUpdateRange, burst_peaks, peak_concurrency
+from apps.metrics.algorithms import BURST_WINDOWS_US, PeakUpdateRange, PlacedCall, burst_peaks, peak_concurrency
 from apps.metrics.peaks_kernel import CallColumns, PeakGroup, groups_peaks
 from tests.metrics.test_bursts import (
     GRID_US, PROPERTY_SETTINGS, SECOND_US, call, dense_grid_session, instants, placed_calls, shifted,
@@ -16,7 +17,8 @@ from tests.metrics.test_bursts import (
 
 
 def python_peaks(group: PeakGroup, windows_us=BURST_WINDOWS_US) -> tuple[dict[int, float], int]:
-    calls = [peaks_kernel.placed(row) for row in group.calls]
+    calls = [PlacedCall(start_us, end_us, generation_start_us, input_tokens, output_tokens)
+             for start_us, generation_start_us, end_us, input_tokens, output_tokens in group.calls]  # fmt: skip
     update = group.update
     if update is None:
         return burst_peaks(calls, windows_us), peak_concurrency(calls)
@@ -64,15 +66,6 @@ def test_groups_of_call_columns_get_the_floats_and_counts_of_their_rows(groups, 
     assert groups_peaks(mixed) == [python_peaks(group) for group in groups]
 
 
-def test_call_columns_beyond_the_kernel_bounds_are_decided_group_by_group():
-    # Each group alone is within the kernel's int64 bounds, all of them together are not; the
-    # third has a rate the kernel cannot divide exactly.
-    heavy = PeakGroup(rows([call(0, 1000, 2**61 - 5, 2**60, ttft_ms=100)]))
-    inexact = PeakGroup([(0, 0, 1_000_004, 0, 2**53 + 1)])
-    groups = [heavy, heavy, inexact, PeakGroup(rows([call(0, 1000, 10, 5)]))]
-    assert groups_peaks([as_columns(group) for group in groups]) == [python_peaks(group) for group in groups]
-
-
 @PROPERTY_SETTINGS
 @given(group=peak_groups(), windows_us=st.lists(st.integers(1, 3 * SECOND_US), min_size=1, max_size=3, unique=True))
 def test_any_window_lengths_give_the_python_floats(group, windows_us):
@@ -99,21 +92,25 @@ def test_sessions_far_from_the_epoch_give_the_python_floats(calls, shift_us):
     assert groups_peaks([group]) == [python_peaks(group)]
 
 
-def test_token_sums_beyond_int64_safety_are_left_to_python():
-    huge = PeakGroup(rows([call(0, 1000, 2**62, 2**62, ttft_ms=100), call(1, 0, 2**53 + 1, 0)]))
-    small = PeakGroup(rows([call(0, 1000, 10, 5)]))
-    late = PeakGroup(rows([call(2**63, 1000, 10, 5)]))  # no int64 instant
-    assert groups_peaks([small, huge, small, late]) == [python_peaks(group) for group in (small, huge, small, late)]
-
-
-def test_rates_beyond_exact_floats_are_left_to_python():
+def test_rates_at_the_edge_of_exact_floats_give_the_python_floats():
     # output / generation time: one rounding of the exact quotient, as Python's int division gives.
-    groups = [
-        PeakGroup([(0, 0, 1_000_004, 0, 2**53 + 1)]),
-        PeakGroup([(0, 0, 2**53 + 3, 0, 7)]),
-        PeakGroup([(0, 0, 1_000_004, 0, 2**53 - 1)]),
-    ]
-    assert groups_peaks(groups) == [python_peaks(group) for group in groups]
+    group = PeakGroup([(0, 0, 1_000_004, 0, 2**53 - 1)])
+    assert groups_peaks([group]) == [python_peaks(group)]
+
+
+@pytest.mark.parametrize(
+    "calls",
+    [
+        rows([call(0, 1000, 2**62, 2**62, ttft_ms=100)]),  # token sums beyond int64
+        [(0, 0, 1_000_004, 0, 2**53 + 1)],  # output tokens no float holds
+        [(0, 0, 2**53 + 3, 0, 7)],  # a generation time no float holds
+        rows([call(2**63, 1000, 10, 5)]),  # no int64 instant
+    ],
+)
+def test_calls_beyond_what_ingest_accepts_are_refused_rather_than_wrapped(calls):
+    # Ingest bounds tokens at 10**9 per call and durations at 24 h: no fold meets these.
+    with pytest.raises((ValueError, OverflowError)):
+        groups_peaks([PeakGroup(rows([call(0, 1000, 10, 5)])), PeakGroup(calls)])
 
 
 def test_no_groups_and_groups_without_calls():

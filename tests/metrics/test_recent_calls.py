@@ -16,12 +16,12 @@ from hypothesis import strategies as st
 from apps.ingestion.models import RawEvent
 from apps.ingestion.services import events_ingest
 from apps.metrics import recent_calls, services
-from apps.metrics.algorithms import BURST_WINDOWS_US, burst_peaks, peak_concurrency, place_call
+from apps.metrics.algorithms import BURST_WINDOWS_US, burst_peaks, peak_concurrency
 from apps.metrics.models import SessionAggregate
 from apps.metrics.peaks_kernel import CallColumns
 from apps.metrics.recent_calls import RecentCalls
 from tests.conftest import BASE_TIME, property_examples, usage_event
-from tests.metrics.test_bursts import close, oracle_burst, oracle_concurrency
+from tests.metrics.test_bursts import call, close, oracle_burst, oracle_concurrency
 
 SECOND_US = 1_000_000
 GRID_US = 250_000
@@ -54,8 +54,7 @@ def stored_peaks(project, session_id: str) -> tuple[dict[int, float], int]:
 def folded_calls(project, session_id: str):
     """The session's usage events as the fold places them, read back from the raw table."""
     return [
-        place_call(start_us=(timestamp - BASE_TIME) // timedelta(microseconds=1), duration_ms=duration_ms,
-                   time_to_first_token_ms=ttft_ms, input_tokens=input_tokens, output_tokens=output_tokens)
+        call((timestamp - BASE_TIME) // timedelta(microseconds=1), duration_ms, input_tokens, output_tokens, ttft_ms)
         for timestamp, duration_ms, ttft_ms, input_tokens, output_tokens in RawEvent.objects.filter(
             project=project, session_id=session_id, type=RawEvent.Type.USAGE
         ).values_list("timestamp", "duration_ms", "time_to_first_token_ms", "input_tokens", "output_tokens")

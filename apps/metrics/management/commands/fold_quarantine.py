@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from apps.accounts.models import Project
+from apps.metrics.management.commands._projects import project_named
 from apps.metrics.selectors import quarantined_sessions
 from apps.metrics.services import quarantine_release
 
@@ -18,7 +18,7 @@ class Command(BaseCommand):
         release.add_argument("--release-all", action="store_true", help="put every listed session back on the fold")
 
     def handle(self, *args, **options):
-        project = self._project(options["project"]) if options["project"] else None
+        project = project_named(options["project"]) if options["project"] else None
         if options["release"] is not None or options["release_all"]:
             released = quarantine_release(project_id=project.pk if project else None, session_id=options["release"])
             if options["release"] is not None and not released:
@@ -35,13 +35,3 @@ class Command(BaseCommand):
                 f"{session.project}  {session.session_id}  {session.pending_events} events  "
                 f"since {session.quarantined_at:%Y-%m-%d %H:%M:%S}Z  {session.error}"
             )
-
-    @staticmethod
-    def _project(name: str) -> Project:
-        team_slug, _, project_slug = name.rpartition("/")
-        projects = Project.objects.filter(slug=project_slug)
-        if team_slug:
-            projects = projects.filter(team__slug=team_slug)
-        if projects.count() != 1:
-            raise CommandError(f"Found {projects.count()} projects named {name!r}; use team/project.")
-        return projects.get()

@@ -3,7 +3,7 @@ from datetime import datetime, time, timezone
 from django.core.management.base import BaseCommand, CommandError
 from django.utils.dateparse import parse_date, parse_datetime
 
-from apps.accounts.models import Project
+from apps.metrics.management.commands._projects import project_named
 from apps.metrics.services import events_reprice
 
 
@@ -15,12 +15,7 @@ class Command(BaseCommand):
         parser.add_argument("--since", help="only events at or after this date (YYYY-MM-DD) or RFC 3339 time")
 
     def handle(self, *args, **options):
-        team_slug, _, project_slug = options["project"].rpartition("/")
-        projects = Project.objects.filter(slug=project_slug)
-        if team_slug:
-            projects = projects.filter(team__slug=team_slug)
-        if projects.count() != 1:
-            raise CommandError(f"Found {projects.count()} projects named {options['project']!r}; use team/project.")
+        project = project_named(options["project"])
         since = None
         if options["since"]:
             since = parse_datetime(options["since"])
@@ -30,5 +25,5 @@ class Command(BaseCommand):
                 raise CommandError(f"--since {options['since']!r} is not a date or an RFC 3339 time.")
             if since.tzinfo is None:
                 since = since.replace(tzinfo=timezone.utc)
-        changed = events_reprice(project=projects.get(), since=since)
-        self.stdout.write(f"Repriced {changed} events of {projects.get()}.")
+        changed = events_reprice(project=project, since=since)
+        self.stdout.write(f"Repriced {changed} events of {project}.")
