@@ -10,7 +10,7 @@ import heapq
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Iterator
 
 from django.contrib.auth.models import AbstractBaseUser
@@ -23,7 +23,8 @@ from apps.accounts.models import ApiKey, Membership, Project, Team
 from apps.accounts.selectors import api_keys_for_project, teams_for_user
 from apps.core.errors import ErrorCode, NotFound
 from apps.ingestion.models import RawEvent
-from apps.metrics.algorithms import rolling_tokens_per_second
+from apps.metrics.algorithms import EPOCH, epoch_us, rolling_tokens_per_second
+from apps.metrics.buckets import MINUTE_BUCKET_RETENTION
 from apps.metrics.models import SessionAggregate, SessionModelAggregate, SessionStepAggregate, UsageBucket
 from apps.metrics.selectors import (
     USAGE_SUMS, context_window_pressure, priced_usd, quarantined_session_count, session_metadata, session_origin,
@@ -33,25 +34,17 @@ from apps.pricing.catalog import resolve_max_input_tokens
 from apps.pricing.context_windows import context_window_overrides_for_project
 from apps.pricing.selectors import price_books, price_overrides_for_project, unpriced_models_now_priced
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_US = timedelta(microseconds=1)
 MINUTE = timedelta(minutes=1)
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
-# Minute buckets older than this are compacted into hour buckets (apps.metrics.services).
-MINUTE_BUCKETS_KEPT = timedelta(days=7)
 SESSIONS_PER_PAGE = 25
 TIMELINE_MAX_EVENTS = 2000
 CSV_MAX_EVENTS = 200_000
 LIVE_WINDOWS = {"1m": MINUTE, "5m": 5 * MINUTE, "1h": HOUR}
 
 
-def _epoch_us(moment: datetime) -> int:
-    return (moment - _EPOCH) // _US
-
-
 def _floor(moment: datetime, step: timedelta) -> datetime:
-    return _EPOCH + ((moment - _EPOCH) // step) * step
+    return EPOCH + ((moment - EPOCH) // step) * step
 
 
 def _rate(timed_output_tokens: int | None, generation_us: int | None) -> float | None:
@@ -73,7 +66,7 @@ class TimeRange:
     @property
     def bin(self) -> timedelta:
         span = self.until - self.since
-        fine = self.since >= self.until - MINUTE_BUCKETS_KEPT  # minute buckets still exist
+        fine = self.since >= self.until - MINUTE_BUCKET_RETENTION  # minute buckets still exist
         if span <= timedelta(hours=36):
             return 10 * MINUTE if fine else HOUR
         if span <= timedelta(days=8):
@@ -199,7 +192,7 @@ def _bucket_rows(*, project: Project, time_range: TimeRange) -> list[dict]:
 def _time_series(rows: list[dict], time_range: TimeRange) -> dict:
     step = time_range.bin
     first = _floor(time_range.since, step)
-    first_bin = (first - _EPOCH) // step
+    first_bin = (first - EPOCH) // step
     count = max(1, -(-(time_range.until - first) // step))
     series = {name: [0] * count for name in _SUM_NAMES}
     for row in rows:
@@ -549,13 +542,13 @@ def live_rates(*, project: Project, now: datetime) -> dict:
         .values_list("bucket_start", "tokens")
         .order_by()
     )
-    now_us = _epoch_us(now)
-    buckets = [(_epoch_us(start), tokens) for start, tokens in per_minute.items()]
+    now_us = epoch_us(now)
+    buckets = [(epoch_us(start), tokens) for start, tokens in per_minute.items()]
     minutes = [first_minute + index * MINUTE for index in range(61)]
     return {
         "now": now.isoformat().replace("+00:00", "Z"),
         "rates": {
-            name: rolling_tokens_per_second(buckets, now_us=now_us, window_us=window // _US)
+            name: rolling_tokens_per_second(buckets, now_us=now_us, window_us=window // timedelta(microseconds=1))
             for name, window in LIVE_WINDOWS.items()
         },
         "per_minute": {

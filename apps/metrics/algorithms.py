@@ -25,14 +25,14 @@ MINUTE_US = 60 * US_PER_SECOND
 # Stored burst windows (DESIGN 4): 1 s is the headline burstTokensPerSecond, 60 s compares with TPM.
 BURST_WINDOWS_US: tuple[int, ...] = (1 * US_PER_SECOND, 10 * US_PER_SECOND, 60 * US_PER_SECOND)
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 def epoch_us(moment: datetime) -> int:
     """Exact integer microseconds since the Unix epoch of a timezone-aware datetime."""
     if moment.tzinfo is None:
         raise ValueError("epoch_us needs a timezone-aware datetime")
-    return (moment - _EPOCH) // timedelta(microseconds=1)
+    return (moment - EPOCH) // timedelta(microseconds=1)
 
 
 def ms_to_us(duration_ms: float) -> int:
