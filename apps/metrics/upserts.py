@@ -7,6 +7,7 @@ applied in key order, so two transactions touching the same rows take their lock
 """
 from __future__ import annotations
 
+import json
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
 
@@ -67,15 +68,18 @@ def rows_upsert(
     """
     table = model._meta.db_table
     quote = connection.ops.quote_name
-    prepare = [_preparer(model, column) for column in columns]
-    rows = [[value if convert is None else convert(value) for convert, value in zip(prepare, row)] for row in rows]
+    rows = list(rows)
+    copy = connection.vendor == "postgresql" and len(rows) >= _COPY_FROM_ROWS
+    prepare = [_preparer(model, column, copy=copy) for column in columns]
+    if any(prepare):
+        rows = [[value if convert is None else convert(value) for convert, value in zip(prepare, row)] for row in rows]
     if updates:
         assignments = ", ".join(f"{quote(column)} = {expression.format(table=quote(table))}"
                                 for column, expression in updates.items())  # fmt: skip
         on_conflict = f"ON CONFLICT ({', '.join(map(quote, conflict))}) DO UPDATE SET {assignments}"
     else:
         on_conflict = f"ON CONFLICT ({', '.join(map(quote, conflict))}) DO NOTHING"
-    if connection.vendor == "postgresql" and len(rows) >= _COPY_FROM_ROWS:
+    if copy:
         order = ", ".join(quote(column) + (' COLLATE "C"' if _is_text(model, column) else "") for column in conflict)
         _upsert_copy(table, columns, rows, order, on_conflict)
     else:
@@ -137,10 +141,15 @@ def _is_text(model: type[models.Model], column: str) -> bool:
     return isinstance(field, (models.CharField, models.TextField))
 
 
-def _preparer(model: type[models.Model], column: str):
-    """How to turn a Python value of `column` into a query parameter; None when it passes as is."""
+def _preparer(model: type[models.Model], column: str, *, copy: bool):
+    """How to turn a Python value of `column` into a query parameter (`copy`: a COPY row value);
+    None when it passes as is."""
     field = next(field for field in model._meta.concrete_fields if field.column == column)
-    if isinstance(field, (models.DateTimeField, models.JSONField)):
+    if copy and isinstance(field, models.JSONField):
+        # COPY's text format reads JSON text into jsonb; psycopg writes aware datetimes itself.
+        # (Django's preparation of each value cost more than the rest of the row.)
+        return lambda value: None if value is None else json.dumps(value, cls=field.encoder)
+    if not copy and isinstance(field, (models.DateTimeField, models.JSONField)):
         # The connection itself, not the `connection` proxy: each attribute read through the proxy
         # looks the connection up again (microseconds), and preparing reads several per value.
         database = connections[DEFAULT_DB_ALIAS]
