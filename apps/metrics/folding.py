@@ -192,13 +192,21 @@ def sessions_lock(project_id: int, session_ids: list[str]) -> dict[str, dict]:
 
 
 def _sessions_select_for_update(project_id: int, session_ids: list[str]) -> dict[str, dict]:
-    locked = (
-        SessionAggregate.objects.select_for_update()
-        .filter(project_id=project_id, session_id__in=session_ids)
-        .order_by("id")
-        .values(*_SESSION_COLUMNS)
-    )
-    return {row["session_id"]: row for row in locked}
+    if connection.vendor == "postgresql":
+        # Found by key first, one equality per session: with `session_id IN (...)` and statistics
+        # that predate the project's sessions, PostgreSQL read every session of the project
+        # through the project index (a lock of 500 of 10,000 sessions read 18,000 index entries).
+        table = connection.ops.quote_name(SessionAggregate._meta.db_table)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT session.id FROM unnest(%s::text[]) AS locking(session_id) CROSS JOIN LATERAL ("
+                f"SELECT id FROM {table} WHERE project_id = %s AND session_id = locking.session_id OFFSET 0) AS session",
+                [list(session_ids), project_id],
+            )
+            rows = SessionAggregate.objects.filter(id__in=[pk for (pk,) in cursor.fetchall()])
+    else:
+        rows = SessionAggregate.objects.filter(project_id=project_id, session_id__in=session_ids)
+    return {row["session_id"]: row for row in rows.select_for_update().order_by("id").values(*_SESSION_COLUMNS)}
 
 
 @transaction.atomic

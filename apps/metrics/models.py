@@ -68,7 +68,10 @@ class ContextWindowPressure(models.Model):
 
 
 class SessionAggregate(TokenSums):
-    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="sessions")
+    # No index of the project alone: with statistics that predate a project's sessions, the
+    # planner took it over the (project, session) key for a per-session lookup and read every
+    # session of the project (as RawEvent.Meta tells). The key's index serves project lookups.
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="sessions", db_index=False)
     session_id = models.CharField(max_length=200)
     started_at = models.DateTimeField(null=True)  # earliest event timestamp
     ended_at = models.DateTimeField(null=True)  # latest end of a call or a throttle wait
