@@ -3,15 +3,20 @@ the pages work under the site's Content-Security-Policy (a violation is a consol
 from __future__ import annotations
 
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
 from apps.budgets.models import Budget
 from tests.dashboards.conftest import PASSWORD, RECENT, ingest
-from tests.dashboards.test_browser import ARTIFACTS, chromium_page
+from tests.dashboards.test_browser import ARTIFACTS, CHROMIUM, chromium_page
 from tests.conftest import usage_event
 
-pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="chromium is not installed (apt-get install chromium)"),
+    pytest.mark.django_db(transaction=True),
+]
 
 
 def test_an_owner_sets_a_monthly_budget_and_sees_its_progress_in_chromium(live_server, project, users):
