@@ -115,9 +115,10 @@ def metrics_request(points: int = 3) -> ExportMetricsServiceRequest:
     return request
 
 
-def otlp_json(message) -> bytes:
-    """The OTLP JSON mapping of a message: protobuf's JSON with hex trace and span ids."""
-    document = json_format.MessageToDict(message)
+def otlp_json(message, **options) -> bytes:
+    """The OTLP JSON mapping of a message: protobuf's JSON with hex trace and span ids (`options`
+    go to json_format.MessageToDict)."""
+    document = json_format.MessageToDict(message, **options)
     _ids_to_hex(document)
     return json.dumps(document).encode()
 
@@ -127,7 +128,8 @@ def _ids_to_hex(node) -> None:
 
     if isinstance(node, dict):
         for key, value in node.items():
-            if key in ("traceId", "spanId", "parentSpanId") and isinstance(value, str):
+            if key in ("traceId", "spanId", "parentSpanId", "trace_id", "span_id", "parent_span_id") \
+                    and isinstance(value, str):
                 node[key] = base64.b64decode(value).hex()
             else:
                 _ids_to_hex(value)
