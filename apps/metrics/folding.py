@@ -17,8 +17,8 @@ statements whatever the number of events:
    dies mid-fold rolls the claim back with everything else.
 3. sums: one `INSERT ... SELECT ... GROUP BY ... ON CONFLICT DO UPDATE` per table adds the claimed
    rows to the step and model rows (with their context window pressure, apps.metrics.context_windows)
-   and to the minute buckets, and one `UPDATE ... FROM (SELECT ... GROUP BY)` to the session rows.
-   They read the claimed rows' copy (a small temporary table without statistics) and reach
+   and to the minute buckets; the session rows' sums are grouped by the database too and added by
+   the one upsert that also writes their peaks (`_sessions_write`). They read the claimed rows' copy (a small temporary table without statistics) and reach
    session rows by key, one lookup per group, never by a join a planner could turn into a scan
    (see `_groups_add`). Bucket rows are the only rows two folds of different sessions share:
    their one statement inserts them `ORDER BY` key (byte order for text, as every other bucket
@@ -476,7 +476,9 @@ def _needed(known: list[peaks_kernel.CallRow], update: algo.PeakUpdateRange) -> 
 def _throttles_reattribute(
     project_id: int, session_pks: dict[str, int], claimed_throttles: list[tuple], only_claimed: set[str]
 ) -> dict[str, int]:
-    """Re-attribute every folded throttle wait of these sessions to steps and models (DESIGN.md section 5).
+    """Re-attribute every folded throttle wait of those of these sessions where one can move to
+    steps and models (DESIGN.md section 5): sessions whose claimed events add a wait or carry the
+    call_id of one of their waits.
 
     Recomputed from raw rows rather than folded: a usage event arriving after its waits moves
     them to its own step through call_id. The sessions in `only_claimed` had nothing folded
