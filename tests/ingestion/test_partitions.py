@@ -95,6 +95,14 @@ def test_the_same_event_twice_in_one_insert_is_stored_once(project):
     assert RawEvent.objects.count() == RawEventKey.objects.count() == PendingEvent.objects.count() == 2
 
 
+def test_deleting_a_project_deletes_its_event_keys(project, other_team_project):
+    for owner in (project, other_team_project):
+        assert ingest_at(owner, [usage_event(), throttle_event()], NOW).accepted == 2
+    project.delete()
+    assert set(RawEventKey.objects.values_list("project_id", flat=True)) == {other_team_project.pk}
+    assert RawEventKey.objects.count() == RawEvent.objects.count() == 2
+
+
 @pytest.mark.postgres
 def test_racing_requests_with_the_same_events_store_each_once(project):
     shared = [usage_event(session_id=f"s-{i % 5}") for i in range(200)]
