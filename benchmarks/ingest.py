@@ -159,10 +159,11 @@ def raw_events_truncate(database_url: str) -> None:
     import psycopg
 
     with psycopg.connect(database_url, autocommit=True) as connection:
-        # The fold queue too: ours writes a pending row per event, which no worker drains here.
-        connection.execute("TRUNCATE ingestion_rawevent, ingestion_pendingevent")
-        connection.execute("VACUUM ANALYZE ingestion_rawevent")
-        connection.execute("VACUUM ANALYZE ingestion_pendingevent")
+        # The fold queue and the event keys too: ours writes a pending row and a key per event, and
+        # no worker drains the queue here.
+        connection.execute("TRUNCATE ingestion_rawevent, ingestion_pendingevent, ingestion_raweventkey")
+        for table in ("ingestion_rawevent", "ingestion_pendingevent", "ingestion_raweventkey"):
+            connection.execute(f"VACUUM ANALYZE {table}")
 
 
 def benchmark_key_create() -> str:

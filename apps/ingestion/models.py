@@ -85,11 +85,14 @@ class RawEvent(models.Model):
         # takes it for one row and picks the narrowest index that starts with project_id; had
         # one (project_id alone, or project_id + timestamp), each per-session lookup of the fold
         # would scan the whole project and folding would slow down as the project grows
-        # (measured: the freshness lag of benchmarks/aggregate.py grew to 20 s). The idempotency
-        # key leads with event_id for the same reason; ON CONFLICT does not care about the order.
-        constraints = [
-            models.UniqueConstraint(fields=["event_id", "project"], name="rawevent_unique_event_id_project"),
-        ]
+        # (measured: the freshness lag of benchmarks/aggregate.py grew to 20 s).
+        #
+        # On PostgreSQL the table is partitioned by month of received_at (migration 0009,
+        # apps.ingestion.partitions): no unique index here can hold exactly-once, which is
+        # RawEventKey's job. A new index on this table cannot be built CONCURRENTLY on the
+        # partitioned parent: create it CONCURRENTLY on each partition, then on the parent with
+        # ON ONLY, and ALTER INDEX ... ATTACH PARTITION each partition's index (a plain CREATE
+        # INDEX on the parent blocks ingest while every partition is indexed).
         indexes = [
             models.Index(fields=["project", "session_id", "timestamp"], name="rawevent_session_time"),
             # A session's throttle waits, which the fold re-attributes to steps (DESIGN.md section 5),
@@ -107,6 +110,29 @@ class RawEvent(models.Model):
     @property
     def total_tokens(self) -> int:
         return self.input_tokens + self.output_tokens
+
+
+class RawEventKey(models.Model):
+    """An event id stored for a project: the key that makes ingestion exactly-once.
+
+    Apart from the raw table because PostgreSQL partitions that by received_at, and a unique
+    index of a partitioned table must contain the partition column: `(event_id, project,
+    received_at)` would store a resent event twice once it arrives in another month. Written in
+    the transaction that stores the raw row (apps.ingestion.writers), first: the row whose key
+    insert wins is the one stored, also between racing requests. Deleted with its raw row
+    (apps.ingestion.retention). The primary key leads with event_id for the reason RawEvent.Meta
+    gives; received_at is the raw row's, so a dropped partition's keys are found by its range.
+    """
+
+    pk = models.CompositePrimaryKey("event_id", "project_id")
+    event_id = models.UUIDField()
+    # No database constraint, as PendingEvent's: written by one function with its raw row.
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+", db_index=False,
+                                db_constraint=False)  # fmt: skip
+    received_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"key {self.event_id} ({self.project_id})"
 
 
 class PendingEvent(models.Model):
@@ -132,7 +158,9 @@ class PendingEvent(models.Model):
     session_id = models.CharField(max_length=200)
     raw_event = models.ForeignKey(RawEvent, on_delete=models.CASCADE, related_name="+", db_index=False,
                                   db_constraint=False)  # fmt: skip
-    # The raw event's received_at: the sweep folds only what no task picked up in time.
+    # The raw event's received_at, always equal to it: the sweep folds only what no task picked up
+    # in time, and the fold's claim finds the raw row by id and received_at (so that PostgreSQL
+    # reads only the monthly partitions the claimed events arrived in).
     received_at = models.DateTimeField()
 
     def __str__(self) -> str:

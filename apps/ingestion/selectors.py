@@ -134,7 +134,11 @@ def claim_statement_postgres(project_id: int, session_ids: list[str], limit: int
     join it could then plan as a scan. The oldest first, so a backlog larger than one transaction
     folds in arrival order. `ctid = ANY(ARRAY(...))` is a TID scan of exactly the chosen rows, and
     `id = ANY(ARRAY(...))` keeps the raw lookup on the primary key whatever the planner guesses
-    the claim returns.
+    the claim returns. The range of the pending rows' received_at (their raw rows') lets
+    PostgreSQL skip, when the statement starts, every monthly partition the claimed events did not
+    arrive in (apps.ingestion.partitions), where a row's id alone would be looked up in every
+    partition. A range, not `received_at = ANY(...)`: PostgreSQL prunes partitions at run time by
+    a comparison with a subquery's value, not by membership in a subquery's array.
     """
     raw, pending = _tables()
     columns = ", ".join(map(connection.ops.quote_name, CLAIMED_COLUMNS))
@@ -142,9 +146,10 @@ def claim_statement_postgres(project_id: int, session_ids: list[str], limit: int
         f"WITH claimed AS (DELETE FROM {pending} WHERE ctid = ANY(ARRAY("
         f"SELECT queued.ctid FROM unnest(%s::text[]) AS claiming(session_id) CROSS JOIN LATERAL ("
         f"SELECT ctid, raw_event_id FROM {pending} WHERE project_id = %s AND session_id = claiming.session_id "
-        f"OFFSET 0) AS queued ORDER BY queued.raw_event_id LIMIT %s)) RETURNING raw_event_id) "
+        f"OFFSET 0) AS queued ORDER BY queued.raw_event_id LIMIT %s)) RETURNING raw_event_id, received_at) "
         f"INSERT INTO {CLAIMED_TABLE} ({columns}) SELECT {columns} FROM {raw} "
-        f"WHERE id = ANY(ARRAY(SELECT raw_event_id FROM claimed))",
+        f"WHERE id = ANY(ARRAY(SELECT raw_event_id FROM claimed)) "
+        f"AND received_at BETWEEN (SELECT min(received_at) FROM claimed) AND (SELECT max(received_at) FROM claimed)",
         [list(session_ids), project_id, limit],
     )
 

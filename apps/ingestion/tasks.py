@@ -8,5 +8,6 @@ from apps.ingestion.retention import raw_events_prune as prune
 
 @shared_task
 def raw_events_prune() -> int:
-    """Delete folded raw events past their project's retention; returns how many."""
+    """Delete folded raw events past their project's retention (and create the coming months'
+    partitions); returns how many."""
     return prune()

@@ -1,18 +1,22 @@
 """Storing prepared events as raw rows, each event exactly once per project, each new one queued
 for the fold (a PendingEvent row written in the same transaction).
 
+Exactly-once is the primary key of RawEventKey, (event_id, project): a key is inserted for each
+event, and a raw row is written only for the events whose key was new. (The raw table has no
+unique index: on PostgreSQL it is partitioned by month of arrival, see apps.ingestion.partitions.)
+
 Two paths with the same contract, `raw_events_insert`. On Postgres a batch is first streamed
-with a binary COPY straight into the table, under a savepoint: nearly every batch is all new
-events, and that is the cheapest way to store them (a third of the database work of staging
-them first). COPY returns nothing, so the rows' ids are taken from the table's sequence
-beforehand (one statement), which lets the pending rows follow in a second COPY. If any
-event_id is already stored (a resent batch, or a racing request that committed first) the
-unique index rejects the COPY, the savepoint undoes it, and the batch goes through a
-per-connection temporary staging table and one `INSERT ... SELECT ... ON CONFLICT DO NOTHING
-RETURNING` that queues exactly the rows it inserted. Other databases (SQLite, the embedded
-default) use multi-row `INSERT ... ON CONFLICT DO NOTHING RETURNING` and an insert of the
-returned rows' pending rows. Either way the unique (project, event_id) index decides which copy
-wins when two requests race, and the result tells which events of this request were new.
+with binary COPYs straight into the key, raw and pending tables, under a savepoint: nearly every
+batch is all new events, and that is the cheapest way to store them (a third of the database
+work of staging them first). COPY returns nothing, so the rows' ids are taken from the table's
+sequence beforehand (one statement), which lets the pending rows follow. If any event_id is
+already stored (a resent batch, or a racing request that committed first) the key's primary key
+rejects the first COPY, the savepoint undoes it, and the batch goes through a per-connection
+temporary staging table and one statement that inserts the keys `ON CONFLICT DO NOTHING` and
+then the raw and pending rows of exactly the keys it inserted. Other databases (SQLite, the
+embedded default) insert the keys with `INSERT ... ON CONFLICT DO NOTHING RETURNING`, then the
+returned events' raw and pending rows. Either way the key's primary key decides which copy wins
+when two requests race, and the result tells which events of this request were new.
 """
 from __future__ import annotations
 
@@ -24,7 +28,7 @@ from datetime import timezone as dt_timezone
 import msgspec
 from django.db import connection, transaction
 
-from apps.ingestion.models import PendingEvent, RawEvent
+from apps.ingestion.models import PendingEvent, RawEvent, RawEventKey
 from apps.ingestion.schema import UsageEvent
 from apps.ingestion.validation import PreparedEvent, event_derived_values
 
@@ -79,6 +83,9 @@ _TABLE = RawEvent._meta.db_table
 _PENDING_TABLE = PendingEvent._meta.db_table
 _PENDING_COLUMNS = "project_id, session_id, raw_event_id, received_at"
 _PENDING_COPY_TYPES = ["int8", "text", "int8", "timestamptz"]
+_KEY_TABLE = RawEventKey._meta.db_table
+_KEY_COLUMNS = "event_id, project_id, received_at"
+_KEY_COPY_TYPES = ["uuid", "int8", "timestamptz"]
 _STAGING = "ingestion_rawevent_staging"
 _SQLITE_ROWS_PER_STATEMENT = 500  # 38 columns x 500 rows stays under SQLite's 32,766 variables
 
@@ -153,11 +160,13 @@ def _insert_postgres(project_id: int, received_at: datetime, events: list[Prepar
         columns = ", ".join(f'"{name}"' for name in COLUMN_NAMES)
         try:
             with transaction.atomic():
+                _copy_rows(raw_cursor, _KEY_TABLE, _KEY_COLUMNS, _KEY_COPY_TYPES,
+                           [(row[_EVENT_ID], project_id, received_at) for row in rows])  # fmt: skip
                 _copy_rows(raw_cursor, _TABLE, columns, _COPY_TYPES, rows)
                 _copy_rows(raw_cursor, _PENDING_TABLE, _PENDING_COLUMNS, _PENDING_COPY_TYPES,
                            [(project_id, row[_SESSION_ID], row[_ID], received_at) for row in rows])  # fmt: skip
         except UniqueViolation:
-            pass  # at least one event_id is stored already: the savepoint undid both COPYs
+            pass  # at least one event_id is stored already: the savepoint undid every COPY
         else:
             return [(row[_EVENT_ID], row[_SESSION_ID]) for row in rows]
         # ON COMMIT DELETE ROWS empties the staging table at the end of every transaction, and the
@@ -167,13 +176,20 @@ def _insert_postgres(project_id: int, received_at: datetime, events: list[Prepar
             f"SELECT {columns} FROM {_TABLE} WITH NO DATA"
         )
         _copy_rows(raw_cursor, _STAGING, columns, _COPY_TYPES, rows)
+        # A key per event id (the first row of the batch with it); the raw and pending rows of the
+        # keys this statement inserted, and only those.
+        staged = ", ".join(f's."{name}"' for name in COLUMN_NAMES)
         raw_cursor.execute(
-            f"WITH inserted AS (INSERT INTO {_TABLE} ({columns}) SELECT {columns} FROM {_STAGING} "
-            f"ON CONFLICT (project_id, event_id) DO NOTHING RETURNING id, event_id, session_id), "
+            f"WITH new_keys AS (INSERT INTO {_KEY_TABLE} ({_KEY_COLUMNS}) "
+            f"SELECT DISTINCT event_id, %s::bigint, %s::timestamptz FROM {_STAGING} "
+            f"ON CONFLICT DO NOTHING RETURNING event_id), "
+            f"inserted AS (INSERT INTO {_TABLE} ({columns}) SELECT DISTINCT ON (s.event_id) {staged} "
+            f"FROM {_STAGING} s JOIN new_keys k ON k.event_id = s.event_id ORDER BY s.event_id, s.id "
+            f"RETURNING id, event_id, session_id), "
             f"queued AS (INSERT INTO {_PENDING_TABLE} ({_PENDING_COLUMNS}) "
             f"SELECT %s, session_id, id, %s FROM inserted) "
             f"SELECT event_id, session_id FROM inserted",
-            [project_id, received_at],
+            [project_id, received_at, project_id, received_at],
         )
         returned = raw_cursor.fetchall()
         # Rows must not linger for the next batch of this transaction (ON COMMIT only runs at commit).
@@ -189,8 +205,9 @@ def _copy_rows(raw_cursor, table: str, columns: str, types: list[str], rows: lis
 
 
 def _insert_generic(project_id: int, received_at: datetime, events: list[PreparedEvent]) -> list[tuple]:
-    """SQLite: multi-row `INSERT ... RETURNING` and an `executemany` of the pending rows, on the
-    driver's own cursor with values already in the form Django's SQLite backend stores them
+    """SQLite: the keys with `INSERT ... ON CONFLICT DO NOTHING RETURNING`, then one multi-row
+    `INSERT ... RETURNING` of the new events' raw rows and an `executemany` of their pending rows,
+    on the driver's own cursor with values already in the form Django's SQLite backend stores them
     (converting each through its model field cost more than the insert itself, and the debug
     cursor of `make run` would also format every statement for its query log). The id is left
     to the database: no sequence to draw from on SQLite."""
@@ -207,20 +224,33 @@ def _insert_generic(project_id: int, received_at: datetime, events: list[Prepare
         try:
             for start in range(0, len(events), _SQLITE_ROWS_PER_STATEMENT):
                 chunk = events[start : start + _SQLITE_ROWS_PER_STATEMENT]
+                cursor.execute(
+                    f"INSERT INTO {_KEY_TABLE} ({_KEY_COLUMNS}) VALUES {', '.join(['(?, ?, ?)'] * len(chunk))} "
+                    f"ON CONFLICT DO NOTHING RETURNING event_id",
+                    [value for prepared in chunk for value in (prepared.event.event_id.hex, project_id, received_at_text)],
+                )
+                new_keys = {event_id for (event_id,) in cursor.fetchall()}
                 params: list = []
+                count = 0
                 for prepared in chunk:
+                    event_hex = prepared.event.event_id.hex
+                    if event_hex not in new_keys:
+                        continue
+                    new_keys.discard(event_hex)  # a second event of the batch with this id is a duplicate
+                    count += 1
                     row = _row(None, project_id, received_at_text, prepared, prepared.attributes_json.decode(), encode_json)
                     params.extend(row[_ID + 1 : _EVENT_ID])
-                    params.append(row[_EVENT_ID].hex)
+                    params.append(event_hex)
                     params.extend(row[_EVENT_ID + 1 : _TIMESTAMP])
                     params.append(_sqlite_datetime(row[_TIMESTAMP]))
                     params.append(_sqlite_datetime(row[_END_AT]))
                     params.extend(row[_END_AT + 1 : _BUCKET_START])
                     params.append(_sqlite_datetime(row[_BUCKET_START]))
                     params.extend(row[_BUCKET_START + 1 :])
+                if not count:
+                    continue
                 cursor.execute(
-                    f"{statement_head}{', '.join([row_placeholder] * len(chunk))} "
-                    f"ON CONFLICT (project_id, event_id) DO NOTHING RETURNING id, event_id, session_id",
+                    f"{statement_head}{', '.join([row_placeholder] * count)} RETURNING id, event_id, session_id",
                     params,
                 )
                 inserted = cursor.fetchall()

@@ -15,8 +15,9 @@ BEAT_SCHEDULE = {
         "schedule": crontab(minute=17),
         "options": {"expires": 3000},
     },
-    # Deletes folded raw events past their project's retention (aggregates stay), in short
-    # batches, at a quiet hour.
+    # Deletes folded raw events past their project's retention (aggregates stay), dropping whole
+    # monthly partitions on PostgreSQL and in short batches elsewhere, at a quiet hour; first
+    # creates the coming months' partitions (apps.ingestion.partitions).
     "ingestion-raw-events-prune": {
         "task": "apps.ingestion.tasks.raw_events_prune",
         "schedule": crontab(hour=3, minute=41),

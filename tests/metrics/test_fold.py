@@ -10,7 +10,7 @@ from datetime import timedelta
 import pytest
 
 from apps.accounts.services import project_get_or_create
-from apps.ingestion.models import PendingEvent
+from apps.ingestion.models import PendingEvent, RawEvent
 from apps.ingestion.services import events_ingest
 from apps.metrics import services
 from apps.metrics.models import SessionAggregate, UsageBucket
@@ -114,6 +114,8 @@ def test_unprocessed_events_are_folded_by_the_sweep(project):
     events_unfold()
     SessionAggregate.objects.all().delete()
     UsageBucket.objects.all().delete()
+    # Arrived long ago; a queued event carries its raw row's received_at (the claim reads both).
+    RawEvent.objects.update(received_at=BASE_TIME)
     PendingEvent.objects.update(received_at=BASE_TIME)
     assert services.unprocessed_sweep() == 1
     assert snapshot(project, "session-1")["token_usage"]["total_tokens"] == 1250 + 875

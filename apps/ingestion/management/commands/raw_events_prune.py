@@ -5,7 +5,8 @@ from apps.ingestion.retention import PRUNE_BATCH, raw_events_prune
 
 class Command(BaseCommand):
     help = ("Delete folded raw events older than their project's retention period (projects without one keep "
-            "everything), in short batches; aggregates are kept. The daily beat job runs the same.")  # fmt: skip
+            "everything): whole monthly partitions on PostgreSQL where every project's period allows it, short "
+            "batches elsewhere; aggregates are kept. The daily beat job runs the same.")  # fmt: skip
 
     def add_arguments(self, parser):
         parser.add_argument("--batch-size", type=int, default=PRUNE_BATCH, help="events per transaction")
