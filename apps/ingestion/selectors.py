@@ -24,6 +24,8 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 
 from django.db import connection
+from django.utils import timezone as dj_timezone
+from tokensite_client.events import EARLIEST_EVENT_TIME
 
 from apps.ingestion.models import PendingEvent, RawEvent
 from apps.ingestion.validation import derived_values_us
@@ -37,6 +39,7 @@ _PARAMS_PER_QUERY = 10_000  # well under SQLite's 32,766 bound variables
 _CALL_IDS_PER_BRANCH = 2_000
 _USAGE = RawEvent.Type.USAGE.value
 _THROTTLE = RawEvent.Type.THROTTLE.value
+ARRIVAL_MARGIN = timedelta(days=1)  # see _arrived_between
 
 
 def _tables() -> tuple[str, str]:
@@ -299,7 +302,8 @@ def union_all_select(branches: list[tuple[str, list]]) -> list[tuple]:
 
 def _folded_of_session_sql(event_type: str) -> str:
     """`FROM ... WHERE` of one session's folded events of `event_type` (those with no pending row,
-    the ones claimed in this transaction included); parameters: project id, session id.
+    the ones claimed in this transaction included); parameters: project id, session id, and the
+    two instants the session's rows all arrived between (`_arrived_between`).
 
     The type is a literal of the statement, not a parameter: the planner can then use the partial
     index on throttle rows (RawEvent.Meta) whatever the parameter binding."""
@@ -307,16 +311,34 @@ def _folded_of_session_sql(event_type: str) -> str:
     if event_type not in RawEvent.Type.values:
         raise ValueError(f"unknown event type {event_type!r}")
     return (
-        f"FROM {raw} WHERE project_id = %s AND session_id = %s AND type = '{event_type}' AND NOT EXISTS ("
-        f"SELECT 1 FROM {pending} WHERE {pending}.project_id = {raw}.project_id "
+        f"FROM {raw} WHERE project_id = %s AND session_id = %s AND received_at BETWEEN %s AND %s "
+        f"AND type = '{event_type}' "
+        f"AND NOT EXISTS (SELECT 1 FROM {pending} WHERE {pending}.project_id = {raw}.project_id "
         f"AND {pending}.session_id = {raw}.session_id AND {pending}.raw_event_id = {raw}.id)"
     )
 
 
+def _arrived_between(started_at: datetime | None) -> list:
+    """The bounds on received_at of a session's raw rows, as two parameters, from the session's
+    earliest event timestamp (None: not known) and the clock.
+
+    Ingest refuses a timestamp more than MAX_FUTURE past its arrival, so every row of a session
+    arrived at or after the session's earliest timestamp minus that, and none after now. Saying so
+    lets PostgreSQL read only the monthly partitions the session's rows can be in
+    (apps.ingestion.partitions), not every month's index and the ones made ahead, for each session
+    looked up. A day of margin on both sides rather than MAX_FUTURE alone costs nothing (partitions
+    are months) and leaves room for rows stamped by hand and for clocks that differ a little."""
+    field = RawEvent._meta.get_field("received_at")
+    since = (started_at or EARLIEST_EVENT_TIME) - ARRIVAL_MARGIN
+    until = dj_timezone.now() + ARRIVAL_MARGIN
+    return [field.get_db_prep_value(since, connection), field.get_db_prep_value(until, connection)]
+
+
 def folded_calls(
-    project_id: int, ranges: dict[str, list[algo.PeakUpdateRange]]
+    project_id: int, ranges: dict[str, list[algo.PeakUpdateRange]], started: dict[str, datetime | None]
 ) -> dict[str, list[peaks_kernel.CallRow]]:
-    """Folded usage calls (the claimed ones included) overlapping the load ranges, per session.
+    """Folded usage calls (the claimed ones included) overlapping the load ranges, per session;
+    `started`: each session's earliest event timestamp as stored on its aggregate.
 
     One SELECT per range joined by UNION ALL: each is a plain scan of the (project, session,
     timestamp) index, which a planner could not be trusted to pick for one big OR.
@@ -331,7 +353,7 @@ def folded_calls(
     # callers keep exactly the calls a range needs.
     slack = timedelta(milliseconds=1)
     params = [
-        [project_id, session_id,
+        [project_id, session_id, *_arrived_between(started.get(session_id)),
          time_field.get_db_prep_value(from_us(update.load_to_us) + slack, connection),
          time_field.get_db_prep_value(from_us(update.load_from_us) - slack, connection)]
         for session_id, session_ranges in ranges.items()
@@ -350,22 +372,26 @@ def folded_calls(
     return calls
 
 
-def folded_throttles(project_id: int, session_ids: list[str]) -> list[tuple]:
-    """Every folded throttle wait of these sessions: (session id, call_id, step, provider, model, wait µs, start µs)."""
+def folded_throttles(project_id: int, started: dict[str, datetime | None]) -> list[tuple]:
+    """Every folded throttle wait of the sessions `started` names (with each one's earliest event
+    timestamp): (session id, call_id, step, provider, model, wait µs, start µs)."""
     folded = _folded_of_session_sql(_THROTTLE)
     start = epoch_us_sql(connection.ops.quote_name("timestamp"))
     return [
         (*row[:6], epoch_us_of(row[6]))
         for row in union_all_select([
             (f"SELECT session_id, call_id, step, provider, model, wait_us, {start} {folded}",
-             [project_id, session_id])
-            for session_id in session_ids
+             [project_id, session_id, *_arrived_between(started_at)])
+            for session_id, started_at in sorted(started.items())
         ])
     ]  # fmt: skip
 
 
-def folded_usage_of_calls(project_id: int, call_ids_by_session: dict[str, set[str]]) -> list[tuple]:
-    """(session id, call_id, step, provider, model) of the folded usage calls carrying these call_ids."""
+def folded_usage_of_calls(
+    project_id: int, call_ids_by_session: dict[str, set[str]], started: dict[str, datetime | None]
+) -> list[tuple]:
+    """(session id, call_id, step, provider, model) of the folded usage calls carrying these
+    call_ids; `started`: each session's earliest event timestamp."""
     folded = _folded_of_session_sql(_USAGE)
     branches = []
     for session_id, call_ids in sorted(call_ids_by_session.items()):
@@ -374,6 +400,6 @@ def folded_usage_of_calls(project_id: int, call_ids_by_session: dict[str, set[st
             chunk = ordered[start : start + _CALL_IDS_PER_BRANCH]
             branches.append((
                 f"SELECT session_id, call_id, step, provider, model {folded} AND call_id IN ({', '.join(['%s'] * len(chunk))})",
-                [project_id, session_id, *chunk],
+                [project_id, session_id, *_arrived_between(started.get(session_id)), *chunk],
             ))  # fmt: skip
     return union_all_select(branches)

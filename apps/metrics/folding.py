@@ -39,6 +39,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, replace
+from datetime import datetime
 
 from django.db import connection, transaction
 from django.utils import timezone as dj_timezone
@@ -76,7 +77,8 @@ _ZERO_SUMS = (0,) * len(SUM_COLUMNS)
 _PEAK_COLUMNS = ("burst_1s", "burst_10s", "burst_60s", "peak_concurrency", "throttled_us", "attributes",
                  "peaks_approximate", "recent_calls")  # fmt: skip
 # What a fold reads of a locked session row: the sums it adds are added by the database.
-_SESSION_COLUMNS = ("id", "session_id", "event_count", "throttle_count", *_PEAK_COLUMNS, "raw_pruned_through")
+_SESSION_COLUMNS = ("id", "session_id", "event_count", "throttle_count", *_PEAK_COLUMNS, "raw_pruned_through",
+                    "started_at")  # fmt: skip
 _USAGE = RawEvent.Type.USAGE.value
 _WINDOW_1S, _WINDOW_10S, _WINDOW_60S = algo.BURST_WINDOWS_US
 
@@ -242,6 +244,7 @@ def _chunk_fold(project_id: int, session_ids: list[str]) -> int:
     throttled_us = _throttles_reattribute(
         project_id,
         {sid: sessions[sid]["id"] for sid in throttle_sessions if sid not in pruned},
+        {sid: sessions[sid]["started_at"] for sid in throttle_sessions},
         throttles,
         # Nothing folded before: the claimed events are all the session's folded events.
         {sid for sid in throttle_sessions if sessions[sid]["event_count"] == 0},
@@ -445,7 +448,7 @@ def _peaks(
                 group_sessions.append(session_id)
         recent[session_id] = state.advanced(new_rows)
     if loads:
-        loaded = raw_events.folded_calls(project_id, loads)
+        loaded = raw_events.folded_calls(project_id, loads, {sid: sessions[sid]["started_at"] for sid in loads})
         for session_id, session_ranges in reloaded.items():
             for update in session_ranges:
                 groups.append(peaks_kernel.PeakGroup(_needed(loaded[session_id], update), update))
@@ -474,7 +477,11 @@ def _needed(known: list[peaks_kernel.CallRow], update: algo.PeakUpdateRange) -> 
 
 
 def _throttles_reattribute(
-    project_id: int, session_pks: dict[str, int], claimed_throttles: list[tuple], only_claimed: set[str]
+    project_id: int,
+    session_pks: dict[str, int],
+    started: dict[str, datetime | None],
+    claimed_throttles: list[tuple],
+    only_claimed: set[str],
 ) -> dict[str, int]:
     """Re-attribute every folded throttle wait of those of these sessions where one can move to
     steps and models (DESIGN.md section 5): sessions whose claimed events add a wait or carry the
@@ -488,7 +495,7 @@ def _throttles_reattribute(
     """
     if not session_pks:
         return {}
-    throttles = raw_events.folded_throttles(project_id, sorted(sid for sid in session_pks if sid not in only_claimed))
+    throttles = raw_events.folded_throttles(project_id, {sid: started[sid] for sid in session_pks if sid not in only_claimed})
     throttles += [row for row in claimed_throttles if row[0] in only_claimed and row[0] in session_pks]
     call_ids_by_session: dict[str, set[str]] = defaultdict(set)
     for session_id, call_id, *_ in throttles:
@@ -506,7 +513,9 @@ def _throttles_reattribute(
     usage_by_call: dict[tuple[str, str], tuple[str, str, str]] = {}
     usage_rows = [row for row in claimed_usage if row[0] in only_claimed and row[0] in session_pks]
     usage_rows += raw_events.folded_usage_of_calls(
-        project_id, {sid: ids for sid, ids in call_ids_by_session.items() if sid not in only_claimed and sid in session_pks}
+        project_id,
+        {sid: ids for sid, ids in call_ids_by_session.items() if sid not in only_claimed and sid in session_pks},
+        started,
     )
     for session_id, call_id, step, provider, model in usage_rows:
         if call_id not in call_ids_by_session.get(session_id, ()):

@@ -95,7 +95,7 @@ def test_a_sessions_folded_throttles_are_read_without_its_usage_rows(project):
     with connection.cursor() as cursor:
         cursor.execute(f"ANALYZE {RawEvent._meta.db_table}")
     with CaptureQueriesContext(connection) as queries:
-        assert len(folded_throttles(project.pk, ["s-1"])) == 0  # pending: not folded yet
+        assert len(folded_throttles(project.pk, {"s-1": None})) == 0  # pending: not folded yet
     with connection.cursor() as cursor:
         cursor.execute("EXPLAIN " + queries.captured_queries[-1]["sql"])
         plan = "\n".join(row[0] for row in cursor.fetchall())

@@ -303,3 +303,36 @@ def test_a_partition_the_raw_table_is_too_busy_to_detach_is_dropped_by_the_next_
     assert RawEvent.objects.count() == RawEventKey.objects.count() == 0
     raw_events_prune()
     assert not table_exists(partition_name(months_back(5)))
+
+
+@pytest.mark.postgres
+def test_a_sessions_folded_rows_are_read_only_from_the_months_since_it_began(project, partitions_restored):
+    """The fold's lookups of a session's folded rows skip every monthly partition before its
+    earliest event and after now (less and plus a margin), rather than probing each month's index
+    per session."""
+    from django.test.utils import CaptureQueriesContext
+
+    from apps.ingestion.selectors import folded_throttles
+
+    raw_partitions_ensure(now=months_back(3))
+    raw_partitions_ensure(now=NOW)
+    old_months = [partition_name(months_back(count)) for count in (3, 2)]
+    ahead = partition_name(month_next(month_next(month_start(NOW))))
+    assert all(table_exists(name) for name in (*old_months, ahead))
+    started = NOW - timedelta(hours=1)
+    event = throttle_event(session_id="s-1", timestamp=started.isoformat())
+    assert ingest_at(project, [event], NOW).accepted == 1
+
+    def plan_of(started_at) -> str:
+        with CaptureQueriesContext(connection) as queries:
+            folded_throttles(project.pk, {"s-1": started_at})
+        with connection.cursor() as cursor:
+            cursor.execute("EXPLAIN " + queries.captured_queries[-1]["sql"])
+            return "\n".join(row[0] for row in cursor.fetchall())
+
+    unknown_start = plan_of(None)
+    assert all(name in unknown_start for name in old_months), unknown_start
+    assert ahead not in unknown_start, unknown_start
+    bounded = plan_of(started)
+    assert not any(name in bounded for name in (*old_months, ahead)), bounded
+    assert partition_name(month_start(NOW)) in bounded, bounded
