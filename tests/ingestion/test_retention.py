@@ -37,6 +37,24 @@ def calls_at(offsets_s: list[float], **fields) -> list[dict]:
                         call_id=f"call-{offset}", **fields) for offset in offsets_s]  # fmt: skip
 
 
+def assert_sums_exact_and_peaks_approximate(document: dict, exact: dict) -> None:
+    """A session's metadata after a late event reached it with part of its history pruned, against
+    the same session folded with its whole history: peaks marked approximate, and every sum exact
+    (tokens, cost, calls, steps' and models' calls and tokens, throttle count and wait). Only where
+    a wait is attributed may differ: with its linked call deleted, a late wait stays on its own
+    step (a row with no call)."""
+    assert document["peaks_approximate"] is True and exact["peaks_approximate"] is False
+    for key in ("cost", "calls", "estimated_calls"):
+        assert document[key] == approx_document(exact[key])
+    for usage in (document["token_usage"], exact["token_usage"]):
+        usage["breakdown_by_step"] = [{key: value for key, value in step.items() if key != "throttle_wait_ms"}
+                                      for step in usage["breakdown_by_step"] if step["calls"]]  # fmt: skip
+    assert document["token_usage"] == approx_document(exact["token_usage"])
+    assert document["tokenMetrics"]["throttleWaitTimeMs"] == exact["tokenMetrics"]["throttleWaitTimeMs"]
+    assert document["throttle"]["count"] == exact["throttle"]["count"]
+    assert document["throttle"]["wait_ms"] == exact["throttle"]["wait_ms"]
+
+
 def without_approximate(document: dict) -> dict:
     return {key: value for key, value in document.items() if key != "peaks_approximate"}
 
@@ -83,19 +101,7 @@ def test_late_event_of_a_pruned_session_adds_exact_sums_and_marks_peaks_approxim
     for project in (pruned, reference):
         ingest(project, late)
     document, exact = snapshot(pruned, "session-1"), snapshot(reference, "session-1")
-    assert document["peaks_approximate"] is True and exact["peaks_approximate"] is False
-    # Every sum exact: tokens, cost, calls, steps' and models' calls and tokens, throttle count and
-    # wait. Only where a wait is attributed may differ: with its linked call deleted, a late wait
-    # stays on its own step (a row with no call).
-    for key in ("cost", "calls", "estimated_calls"):
-        assert document[key] == approx_document(exact[key])
-    for usage in (document["token_usage"], exact["token_usage"]):
-        usage["breakdown_by_step"] = [{key: value for key, value in step.items() if key != "throttle_wait_ms"}
-                                      for step in usage["breakdown_by_step"] if step["calls"]]  # fmt: skip
-    assert document["token_usage"] == approx_document(exact["token_usage"])
-    assert document["tokenMetrics"]["throttleWaitTimeMs"] == exact["tokenMetrics"]["throttleWaitTimeMs"]
-    assert document["throttle"]["count"] == exact["throttle"]["count"]
-    assert document["throttle"]["wait_ms"] == exact["throttle"]["wait_ms"]
+    assert_sums_exact_and_peaks_approximate(document, exact)
     session = SessionAggregate.objects.get(project=pruned, session_id="session-1")
     assert sum(session.steps.values_list("throttle_wait_us", flat=True)) == session.throttle_wait_us
     assert sum(session.models.values_list("throttle_wait_us", flat=True)) == session.throttle_wait_us
