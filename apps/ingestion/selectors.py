@@ -163,13 +163,6 @@ def claimed_events_sql() -> str:
     return CLAIMED_TABLE if connection.vendor == "postgresql" else f"temp.{CLAIMED_TABLE}"
 
 
-def raw_event_column_sql(column: str, id_sql: str) -> str:
-    """A scalar subquery: `column` of the raw event whose id is the SQL expression `id_sql`
-    (looked up by primary key)."""
-    raw, _ = _tables()
-    return f"(SELECT p.{connection.ops.quote_name(column)} FROM {raw} p WHERE p.id = {id_sql})"
-
-
 def claimed_derive_missing() -> int:
     """Derive the values (validation.derived_values) of claimed rows written without them (a loader
     naming no such column, or the previous release during a rolling deploy); returns how many rows

@@ -311,10 +311,11 @@ def _groups_add(session_pks: dict[str, int]) -> None:
         columns = ("session_id", *keys, *SUM_COLUMNS, extra, *PRESSURE_COLUMNS)
         key_list = ", ".join(f"r.{quote(key)}" for key in keys)
         values = [f"g.{name}" if name in sums else "0" for name in SUM_COLUMNS]
+        # The price source is read from that call's claimed copy, joined once, not looked up in the
+        # raw table per group (by id alone, which PostgreSQL looks up in every monthly partition).
+        extra_value, extra_join = "g.extra", ""
         if extra == "price_source":
-            extra_value = f"COALESCE({raw_events.raw_event_column_sql('price_source', 'g.extra')}, '')"
-        else:
-            extra_value = "g.extra"
+            extra_value, extra_join = "COALESCE(p.price_source, '')", f"LEFT JOIN {claimed} p ON p.id = g.extra "
         updates = {
             **{name: added(name) for name in sums},
             extra: extra_update(extra),
@@ -328,7 +329,7 @@ def _groups_add(session_pks: dict[str, int]) -> None:
             f"{extra_value}, {', '.join(f'g.{name}' for name in PRESSURE_COLUMNS)} "
             f"FROM (SELECT r.session_id, {key_list}, {measures}, {extra_select} FROM {claimed} r "
             f"WHERE r.type = %s GROUP BY r.session_id, {key_list}) g "
-            f"JOIN (SELECT * FROM (VALUES {session_rows}) AS v) s ON s.column1 = g.session_id WHERE true "
+            f"JOIN (SELECT * FROM (VALUES {session_rows}) AS v) s ON s.column1 = g.session_id {extra_join}WHERE true "
             f"ON CONFLICT ({', '.join(map(quote, ('session_id', *keys)))}) DO UPDATE SET {assignments}",
             [_USAGE, *session_params],
         )
