@@ -39,7 +39,7 @@ _PARAMS_PER_QUERY = 10_000  # well under SQLite's 32,766 bound variables
 _CALL_IDS_PER_BRANCH = 2_000
 _USAGE = RawEvent.Type.USAGE.value
 _THROTTLE = RawEvent.Type.THROTTLE.value
-ARRIVAL_MARGIN = timedelta(days=1)  # see _arrived_between
+ARRIVAL_MARGIN = timedelta(days=1)  # see _arrival_bounds
 
 
 def _tables() -> tuple[str, str]:
@@ -296,7 +296,7 @@ def union_all_select(branches: list[tuple[str, list]]) -> list[tuple]:
 def _folded_of_session_sql(event_type: str) -> str:
     """`FROM ... WHERE` of one session's folded events of `event_type` (those with no pending row,
     the ones claimed in this transaction included); parameters: project id, session id, and the
-    two instants the session's rows all arrived between (`_arrived_between`).
+    two instants the session's rows all arrived between (`_arrival_bounds`).
 
     The type is a literal of the statement, not a parameter: the planner can then use the partial
     index on throttle rows (RawEvent.Meta) whatever the parameter binding."""
@@ -311,9 +311,10 @@ def _folded_of_session_sql(event_type: str) -> str:
     )
 
 
-def _arrived_between(started_at: datetime | None) -> list:
-    """The bounds on received_at of a session's raw rows, as two parameters, from the session's
-    earliest event timestamp (None: not known) and the clock.
+def _arrival_bounds():
+    """A function of a session's earliest event timestamp (None: not known) to the bounds on
+    received_at of its raw rows, as two parameters; the clock and the field are read once per
+    lookup, not per session.
 
     Ingest refuses a timestamp more than MAX_FUTURE past its arrival, so every row of a session
     arrived at or after the session's earliest timestamp minus that, and none after now. Saying so
@@ -322,9 +323,12 @@ def _arrived_between(started_at: datetime | None) -> list:
     looked up. A day of margin on both sides rather than MAX_FUTURE alone costs nothing (partitions
     are months) and leaves room for rows stamped by hand and for clocks that differ a little."""
     field = RawEvent._meta.get_field("received_at")
-    since = (started_at or EARLIEST_EVENT_TIME) - ARRIVAL_MARGIN
-    until = dj_timezone.now() + ARRIVAL_MARGIN
-    return [field.get_db_prep_value(since, connection), field.get_db_prep_value(until, connection)]
+    until = field.get_db_prep_value(dj_timezone.now() + ARRIVAL_MARGIN, connection)
+
+    def arrived_between(started_at: datetime | None) -> list:
+        return [field.get_db_prep_value((started_at or EARLIEST_EVENT_TIME) - ARRIVAL_MARGIN, connection), until]
+
+    return arrived_between
 
 
 def folded_calls(
@@ -345,8 +349,9 @@ def folded_calls(
     # One millisecond of slack on each side covers rounding between end_at and end_us; the
     # callers keep exactly the calls a range needs.
     slack = timedelta(milliseconds=1)
+    arrived_between = _arrival_bounds()
     params = [
-        [project_id, session_id, *_arrived_between(started.get(session_id)),
+        [project_id, session_id, *arrived_between(started.get(session_id)),
          time_field.get_db_prep_value(from_us(update.load_to_us) + slack, connection),
          time_field.get_db_prep_value(from_us(update.load_from_us) - slack, connection)]
         for session_id, session_ranges in ranges.items()
@@ -370,11 +375,12 @@ def folded_throttles(project_id: int, started: dict[str, datetime | None]) -> li
     timestamp): (session id, call_id, step, provider, model, wait µs, start µs)."""
     folded = _folded_of_session_sql(_THROTTLE)
     start = epoch_us_sql(connection.ops.quote_name("timestamp"))
+    arrived_between = _arrival_bounds()
     return [
         (*row[:6], epoch_us_of(row[6]))
         for row in union_all_select([
             (f"SELECT session_id, call_id, step, provider, model, wait_us, {start} {folded}",
-             [project_id, session_id, *_arrived_between(started_at)])
+             [project_id, session_id, *arrived_between(started_at)])
             for session_id, started_at in sorted(started.items())
         ])
     ]  # fmt: skip
@@ -386,6 +392,7 @@ def folded_usage_of_calls(
     """(session id, call_id, step, provider, model) of the folded usage calls carrying these
     call_ids; `started`: each session's earliest event timestamp."""
     folded = _folded_of_session_sql(_USAGE)
+    arrived_between = _arrival_bounds()
     branches = []
     for session_id, call_ids in sorted(call_ids_by_session.items()):
         ordered = sorted(call_ids)
@@ -393,6 +400,6 @@ def folded_usage_of_calls(
             chunk = ordered[start : start + _CALL_IDS_PER_BRANCH]
             branches.append((
                 f"SELECT session_id, call_id, step, provider, model {folded} AND call_id IN ({', '.join(['%s'] * len(chunk))})",
-                [project_id, session_id, *_arrived_between(started.get(session_id)), *chunk],
+                [project_id, session_id, *arrived_between(started.get(session_id)), *chunk],
             ))  # fmt: skip
     return union_all_select(branches)

@@ -18,7 +18,8 @@ statements whatever the number of events:
 3. sums: one `INSERT ... SELECT ... GROUP BY ... ON CONFLICT DO UPDATE` per table adds the claimed
    rows to the step and model rows (with their context window pressure, apps.metrics.context_windows)
    and to the minute buckets; the session rows' sums are grouped by the database too and added by
-   the one upsert that also writes their peaks (`_sessions_write`). They read the claimed rows' copy (a small temporary table without statistics) and reach
+   the one upsert that also writes their peaks (`_sessions_write`). They read the claimed rows'
+   copy (a small temporary table without statistics) and reach
    session rows by key, one lookup per group, never by a join a planner could turn into a scan
    (see `_groups_add`). Bucket rows are the only rows two folds of different sessions share:
    their one statement inserts them `ORDER BY` key (byte order for text, as every other bucket

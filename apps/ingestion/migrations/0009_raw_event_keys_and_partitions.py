@@ -62,13 +62,23 @@ def _rebuild(schema_editor, model, old: str, partitioned: bool) -> None:
     cursor.execute("SELECT setval(pg_get_serial_sequence(%s, 'id'), %s, %s)", [RAW_TABLE, last_value, is_called])
 
 
-def raw_table_partition(apps, schema_editor):
+def _raw_table_rebuild(apps, schema_editor, *, partitioned: bool) -> None:
+    """Rebuild the raw table (PostgreSQL only), partitioned or not, with every row copied over."""
     if schema_editor.connection.vendor != "postgresql":
         return
     model = apps.get_model("ingestion", "RawEvent")
     cursor = schema_editor.connection.cursor()
     old = _set_aside(cursor, model)
-    _rebuild(schema_editor, model, old, partitioned=True)
+    _rebuild(schema_editor, model, old, partitioned=partitioned)
+    if partitioned:
+        _partitions_create(cursor, old)
+    cursor.execute(_copy_sql(schema_editor, model, old))
+    cursor.execute(f"DROP TABLE {old}")
+    cursor.execute(f"ANALYZE {RAW_TABLE}")
+
+
+def _partitions_create(cursor, old: str) -> None:
+    """The default partition, one for every month of `old`'s rows, and the coming months'."""
     cursor.execute(f"CREATE TABLE {DEFAULT_PARTITION} PARTITION OF {RAW_TABLE} DEFAULT")
     partition_indexes_name(cursor, DEFAULT_PARTITION, "default")
     cursor.execute(f"SELECT DISTINCT date_trunc('month', received_at AT TIME ZONE 'UTC') FROM {old}")
@@ -79,20 +89,14 @@ def raw_table_partition(apps, schema_editor):
             raw_partition_create(cursor, start)
     cursor.execute("SELECT now()")
     raw_partitions_ensure(now=cursor.fetchone()[0])
-    cursor.execute(_copy_sql(schema_editor, model, old))
-    cursor.execute(f"DROP TABLE {old}")
-    cursor.execute(f"ANALYZE {RAW_TABLE}")
+
+
+def raw_table_partition(apps, schema_editor):
+    _raw_table_rebuild(apps, schema_editor, partitioned=True)
 
 
 def raw_table_unpartition(apps, schema_editor):
-    if schema_editor.connection.vendor != "postgresql":
-        return
-    model = apps.get_model("ingestion", "RawEvent")
-    cursor = schema_editor.connection.cursor()
-    old = _set_aside(cursor, model)
-    _rebuild(schema_editor, model, old, partitioned=False)
-    cursor.execute(_copy_sql(schema_editor, model, old))
-    cursor.execute(f"DROP TABLE {old}")
+    _raw_table_rebuild(apps, schema_editor, partitioned=False)
 
 
 class Migration(migrations.Migration):
