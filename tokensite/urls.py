@@ -1,9 +1,10 @@
 from django.conf import settings
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from apps.core.apis import HealthApi
+from apps.otlp.apis import otlp_endpoint_misplaced
 
 urlpatterns = [
     path("healthz", HealthApi.as_view(), name="healthz"),
@@ -17,6 +18,7 @@ urlpatterns = [
     ),
     path("api/v1/", include("tokensite.api_urls")),
     path("otlp/v1/", include("apps.otlp.urls")),
+    re_path(r"^v1/(?P<signal>logs|traces|metrics)/?$", otlp_endpoint_misplaced),
     path("", include("apps.dashboards.urls")),
 ]
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.http import HttpResponseBadRequest, JsonResponse
+from django.middleware.common import CommonMiddleware as DjangoCommonMiddleware
 
 from apps.core.errors import ErrorCode, error_body
 from apps.core.outages import database_unavailable_error
@@ -34,6 +35,18 @@ def _query_has_nul(request) -> bool:
     if not request.META.get("QUERY_STRING"):
         return False
     return any("\x00" in key or any("\x00" in value for value in values) for key, values in request.GET.lists())
+
+
+class CommonMiddleware(DjangoCommonMiddleware):
+    """Django's CommonMiddleware, adding the trailing slash only to GET and HEAD requests.
+
+    A redirect cannot carry a request body: for a POST to an unknown URL without the slash, Django
+    raises under DEBUG (a 500 in `make run`) and answers 301 otherwise, which a client follows
+    with a GET. An exporter or a script posting to a wrong URL gets a 404 instead.
+    """
+
+    def should_redirect_with_slash(self, request) -> bool:
+        return request.method in ("GET", "HEAD") and super().should_redirect_with_slash(request)
 
 
 class DatabaseUnavailableMiddleware:

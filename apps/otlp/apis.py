@@ -7,11 +7,13 @@ Export*ServiceResponse, in the request's encoding.
 from __future__ import annotations
 
 from django.conf import settings
-from django.http import HttpResponse
+from django.http import HttpResponse, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.utils import extend_schema
 from rest_framework.views import APIView
 
 from apps.accounts.authentication import ApiKeyRateThrottle, HasIngestScope
+from apps.core.errors import ErrorCode, error_body
 from apps.ingestion.body import request_body_read_limited
 from apps.otlp.decoding import MEDIA_JSON, MEDIA_PROTOBUF, response_encode
 from apps.otlp.records import SIGNAL_LOGS, SIGNAL_METRICS, SIGNAL_TRACES
@@ -58,3 +60,15 @@ class OtlpTracesExportApi(_OtlpExportApi):
 @extend_schema(exclude=True)
 class OtlpMetricsExportApi(_OtlpExportApi):
     signal = SIGNAL_METRICS
+
+
+@csrf_exempt
+def otlp_endpoint_misplaced(request, signal: str):
+    """/v1/{logs,traces,metrics} at the site's root: where an exporter sends when its endpoint was
+    set to the server's address without `/otlp`, the likeliest set-up slip. A JSON 404 that says
+    how to fix it, rather than a page the exporter only logs as "404"."""
+    message = (
+        f"OTLP {signal} are received at /otlp/v1/{signal}: set OTEL_EXPORTER_OTLP_ENDPOINT to this "
+        "server's address followed by /otlp."
+    )
+    return JsonResponse(error_body(ErrorCode.NOT_FOUND, message), status=404)

@@ -1,4 +1,4 @@
-"""NUL characters in a URL are a 400 before any view or query runs."""
+"""Site-wide request guards: NUL in a URL, POSTs to a URL without its slash, OTLP sent to the site root."""
 from __future__ import annotations
 
 import pytest
@@ -36,3 +36,28 @@ def test_too_many_query_fields_is_a_json_400(api_client, read_key, settings):
     response = api_client.get(f"/api/v1/sessions?{query}", HTTP_AUTHORIZATION=f"Bearer {read_key}")
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "bad_request"
+
+
+@pytest.mark.parametrize("debug", [False, True])
+@pytest.mark.parametrize("url", ["/api/v2", "/some-team/no-such-page"])
+def test_post_to_a_url_that_only_exists_with_a_slash_is_a_404_not_a_redirect(client, settings, debug, url):
+    # Both exist with a slash (a team's project page). Django cannot redirect a POST there with
+    # its body: it raised under DEBUG (a 500 in `make run`) and answered 301 otherwise.
+    settings.DEBUG = debug
+    response = client.post(url, data=b"{}", content_type="application/json")
+    assert response.status_code == 404
+
+
+def test_get_of_a_page_without_its_slash_still_redirects(client):
+    response = client.get("/login")
+    assert response.status_code == 301
+    assert response["Location"] == "/login/"
+
+
+@pytest.mark.parametrize("signal", ["logs", "traces", "metrics"])
+def test_otlp_export_to_the_site_root_says_where_the_endpoint_is(client, signal):
+    response = client.post(f"/v1/{signal}", data=b"\x0a\x00", content_type="application/x-protobuf")
+    assert response.status_code == 404
+    error = response.json()["error"]
+    assert error["code"] == "not_found"
+    assert f"/otlp/v1/{signal}" in error["message"] and "OTEL_EXPORTER_OTLP_ENDPOINT" in error["message"]
