@@ -162,11 +162,6 @@ def events_per_transaction() -> int:
     return EVENTS_PER_TRANSACTION
 
 
-def session_fold(*, project_id: int, session_id: str) -> int:
-    """Fold one session's unprocessed events into every aggregate; returns how many were folded."""
-    return sessions_fold(project_id=project_id, session_ids=[session_id])
-
-
 def sessions_lock(project_id: int, session_ids: list[str]) -> dict[str, dict]:
     """Lock the sessions' aggregate rows until commit, creating the missing ones; returns each
     session's stored aggregate values by session id.
