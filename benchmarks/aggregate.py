@@ -14,12 +14,12 @@
    benchmark only relies on entry points that stay put: `events_store`, `sessions_fold` and the
    RawEvent/PendingEvent models. Without git or without the commit (a shallow clone) the
    baseline is skipped with the reason printed.
-1. Bulk fold: raw events (1 million over 10,000 sessions; COPYed in, unprocessed, so only
+1. Bulk fold: raw events (1 million over 10,000 sessions; stored by the ingest writer, untimed,
+   with their keys and pending rows, but not validated or priced: they come priced, so only
    folding is timed) folded by `apps.metrics.services.sessions_fold` in this one process, as a
    worker's task runs it: timed from the start of folding until every event is processed. It also
    prints the process's CPU time per event (the fold runs on one connection; PostgreSQL's share is not in it),
-   which moves less with the host's speed than the rate does. COPY names its columns: columns
-   added later must have database defaults.
+   which moves less with the host's speed than the rate does.
 2. Baseline in the same run: a naive per-event ORM fold of the same events (get_or_create the
    session, step and model aggregate, F() increments, mark the event processed, one
    transaction per event), on a subset of the sessions and extrapolated as a rate. It only
@@ -114,37 +114,32 @@ def admin_execute(admin_url: str, sql: str) -> None:
 
 # --- raw events -------------------------------------------------------------------------------
 
-RAW_COLUMNS = (
-    "project_id", "event_id", "type", "session_id", "step", "provider", "model", "call_id", "timestamp", "end_at",
-    "received_at", "attributes", "duration_ms", "time_to_first_token_ms", "input_tokens", "output_tokens",
-    "cache_read_tokens", "cache_write_tokens", "tool_tokens", "thought_tokens", "token_source", "tokenizer",
-    "wait_ms", "status_code", "attempt", "cost_nanousd", "price_source", "context_share",
-    # What ingest derives once per event and the fold sums (apps.ingestion.validation.DerivedValues).
-    "duration_us", "generation_us", "wait_us", "bucket_start", "crosses_bucket",
-)  # fmt: skip
 # The models' published input windows, for the share ingest stores (context_share); None: unknown.
 INPUT_WINDOWS = {"gpt-4o": 128_000, "claude-3-5-sonnet-20241022": 200_000, "gpt-4o-mini": 128_000,
                  "claude-3-5-haiku-20241022": 200_000, "acme-llm-7b": None}  # fmt: skip
+LOAD_EVENTS_PER_INSERT = 10_000
 
 
-def session_events(rng: random.Random, project_id: int, session_id: str, count: int, start: datetime, received_at):
-    """`count` raw rows of one session: an agent run of overlapping calls over a few minutes, with
-    the values ingest derives from each (as the ingest writers store them)."""
-    from apps.ingestion.validation import derived_values
+def session_events(rng: random.Random, session_id: str, count: int, start: datetime) -> list:
+    """`count` events of one session, as validation and pricing hand them to the ingest writer
+    (PreparedEvent, priced with MODELS' prices): an agent run of overlapping calls over a few minutes."""
+    from apps.ingestion.schema import ThrottleEvent, UsageEvent
+    from apps.ingestion.validation import PreparedEvent
+
     weights = [share for _, _, share, _, _ in MODELS]
     throttled = rng.random() < THROTTLED_SESSION_SHARE
-    attributes = json.dumps({"app": "bench", "user": f"u{rng.randint(1, 500)}", "environment": "prod"})
-    rows = []
+    attributes = json.dumps({"app": "bench", "user": f"u{rng.randint(1, 500)}", "environment": "prod"}).encode()
+    events = []
     clock = start
     for index in range(count):
         call_id = f"{session_id}-c{index}"
         if throttled and rng.random() < 0.05 and index < count - 1:
             wait_ms = rng.choice((500.0, 1000.0, 2500.0))
-            rows.append((
-                project_id, uuid.UUID(int=rng.getrandbits(128), version=4), "throttle", session_id, STEPS[index % 5],
-                "openai", "gpt-4o", call_id, clock, clock + timedelta(milliseconds=wait_ms), received_at, "{}",
-                0.0, None, 0, 0, 0, 0, 0, 0, "client", "", wait_ms, 429, 1, None, "", None,
-            ))  # fmt: skip
+            events.append(PreparedEvent(len(events), ThrottleEvent(
+                event_id=uuid.UUID(int=rng.getrandbits(128), version=4), session_id=session_id,
+                step=STEPS[index % 5], provider="openai", model="gpt-4o", call_id=call_id, timestamp=clock,
+                wait_ms=wait_ms, status_code=429, attempt=1,
+            )))  # fmt: skip
             clock += timedelta(milliseconds=wait_ms)
         provider, model, _, input_price, output_price = rng.choices(MODELS, weights)[0]
         input_tokens = int(rng.lognormvariate(7.5, 1.1)) + 1
@@ -152,38 +147,47 @@ def session_events(rng: random.Random, project_id: int, session_id: str, count: 
         cache_read = rng.randint(0, input_tokens // 2) if rng.random() < 0.5 else 0
         duration_ms = round(rng.uniform(300, 20_000), 1)
         cost = None if input_price is None else input_tokens * input_price + output_tokens * output_price
-        rows.append((
-            project_id, uuid.UUID(int=rng.getrandbits(128), version=4), "usage", session_id, STEPS[index % 5],
-            provider, model, call_id, clock, clock + timedelta(milliseconds=duration_ms), received_at, attributes,
-            duration_ms, round(duration_ms * rng.uniform(0.05, 0.3), 1), input_tokens, output_tokens, cache_read, 0,
-            0, 0, "client", "", 0.0, None, None, cost, "" if cost is None else f"litellm:{model}",
-            None if INPUT_WINDOWS[model] is None else input_tokens / INPUT_WINDOWS[model],
+        event = UsageEvent(
+            event_id=uuid.UUID(int=rng.getrandbits(128), version=4), session_id=session_id, step=STEPS[index % 5],
+            provider=provider, model=model, call_id=call_id, timestamp=clock, duration_ms=duration_ms,
+            time_to_first_token_ms=round(duration_ms * rng.uniform(0.05, 0.3), 1), input_tokens=input_tokens,
+            output_tokens=output_tokens, cache_read_tokens=cache_read,
+        )  # fmt: skip
+        events.append(PreparedEvent(
+            len(events), event, attributes_json=attributes, cost_nanousd=cost,
+            price_source="" if cost is None else f"litellm:{model}",
+            context_share=None if INPUT_WINDOWS[model] is None else input_tokens / INPUT_WINDOWS[model],
         ))  # fmt: skip
         # Calls overlap: the next one starts before this one ends about half the time.
         clock += timedelta(milliseconds=rng.uniform(0.2, 1.2) * duration_ms)
-    return [(*row, *derived_values(row[2], row[8], row[12], row[13], row[22])) for row in rows]
+    return events
 
 
-def raw_events_copy(scratch_url: str, project_id: int, sessions: int, events_per_session: int, seed: int) -> int:
-    """COPY unfolded raw events of `sessions` sessions into the scratch database and queue them
-    for the fold, as ingestion does; returns rows."""
-    import psycopg
+def raw_events_load(project_id: int, sessions: int, events_per_session: int, seed: int) -> int:
+    """Store unfolded events of `sessions` sessions with the ingest writer, as ingestion does (an
+    exactly-once key, the raw row and its pending row each; validation and pricing are left out,
+    the events come priced); returns rows."""
+    from django.db import connection, transaction
+
+    from apps.ingestion.writers import raw_events_insert
 
     rng = random.Random(seed)
     received_at = datetime.now(timezone.utc)
     total = 0
-    with psycopg.connect(scratch_url) as conn, conn.cursor() as cursor:
-        with cursor.copy(f"COPY ingestion_rawevent ({', '.join(RAW_COLUMNS)}) FROM STDIN") as copy:
-            for number in range(sessions):
-                start = T0 + timedelta(seconds=rng.uniform(0, 3600))
-                for row in session_events(rng, project_id, f"s-{seed}-{number:06d}", events_per_session, start, received_at):
-                    copy.write_row(row)
-                    total += 1
-        cursor.execute(
-            "INSERT INTO ingestion_pendingevent (project_id, session_id, raw_event_id, received_at) "
-            "SELECT project_id, session_id, id, received_at FROM ingestion_rawevent WHERE project_id = %s",
-            [project_id],
-        )
+    events: list = []
+
+    def store() -> int:
+        return len(raw_events_insert(project_id=project_id, received_at=received_at, events=events).inserted_event_ids)
+
+    with transaction.atomic():
+        for number in range(sessions):
+            start = T0 + timedelta(seconds=rng.uniform(0, 3600))
+            events.extend(session_events(rng, f"s-{seed}-{number:06d}", events_per_session, start))
+            if len(events) >= LOAD_EVENTS_PER_INSERT:
+                total += store()
+                events = []
+        total += store()
+    with connection.cursor() as cursor:
         cursor.execute("ANALYZE ingestion_rawevent")
         cursor.execute("ANALYZE ingestion_pendingevent")
     return total
@@ -742,7 +746,7 @@ def main() -> None:
         call_command("migrate", verbosity=0)
         team = team_get_or_create(slug="bench")
         if not args.skip_bulk:
-            bulk(scratch_url, team, sessions=sessions, per_session=per_session, naive_sessions=naive_sessions)
+            bulk(team, sessions=sessions, per_session=per_session, naive_sessions=naive_sessions)
         if not args.skip_end_to_end:
             e2e = end_to_end(scratch_url, redis_url, team, bodies_per_client=e2e_bodies)
             print(f"end to end: {E2E_CLIENTS} clients post {e2e['events']:,} events in batches of {E2E_BATCH:,} over"
@@ -764,7 +768,7 @@ def main() -> None:
         admin_execute(admin_url, f"DROP DATABASE IF EXISTS {urlsplit(scratch_url).path[1:]} WITH (FORCE)")
 
 
-def bulk(scratch_url: str, team, *, sessions: int, per_session: int, naive_sessions: int) -> None:
+def bulk(team, *, sessions: int, per_session: int, naive_sessions: int) -> None:
     """Parts 1 and 2: every session in one batch, folded; the naive fold of the first sessions."""
     from apps.accounts.services import project_get_or_create
     from apps.ingestion.models import RawEvent
@@ -772,8 +776,8 @@ def bulk(scratch_url: str, team, *, sessions: int, per_session: int, naive_sessi
     project = project_get_or_create(team=team, slug="fold")
     baseline = project_get_or_create(team=team, slug="naive")
     started = time.perf_counter()
-    events = raw_events_copy(scratch_url, project.pk, sessions, per_session, seed=1)
-    print(f"raw events COPYed (unprocessed):     {events:12,} events over {sessions:,} sessions"
+    events = raw_events_load(project.pk, sessions, per_session, seed=1)
+    print(f"raw events stored (unfolded):        {events:12,} events over {sessions:,} sessions"
           f"  ({time.perf_counter() - started:.1f} s, not timed)")  # fmt: skip
     session_ids = sorted(set(RawEvent.objects.filter(project=project).values_list("session_id", flat=True)))
     seconds, cpu_seconds = batch_fold(project.pk, session_ids)
@@ -784,7 +788,7 @@ def bulk(scratch_url: str, team, *, sessions: int, per_session: int, naive_sessi
     print(f"  folded sums equal the raw sums:    {totals_check(project.pk)}")
 
     # The naive fold gets the same generator's first sessions (same seed, same events).
-    naive_events = raw_events_copy(scratch_url, baseline.pk, naive_sessions, per_session, seed=1)
+    naive_events = raw_events_load(baseline.pk, naive_sessions, per_session, seed=1)
     naive_seconds, naive_count = naive_fold(baseline.pk)
     assert naive_count == naive_events
     naive_rate = naive_count / naive_seconds

@@ -9,8 +9,9 @@ How the data is made (full run: 1,000,000 events in 10,000 sessions over the las
 - Through the real path (`events_ingest` -> validation, pricing -> `sessions_fold`): one session of
   10,000 calls (the session page measured) and 20 ordinary sessions, so their aggregates are the
   product's own.
-- Bulk, for the other 9,979 sessions (100 events each, 997,900 events): raw event rows (marked processed; COPY on
-  Postgres) and the aggregate rows a fold would produce from them: the session, step and model sums
+- Bulk, for the other 9,979 sessions (100 events each, 997,900 events): raw event rows (stored by the ingest
+  writer with their exactly-once keys, not queued for the fold) and the aggregate rows a fold would produce
+  from them: the session, step and model sums
   are summed from the generated events, minute buckets take each call's tokens at its start minute
   (the fold spreads output over the generation interval; for page timing the row count is what
   matters), bursts and peak concurrency are plausible random values.
@@ -101,61 +102,75 @@ def _real_events(rng: random.Random, session_id: str, start: datetime, calls: in
     return events
 
 
-RAW_COLUMNS = ("project_id", "event_id", "type", "session_id", "step", "provider", "model", "timestamp", "end_at",
-               "received_at", "attributes", "duration_ms", "input_tokens", "output_tokens", "cache_read_tokens",
-               "cache_write_tokens", "tool_tokens", "thought_tokens", "token_source", "tokenizer", "wait_ms",
-               "cost_nanousd", "price_source")  # fmt: skip
+LOAD_EVENTS_PER_INSERT = 10_000
 
 
 def _bulk_sessions(project, *, sessions: int, events_per_session: int, since: datetime, rng: random.Random) -> int:
-    """Raw events (folded: no pending rows) and the aggregates of `sessions` sessions, without the fold; returns events made."""
-    from django.db import connection, transaction
+    """Raw events (folded: no pending rows) and the aggregates of `sessions` sessions, without the fold; returns events made.
 
+    The events are stored by the ingest writer (each with its exactly-once key, as ingestion stores
+    them), not validated or priced: they come priced."""
+    from django.db import transaction
+
+    from apps.ingestion.models import PendingEvent
+    from apps.ingestion.schema import UsageEvent
+    from apps.ingestion.validation import PreparedEvent
+    from apps.ingestion.writers import raw_events_insert
     from apps.metrics.models import SessionAggregate, SessionModelAggregate, SessionStepAggregate, UsageBucket
 
     now = datetime.now(timezone.utc)
     span_s = (now - since).total_seconds() - 3600
     buckets: dict[tuple[datetime, str, str], list[int]] = defaultdict(lambda: [0, 0, 0, 0])
-    session_rows, step_rows, model_rows, raw_rows = [], [], [], []
+    session_rows, step_rows, model_rows, raw_events = [], [], [], []
+    attributes = json.dumps({"user": "bulk"}).encode()
     made = 0
-    for index in range(sessions):
-        session_id = f"bulk-{index:05d}"
-        start = since + timedelta(seconds=rng.uniform(0, span_s))
-        clock = start
-        step_sums: dict[str, list[int]] = defaultdict(lambda: [0] * 6)
-        model_sums: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0] * 6)
-        for call in range(events_per_session):
-            step, provider, model = STEPS[call % len(STEPS)]
-            duration_ms = rng.uniform(300, 4000)
-            input_tokens, output_tokens = rng.randint(200, 6000), rng.randint(20, 900)
-            cost = (input_tokens + output_tokens) * NANO_PER_TOKEN[model]
-            generation_us = int(duration_ms * 800)
-            end = clock + timedelta(milliseconds=duration_ms)
-            raw_rows.append((project.pk, str(uuid.uuid4()), "usage", session_id, step, provider, model, clock, end, now,
-                             '{"user": "bulk"}', duration_ms, input_tokens, output_tokens, 0, 0, 0, 0, "client", "", 0.0,
-                             cost, f"litellm:{model}"))  # fmt: skip
-            for sums in (step_sums[step], model_sums[(provider, model)]):
-                for position, value in enumerate((1, input_tokens, output_tokens, cost, output_tokens, generation_us)):
-                    sums[position] += value
-            bucket = buckets[(clock.replace(second=0, microsecond=0), provider, model)]
-            bucket[0] += input_tokens
-            bucket[1] += output_tokens
-            bucket[2] += 1
-            bucket[3] += cost
-            clock += timedelta(milliseconds=duration_ms * rng.choice([0.3, 1.0]))
-            made += 1
-        totals = [sum(values) for values in zip(*step_sums.values())]
-        common = lambda sums: dict(calls=sums[0], input_tokens=sums[1], output_tokens=sums[2], cost_nanousd=sums[3],  # noqa: E731
-                                   timed_output_tokens=sums[4], generation_us=sums[5])  # fmt: skip
-        session_rows.append(SessionAggregate(
-            project=project, session_id=session_id, started_at=start, ended_at=clock, event_count=events_per_session,
-            burst_1s=rng.uniform(500, 40000), burst_10s=rng.uniform(200, 5000), burst_60s=rng.uniform(50, 1500),
-            peak_concurrency=rng.randint(1, 4), attributes={"user": rng.choice(["alice", "bob", "carol"]), "env": "bench"},
-            **common(totals),
-        ))  # fmt: skip
-        step_rows.append((session_id, [(step, common(sums)) for step, sums in step_sums.items()], start))
-        model_rows.append((session_id, [(key, common(sums)) for key, sums in model_sums.items()]))
     with transaction.atomic():
+        for index in range(sessions):
+            session_id = f"bulk-{index:05d}"
+            start = since + timedelta(seconds=rng.uniform(0, span_s))
+            clock = start
+            step_sums: dict[str, list[int]] = defaultdict(lambda: [0] * 6)
+            model_sums: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0] * 6)
+            for call in range(events_per_session):
+                step, provider, model = STEPS[call % len(STEPS)]
+                duration_ms = rng.uniform(300, 4000)
+                input_tokens, output_tokens = rng.randint(200, 6000), rng.randint(20, 900)
+                cost = (input_tokens + output_tokens) * NANO_PER_TOKEN[model]
+                generation_us = int(duration_ms * 800)
+                raw_events.append(PreparedEvent(
+                    len(raw_events),
+                    UsageEvent(event_id=uuid.uuid4(), session_id=session_id, step=step, provider=provider, model=model,
+                               timestamp=clock, duration_ms=duration_ms, input_tokens=input_tokens,
+                               output_tokens=output_tokens),
+                    attributes_json=attributes, cost_nanousd=cost, price_source=f"litellm:{model}",
+                ))  # fmt: skip
+                for sums in (step_sums[step], model_sums[(provider, model)]):
+                    for position, value in enumerate((1, input_tokens, output_tokens, cost, output_tokens, generation_us)):
+                        sums[position] += value
+                bucket = buckets[(clock.replace(second=0, microsecond=0), provider, model)]
+                bucket[0] += input_tokens
+                bucket[1] += output_tokens
+                bucket[2] += 1
+                bucket[3] += cost
+                clock += timedelta(milliseconds=duration_ms * rng.choice([0.3, 1.0]))
+                made += 1
+            if len(raw_events) >= LOAD_EVENTS_PER_INSERT:
+                raw_events_insert(project_id=project.pk, received_at=now, events=raw_events)
+                raw_events = []
+            totals = [sum(values) for values in zip(*step_sums.values())]
+            common = lambda sums: dict(calls=sums[0], input_tokens=sums[1], output_tokens=sums[2], cost_nanousd=sums[3],  # noqa: E731
+                                       timed_output_tokens=sums[4], generation_us=sums[5])  # fmt: skip
+            session_rows.append(SessionAggregate(
+                project=project, session_id=session_id, started_at=start, ended_at=clock, event_count=events_per_session,
+                burst_1s=rng.uniform(500, 40000), burst_10s=rng.uniform(200, 5000), burst_60s=rng.uniform(50, 1500),
+                peak_concurrency=rng.randint(1, 4), attributes={"user": rng.choice(["alice", "bob", "carol"]), "env": "bench"},
+                **common(totals),
+            ))  # fmt: skip
+            step_rows.append((session_id, [(step, common(sums)) for step, sums in step_sums.items()], start))
+            model_rows.append((session_id, [(key, common(sums)) for key, sums in model_sums.items()]))
+        raw_events_insert(project_id=project.pk, received_at=now, events=raw_events)
+        # The writer queues every event for the fold; these are folded already (the rows below).
+        PendingEvent.objects.filter(project=project).delete()
         SessionAggregate.objects.bulk_create(session_rows, batch_size=2000)
         ids = dict(SessionAggregate.objects.filter(project=project, session_id__startswith="bulk-").values_list("session_id", "id"))
         SessionStepAggregate.objects.bulk_create(
@@ -168,17 +183,6 @@ def _bulk_sessions(project, *, sessions: int, events_per_session: int, since: da
             [UsageBucket(project=project, granularity="minute", bucket_start=start, provider=provider, model=model,
                          input_tokens=v[0], output_tokens=v[1], calls=v[2], cost_nanousd=v[3])
              for (start, provider, model), v in buckets.items()], batch_size=5000)  # fmt: skip
-        if connection.vendor == "postgresql":
-            with connection.cursor() as cursor:
-                with cursor.cursor.copy(f"COPY ingestion_rawevent ({', '.join(RAW_COLUMNS)}) FROM STDIN") as copy:
-                    for row in raw_rows:
-                        copy.write_row(row)
-        else:
-            from apps.ingestion.models import RawEvent
-
-            RawEvent.objects.bulk_create(
-                [RawEvent(**dict(zip(RAW_COLUMNS, (*row[:10], json.loads(row[10]), *row[11:]))))
-                 for row in raw_rows], batch_size=2000)  # fmt: skip
     return made
 
 

@@ -23,6 +23,7 @@ from apps.accounts.models import ApiKey, Membership, Project, Team
 from apps.accounts.selectors import api_keys_for_project, teams_for_user
 from apps.core.errors import ErrorCode, NotFound
 from apps.ingestion.models import RawEvent
+from apps.ingestion.selectors import session_raw_events
 from apps.metrics.algorithms import EPOCH, epoch_us, rolling_tokens_per_second
 from apps.metrics.buckets import MINUTE_BUCKET_RETENTION
 from apps.metrics.models import SessionAggregate, SessionModelAggregate, SessionStepAggregate, UsageBucket
@@ -569,22 +570,34 @@ def session_page(*, project: Project, session_id: str) -> dict:
     return {"document": document, "timeline": session_timeline(project=project, session_id=session_id)}
 
 
-def _session_events(*, project: Project, session_id: str) -> QuerySet[RawEvent]:
-    return RawEvent.objects.filter(project=project, session_id=session_id).order_by("timestamp", "id")
+def _session_events(*, project: Project, session_id: str, started_at: datetime | None) -> QuerySet[RawEvent]:
+    """The session's raw rows in time order; `started_at` (its aggregate's) bounds the months read."""
+    return session_raw_events(project_id=project.pk, session_id=session_id, started_at=started_at).order_by(
+        "timestamp", "id"
+    )
+
+
+def _session_started_at(*, project: Project, session_id: str) -> datetime | None:
+    return SessionAggregate.objects.filter(project=project, session_id=session_id).values_list(
+        "started_at", flat=True
+    ).first()
 
 
 def session_timeline(*, project: Project, session_id: str, limit: int = TIMELINE_MAX_EVENTS) -> dict:
     """The session's first `limit` calls and throttle waits as bars `[start_ms, end_ms)` from the first
     event, packed into lanes so calls in flight at once sit on separate lanes (concurrency shows)."""
+    session_events = _session_events(
+        project=project, session_id=session_id, started_at=_session_started_at(project=project, session_id=session_id)
+    )
     events = list(
-        _session_events(project=project, session_id=session_id).values_list(
+        session_events.values_list(
             "type", "timestamp", "duration_ms", "wait_ms", "step", "model", "input_tokens", "output_tokens",
             "attempt", "status_code",
         )[: limit + 1]
     )  # fmt: skip
     truncated = len(events) > limit
     events = events[:limit]
-    total = _session_events(project=project, session_id=session_id).count() if truncated else len(events)
+    total = session_events.count() if truncated else len(events)
     origin = events[0][1] if events else None
     busy: list[tuple[float, int]] = []  # min-heap of (end_ms, lane) of the lanes in use
     free: list[int] = []  # min-heap of lanes free again: a new bar takes the lowest one
@@ -671,14 +684,15 @@ CSV_SESSION_COLUMNS = ("session_raw_pruned_through", "session_peaks_approximate"
 def session_csv_rows(*, project: Project, session_id: str, limit: int = CSV_MAX_EVENTS) -> Iterator[list]:
     """The header, then one row per call (usage) and per throttle wait of the session, in time order."""
     yield [*CSV_COLUMNS, *CSV_SESSION_COLUMNS]
-    pruned_through, approximate = (
+    started_at, pruned_through, approximate = (
         SessionAggregate.objects.filter(project=project, session_id=session_id)
-        .values_list("raw_pruned_through", "peaks_approximate")
+        .values_list("started_at", "raw_pruned_through", "peaks_approximate")
         .first()
-    ) or (None, False)
+    ) or (None, None, False)
     session_cells = [_csv_cell("timestamp", pruned_through), "true" if approximate else "false"]
     fields = [name if name != "cost_usd" else "cost_nanousd" for name in CSV_COLUMNS]
-    events = _session_events(project=project, session_id=session_id).values_list(*fields)[:limit]
+    events = _session_events(project=project, session_id=session_id, started_at=started_at)
+    events = events.values_list(*fields)[:limit]
     for values in events.iterator(chunk_size=2000):
         yield [*(_csv_cell(name, value) for name, value in zip(CSV_COLUMNS, values)), *session_cells]
 

@@ -228,25 +228,34 @@ def _prune_batch(project_id: int, cutoff: datetime, batch_size: int) -> int:
     cutoff_value = RawEvent._meta.get_field("timestamp").get_db_prep_value(cutoff, connection)
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT id, session_id, end_at FROM {raw} WHERE project_id = %s AND {quote('timestamp')} < %s "
-            f"AND {folded} ORDER BY id LIMIT %s",
+            f"SELECT id, session_id, end_at, received_at FROM {raw} WHERE project_id = %s "
+            f"AND {quote('timestamp')} < %s AND {folded} ORDER BY id LIMIT %s",
             [project_id, cutoff_value, batch_size],
         )
         rows = cursor.fetchall()
         if not rows:
             return 0
-        end_field = RawEvent._meta.get_field("end_at")
+        end_field, arrival_field = RawEvent._meta.get_field("end_at"), RawEvent._meta.get_field("received_at")
         pruned_through: dict[str, datetime] = defaultdict(lambda: datetime.min.replace(tzinfo=dt_timezone.utc))
-        for _, session_id, end_at in rows:
+        arrived: list[datetime] = []
+        for _, session_id, end_at, received_at in rows:
             end_at = _aware(end_field.to_python(end_at))
             pruned_through[session_id] = max(pruned_through[session_id], end_at)
+            arrived.append(_aware(arrival_field.to_python(received_at)))
         # First, under the sessions' row locks: a fold of these sessions waits for this batch, or
         # finished before it (and then had every event it needed).
         sessions_history_pruned(project_id=project_id, pruned_through=dict(pruned_through))
-        event_pks = [event_pk for event_pk, _, _ in rows]
+        event_pks = [row[0] for row in rows]
+        # Bounded by the batch's range of arrival: PostgreSQL then looks each id up only in the
+        # monthly partitions the batch's rows are in (apps.ingestion.partitions), where the ids
+        # alone would be looked up in every month's index.
+        arrived_between = [
+            arrival_field.get_db_prep_value(instant, connection) for instant in (min(arrived), max(arrived))
+        ]
         cursor.execute(
-            f"DELETE FROM {raw} WHERE id IN ({', '.join(['%s'] * len(event_pks))}) AND {folded} RETURNING event_id",
-            event_pks,
+            f"DELETE FROM {raw} WHERE id IN ({', '.join(['%s'] * len(event_pks))}) "
+            f"AND received_at BETWEEN %s AND %s AND {folded} RETURNING event_id",
+            [*event_pks, *arrived_between],
         )
         event_ids = [event_id for (event_id,) in cursor.fetchall()]
         if event_ids:

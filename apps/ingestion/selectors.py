@@ -1,4 +1,5 @@
-"""Reading raw events for the metrics fold: claiming pending events, and the claimed and folded rows.
+"""Reading raw events: for the metrics fold, claiming pending events and the claimed and folded
+rows; for the session's pages and repricing, one session's rows (`session_raw_events`).
 
 Ingestion owns its tables, so every statement that reads them is here; the fold
 (apps.metrics.folding) composes its grouped aggregate statements over `claimed_events_sql()`.
@@ -24,6 +25,7 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 
 from django.db import connection
+from django.db.models import QuerySet
 from django.utils import timezone as dj_timezone
 from tokensite_client.events import EARLIEST_EVENT_TIME
 
@@ -311,10 +313,9 @@ def _folded_of_session_sql(event_type: str) -> str:
     )
 
 
-def _arrival_bounds():
-    """A function of a session's earliest event timestamp (None: not known) to the bounds on
-    received_at of its raw rows, as two parameters; the clock and the field are read once per
-    lookup, not per session.
+def _arrival_window(started_at: datetime, now: datetime) -> tuple[datetime, datetime]:
+    """The instants every raw row of a session whose earliest event timestamp is `started_at`
+    arrived between (received_at), read at `now`.
 
     Ingest refuses a timestamp more than MAX_FUTURE past its arrival, so every row of a session
     arrived at or after the session's earliest timestamp minus that, and none after now. Saying so
@@ -322,13 +323,33 @@ def _arrival_bounds():
     (apps.ingestion.partitions), not every month's index and the ones made ahead, for each session
     looked up. A day of margin on both sides rather than MAX_FUTURE alone costs nothing (partitions
     are months) and leaves room for rows stamped by hand and for clocks that differ a little."""
+    return started_at - ARRIVAL_MARGIN, now + ARRIVAL_MARGIN
+
+
+def _arrival_bounds():
+    """A function of a session's earliest event timestamp (None: not known) to the bounds on
+    received_at of its raw rows (`_arrival_window`), as two parameters; the clock and the field are
+    read once per lookup, not per session."""
     field = RawEvent._meta.get_field("received_at")
-    until = field.get_db_prep_value(dj_timezone.now() + ARRIVAL_MARGIN, connection)
+    now = dj_timezone.now()
 
     def arrived_between(started_at: datetime | None) -> list:
-        return [field.get_db_prep_value((started_at or EARLIEST_EVENT_TIME) - ARRIVAL_MARGIN, connection), until]
+        window = _arrival_window(started_at or EARLIEST_EVENT_TIME, now)
+        return [field.get_db_prep_value(instant, connection) for instant in window]
 
     return arrived_between
+
+
+def session_raw_events(*, project_id: int, session_id: str, started_at: datetime | None) -> QuerySet[RawEvent]:
+    """One session's raw rows; `started_at`: its earliest event timestamp, as its aggregate stores it.
+
+    Bounded by the window the rows arrived in (`_arrival_window`), so on PostgreSQL the lookup
+    reads only the months since the session began; a session with no aggregate yet (None) is read
+    from every month."""
+    events = RawEvent.objects.filter(project_id=project_id, session_id=session_id)
+    if started_at is None:
+        return events
+    return events.filter(received_at__range=_arrival_window(started_at, dj_timezone.now()))
 
 
 def folded_calls(

@@ -8,7 +8,7 @@ from datetime import datetime
 from django.db import transaction
 
 from apps.ingestion.models import PendingEvent, RawEvent
-from apps.ingestion.selectors import from_us
+from apps.ingestion.selectors import from_us, session_raw_events
 from apps.metrics import algorithms as algo
 from apps.metrics.buckets import BucketDelta, buckets_add
 from apps.metrics.folding import sessions_lock
@@ -37,10 +37,11 @@ def session_costs_change(*, project_id: int, session_id: str, changes: list[Cost
     session = SessionAggregate.objects.get(project_id=project_id, session_id=session_id)
     by_pk = {change.event_pk: change for change in changes}
     rows = list(
-        RawEvent.objects.select_for_update()
-        .filter(pk__in=by_pk, project_id=project_id, session_id=session_id)
-        .values("id", "step", "provider", "model", "timestamp", "input_tokens", "output_tokens", "cost_nanousd",
-                "price_source", "price_book")
+        session_raw_events(project_id=project_id, session_id=session_id, started_at=session.started_at)
+        .select_for_update()
+        .filter(pk__in=by_pk)
+        .values("id", "received_at", "step", "provider", "model", "timestamp", "input_tokens", "output_tokens",
+                "cost_nanousd", "price_source", "price_book")
     )  # fmt: skip
     pending = set(
         PendingEvent.objects.filter(project_id=project_id, session_id=session_id, raw_event_id__in=by_pk)
@@ -57,7 +58,9 @@ def session_costs_change(*, project_id: int, session_id: str, changes: list[Cost
         ):
             continue
         changed += 1
-        RawEvent.objects.filter(pk=row["id"]).update(
+        # With its received_at: PostgreSQL then updates the row in its own month's partition, not by
+        # looking the id up in every month's (apps.ingestion.partitions).
+        RawEvent.objects.filter(pk=row["id"], received_at=row["received_at"]).update(
             cost_nanousd=change.cost_nanousd, price_source=change.price_source, price_book=change.price_book
         )
         if row["id"] in pending:

@@ -4,6 +4,7 @@ and dropped whole by the retention prune when every project's period allows it."
 from __future__ import annotations
 
 import json
+import re
 import threading
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -327,3 +328,103 @@ def test_a_sessions_folded_rows_are_read_only_from_the_months_since_it_began(pro
     bounded = plan_of(started)
     assert not any(name in bounded for name in (*old_months, ahead)), bounded
     assert partition_name(month_start(NOW)) in bounded, bounded
+
+
+def plans_of_raw_lookups(run, statement_start: str | tuple[str, ...]) -> list[str]:
+    """The PostgreSQL plans of the statements `run` sends that start with `statement_start` (or one
+    of them), also through a server-side cursor (`DECLARE ... FOR`). An EXPLAIN only plans: a
+    DELETE explained after it ran deletes nothing."""
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as queries:
+        run()
+    plans = []
+    with connection.cursor() as cursor:
+        for query in queries.captured_queries:
+            statement = re.sub(r"^DECLARE .+? CURSOR( WITH HOLD)? FOR ", "", query["sql"])
+            if statement.startswith(statement_start):
+                cursor.execute("EXPLAIN " + statement)
+                plans.append("\n".join(row[0] for row in cursor.fetchall()))
+    assert plans, f"no statement starting {statement_start!r}"
+    return plans
+
+
+@pytest.mark.postgres
+def test_the_row_wise_prune_deletes_each_batch_only_from_the_months_its_rows_arrived_in(team, partitions_restored):
+    pruned = project_get_or_create(team=team, slug="pruned")
+    kept = project_get_or_create(team=team, slug="kept")
+    project_retention_set(project=pruned, days=30)
+    arrival = months_back(2) + timedelta(days=10)
+    raw_partitions_ensure(now=months_back(3))
+    raw_partitions_ensure(now=NOW)
+    ingest_at(pruned, calls_before(arrival, 3, "s-pruned"), arrival)
+    # Another project keeps the month, so its partition is not dropped: the prune deletes row by row.
+    ingest_at(kept, calls_before(arrival, 2, "s-kept"), arrival)
+    other_months = [partition_name(months_back(3)), partition_name(month_start(NOW)),
+                    partition_name(month_next(month_next(month_start(NOW)))), "ingestion_rawevent_default"]  # fmt: skip
+    assert all(table_exists(name) for name in other_months)
+
+    deleted: list[int] = []
+    plans = plans_of_raw_lookups(lambda: deleted.append(raw_events_prune(batch_size=2)),
+                                 'DELETE FROM "ingestion_rawevent" WHERE id IN')  # fmt: skip
+    assert deleted == [3] and len(plans) == 2
+    for plan in plans:
+        assert partition_name(months_back(2)) in plan, plan
+        assert not any(name in plan for name in other_months), plan
+    assert RawEvent.objects.filter(project=pruned).count() == RawEventKey.objects.filter(project=pruned).count() == 0
+    assert RawEvent.objects.filter(project=kept).count() == RawEventKey.objects.filter(project=kept).count() == 2
+    assert SessionAggregate.objects.get(project=pruned, session_id="s-pruned").raw_pruned_through is not None
+
+
+@pytest.mark.postgres
+def test_the_session_pages_read_its_raw_rows_only_from_the_months_since_it_began(project, partitions_restored):
+    """The calls CSV and the timeline bound their lookup by the session's earliest event (its
+    aggregate's started_at) less a margin; a session with no aggregate yet is read from every month."""
+    from apps.dashboards.selectors import session_csv_rows, session_timeline
+
+    raw_partitions_ensure(now=months_back(3))
+    raw_partitions_ensure(now=NOW)
+    old_months = [partition_name(months_back(count)) for count in (3, 2)]
+    assert all(table_exists(name) for name in old_months)
+    assert ingest_at(project, calls_before(NOW, 2, "s-1"), NOW).accepted == 2
+    raw_select = 'SELECT "ingestion_rawevent".'
+
+    csv_rows: list[list] = []
+    for plan in [*plans_of_raw_lookups(lambda: csv_rows.extend(session_csv_rows(project=project, session_id="s-1")),
+                                       raw_select),  # fmt: skip
+                 *plans_of_raw_lookups(lambda: session_timeline(project=project, session_id="s-1"), raw_select)]:
+        assert not any(name in plan for name in old_months), plan
+        assert partition_name(month_start(NOW)) in plan, plan
+    assert len(csv_rows) == 1 + 2
+
+    valid, _ = events_validate(calls_before(NOW, 1, "s-unfolded"), now=NOW)
+    with transaction.atomic():
+        raw_events_insert(project_id=project.pk, received_at=NOW, events=valid)
+    assert not SessionAggregate.objects.filter(project=project, session_id="s-unfolded").exists()
+    unbounded = plans_of_raw_lookups(lambda: csv_rows.extend(session_csv_rows(project=project, session_id="s-unfolded")),
+                                     raw_select)  # fmt: skip
+    assert all(name in unbounded[0] for name in old_months), unbounded[0]
+    assert len(csv_rows) == 3 + 2
+
+
+@pytest.mark.postgres
+def test_repricing_a_sessions_events_reads_and_updates_only_the_months_since_it_began(project, partitions_restored):
+    from apps.metrics.costs import CostChange, session_costs_change
+
+    raw_partitions_ensure(now=months_back(3))
+    raw_partitions_ensure(now=NOW)
+    old_months = [partition_name(months_back(count)) for count in (3, 2)]
+    assert ingest_at(project, calls_before(NOW, 2, "s-1"), NOW).accepted == 2
+    first = RawEvent.objects.filter(project=project, session_id="s-1").order_by("id").first()
+
+    def reprice() -> None:
+        change = CostChange(first.pk, (first.cost_nanousd or 0) + 1000, "override:bench", "")
+        assert session_costs_change(project_id=project.pk, session_id="s-1", changes=[change]) == 1
+
+    plans = plans_of_raw_lookups(reprice, ('SELECT "ingestion_rawevent".', 'UPDATE "ingestion_rawevent"'))
+    assert len(plans) == 2
+    for plan in plans:
+        assert not any(name in plan for name in old_months), plan
+        assert partition_name(month_start(NOW)) in plan, plan
+    first.refresh_from_db()
+    assert first.price_source == "override:bench"

@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from benchmarks._aggregate_support.e2e import client_bodies
 from benchmarks._aggregate_support.live import traffic
-from tests.conftest import post_events
+from tests.conftest import post_events, usage_event
 
 pytestmark = pytest.mark.django_db
 
@@ -46,3 +46,18 @@ def test_end_to_end_clients_post_full_batches_of_their_own_sessions(api_client, 
         assert len(events) == 100 and {event["session_id"] for event in events} == sessions
         reply = post_events(api_client, ingest_key, body=body)
         assert reply.json() == {"accepted": 100, "duplicates": 0, "rejected": []}
+
+
+def test_bulk_loaded_events_are_stored_keyed_and_queued_so_a_resend_is_a_duplicate(api_client, ingest_key, project):
+    """The bulk fold's events are written as ingestion writes them: a resend of one is not stored twice."""
+    from apps.ingestion.models import PendingEvent, RawEvent, RawEventKey
+    from benchmarks.aggregate import raw_events_load
+
+    loaded = raw_events_load(project.pk, 3, 20, seed=4)
+    assert loaded == RawEvent.objects.filter(project=project).count() >= 60
+    event_ids = set(RawEvent.objects.filter(project=project).values_list("event_id", flat=True))
+    assert set(RawEventKey.objects.filter(project=project).values_list("event_id", flat=True)) == event_ids
+    assert PendingEvent.objects.filter(project=project).count() == loaded
+    resent = usage_event(event_id=str(min(event_ids)))
+    assert post_events(api_client, ingest_key, [resent]).json() == {"accepted": 0, "duplicates": 1, "rejected": []}
+    assert RawEvent.objects.filter(project=project).count() == loaded
