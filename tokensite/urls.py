@@ -13,7 +13,11 @@ urlpatterns = [
     # as a file (`/api/docs/?script`), so the page runs under the CSP with no inline script.
     path(
         "api/docs/",
-        SpectacularSwaggerSplitView.as_view(url_name="api-schema", template_name="api_docs/swagger_ui.html"),
+        # No OPTIONS metadata: its reply would be rendered by the page's template renderer, which
+        # has no template for it (a 500); OPTIONS gets a 405 like any other method but GET.
+        SpectacularSwaggerSplitView.as_view(
+            url_name="api-schema", template_name="api_docs/swagger_ui.html", metadata_class=None
+        ),
         name="api-docs",
     ),
     path("api/v1/", include("tokensite.api_urls")),

@@ -87,7 +87,9 @@ class ErrorCode(StrEnum):
 
 def error_body(code: ErrorCode, message: str, details: Any = None) -> dict:
     """The one JSON error shape: {"error": {"code": ..., "message": ..., "details": ...}}."""
-    body: dict[str, Any] = {"code": code, "message": message}
+    # The code's plain string, not the enum member: every renderer can write a str (the schema
+    # view's YAML renderer cannot represent an enum, and answered its errors with a 500).
+    body: dict[str, Any] = {"code": str(code), "message": message}
     if details is not None:
         body["details"] = details
     return {"error": body}

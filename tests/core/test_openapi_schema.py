@@ -213,3 +213,24 @@ def test_every_application_error_takes_its_default_code_from_the_enum():
     assert len(classes) > 10
     wrong = [cls for cls in classes if not isinstance(cls.code, ErrorCode)]
     assert not wrong, wrong
+
+
+@pytest.mark.parametrize("method", ["post", "put", "patch", "delete"])
+def test_schema_answers_other_methods_with_a_405_in_its_own_format(api_client, method):
+    # The default renderer is YAML, which could not write the error code's enum: these were 500s.
+    response = getattr(api_client, method)("/api/schema/")
+    assert response.status_code == 405
+    assert b"method_not_allowed" in response.content
+
+
+def test_schema_in_an_unknown_format_is_a_404(api_client):
+    response = api_client.get("/api/schema/?format=csv")
+    assert response.status_code == 404
+    assert b"not_found" in response.content
+
+
+@pytest.mark.parametrize("method", ["options", "post", "delete"])
+def test_api_docs_page_answers_other_methods_than_get_with_a_405(client, method):
+    # OPTIONS was answered with DRF's metadata through the page's template renderer: a 500.
+    response = getattr(client, method)("/api/docs/")
+    assert response.status_code == 405
