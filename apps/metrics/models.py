@@ -99,7 +99,7 @@ class SessionAggregate(TokenSums):
             models.UniqueConstraint(fields=["project", "session_id"], name="sessionagg_unique_project_session"),
         ]
         # No index on a column every fold changes (cost, tokens, ...): PostgreSQL can then update a
-        # row in place on its page (a HOT update, pages filled to 70%: migration 0006) instead of
+        # row in place on its page (a HOT update, pages filled to 50%: migration 0007) instead of
         # writing a new entry into every index, which is most of the fold's work on live traffic.
         # The sessions table filters on the start range and sorts what it finds.
         indexes = [

@@ -47,3 +47,20 @@ def test_locking_sessions_of_a_project_new_to_the_statistics_reads_them_by_key(p
     assert "Index Scan using sessionagg_unique_project_session" in plan, plan
     assert "(session_id)::text = locking.session_id))" in plan.split("Index Cond:")[1].splitlines()[0], plan
     assert "project_id_" not in plan, plan  # an index of the project foreign key alone
+
+
+def test_aggregate_pages_leave_room_for_the_next_versions_of_their_rows():
+    # A page's free half takes the new versions of its rows, so a fold's updates stay HOT
+    # (migration 0007 has the measurements); buckets, updated less often, keep 70%.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT relname, reloptions FROM pg_class WHERE relname IN ('metrics_sessionaggregate', "
+            "'metrics_sessionstepaggregate', 'metrics_sessionmodelaggregate', 'metrics_usagebucket')"
+        )
+        options = dict(cursor.fetchall())
+    assert options == {
+        "metrics_sessionaggregate": ["fillfactor=50"],
+        "metrics_sessionstepaggregate": ["fillfactor=50"],
+        "metrics_sessionmodelaggregate": ["fillfactor=50"],
+        "metrics_usagebucket": ["fillfactor=70"],
+    }
