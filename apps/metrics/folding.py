@@ -324,10 +324,10 @@ def _groups_add(session_pks: dict[str, int]) -> None:
             f"SELECT {session_pk}, {', '.join(f'g.{quote(key)}' for key in keys)}, {', '.join(values)}, "
             f"{extra_value}, {', '.join(f'g.{name}' for name in PRESSURE_COLUMNS)} "
             f"FROM (SELECT r.session_id, {key_list}, {measures}, {extra_select} FROM {claimed} r "
-            f"WHERE r.type = %s GROUP BY r.session_id, {key_list}) g "
+            f"WHERE {raw_events.claimed_usage_sql()} GROUP BY r.session_id, {key_list}) g "
             f"JOIN (SELECT * FROM (VALUES {session_rows}) AS v) s ON s.column1 = g.session_id {extra_join}WHERE true "
             f"ON CONFLICT ({', '.join(map(quote, ('session_id', *keys)))}) DO UPDATE SET {assignments}",
-            [_USAGE, *session_params],
+            session_params,
         )
 
 
