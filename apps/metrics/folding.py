@@ -166,16 +166,18 @@ def sessions_lock(project_id: int, session_ids: list[str]) -> dict[str, dict]:
     """Lock the sessions' aggregate rows until commit, creating the missing ones; returns each
     session's stored aggregate values by session id.
 
-    Existing rows are locked first, in id order: one global order, so two folds of overlapping
-    sessions queue instead of deadlocking. Missing rows are then inserted in session id order
-    (a row another fold inserted meanwhile is left as it is, ON CONFLICT DO NOTHING) and locked.
-    A fold can only wait on another's insert once it holds all its existing rows, and a fold
-    that inserted holds all of its own, so no two folds wait on each other. On live traffic every
-    row exists and the insert is skipped. (On SQLite the transaction holds the database write
-    lock from its start: transaction_mode IMMEDIATE in settings.)
+    Rows are locked in id order only: one global order, so two folds of overlapping sessions queue
+    instead of deadlocking. Missing rows are inserted first, in session id order, before the fold
+    holds any lock (ON CONFLICT DO NOTHING waits for another fold's insert of the same session,
+    and every fold inserts in that one order); then every row, its own new ones included, is locked
+    in id order. Locking the existing rows before inserting could deadlock: a fold holding a row it
+    had found waited for another's uncommitted new row, while that fold, which had found the first
+    row missing and so had not locked it, waited to lock it. On live traffic every row exists and
+    nothing is inserted. (On SQLite the transaction holds the database write lock from its start:
+    transaction_mode IMMEDIATE in settings.)
     """
-    stored = _sessions_select_for_update(project_id, session_ids)
-    if missing := sorted(set(session_ids) - stored.keys()):
+    found = _session_pks(project_id, session_ids)
+    if missing := sorted(set(session_ids) - found.keys()):
         rows_upsert(
             model=SessionAggregate,
             columns=("project_id", "session_id", *SUM_COLUMNS, "event_count", "burst_1s", "burst_10s", "burst_60s",
@@ -185,26 +187,27 @@ def sessions_lock(project_id: int, session_ids: list[str]) -> dict[str, dict]:
             conflict=("project_id", "session_id"),
             updates=None,
         )  # fmt: skip
-        stored.update(_sessions_select_for_update(project_id, missing))
-    return stored
+        found.update(_session_pks(project_id, missing))
+    rows = SessionAggregate.objects.filter(id__in=found.values()).select_for_update().order_by("id")
+    return {row["session_id"]: row for row in rows.values(*_SESSION_COLUMNS)}
 
 
-def _sessions_select_for_update(project_id: int, session_ids: list[str]) -> dict[str, dict]:
-    if connection.vendor == "postgresql":
-        # Found by key first, one equality per session: with `session_id IN (...)` and statistics
-        # that predate the project's sessions, PostgreSQL read every session of the project
-        # through the project index (a lock of 500 of 10,000 sessions read 18,000 index entries).
-        table = connection.ops.quote_name(SessionAggregate._meta.db_table)
-        with connection.cursor() as cursor:
-            cursor.execute(
-                f"SELECT session.id FROM unnest(%s::text[]) AS locking(session_id) CROSS JOIN LATERAL ("
-                f"SELECT id FROM {table} WHERE project_id = %s AND session_id = locking.session_id OFFSET 0) AS session",
-                [list(session_ids), project_id],
-            )
-            rows = SessionAggregate.objects.filter(id__in=[pk for (pk,) in cursor.fetchall()])
-    else:
+def _session_pks(project_id: int, session_ids: list[str]) -> dict[str, int]:
+    """The ids of the sessions' aggregate rows that exist, by session id."""
+    if connection.vendor != "postgresql":
         rows = SessionAggregate.objects.filter(project_id=project_id, session_id__in=session_ids)
-    return {row["session_id"]: row for row in rows.select_for_update().order_by("id").values(*_SESSION_COLUMNS)}
+        return dict(rows.values_list("session_id", "id"))
+    # Found by key, one equality per session: with `session_id IN (...)` and statistics that
+    # predate the project's sessions, PostgreSQL read every session of the project through the
+    # project index (a lock of 500 of 10,000 sessions read 18,000 index entries).
+    table = connection.ops.quote_name(SessionAggregate._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT locking.session_id, session.id FROM unnest(%s::text[]) AS locking(session_id) CROSS JOIN LATERAL ("
+            f"SELECT id FROM {table} WHERE project_id = %s AND session_id = locking.session_id OFFSET 0) AS session",
+            [list(session_ids), project_id],
+        )
+        return dict(cursor.fetchall())
 
 
 @transaction.atomic
