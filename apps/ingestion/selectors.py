@@ -168,7 +168,7 @@ def claimed_events_sql() -> str:
 def claimed_usage_sql(alias: str = "r") -> str:
     """SQL condition: the claimed row `alias` is a usage call.
 
-    Written as "not a throttle wait", the only other type (tests/ingestion/test_claim.py checks
+    Written as "not a throttle wait", the only other type (tests/metrics/test_fold_grouping.py checks
     there are two): the claimed copy has no statistics, and PostgreSQL estimates an equality on a
     column it knows nothing of at 0.5 % of the rows, so the fold's grouped statements over 50,000
     claimed calls sorted them as if they were 250; an inequality is estimated at 99.5 %, and they
