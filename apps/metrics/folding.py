@@ -31,7 +31,8 @@ statements whatever the number of events:
    with history updates them from the recent calls kept on its row, apps.metrics.recent_calls,
    and reads folded calls only for a batch reaching behind those), throttle
    re-attribution by call_id (DESIGN.md section 5, only for sessions that can need it), and
-   session attributes (first value wins).
+   session attributes (first value wins). On PostgreSQL the database runs the step and model
+   sums of 3 meanwhile (`_overlapped`).
 A session whose fold fails with an error a retry cannot cure is quarantined, and the others
 fold (`_chunk_fold_all`, apps.metrics.quarantine). PostgreSQL's JIT is off in these
 transactions (see `_chunk_fold`).
@@ -39,6 +40,8 @@ transactions (see `_chunk_fold`).
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
 
@@ -229,14 +232,17 @@ def _chunk_fold(project_id: int, session_ids: list[str]) -> int:
     # An instant no datetime holds (stored before ingest checked the range) raises here, and the
     # quarantine takes its session, rather than the sums writing a start no reader can load.
     from_us(min([row[1] for row in call_rows] + [row[6] for row in throttles]))
-    calls, with_call_id = _calls_by_session(call_rows)
-    peaks = _peaks(project_id, sessions, calls)
+    with _overlapped():
+        # The step and model sums need nothing computed here: the database adds them while Python
+        # computes the peaks.
+        _groups_add({session_id: row["id"] for session_id, row in sessions.items()})
+        calls, with_call_id = _calls_by_session(call_rows)
+        peaks = _peaks(project_id, sessions, calls)
     throttled_sessions = {row[0] for row in throttles}
     throttle_sessions = sorted(
         session_id for session_id in throttled_sessions | with_call_id
         if session_id in throttled_sessions or sessions[session_id]["throttle_count"]
     )  # fmt: skip
-    _groups_add({session_id: row["id"] for session_id, row in sessions.items()})
     # Re-attribution reads every folded wait of the session: after retention deleted some, it
     # would lose them, so those sessions only add their new waits (and are marked approximate).
     pruned = {sid for sid in throttle_sessions if sessions[sid]["raw_pruned_through"] is not None}
@@ -252,6 +258,22 @@ def _chunk_fold(project_id: int, session_ids: list[str]) -> int:
     _buckets_add(project_id, call_rows)
     _sessions_write(project_id, sessions, set(calls) | throttled_sessions, peaks, throttled_us, approximate=pruned)
     return claimed
+
+
+@contextmanager
+def _overlapped() -> Iterator[None]:
+    """PostgreSQL: statements sent in the block run while Python goes on, in pipeline mode; the
+    block's end waits for them (a statement that reads results waits for those before it).
+
+    Their errors surface at that wait or read, as Django's exceptions like any other statement's,
+    so the quarantine sorts them the same way. Measured on live traffic: 8 to 13 % more events
+    per second (BENCHMARKS.md, "Overlapping the grouped sums with the peaks").
+    """
+    if connection.vendor != "postgresql":
+        yield
+        return
+    with connection.wrap_database_errors, connection.connection.pipeline():
+        yield
 
 
 def _claim(project_id: int, session_ids: list[str]) -> int:

@@ -117,6 +117,25 @@ def session_metadata_calls(project, session_id: str) -> int:
     return session_metadata(project=project, session_id=session_id)["calls"]
 
 
+@pytest.mark.postgres
+def test_a_sum_overflowing_its_column_quarantines_the_session_and_the_others_fold(project):
+    # The step sums run while Python computes peaks (folding._overlapped): their error surfaces
+    # later than the statement, and must still be the session's DataError, not a transient one.
+    first = usage_event(session_id="huge", step="s", cache_read_tokens=100)
+    store_without_folding(project, [first, usage_event(session_id="fine")])
+    assert project_fold.apply(args=[project.pk]).get() == 2
+    late = usage_event(session_id="huge", step="s", timestamp="2026-11-20T10:00:00+00:00")
+    store_without_folding(project, [late, usage_event(session_id="fine", timestamp="2026-11-20T10:00:00+00:00")])
+    # Not a token count the peaks read: only the sums' statements meet it.
+    RawEvent.objects.filter(event_id=late["event_id"]).update(cache_read_tokens=2**63 - 1)
+
+    assert project_fold.apply(args=[project.pk]).get() == 1
+    quarantined = QuarantinedSession.objects.get()
+    assert quarantined.session_id == "huge" and "out of range" in quarantined.error
+    assert pending_count(project=project) == 1 == pending_count(project=project, session_id="huge")
+    assert session_metadata_calls(project, "fine") == 2
+
+
 def test_a_session_failing_again_after_release_is_quarantined_again(project):
     poison = usage_event(session_id="poison")
     store_without_folding(project, [poison, usage_event(session_id="fine")])
