@@ -454,7 +454,7 @@ def _peaks(
             pruned_through_us = algo.epoch_us(pruned_through) + 1000
             if any(update.load_from_us <= pruned_through_us for update in session_ranges):
                 approximate.add(session_id)
-        state = recent_calls.from_json(stored["recent_calls"])
+        state = recent_calls.from_bytes(stored["recent_calls"])
         if state is None:
             reloaded[session_id] = session_ranges
             last = session_ranges[-1]
@@ -683,7 +683,7 @@ def _sessions_write(
                       max(bursts[2], found.bursts[_WINDOW_60S]))  # fmt: skip
             concurrency = max(concurrency, found.concurrency)
             peaks_approximate = peaks_approximate or found.approximate
-            recent = recent_calls.to_json(found.recent)
+            recent = recent_calls.to_bytes(found.recent)
         rows.append((project_id, session_id, *grouped[session_id], *bursts, concurrency,
                      throttled_us.get(session_id, stored["throttled_us"]), attributes_by_session[session_id],
                      peaks_approximate, recent, now))  # fmt: skip

@@ -91,7 +91,7 @@ class SessionAggregate(TokenSums):
     # The folded calls a later in-order batch can need to update the peaks, so live traffic does
     # not re-read the session's history (apps.metrics.recent_calls); null: none kept, the fold
     # reloads them from the raw events.
-    recent_calls = models.JSONField(null=True, blank=True)
+    recent_calls = models.BinaryField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

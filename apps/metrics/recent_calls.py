@@ -30,6 +30,7 @@ whichever source served it. No Django import: pure functions over `peaks_kernel`
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import chain
 from datetime import datetime, timezone
 
 import numpy as np
@@ -39,7 +40,7 @@ from apps.metrics.peaks_kernel import CallColumns, CallRow
 
 HORIZON_LAG_US = 2 * max(algo.BURST_WINDOWS_US)
 # A session above this many calls in the last two minutes keeps no state and reloads: the state is
-# one JSON value read and rewritten by every fold of the session.
+# read and rewritten by every fold of the session.
 MAX_CALLS = 1000
 # `load_to_us` of a load range with no upper bound: its calls are all the folded calls ending at
 # or after its `load_from_us`, whenever they started (a datetime every database holds).
@@ -87,27 +88,18 @@ def from_folded(folded_calls: list[CallRow], *, horizon_us: int) -> RecentCalls 
     return RecentCalls(horizon_us, []).advanced([call for call in folded_calls if call[2] >= horizon_us])
 
 
-def to_json(state: RecentCalls | None) -> dict | None:
-    """Stored form: the horizon and one flat list of five integers per call, each call's instants
-    relative (start to the horizon, generation start and end to the start) so the numbers stay short."""
+def to_bytes(state: RecentCalls | None) -> bytes | None:
+    """Stored form: little-endian int64s, the horizon then each call's five values. Binary, not
+    JSON: a session row is rewritten by every fold of the session, and as JSON the state was three
+    quarters of the row (BENCHMARKS.md, "Recent calls as bytes")."""
     if state is None:
         return None
-    horizon_us = state.horizon_us
-    flat: list[int] = []
-    for start_us, generation_start_us, end_us, input_tokens, output_tokens in state.calls:
-        flat += (start_us - horizon_us, generation_start_us - start_us, end_us - start_us, input_tokens, output_tokens)
-    return {"horizon_us": horizon_us, "calls": flat}
+    return np.array([state.horizon_us, *chain.from_iterable(state.calls)], dtype="<i8").tobytes()
 
 
-def from_json(stored: dict | None) -> RecentCalls | None:
-    """The state `to_json` stored, or None for NULL."""
+def from_bytes(stored: bytes | memoryview | None) -> RecentCalls | None:
+    """The state `to_bytes` stored, or None for NULL."""
     if stored is None:
         return None
-    horizon_us = stored["horizon_us"]
-    flat = stored["calls"]
-    calls = []
-    for index in range(0, len(flat), 5):
-        start_us = horizon_us + flat[index]
-        generation_start_us, end_us = start_us + flat[index + 1], start_us + flat[index + 2]
-        calls.append((start_us, generation_start_us, end_us, flat[index + 3], flat[index + 4]))
-    return RecentCalls(horizon_us, calls)
+    horizon_us, *values = np.frombuffer(stored, dtype="<i8").tolist()
+    return RecentCalls(horizon_us, list(zip(*[iter(values)] * 5)))

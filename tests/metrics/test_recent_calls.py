@@ -219,7 +219,7 @@ def test_recent_calls_hold_every_folded_call_ending_at_or_after_the_horizon(batc
         folded += batch
         assert state.horizon_us >= horizon_us  # never moves back
         assert sorted(state.calls) == sorted(call for call in folded if call[2] >= state.horizon_us)
-        assert recent_calls.from_json(json.loads(json.dumps(recent_calls.to_json(state)))) == state
+        assert recent_calls.from_bytes(recent_calls.to_bytes(state)) == state
 
 
 def test_recent_calls_keep_a_call_still_running_after_the_horizon():
@@ -232,4 +232,4 @@ def test_recent_calls_keep_a_call_still_running_after_the_horizon():
 def test_recent_calls_beyond_the_bound_are_not_kept(monkeypatch):
     monkeypatch.setattr(recent_calls, "MAX_CALLS", 3)
     assert RecentCalls(0, [(0, 0, 10, 1, 1)] * 3).advanced([(5, 5, 10, 1, 1)]) is None
-    assert recent_calls.to_json(None) is None and recent_calls.from_json(None) is None
+    assert recent_calls.to_bytes(None) is None and recent_calls.from_bytes(None) is None
