@@ -8,17 +8,19 @@ batches or their order (tests/metrics/test_fold_sums.py).
 
 Up to SESSIONS_PER_TRANSACTION sessions are folded in one transaction, in a fixed number of
 statements whatever the number of events:
-1. lock: lock the session aggregate rows `ORDER BY id`, then insert and lock the missing ones
+1. lock: insert the missing session aggregate rows, then lock every row `ORDER BY id`
    (`sessions_lock` says why two workers folding overlapping sessions never deadlock).
 2. claim: one statement deletes the sessions' oldest pending rows (at most
    `events_per_transaction()`) and keeps their raw ids for the transaction
    (apps.ingestion.selectors.claim), so what is folded is exactly what leaves the queue, in the
    transaction that updates the aggregates. A task that runs twice claims nothing; a worker that
    dies mid-fold rolls the claim back with everything else.
-3. sums: one `INSERT ... SELECT ... GROUP BY ... ON CONFLICT DO UPDATE` per table adds the claimed
+3. waits: throttle re-attribution by call_id (DESIGN.md section 5, only for sessions that can
+   need it) writes the throttle columns of the step and model rows.
+4. sums: one `INSERT ... SELECT ... GROUP BY ... ON CONFLICT DO UPDATE` per table adds the claimed
    rows to the step and model rows (with their context window pressure, apps.metrics.context_windows)
    and to the minute buckets; the session rows' sums are grouped by the database too and added by
-   the one upsert that also writes their peaks (`_sessions_write`). They read the claimed rows'
+   the one upsert that also writes their peaks (`_sessions_upsert`). They read the claimed rows'
    copy (a small temporary table without statistics) and reach
    session rows by key, one lookup per group, never by a join a planner could turn into a scan
    (see `_groups_add`). Bucket rows are the only rows two folds of different sessions share:
@@ -26,13 +28,12 @@ statements whatever the number of events:
    writer, apps.metrics.upserts), so concurrent folds take their locks in one order. A call whose
    tokens span several minutes (rare) is split in Python by algorithms.bucket_call_tokens from
    its stored values, and its shares join the same statement.
-4. peaks: what Python still computes from the claimed calls (read narrow, in event order):
+5. peaks: what Python still computes from the claimed calls (read narrow, in event order):
    burst and concurrency peaks (`_peaks`, the compiled apps.metrics.peaks_kernel; a session
    with history updates them from the recent calls kept on its row, apps.metrics.recent_calls,
-   and reads folded calls only for a batch reaching behind those), throttle
-   re-attribution by call_id (DESIGN.md section 5, only for sessions that can need it), and
-   session attributes (first value wins). On PostgreSQL the database runs the step, model and
-   bucket statements of 3 meanwhile (`_overlapped`).
+   and reads folded calls only for a batch reaching behind those) and session attributes (first
+   value wins). On PostgreSQL the database runs the step, model and bucket statements of 4
+   meanwhile (`_overlapped`); then the session rows are written.
 A session whose fold fails with an error a retry cannot cure is quarantined, and the others
 fold (`_chunk_fold_all`, apps.metrics.quarantine). PostgreSQL's JIT is off in these
 transactions (see `_chunk_fold`).
@@ -232,14 +233,8 @@ def _chunk_fold(project_id: int, session_ids: list[str]) -> int:
     # An instant no datetime holds (stored before ingest checked the range) raises here, and the
     # quarantine takes its session, rather than the sums writing a start no reader can load.
     from_us(min([row[1] for row in call_rows] + [row[6] for row in throttles]))
-    with _overlapped():
-        # The step, model and bucket sums need nothing computed here: the database adds them while
-        # Python computes the peaks.
-        _groups_add({session_id: row["id"] for session_id, row in sessions.items()})
-        _buckets_add(project_id, call_rows)
-        calls, with_call_id = _calls_by_session(call_rows)
-        peaks = _peaks(project_id, sessions, calls)
     throttled_sessions = {row[0] for row in throttles}
+    with_call_id = {row[0] for row in call_rows if row[-1]}
     throttle_sessions = sorted(
         session_id for session_id in throttled_sessions | with_call_id
         if session_id in throttled_sessions or sessions[session_id]["throttle_count"]
@@ -256,7 +251,17 @@ def _chunk_fold(project_id: int, session_ids: list[str]) -> int:
         {sid for sid in throttle_sessions if sessions[sid]["event_count"] == 0},
     )
     throttled_us.update(_throttles_add(sessions, pruned, throttles))
-    _sessions_write(project_id, sessions, set(calls) | throttled_sessions, peaks, throttled_us, approximate=pruned)
+    grouped = _claimed_session_sums()
+    attributes = _attributes_added(sessions, raw_events.claimed_attributes())
+    with _overlapped():
+        # The step, model and bucket sums need nothing computed here: the database adds them while
+        # Python computes the peaks and the session rows.
+        _groups_add({session_id: row["id"] for session_id, row in sessions.items()})
+        _buckets_add(project_id, call_rows)
+        calls = _calls_by_session(call_rows)
+        peaks = _peaks(project_id, sessions, calls)
+        rows = _session_rows(project_id, sessions, grouped, attributes, peaks, throttled_us, approximate=pruned)
+    _sessions_upsert(rows)
     return claimed
 
 
@@ -282,16 +287,13 @@ def _claim(project_id: int, session_ids: list[str]) -> int:
     return raw_events.claim(project_id, session_ids, events_per_transaction())
 
 
-def _calls_by_session(call_rows: list[tuple]) -> tuple[dict[str, peaks_kernel.CallColumns], set[str]]:
-    """The claimed calls of each session as columns, in event order, and the sessions with a call_id."""
+def _calls_by_session(call_rows: list[tuple]) -> dict[str, peaks_kernel.CallColumns]:
+    """The claimed calls of each session as columns, in event order."""
     rows_by_session: dict[str, list[tuple]] = defaultdict(list)
-    with_call_id = set()
-    for session_id, start_us, duration_us, generation_us, input_tokens, output_tokens, _, _, _, has_call_id in call_rows:
+    for session_id, start_us, duration_us, generation_us, input_tokens, output_tokens, *_ in call_rows:
         end_us = start_us + duration_us
         rows_by_session[session_id].append((start_us, end_us - generation_us, end_us, input_tokens, output_tokens))
-        if has_call_id:
-            with_call_id.add(session_id)
-    return {sid: peaks_kernel.CallColumns.from_rows(rows) for sid, rows in rows_by_session.items()}, with_call_id
+    return {sid: peaks_kernel.CallColumns.from_rows(rows) for sid, rows in rows_by_session.items()}
 
 
 def _execute(sql: str, params: list) -> None:
@@ -643,19 +645,8 @@ def _with_throttle(count: int, wait_us: int) -> list[int]:
     return sums
 
 
-def _sessions_write(
-    project_id: int,
-    sessions: dict[str, dict],
-    folded: set[str],
-    peaks: dict[str, _Peaks],
-    throttled_us: dict[str, int],
-    *,
-    approximate: set[str],
-) -> None:
-    """Write each folded session's new values in one upsert per transaction, so each session row
-    gets one new version per fold: the claimed rows' sums, event count and time span as the
-    database groups them, which the upsert adds to the stored ones; peaks, throttled time and
-    attributes computed here from the stored values (read under the lock)."""
+def _claimed_session_sums() -> dict[str, tuple]:
+    """Each claimed session's sums, event count, first start and last end, grouped by the database."""
     quote = connection.ops.quote_name
     sums = _sums_sql(f"r.type = '{_USAGE}'")
     with connection.cursor() as cursor:
@@ -664,23 +655,46 @@ def _sessions_write(
             f"MIN({raw_events.epoch_us_sql('r.' + quote('timestamp'))}), MAX({raw_events.epoch_us_sql('r.end_at')}) "
             f"FROM {raw_events.claimed_events_sql()} r GROUP BY r.session_id"
         )
-        grouped = {
+        return {
             session_id: (*(int(value) for value in values), from_us(epoch_us_of(start)), from_us(epoch_us_of(end)))
             for session_id, *values, start, end in cursor.fetchall()
         }
 
-    attributes_by_session = {session_id: sessions[session_id]["attributes"] for session_id in folded}
-    for session_id, attributes in raw_events.claimed_attributes():
-        stored = attributes_by_session[session_id]
-        # First value wins, so a session's tags (user, app, environment) do not flap between events.
-        for key, value in (attributes or {}).items():
+
+def _attributes_added(sessions: dict[str, dict], claimed: list[tuple[str, dict]]) -> dict[str, dict]:
+    """The claimed sessions' attributes once the claimed ones are added: first value wins, so a
+    session's tags (user, app, environment) do not flap between events."""
+    attributes = {}
+    for session_id, added_attributes in claimed:
+        stored = attributes.setdefault(session_id, sessions[session_id]["attributes"])
+        for key, value in (added_attributes or {}).items():
             if len(stored) >= MAX_SESSION_ATTRIBUTES:
                 break
             if key not in stored:
                 stored[key] = value
+    return attributes
+
+
+_SESSION_WRITTEN = ("project_id", "session_id", *SUM_COLUMNS, "event_count", "started_at", "ended_at", *_PEAK_COLUMNS,
+                    "updated_at")  # fmt: skip
+
+
+def _session_rows(
+    project_id: int,
+    sessions: dict[str, dict],
+    grouped: dict[str, tuple],
+    attributes: dict[str, dict],
+    peaks: dict[str, _Peaks],
+    throttled_us: dict[str, int],
+    *,
+    approximate: set[str],
+) -> list[tuple]:
+    """Each folded session's new values, in `_SESSION_WRITTEN` order: the claimed rows' sums,
+    event count and time span as the database grouped them (`_sessions_upsert` adds them to the
+    stored ones); peaks, throttled time and attributes from the stored values (read under the lock)."""
     now = dj_timezone.now()
     rows = []
-    for session_id in sorted(folded):
+    for session_id in sorted(grouped):
         stored = sessions[session_id]
         bursts = (stored["burst_1s"], stored["burst_10s"], stored["burst_60s"])
         concurrency = stored["peak_concurrency"]
@@ -693,12 +707,17 @@ def _sessions_write(
             peaks_approximate = peaks_approximate or found.approximate
             recent = recent_calls.to_bytes(found.recent)
         rows.append((project_id, session_id, *grouped[session_id], *bursts, concurrency,
-                     throttled_us.get(session_id, stored["throttled_us"]), attributes_by_session[session_id],
-                     peaks_approximate, recent, now))  # fmt: skip
+                     throttled_us.get(session_id, stored["throttled_us"]),
+                     attributes.get(session_id, stored["attributes"]), peaks_approximate, recent, now))  # fmt: skip
+    return rows
+
+
+def _sessions_upsert(rows: list[tuple]) -> None:
+    """Write the folded sessions' rows in one upsert per transaction, so each session row gets one
+    new version per fold: sums and event count added, time span widened, the rest replaced."""
     rows_upsert(
         model=SessionAggregate,
-        columns=("project_id", "session_id", *SUM_COLUMNS, "event_count", "started_at", "ended_at", *_PEAK_COLUMNS,
-                 "updated_at"),
+        columns=_SESSION_WRITTEN,
         rows=rows,
         conflict=("project_id", "session_id"),
         updates={**{name: added(name) for name in (*SUM_COLUMNS, "event_count")}, "started_at": earliest("started_at"),
