@@ -91,7 +91,8 @@ def from_folded(folded_calls: list[CallRow], *, horizon_us: int) -> RecentCalls 
 def to_bytes(state: RecentCalls | None) -> bytes | None:
     """Stored form: little-endian int64s, the horizon then each call's five values. Binary, not
     JSON: a session row is rewritten by every fold of the session, and as JSON the state was three
-    quarters of the row (BENCHMARKS.md, "Recent calls as bytes")."""
+    quarters of the row (BENCHMARKS.md,
+    "Overlapping the grouped sums with the peaks, and recent calls as bytes")."""
     if state is None:
         return None
     return np.array([state.horizon_us, *chain.from_iterable(state.calls)], dtype="<i8").tobytes()
