@@ -318,8 +318,8 @@ def _folded_of_session_sql(event_type: str, *, session_id: str = "%s", arrived: 
     if event_type not in RawEvent.Type.values:
         raise ValueError(f"unknown event type {event_type!r}")
     return (
-        f"FROM {raw} WHERE project_id = %s AND session_id = {session_id} AND received_at BETWEEN {arrived[0]} AND {arrived[1]} "
-        f"AND type = '{event_type}' "
+        f"FROM {raw} WHERE project_id = %s AND session_id = {session_id} "
+        f"AND received_at BETWEEN {arrived[0]} AND {arrived[1]} AND type = '{event_type}' "
         f"AND NOT EXISTS (SELECT 1 FROM {pending} WHERE {pending}.project_id = {raw}.project_id "
         f"AND {pending}.session_id = {raw}.session_id AND {pending}.raw_event_id = {raw}.id)"
     )
@@ -428,7 +428,8 @@ def folded_throttles(project_id: int, started: dict[str, datetime | None]) -> li
     else:
         folded = _folded_of_session_sql(_THROTTLE)
         rows = union_all_select([
-            (f"SELECT session_id, {select.removeprefix('SELECT ')} {folded}", [project_id, session_id, *arrived_between(started_at)])
+            (f"SELECT session_id, {select.removeprefix('SELECT ')} {folded}",
+             [project_id, session_id, *arrived_between(started_at)])
             for session_id, started_at in sessions
         ])  # fmt: skip
     return [(*row[:6], epoch_us_of(row[6])) for row in rows]

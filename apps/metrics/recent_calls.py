@@ -30,8 +30,8 @@ whichever source served it. No Django import: pure functions over `peaks_kernel`
 from __future__ import annotations
 
 from dataclasses import dataclass
-from itertools import chain
 from datetime import datetime, timezone
+from itertools import chain
 
 import numpy as np
 
