@@ -62,7 +62,10 @@ from apps.metrics.quarantine import fold_error_is_transient, session_quarantine
 from apps.metrics.signals import project_folded
 from apps.metrics.upserts import added, earliest, latest, replaced, rows_upsert, unless_empty
 
-SESSIONS_PER_TRANSACTION = 500
+# Each transaction pays a fixed part (commit, round trips, planning): on live traffic, 5 events a
+# session, 1,000 sessions folded 7 to 14 % faster than 500, and 2,000 only 2 to 4 % more than
+# 1,000 while holding twice the session locks twice as long.
+SESSIONS_PER_TRANSACTION = 1000
 EVENTS_PER_TRANSACTION = 100_000  # bounds a transaction's memory; a bigger backlog takes several
 # SQLite has one writer: a fold transaction holds off every ingest request for its whole length,
 # so there a backlog folds in transactions short enough for a request to wait out.
@@ -137,8 +140,8 @@ def _chunk_fold_all(project_id: int, session_ids: list[str]) -> int:
 
     A transaction failing with an error a retry will not cure (apps.metrics.quarantine) is
     rolled back and its sessions are folded again in halves, down to single sessions: those that
-    still fail are quarantined, and every other session folds (one bad session among 500 costs
-    about 2 x 9 extra transactions). Transient errors reach the task, which retries.
+    still fail are quarantined, and every other session folds (one bad session among 1,000 costs
+    about 2 x 10 extra transactions). Transient errors reach the task, which retries.
     """
     folded = 0
     while True:
