@@ -18,6 +18,7 @@ from django.db.models import Count, Sum
 
 from apps.ingestion.models import RawEvent
 from apps.ingestion.services import events_ingest
+from apps.metrics.folding import SESSIONS_PER_TRANSACTION
 from apps.metrics.models import SessionAggregate, SessionStepAggregate, UsageBucket
 from tests.conftest import BASE_TIME, pending_count, usage_event
 from tests.metrics.test_pipeline import _start_worker, _stop, _wait_for, broker, requires_redis  # noqa: F401
@@ -26,8 +27,9 @@ from tokensite.celery import app as celery_app
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow,
               requires_redis]  # fmt: skip
 
-SESSIONS = 1200  # three transactions of 500 sessions
-EVENTS_PER_SESSION = 10
+# Three fold transactions: two full ones and a half one.
+SESSIONS = 2 * SESSIONS_PER_TRANSACTION + SESSIONS_PER_TRANSACTION // 2
+EVENTS_PER_SESSION = 5
 
 
 def ingest(project, events):
@@ -63,6 +65,9 @@ def test_a_task_finding_a_dead_workers_lease_folds_when_it_expires(project, brok
     try:
         ingest(project, [usage_event(session_id="warm-up")])
         assert _wait_for(lambda: pending_count(project=project) == 0), "the worker did not start"
+        # The live worker releases its lease just after its commit: wait for that, or its release
+        # could delete the lease set below.
+        assert _wait_for(lambda: cache.get(lease_key(project)) is None), "the worker kept its lease"
         # A worker died holding the project's lease, which expires in 4 s.
         cache.set(lease_key(project), ("dead-worker", time.time() + 4), timeout=4)
         ingest(project, [usage_event(session_id="after")])
@@ -92,18 +97,19 @@ def test_a_worker_killed_mid_fold_stalls_nothing_without_beat(project, broker, c
         ingest(project, events[start : start + 1000])
     # Hold one session of the second transaction so the worker is caught mid-fold: holding the
     # lease, the first transaction committed, the second waiting on this row.
-    SessionAggregate.objects.create(project=project, session_id="s0700")
+    held = f"s{SESSIONS_PER_TRANSACTION + SESSIONS_PER_TRANSACTION // 5:04d}"
+    SessionAggregate.objects.create(project=project, session_id=held)
     db = connection.settings_dict
     blocker = psycopg.connect(host=db["HOST"] or "127.0.0.1", port=db["PORT"] or 5432, user=db["USER"],
                               dbname=db["NAME"])
-    blocker.execute("SELECT 1 FROM metrics_sessionaggregate WHERE session_id = 's0700' FOR UPDATE")
+    blocker.execute("SELECT 1 FROM metrics_sessionaggregate WHERE session_id = %s FOR UPDATE", [held])
 
     def caught_mid_fold() -> bool:
         with connection.cursor() as cursor:
             cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
                            "AND wait_event_type = 'Lock'")  # fmt: skip
             waiting = cursor.fetchone()[0]
-        return waiting > 0 and pending_count(project=project) == (SESSIONS - 500) * EVENTS_PER_SESSION
+        return waiting > 0 and pending_count(project=project) == (SESSIONS - SESSIONS_PER_TRANSACTION) * EVENTS_PER_SESSION
 
     first = _start_worker(concurrency=1)
     try:
