@@ -52,7 +52,7 @@ from django.utils import timezone as dj_timezone
 from apps.core.collector import cyclic_gc_paused
 from apps.ingestion import selectors as raw_events
 from apps.ingestion.models import RawEvent
-from apps.ingestion.selectors import epoch_us_of, from_us
+from apps.ingestion.selectors import from_us
 from apps.metrics import algorithms as algo
 from apps.metrics import peaks_kernel, recent_calls
 from apps.metrics.buckets import BUCKET_COLUMNS
@@ -60,7 +60,7 @@ from apps.metrics.context_windows import PRESSURE_COLUMNS, PRESSURE_MEASURES, pr
 from apps.metrics.models import SessionAggregate, SessionModelAggregate, SessionStepAggregate, UsageBucket
 from apps.metrics.quarantine import fold_error_is_transient, session_quarantine
 from apps.metrics.signals import project_folded
-from apps.metrics.upserts import added, earliest, latest, replaced, rows_upsert, unless_empty
+from apps.metrics.upserts import Joined, added, earliest, latest, replaced, rows_upsert, unless_empty
 
 # Each transaction pays a fixed part (commit, round trips, planning): on live traffic, 5 events a
 # session, 1,000 sessions folded 7 to 14 % faster than 500, and 2,000 only 2 to 4 % more than
@@ -254,7 +254,6 @@ def _chunk_fold(project_id: int, session_ids: list[str]) -> int:
         {sid for sid in throttle_sessions if sessions[sid]["event_count"] == 0},
     )
     throttled_us.update(_throttles_add(sessions, pruned, throttles))
-    grouped = _claimed_session_sums()
     attributes = _attributes_added(sessions, raw_events.claimed_attributes())
     with _overlapped():
         # The step, model and bucket sums need nothing computed here: the database adds them while
@@ -263,7 +262,7 @@ def _chunk_fold(project_id: int, session_ids: list[str]) -> int:
         _buckets_add(project_id, call_rows)
         calls = _calls_by_session(call_rows)
         peaks = _peaks(project_id, sessions, calls)
-        rows = _session_rows(project_id, sessions, grouped, attributes, peaks, throttled_us, approximate=pruned)
+        rows = _session_rows(project_id, sessions, attributes, peaks, throttled_us, approximate=pruned)
     _sessions_upsert(rows)
     return claimed
 
@@ -649,20 +648,15 @@ def _with_throttle(count: int, wait_us: int) -> list[int]:
     return sums
 
 
-def _claimed_session_sums() -> dict[str, tuple]:
-    """Each claimed session's sums, event count, first start and last end, grouped by the database."""
-    quote = connection.ops.quote_name
+def _claimed_session_sums_sql() -> str:
+    """Each claimed session's sums, event count, first start and last end, grouped by the database
+    (a SELECT of `session_id` and the `_SESSION_SUMMED` columns)."""
     sums = _sums_sql(f"r.type = '{_USAGE}'")
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT r.session_id, {', '.join(sums.values())}, COUNT(*), "
-            f"MIN({raw_events.epoch_us_sql('r.' + quote('timestamp'))}), MAX({raw_events.epoch_us_sql('r.end_at')}) "
-            f"FROM {raw_events.claimed_events_sql()} r GROUP BY r.session_id"
-        )
-        return {
-            session_id: (*(int(value) for value in values), from_us(epoch_us_of(start)), from_us(epoch_us_of(end)))
-            for session_id, *values, start, end in cursor.fetchall()
-        }
+    return (
+        f"SELECT r.session_id, {', '.join(f'{sql} AS {name}' for name, sql in sums.items())}, COUNT(*) AS event_count, "
+        f"MIN(r.{connection.ops.quote_name('timestamp')}) AS started_at, MAX(r.end_at) AS ended_at "
+        f"FROM {raw_events.claimed_events_sql()} r GROUP BY r.session_id"
+    )
 
 
 def _attributes_added(sessions: dict[str, dict], claimed: list[tuple[str, dict]]) -> dict[str, dict]:
@@ -679,26 +673,24 @@ def _attributes_added(sessions: dict[str, dict], claimed: list[tuple[str, dict]]
     return attributes
 
 
-_SESSION_WRITTEN = ("project_id", "session_id", *SUM_COLUMNS, "event_count", "started_at", "ended_at", *_PEAK_COLUMNS,
-                    "updated_at")  # fmt: skip
+_SESSION_WRITTEN = ("project_id", "session_id", *_PEAK_COLUMNS, "updated_at")
+_SESSION_SUMMED = (*SUM_COLUMNS, "event_count", "started_at", "ended_at")
 
 
 def _session_rows(
     project_id: int,
     sessions: dict[str, dict],
-    grouped: dict[str, tuple],
     attributes: dict[str, dict],
     peaks: dict[str, _Peaks],
     throttled_us: dict[str, int],
     *,
     approximate: set[str],
 ) -> list[tuple]:
-    """Each folded session's new values, in `_SESSION_WRITTEN` order: the claimed rows' sums,
-    event count and time span as the database grouped them (`_sessions_upsert` adds them to the
-    stored ones); peaks, throttled time and attributes from the stored values (read under the lock)."""
+    """Each locked session's new values, in `_SESSION_WRITTEN` order: peaks, throttled time and
+    attributes from the stored values (read under the lock)."""
     now = dj_timezone.now()
     rows = []
-    for session_id in sorted(grouped):
+    for session_id in sorted(sessions):
         stored = sessions[session_id]
         bursts = (stored["burst_1s"], stored["burst_10s"], stored["burst_60s"])
         concurrency = stored["peak_concurrency"]
@@ -710,7 +702,7 @@ def _session_rows(
             concurrency = max(concurrency, found.concurrency)
             peaks_approximate = peaks_approximate or found.approximate
             recent = recent_calls.to_bytes(found.recent)
-        rows.append((project_id, session_id, *grouped[session_id], *bursts, concurrency,
+        rows.append((project_id, session_id, *bursts, concurrency,
                      throttled_us.get(session_id, stored["throttled_us"]),
                      attributes.get(session_id, stored["attributes"]), peaks_approximate, recent, now))  # fmt: skip
     return rows
@@ -718,12 +710,15 @@ def _session_rows(
 
 def _sessions_upsert(rows: list[tuple]) -> None:
     """Write the folded sessions' rows in one upsert per transaction, so each session row gets one
-    new version per fold: sums and event count added, time span widened, the rest replaced."""
+    new version per fold: the claimed rows' sums and event count, grouped by the database in the
+    same statement, added, time span widened, the rest replaced. A locked session none of whose
+    events was claimed is left as it is."""
     rows_upsert(
         model=SessionAggregate,
         columns=_SESSION_WRITTEN,
         rows=rows,
         conflict=("project_id", "session_id"),
+        joined=Joined(_claimed_session_sums_sql(), "session_id", _SESSION_SUMMED),
         updates={**{name: added(name) for name in (*SUM_COLUMNS, "event_count")}, "started_at": earliest("started_at"),
                  "ended_at": latest("ended_at"), **{name: replaced(name) for name in (*_PEAK_COLUMNS, "updated_at")}},
     )  # fmt: skip

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
 from django.db import DEFAULT_DB_ALIAS, connection, connections, models
 
@@ -51,6 +52,16 @@ def unless_empty(column: str) -> str:
     return f"CASE WHEN excluded.{column} <> '' THEN excluded.{column} ELSE {{table}}.{column} END"
 
 
+@dataclass(frozen=True)
+class Joined:
+    """More values of each row, computed by the database: `sql` is a SELECT with a `key` column
+    and `columns`, at most one row per key, joined to the rows on their `key` column."""
+
+    sql: str
+    key: str
+    columns: Sequence[str]
+
+
 def rows_upsert(
     *,
     model: type[models.Model],
@@ -58,9 +69,13 @@ def rows_upsert(
     rows: Iterable[Sequence],
     conflict: Sequence[str],
     updates: Mapping[str, str] | None,
+    joined: Joined | None = None,
 ) -> None:
     """Insert `rows` (values in `columns` order) into `model`'s table; on a `conflict` key, set each
     column of `updates` to its expression (see `added`, `replaced`, ...), or do nothing if None.
+
+    With `joined`, each row also gets the `joined.columns` of its row in `joined.sql`; a row with
+    none there is not written.
 
     Values are Python values: datetimes and JSON are prepared for the database here. Callers give
     rows sorted by the conflict key (Python order: text by code point); a COPY applies them in
@@ -69,7 +84,9 @@ def rows_upsert(
     table = model._meta.db_table
     quote = connection.ops.quote_name
     rows = list(rows)
-    copy = connection.vendor == "postgresql" and len(rows) >= _COPY_FROM_ROWS
+    # PostgreSQL types a VALUES column from its literals (text for a column of NULLs), so a join
+    # reads the rows from the staging table, whose columns have the table's types.
+    copy = connection.vendor == "postgresql" and (len(rows) >= _COPY_FROM_ROWS or joined is not None)
     prepare = [_preparer(model, column, copy=copy) for column in columns]
     if any(prepare):
         rows = [[value if convert is None else convert(value) for convert, value in zip(prepare, row)] for row in rows]
@@ -80,13 +97,25 @@ def rows_upsert(
     else:
         on_conflict = f"ON CONFLICT ({', '.join(map(quote, conflict))}) DO NOTHING"
     if copy:
-        order = ", ".join(quote(column) + (' COLLATE "C"' if _is_text(model, column) else "") for column in conflict)
-        _upsert_copy(table, columns, rows, order, on_conflict)
+        order = ", ".join(f"s.{quote(column)}" + (' COLLATE "C"' if _is_text(model, column) else "") for column in conflict)
+        _upsert_copy(table, columns, rows, order, on_conflict, joined)
     else:
-        _upsert_values(table, columns, rows, on_conflict)
+        _upsert_values(table, columns, rows, on_conflict, joined)
 
 
-def _upsert_copy(table: str, columns: Sequence[str], rows: list[list], order: str, on_conflict: str):
+def _select(columns: Sequence[str], joined: Joined | None) -> tuple[str, str, str]:
+    """For an INSERT ... SELECT from rows `s`: the inserted column list, the SELECT list, and the
+    join of `joined` (as `j`)."""
+    quote = connection.ops.quote_name
+    extra = joined.columns if joined is not None else ()
+    selected = [*(f"s.{quote(column)}" for column in columns), *(f"j.{quote(column)}" for column in extra)]
+    join = f" JOIN ({joined.sql}) j ON j.{quote(joined.key)} = s.{quote(joined.key)}" if joined is not None else ""
+    return ", ".join(map(quote, (*columns, *extra))), ", ".join(selected), join
+
+
+def _upsert_copy(
+    table: str, columns: Sequence[str], rows: list[list], order: str, on_conflict: str, joined: Joined | None
+) -> None:
     """PostgreSQL: COPY into a per-connection temporary staging table, then one INSERT ... SELECT.
 
     Formatting many parameters into one statement costs far more than COPY's row encoding. The
@@ -109,20 +138,35 @@ def _upsert_copy(table: str, columns: Sequence[str], rows: list[list], order: st
         with raw_cursor.copy(f"COPY {staging} ({column_list}) FROM STDIN") as copy:
             for row in rows:
                 copy.write_row(row)
+        inserted, selected, join = _select(columns, joined)
         raw_cursor.execute(
-            f"INSERT INTO {quote(table)} ({column_list}) SELECT {column_list} FROM {staging} "
-            f"ORDER BY {order} {on_conflict}"
+            f"INSERT INTO {quote(table)} ({inserted}) SELECT {selected} FROM {staging} s{join} ORDER BY {order} {on_conflict}"
         )
         # Rows must not linger for the next upsert of this transaction (ON COMMIT only runs at commit).
         raw_cursor.execute(f"TRUNCATE {staging}")
 
 
-def _upsert_values(table: str, columns: Sequence[str], rows: list[list], on_conflict: str) -> None:
+def _upsert_values(
+    table: str, columns: Sequence[str], rows: list[list], on_conflict: str, joined: Joined | None
+) -> None:
     """Multi-row INSERT ... VALUES, a few hundred rows per statement (SQLite; small PostgreSQL batches)."""
     quote = connection.ops.quote_name
     row_placeholder = "(" + ", ".join(["%s"] * len(columns)) + ")"
     per_statement = max(1, _MAX_PARAMS_PER_STATEMENT // len(columns))
-    head = f"INSERT INTO {quote(table)} ({', '.join(map(quote, columns))}) VALUES "
+
+    def statement(count: int) -> str:
+        values = "VALUES " + ", ".join([row_placeholder] * count)
+        if joined is None:
+            return f"INSERT INTO {quote(table)} ({', '.join(map(quote, columns))}) {values} {on_conflict}"
+        # SQLite only (PostgreSQL joins in `_upsert_copy`): VALUES columns are column1, column2, ...
+        named = [f"v.column{index} AS {quote(column)}" for index, column in enumerate(columns, 1)]
+        inserted, selected, join = _select(columns, joined)
+        # `WHERE true`: SQLite reads the ON of an upsert after a SELECT ... FROM as a join constraint.
+        return (
+            f"INSERT INTO {quote(table)} ({inserted}) SELECT {selected} "
+            f"FROM (SELECT {', '.join(named)} FROM ({values}) v) s{join} WHERE true {on_conflict}"
+        )
+
     batch: list = []
     count = 0
     with connection.cursor() as cursor:
@@ -130,10 +174,10 @@ def _upsert_values(table: str, columns: Sequence[str], rows: list[list], on_conf
             batch.extend(row)
             count += 1
             if count == per_statement:
-                cursor.execute(head + ", ".join([row_placeholder] * count) + " " + on_conflict, batch)
+                cursor.execute(statement(count), batch)
                 batch, count = [], 0
         if count:
-            cursor.execute(head + ", ".join([row_placeholder] * count) + " " + on_conflict, batch)
+            cursor.execute(statement(count), batch)
 
 
 def _is_text(model: type[models.Model], column: str) -> bool:
