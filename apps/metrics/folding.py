@@ -290,13 +290,13 @@ def _claim(project_id: int, session_ids: list[str]) -> int:
     return raw_events.claim(project_id, session_ids, events_per_transaction())
 
 
-def _calls_by_session(call_rows: list[tuple]) -> dict[str, peaks_kernel.CallColumns]:
-    """The claimed calls of each session as columns, in event order."""
-    rows_by_session: dict[str, list[tuple]] = defaultdict(list)
+def _calls_by_session(call_rows: list[tuple]) -> dict[str, list[peaks_kernel.CallRow]]:
+    """The claimed calls of each session, in event order."""
+    calls: dict[str, list[peaks_kernel.CallRow]] = defaultdict(list)
     for session_id, start_us, duration_us, generation_us, input_tokens, output_tokens, *_ in call_rows:
         end_us = start_us + duration_us
-        rows_by_session[session_id].append((start_us, end_us - generation_us, end_us, input_tokens, output_tokens))
-    return {sid: peaks_kernel.CallColumns.from_rows(rows) for sid, rows in rows_by_session.items()}
+        calls[session_id].append((start_us, end_us - generation_us, end_us, input_tokens, output_tokens))
+    return calls
 
 
 def _execute(sql: str, params: list) -> None:
@@ -429,7 +429,7 @@ def _buckets_add(project_id: int, call_rows: list[tuple]) -> None:
     )
 
 def _peaks(
-    project_id: int, sessions: dict[str, dict], calls: dict[str, peaks_kernel.CallColumns]
+    project_id: int, sessions: dict[str, dict], calls: dict[str, list[peaks_kernel.CallRow]]
 ) -> dict[str, _Peaks]:
     """Burst and concurrency peaks the new calls can set, per session (to be maxed with the stored
     ones), with the session's recent calls once they are folded.
@@ -450,8 +450,6 @@ def _peaks(
     recent: dict[str, recent_calls.RecentCalls | None] = {}
     approximate = set()
     for session_id, new_calls in calls.items():
-        if not len(new_calls):
-            continue
         stored = sessions[session_id]
         if stored["event_count"] == 0:
             # Nothing folded before: the new calls are all the session's calls.
@@ -459,9 +457,7 @@ def _peaks(
             group_sessions.append(session_id)
             recent[session_id] = recent_calls.of_new_session(new_calls)
             continue
-        session_ranges = algo.peak_update_ranges(
-            list(map(algo.Interval, new_calls.starts_us.tolist(), new_calls.ends_us.tolist()))
-        )
+        session_ranges = algo.peak_update_ranges([algo.Interval(call[0], call[2]) for call in new_calls])
         if (pruned_through := stored["raw_pruned_through"]) is not None:
             # A deleted call ending at or after a range's start would have been needed by it.
             pruned_through_us = algo.epoch_us(pruned_through) + 1000
@@ -473,15 +469,14 @@ def _peaks(
             last = session_ranges[-1]
             loads[session_id] = [*session_ranges[:-1], replace(last, load_to_us=recent_calls.OPEN_END_US)]
             continue
-        new_rows = new_calls.rows()
         if behind := [update for update in session_ranges if not state.covers(update)]:
             reloaded[session_id] = loads[session_id] = behind
-        known = state.calls + new_rows
+        known = state.calls + new_calls
         for update in session_ranges:
             if state.covers(update):
                 groups.append(peaks_kernel.PeakGroup(_needed(known, update), update))
                 group_sessions.append(session_id)
-        recent[session_id] = state.advanced(new_rows)
+        recent[session_id] = state.advanced(new_calls)
     if loads:
         loaded = raw_events.folded_calls(project_id, loads, {sid: sessions[sid]["started_at"] for sid in loads})
         for session_id, session_ranges in reloaded.items():

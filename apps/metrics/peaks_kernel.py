@@ -15,6 +15,7 @@ instants within datetime's years); `groups_peaks` refuses calls beyond it rather
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import chain
 
 import numpy as np
 from numba import njit
@@ -178,37 +179,11 @@ def _groups_peaks_kernel(
 CallRow = tuple[int, int, int, int, int]
 
 
-@dataclass(frozen=True, slots=True, eq=False)
-class CallColumns:
-    """Calls as int64 columns, the fields of `CallRow` (a fold's claimed calls of one session,
-    without a tuple per call)."""
-
-    starts_us: np.ndarray
-    generation_starts_us: np.ndarray
-    ends_us: np.ndarray
-    input_tokens: np.ndarray
-    output_tokens: np.ndarray
-
-    @classmethod
-    def from_rows(cls, rows: list[CallRow]) -> CallColumns:
-        columns = tuple(zip(*rows)) or ((),) * 5
-        return cls(*(np.array(column, np.int64) for column in columns))
-
-    def __len__(self) -> int:
-        return self.starts_us.shape[0]
-
-    def columns(self) -> tuple[np.ndarray, ...]:
-        return (self.starts_us, self.generation_starts_us, self.ends_us, self.input_tokens, self.output_tokens)
-
-    def rows(self) -> list[CallRow]:
-        return list(zip(*(column.tolist() for column in self.columns())))
-
-
 @dataclass(frozen=True, slots=True)
 class PeakGroup:
     """Calls whose peaks to compute, optionally restricted to a range (a `PeakUpdateRange`)."""
 
-    calls: list[CallRow] | CallColumns
+    calls: list[CallRow]
     update: algo.PeakUpdateRange | None = None
 
 
@@ -222,11 +197,8 @@ def groups_peaks(
     """
     if not groups:
         return []
-    columns = [
-        (group.calls if isinstance(group.calls, CallColumns) else CallColumns.from_rows(group.calls)).columns()
-        for group in groups
-    ]
-    starts, generation_starts, ends, inputs, outputs = (np.concatenate(column) for column in zip(*columns))
+    calls = np.array(list(chain.from_iterable(group.calls for group in groups)), np.int64).reshape(-1, 5)
+    starts, generation_starts, ends, inputs, outputs = (np.ascontiguousarray(column) for column in calls.T)
     if starts.size and not (
         int(inputs.min()) >= 0 and int(outputs.min()) >= 0
         # Bounds every group's instant sum, and every instant minus a window, far from int64's ends.
@@ -237,7 +209,7 @@ def groups_peaks(
     ):  # fmt: skip
         raise ValueError("Calls beyond the bounds ingest enforces: the peaks kernel cannot compute them exactly.")
     offsets = np.zeros(len(groups) + 1, np.int64)
-    np.cumsum([len(group_columns[0]) for group_columns in columns], out=offsets[1:])
+    np.cumsum([len(group.calls) for group in groups], out=offsets[1:])
     updates = [group.update for group in groups]
     has_range = np.array([update is not None for update in updates], np.bool_)
     bursts = np.empty((len(groups), len(windows_us)), np.float64)

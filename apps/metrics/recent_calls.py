@@ -36,7 +36,7 @@ from itertools import chain
 import numpy as np
 
 from apps.metrics import algorithms as algo
-from apps.metrics.peaks_kernel import CallColumns, CallRow
+from apps.metrics.peaks_kernel import CallRow
 
 HORIZON_LAG_US = 2 * max(algo.BURST_WINDOWS_US)
 # A session above this many calls in the last two minutes keeps no state and reloads: the state is
@@ -69,17 +69,13 @@ class RecentCalls:
         return None if len(kept) > MAX_CALLS else RecentCalls(horizon_us, kept)
 
 
-def of_new_session(new_calls: CallColumns) -> RecentCalls | None:
+def of_new_session(new_calls: list[CallRow]) -> RecentCalls | None:
     """The state of a session whose only folded calls are `new_calls`. Any horizon holds them all,
     so it is the lowest `advanced` allows (a next batch reaching one window behind the earliest
-    call then needs no reload). Column-wise: a first batch can hold a session's whole backlog."""
-    if not len(new_calls):
+    call then needs no reload)."""
+    if not new_calls:
         return None
-    horizon_us = int(new_calls.starts_us.max()) - HORIZON_LAG_US
-    kept = np.flatnonzero(new_calls.ends_us >= horizon_us)
-    if len(kept) > MAX_CALLS:
-        return None
-    return RecentCalls(horizon_us, list(zip(*(column[kept].tolist() for column in new_calls.columns()))))
+    return RecentCalls(max(call[0] for call in new_calls) - HORIZON_LAG_US, []).advanced(new_calls)
 
 
 def from_folded(folded_calls: list[CallRow], *, horizon_us: int) -> RecentCalls | None:

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from apps.metrics import peaks_kernel
 from apps.metrics.algorithms import BURST_WINDOWS_US, PeakUpdateRange, PlacedCall, burst_peaks, peak_concurrency
-from apps.metrics.peaks_kernel import CallColumns, PeakGroup, groups_peaks
+from apps.metrics.peaks_kernel import PeakGroup, groups_peaks
 from tests.metrics.test_bursts import (
     GRID_US, PROPERTY_SETTINGS, SECOND_US, call, dense_grid_session, instants, placed_calls, shifted,
 )  # fmt: skip
@@ -52,18 +52,6 @@ def peak_groups(draw, max_calls: int = 30) -> PeakGroup:
 @given(groups=st.lists(peak_groups(), max_size=8))
 def test_every_group_gets_the_python_floats_and_counts(groups):
     assert groups_peaks(groups) == [python_peaks(group) for group in groups]
-
-
-def as_columns(group: PeakGroup) -> PeakGroup:
-    return PeakGroup(CallColumns.from_rows(group.calls), group.update)
-
-
-@PROPERTY_SETTINGS
-@given(groups=st.lists(peak_groups(), max_size=8), columnar=st.lists(st.booleans(), min_size=8, max_size=8))
-def test_groups_of_call_columns_get_the_floats_and_counts_of_their_rows(groups, columnar):
-    # The fold hands new sessions' calls as columns and reloaded calls as rows, in one call.
-    mixed = [as_columns(group) if as_column else group for group, as_column in zip(groups, columnar)]
-    assert groups_peaks(mixed) == [python_peaks(group) for group in groups]
 
 
 @PROPERTY_SETTINGS

@@ -18,7 +18,6 @@ from apps.ingestion.services import events_ingest
 from apps.metrics import recent_calls, services
 from apps.metrics.algorithms import BURST_WINDOWS_US, burst_peaks, peak_concurrency
 from apps.metrics.models import SessionAggregate
-from apps.metrics.peaks_kernel import CallColumns
 from apps.metrics.recent_calls import RecentCalls
 from tests.conftest import BASE_TIME, property_examples, usage_event
 from tests.metrics.test_bursts import call, close, oracle_burst, oracle_concurrency
@@ -211,7 +210,7 @@ rows = st.tuples(
 @settings(max_examples=property_examples(200), deadline=None, database=None)
 @given(batches=st.lists(st.lists(rows, min_size=1, max_size=6), min_size=1, max_size=12))
 def test_recent_calls_hold_every_folded_call_ending_at_or_after_the_horizon(batches):
-    state = recent_calls.of_new_session(CallColumns.from_rows(batches[0]))
+    state = recent_calls.of_new_session(batches[0])
     folded = list(batches[0])
     for batch in batches[1:]:
         horizon_us = state.horizon_us
@@ -225,7 +224,7 @@ def test_recent_calls_hold_every_folded_call_ending_at_or_after_the_horizon(batc
 def test_recent_calls_keep_a_call_still_running_after_the_horizon():
     long_call = (0, 1000, 600 * SECOND_US, 10, 10)  # ten minutes long
     later_call = (300 * SECOND_US, 300 * SECOND_US, 301 * SECOND_US, 1, 1)
-    state = recent_calls.of_new_session(CallColumns.from_rows([long_call])).advanced([later_call])
+    state = recent_calls.of_new_session([long_call]).advanced([later_call])
     assert state.horizon_us > 0 and long_call in state.calls
 
 

@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand
 
-from apps.metrics.peaks_kernel import CallColumns, PeakGroup, groups_peaks
+from apps.metrics.peaks_kernel import PeakGroup, groups_peaks
 
 
 class Command(BaseCommand):
@@ -9,5 +9,5 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         # Compiling takes seconds, loading the cache a fraction of one: a worker's first fold
         # should not pay for it.
-        groups_peaks([PeakGroup(CallColumns.from_rows([(0, 10_000_000, 90_000_000, 100, 100)]))])
+        groups_peaks([PeakGroup([(0, 10_000_000, 90_000_000, 100, 100)])])
         self.stdout.write("Fold kernel compiled and cached.")
