@@ -13,6 +13,7 @@ import pytest
 from django.db import connection
 
 import tokensite_client as ts
+from apps.budgets import selectors as budget_selectors
 from apps.budgets import triggers
 from apps.budgets.services import budget_create
 
@@ -52,6 +53,9 @@ def test_a_hard_budget_spent_by_a_developer_stops_only_their_calls(monkeypatch, 
         # Alert evaluation (tested in tests/budgets) runs on a thread of its own connection, whose
         # table locks the live server's shared in-memory SQLite answers with "table is locked".
         monkeypatch.setattr(triggers, "_dispatch", lambda *args, **kwargs: None)
+    # The statuses the SDK polls are cached for STATUSES_CACHE_S (10 s): the spend shows once that
+    # expires, which the test need not wait out in full.
+    monkeypatch.setattr(budget_selectors, "STATUSES_CACHE_S", 1)
     # One fake gpt-4o call costs about $0.0056: the second one spends the cent.
     budget = budget_create(team=team, period="day", user="alice", amount_usd=Decimal("0.01"), hard=True)
     alice, client = _guarded_client(live_server.url, ingest_key, "alice", tmp_path / "alice", provider)
