@@ -262,7 +262,11 @@ def _chunk_fold(project_id: int, session_ids: list[str]) -> int:
         _buckets_add(project_id, call_rows)
         calls = _calls_by_session(call_rows)
         peaks = _peaks(project_id, sessions, calls)
-        rows = _session_rows(project_id, sessions, attributes, peaks, throttled_us, approximate=pruned)
+        # Only sessions with claimed events: a transaction of a backlog (on SQLite, 500 events) can
+        # claim from a few of the locked sessions.
+        claimed_sessions = {row[0] for row in call_rows} | throttled_sessions
+        rows = _session_rows(project_id, {sid: sessions[sid] for sid in claimed_sessions}, attributes, peaks,
+                             throttled_us, approximate=pruned)  # fmt: skip
     _sessions_upsert(rows)
     return claimed
 
@@ -681,7 +685,7 @@ def _session_rows(
     *,
     approximate: set[str],
 ) -> list[tuple]:
-    """Each locked session's new values, in `_SESSION_WRITTEN` order: peaks, throttled time and
+    """Each session's new values, in `_SESSION_WRITTEN` order: peaks, throttled time and
     attributes from the stored values (read under the lock)."""
     now = dj_timezone.now()
     rows = []
