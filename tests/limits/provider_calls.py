@@ -58,15 +58,16 @@ def fake_providers() -> Iterator[FakeProviders]:
 def within_one_minute() -> None:
     """Wait, when the clock minute has just turned or is about to, until 2 s into a minute: the
     calls that follow (and those that just ended) then share one minute bucket, so the peak minute
-    holds all of them."""
+    holds all of them. Their retries wait 0.05 s each: the calls take well under a second, so 5 s
+    before the turn is margin enough (and the wait, when there is one, at most 7 s)."""
     second = time.time() % 60
-    if not 2 <= second <= 45:
+    if not 2 <= second <= 55:
         time.sleep((62 - second) % 60)
 
 
 def call_both_providers(tracker: ts.Tracker, providers: FakeProviders) -> None:
     """Two OpenAI chat calls (the first rate-limited once) and two Anthropic messages (the first
-    rate-limited, then overloaded), all within one clock minute."""
+    rate-limited, then overloaded); call `within_one_minute` first for them to share a minute."""
     openai_client, anthropic_client = providers.clients(tracker)
     providers.openai_server.script = [Scripted(429, {"retry-after": "0.05"})]
     providers.anthropic_server.script = [
@@ -75,20 +76,22 @@ def call_both_providers(tracker: ts.Tracker, providers: FakeProviders) -> None:
         Scripted(usage=ANTHROPIC_SMALL_USAGE),
         Scripted(usage=ANTHROPIC_SMALL_USAGE),
     ]
-    within_one_minute()
     for _ in range(2):
         openai_client.chat.completions.create(model=OPENAI_MODEL, messages=MESSAGES)
         anthropic_client.messages.create(model=ANTHROPIC_MODEL, max_tokens=512, messages=MESSAGES)
 
 
-def captured_events(tmp_path: Path) -> list[dict]:
-    """The events `call_both_providers` makes, as the SDK delivers them to an ingest server."""
+def captured_events(tmp_path: Path, *, in_one_minute: bool = False) -> list[dict]:
+    """The events `call_both_providers` makes, as the SDK delivers them to an ingest server; all
+    in one clock minute if `in_one_minute` (waiting for the next minute's start if need be)."""
     ingest = FakeIngestServer()
     ingest.start()
     tracker = ts.Tracker(url=ingest.url, api_key=ingest.api_key, session_id="limits-capture",
                          spool_dir=tmp_path / "spool", flush_interval_s=0.05)  # fmt: skip
     try:
         with fake_providers() as providers:
+            if in_one_minute:
+                within_one_minute()
             call_both_providers(tracker, providers)
         assert tracker.flush(10)
     finally:

@@ -30,6 +30,7 @@ def test_project_page_shows_each_models_limits_peaks_headroom_and_429s_in_chromi
     tracker = ts.Tracker(url=live_server.url, api_key=ingest_key, session_id="limits-run", spool_dir=tmp_path)
     try:
         with fake_providers() as providers:
+            within_one_minute()
             call_both_providers(tracker, providers)
         # A self-hosted model behind no rate limiter: its calls carry no rate-limit headers. Its
         # output is spread over its 900 ms, so it too must not straddle a minute.

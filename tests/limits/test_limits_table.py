@@ -19,7 +19,8 @@ NOW = datetime.now(timezone.utc).replace(second=0, microsecond=0)
 
 @pytest.fixture(scope="module")
 def provider_events(tmp_path_factory) -> list[dict]:
-    return captured_events(tmp_path_factory.mktemp("capture"))
+    # The peak minute holds all the calls.
+    return captured_events(tmp_path_factory.mktemp("capture"), in_one_minute=True)
 
 
 def _table(project):
