@@ -39,9 +39,11 @@ test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # Everything but tests marked slow (model-map sweeps, browsers, real agents, servers in subprocesses,
-# Schemathesis), with property tests at a tenth of their examples (tests/conftest.py).
+# Schemathesis), with property tests at a tenth of their examples (tests/conftest.py), in two
+# processes (pytest-xdist; tokensite/settings/test.py keeps them apart). `make test` stays serial:
+# its slow tests run real workers, agents and servers whose timings a second process would share.
 test-fast: install
-	HYPOTHESIS_PROFILE=fast $(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+	HYPOTHESIS_PROFILE=fast $(PY) -m pytest -m "not slow" -n 2 $(PYTEST_ARGS)
 
 # The coding-agent CLIs the OTLP end-to-end tests run, at the versions agents/package-lock.json pins.
 # `npm install` from the lock rather than `npm ci`: the lock lists optional platform packages the

@@ -1,4 +1,6 @@
 """Test run: the same settings as production behaviour, with fast password hashing."""
+import os
+
 from .base import *  # noqa: F401,F403
 
 DEBUG = False
@@ -18,3 +20,10 @@ METRICS_FOLD_THREAD = False
 # Webhook receivers in tests listen on 127.0.0.1; the refusal tests turn this off again.
 WEBHOOK_ALLOW_PRIVATE = True
 BUDGET_ALERT_RETRY_BACKOFF_S = 0.05
+
+# `make test-fast` runs the tests in two processes (pytest-xdist, each with its own test database).
+# With REDIS_URL set they share one Redis: each keeps its own cache keys (fold leases, rate limits)
+# and its own task queue, which the Celery workers its tests start inherit through the environment.
+if _XDIST_WORKER := os.environ.get("PYTEST_XDIST_WORKER", ""):
+    CACHES["default"]["KEY_PREFIX"] = _XDIST_WORKER  # noqa: F405
+    CELERY_TASK_DEFAULT_QUEUE = f"celery-{_XDIST_WORKER}"
