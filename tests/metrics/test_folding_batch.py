@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 import threading
+import time
 
 import psycopg
 import pytest
@@ -126,6 +127,50 @@ def test_workers_folding_overlapping_session_sets_count_each_event_once(team, sm
     assert not errors
     assert sum(folded) == len(events)
     assert_same_as_reference(racing, reference)
+
+
+@pytest.mark.postgres
+def test_a_fold_of_several_transactions_runs_two_at_once_on_postgresql(team, small_transactions):
+    """Chunks [0-2] and [6] fold on the caller's connection, [3-5] on a second one: with a session
+    of the first chunk held by another transaction, the second chunk folds meanwhile."""
+    events = sessions_events(seed=25)
+    project = project_get_or_create(team=team, slug="two-connections")
+    reference = project_get_or_create(team=team, slug="reference")
+    ingest(project, events)
+    ingest(reference, events)
+    unfold(project)
+    SessionAggregate.objects.create(project=project, session_id=SESSIONS[0])
+    settings = connections["default"].settings_dict
+    blocker = psycopg.connect(host=settings["HOST"] or "127.0.0.1", port=settings["PORT"] or 5432,
+                              user=settings["USER"], dbname=settings["NAME"])  # fmt: skip
+    blocker.execute("SELECT 1 FROM metrics_sessionaggregate WHERE session_id = %s FOR UPDATE", [SESSIONS[0]])
+    folded: list[int] = []
+    errors: list[BaseException] = []
+
+    def fold() -> None:
+        try:
+            folded.append(services.sessions_fold(project_id=project.pk, session_ids=SESSIONS))
+        except BaseException as error:  # noqa: BLE001 - reported by the assertion below
+            errors.append(error)
+        finally:
+            connections.close_all()
+
+    folding_thread = threading.Thread(target=fold)
+    folding_thread.start()
+    try:
+        second_chunk = set(SESSIONS[3:6])
+        deadline = time.monotonic() + 30
+        while PendingEvent.objects.filter(project=project, session_id__in=second_chunk).exists():
+            assert time.monotonic() < deadline, "the second chunk waited for the first one's lock"
+            time.sleep(0.05)
+        assert PendingEvent.objects.filter(project=project, session_id__in=SESSIONS[:3]).exists()
+    finally:
+        blocker.rollback()
+        blocker.close()
+        folding_thread.join()
+    assert not errors
+    assert folded == [len(events)]
+    assert_same_as_reference(project, reference)
 
 
 @pytest.mark.postgres
