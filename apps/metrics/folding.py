@@ -93,11 +93,17 @@ _USAGE = RawEvent.Type.USAGE.value
 _WINDOW_1S, _WINDOW_10S, _WINDOW_60S = algo.BURST_WINDOWS_US
 
 
+def _sum(expression: str) -> str:
+    """SUM of integers as a bigint: on PostgreSQL the aggregate of metrics migration 0009 (its
+    SUM(bigint) returns numeric, converted back at every write)."""
+    return f"bigint_sum({expression})" if connection.vendor == "postgresql" else f"SUM({expression})"
+
+
 def _sums_sql(usage: str) -> dict[str, str]:
     """Each TokenSums column as an aggregate over raw rows `r`; `usage` is true for usage rows."""
 
     def of_usage(value: str) -> str:
-        return f"SUM(CASE WHEN {usage} THEN {value} ELSE 0 END)"
+        return _sum(f"CASE WHEN {usage} THEN {value} ELSE 0 END")
 
     return {
         "calls": of_usage("1"),
@@ -105,9 +111,9 @@ def _sums_sql(usage: str) -> dict[str, str]:
                                                     "cache_write_tokens", "tool_tokens", "thought_tokens")},
         # DESIGN.md section 3: the rate sums only calls with a positive generation time.
         "timed_output_tokens": of_usage("CASE WHEN r.generation_us > 0 THEN r.output_tokens ELSE 0 END"),
-        "generation_us": "SUM(r.generation_us)",  # 0 on throttle rows
-        "throttle_count": f"SUM(CASE WHEN {usage} THEN 0 ELSE 1 END)",
-        "throttle_wait_us": "SUM(r.wait_us)",  # 0 on usage rows
+        "generation_us": _sum("r.generation_us"),  # 0 on throttle rows
+        "throttle_count": _sum(f"CASE WHEN {usage} THEN 0 ELSE 1 END"),
+        "throttle_wait_us": _sum("r.wait_us"),  # 0 on usage rows
         "cost_nanousd": of_usage("COALESCE(r.cost_nanousd, 0)"),
         "unpriced_tokens": of_usage("CASE WHEN r.cost_nanousd IS NULL THEN r.input_tokens + r.output_tokens ELSE 0 END"),
         "unpriced_calls": of_usage("CASE WHEN r.cost_nanousd IS NULL THEN 1 ELSE 0 END"),
@@ -422,8 +428,8 @@ def _buckets_add(project_id: int, call_rows: list[tuple]) -> None:
     tokens = "CASE WHEN r.type = %s AND NOT r.crosses_bucket THEN r.{} ELSE 0 END"
     sums = _sums_sql("r.type = %s")
     grouped = (
-        f"SELECT r.bucket_start, r.provider, r.model, SUM({tokens.format('input_tokens')}) AS input_tokens, "
-        f"SUM({tokens.format('output_tokens')}) AS output_tokens, {sums['calls']} AS calls, "
+        f"SELECT r.bucket_start, r.provider, r.model, {_sum(tokens.format('input_tokens'))} AS input_tokens, "
+        f"{_sum(tokens.format('output_tokens'))} AS output_tokens, {sums['calls']} AS calls, "
         f"{sums['throttle_count']} AS throttle_count, {sums['throttle_wait_us']} AS throttle_wait_us, "
         f"{sums['cost_nanousd']} AS cost_nanousd, {sums['unpriced_tokens']} AS unpriced_tokens "
         f"FROM {raw_events.claimed_events_sql()} r GROUP BY r.bucket_start, r.provider, r.model"
@@ -454,7 +460,7 @@ def _buckets_add(project_id: int, call_rows: list[tuple]) -> None:
     assignments = ", ".join(f"{name} = {added(name).format(table=table)}" for name in BUCKET_COLUMNS)
     _execute(
         f"INSERT INTO {table} ({', '.join(map(quote, (*key_columns, *BUCKET_COLUMNS)))}) "
-        f"SELECT %s, %s, b.bucket_start, b.provider, b.model, {', '.join(f'SUM(b.{name})' for name in BUCKET_COLUMNS)} "
+        f"SELECT %s, %s, b.bucket_start, b.provider, b.model, {', '.join(_sum(f'b.{name}') for name in BUCKET_COLUMNS)} "
         f"FROM ({grouped}) b GROUP BY b.bucket_start, b.provider, b.model "
         f"ORDER BY b.bucket_start, {_byte_order('b.provider')}, {_byte_order('b.model')} "
         f"ON CONFLICT ({', '.join(key_columns)}) DO UPDATE SET {assignments}",

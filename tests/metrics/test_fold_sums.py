@@ -20,7 +20,7 @@ from apps.metrics import algorithms as algo
 from apps.metrics import services
 from apps.metrics.folding import SUM_COLUMNS
 from apps.metrics.models import SessionAggregate, SessionModelAggregate, SessionStepAggregate, UsageBucket
-from tests.conftest import BASE_TIME, events_unfold, property_examples, throttle_event
+from tests.conftest import BASE_TIME, events_unfold, property_examples, throttle_event, usage_event
 from tests.metrics.test_fold import random_session, snapshot
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -145,6 +145,27 @@ def test_tiny_waits_over_two_steps_sum_the_same_on_the_session_and_its_steps(pro
     assert session.throttle_wait_us == 998
     assert sum(step.throttle_wait_us for step in steps) == 998
     assert sum(model.throttle_wait_us for model in models) == 998
+    assert_equal_to_recomputation(project)
+
+
+def test_sums_past_32_bits_fold_exactly(project):
+    """Calls at ingest's limits (10**9 tokens, 24 h): every sum passes 2**31 within one batch and
+    2**53 never, the sums stay integers to the unit on the session, its steps, models and buckets."""
+    from tokensite_client.events import MAX_DURATION_MS, MAX_TOKENS
+
+    calls = [
+        usage_event(step=("plan", "draft")[index % 2], input_tokens=MAX_TOKENS, output_tokens=MAX_TOKENS - index,
+                    cache_read_tokens=MAX_TOKENS // 2, duration_ms=MAX_DURATION_MS - index,
+                    timestamp=(BASE_TIME + timedelta(minutes=index)).isoformat())
+        for index in range(7)
+    ]  # fmt: skip
+    ingest_and_fold(project, calls[:4])
+    ingest_and_fold(project, calls[4:])
+    session = SessionAggregate.objects.get(project=project)
+    assert session.input_tokens == 7 * MAX_TOKENS
+    assert session.output_tokens == 7 * MAX_TOKENS - sum(range(7))
+    assert session.generation_us > 2**31
+    assert_sessions_equal_their_steps_and_models(project)
     assert_equal_to_recomputation(project)
 
 
