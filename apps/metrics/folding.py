@@ -148,7 +148,7 @@ def _chunks_fold(project_id: int, chunks: list[list[str]]) -> int:
 
     A fold transaction spends about half its time waiting for the database and half computing in
     Python: with a second connection (a thread: Django gives each its own), one transaction's
-    statements run while the other's Python runs. Measured on live traffic: 25 to 35 % more
+    statements run while the other's Python runs. Measured on live traffic: 20 to 35 % more
     events per second than one connection, and no gain from a third on this 2-core machine
     (BENCHMARKS.md, "Two fold connections per worker"). The chunks hold different sessions, so
     the two transactions lock different session rows; the minute buckets they share are locked

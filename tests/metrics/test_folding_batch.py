@@ -46,6 +46,27 @@ def assert_same_as_reference(project, reference) -> None:
     assert bucket_totals(project) == bucket_totals(reference)
 
 
+class FoldThread(threading.Thread):
+    """`services.sessions_fold` on a thread of its own (and so its own connection), keeping its
+    result or error for the test to assert on."""
+
+    def __init__(self, project, session_ids: list[str], barrier: threading.Barrier | None = None) -> None:
+        super().__init__()
+        self.project, self.session_ids, self.barrier = project, session_ids, barrier
+        self.folded: int | None = None
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            if self.barrier is not None:
+                self.barrier.wait()
+            self.folded = services.sessions_fold(project_id=self.project.pk, session_ids=self.session_ids)
+        except BaseException as error:  # noqa: BLE001 - reported by the test's assertions
+            self.error = error
+        finally:
+            connections.close_all()
+
+
 @pytest.fixture
 def small_transactions(monkeypatch):
     """Chunks of 3 sessions and claims of 40 events: several transactions
@@ -107,32 +128,20 @@ def test_workers_folding_overlapping_session_sets_count_each_event_once(team, sm
     unfold(racing)
     session_lists = [SESSIONS[:5], list(reversed(SESSIONS[2:])), SESSIONS[::2], SESSIONS[1::2] + SESSIONS[:2]]
     barrier = threading.Barrier(len(session_lists))
-    folded: list[int] = []
-    errors: list[BaseException] = []
-
-    def fold(session_ids: list[str]) -> None:
-        try:
-            barrier.wait()
-            folded.append(services.sessions_fold(project_id=racing.pk, session_ids=session_ids))
-        except BaseException as error:  # noqa: BLE001 - reported by the assertion below
-            errors.append(error)
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=fold, args=(session_ids,)) for session_ids in session_lists]
+    threads = [FoldThread(racing, session_ids, barrier) for session_ids in session_lists]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    assert not errors
-    assert sum(folded) == len(events)
+    assert [thread.error for thread in threads] == [None] * len(threads)
+    assert sum(thread.folded for thread in threads) == len(events)
     assert_same_as_reference(racing, reference)
 
 
 @pytest.mark.postgres
 def test_a_fold_of_several_transactions_runs_two_at_once_on_postgresql(team, small_transactions):
-    """Chunks [0-2] and [6] fold on the caller's connection, [3-5] on a second one: with a session
-    of the first chunk held by another transaction, the second chunk folds meanwhile."""
+    """Seven sessions, three transactions: with a session of the first held by another
+    transaction, sessions of another transaction fold meanwhile, on the fold's second connection."""
     events = sessions_events(seed=25)
     project = project_get_or_create(team=team, slug="two-connections")
     reference = project_get_or_create(team=team, slug="reference")
@@ -144,32 +153,22 @@ def test_a_fold_of_several_transactions_runs_two_at_once_on_postgresql(team, sma
     blocker = psycopg.connect(host=settings["HOST"] or "127.0.0.1", port=settings["PORT"] or 5432,
                               user=settings["USER"], dbname=settings["NAME"])  # fmt: skip
     blocker.execute("SELECT 1 FROM metrics_sessionaggregate WHERE session_id = %s FOR UPDATE", [SESSIONS[0]])
-    folded: list[int] = []
-    errors: list[BaseException] = []
-
-    def fold() -> None:
-        try:
-            folded.append(services.sessions_fold(project_id=project.pk, session_ids=SESSIONS))
-        except BaseException as error:  # noqa: BLE001 - reported by the assertion below
-            errors.append(error)
-        finally:
-            connections.close_all()
-
-    folding_thread = threading.Thread(target=fold)
-    folding_thread.start()
+    others = PendingEvent.objects.filter(project=project, session_id__in=SESSIONS[3:])  # not in the held one's three
+    queued = others.count()
+    fold = FoldThread(project, SESSIONS)
+    fold.start()
     try:
-        second_chunk = set(SESSIONS[3:6])
         deadline = time.monotonic() + 30
-        while PendingEvent.objects.filter(project=project, session_id__in=second_chunk).exists():
-            assert time.monotonic() < deadline, "the second chunk waited for the first one's lock"
+        while others.count() == queued:
+            assert time.monotonic() < deadline, "every transaction waited for the held session"
             time.sleep(0.05)
-        assert PendingEvent.objects.filter(project=project, session_id__in=SESSIONS[:3]).exists()
+        assert PendingEvent.objects.filter(project=project, session_id=SESSIONS[0]).exists()
     finally:
         blocker.rollback()
         blocker.close()
-        folding_thread.join()
-    assert not errors
-    assert folded == [len(events)]
+        fold.join()
+    assert fold.error is None
+    assert fold.folded == len(events)
     assert_same_as_reference(project, reference)
 
 
