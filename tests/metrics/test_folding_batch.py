@@ -173,6 +173,32 @@ def test_a_fold_of_several_transactions_runs_two_at_once_on_postgresql(team, sma
 
 
 @pytest.mark.postgres
+def test_a_fold_refused_a_second_connection_folds_everything_on_one(team, small_transactions, monkeypatch, caplog):
+    """The server refuses the fold's second connection (at max_connections, say): every event
+    still folds, exactly once, on the caller's connection."""
+    from django.db.backends.postgresql.base import DatabaseWrapper
+
+    events = sessions_events(seed=27)
+    project = project_get_or_create(team=team, slug="one-connection")
+    reference = project_get_or_create(team=team, slug="reference")
+    ingest(project, events)
+    ingest(reference, events)
+    unfold(project)
+    connect = DatabaseWrapper.get_new_connection
+
+    def refused_off_the_callers_thread(wrapper, params):
+        if threading.current_thread() is not threading.main_thread():
+            raise psycopg.OperationalError("FATAL:  sorry, too many clients already")
+        return connect(wrapper, params)
+
+    monkeypatch.setattr(DatabaseWrapper, "get_new_connection", refused_off_the_callers_thread)
+    assert services.sessions_fold(project_id=project.pk, session_ids=SESSIONS) == len(events)
+    assert pending_count(project=project) == 0
+    assert_same_as_reference(project, reference)
+    assert "No second connection" in caplog.text
+
+
+@pytest.mark.postgres
 def test_a_claim_that_fails_raises_djangos_database_error_and_keeps_the_queue(team):
     # The claim runs on a plain psycopg cursor; its errors must still be Django's, which the fold
     # task retries on (apps.metrics.tasks.project_fold's autoretry_for).
