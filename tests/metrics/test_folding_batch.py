@@ -40,6 +40,17 @@ def unfold(project) -> None:
     UsageBucket.objects.filter(project=project).delete()
 
 
+def unfolded_beside_reference(team, slug: str, *, seed: int):
+    """A project holding `sessions_events(seed)` unfolded, and a reference project that folded them."""
+    events = sessions_events(seed=seed)
+    project = project_get_or_create(team=team, slug=slug)
+    reference = project_get_or_create(team=team, slug="reference")
+    ingest(project, events)
+    ingest(reference, events)
+    unfold(project)
+    return project, reference, events
+
+
 def assert_same_as_reference(project, reference) -> None:
     for session_id in SESSIONS:
         assert snapshot(project, session_id) == approx_document(snapshot(reference, session_id))
@@ -120,12 +131,7 @@ def test_partly_folded_sessions_fold_the_rest_exactly(team, small_transactions):
 def test_workers_folding_overlapping_session_sets_count_each_event_once(team, small_transactions):
     """Four threads fold overlapping, differently ordered session lists at once: they queue on
     the session row locks (taken in id order) instead of deadlocking, and nothing counts twice."""
-    events = sessions_events(seed=23)
-    racing = project_get_or_create(team=team, slug="racing")
-    reference = project_get_or_create(team=team, slug="reference")
-    ingest(racing, events)
-    ingest(reference, events)
-    unfold(racing)
+    racing, reference, events = unfolded_beside_reference(team, "racing", seed=23)
     session_lists = [SESSIONS[:5], list(reversed(SESSIONS[2:])), SESSIONS[::2], SESSIONS[1::2] + SESSIONS[:2]]
     barrier = threading.Barrier(len(session_lists))
     threads = [FoldThread(racing, session_ids, barrier) for session_ids in session_lists]
@@ -142,12 +148,7 @@ def test_workers_folding_overlapping_session_sets_count_each_event_once(team, sm
 def test_a_fold_of_several_transactions_runs_two_at_once_on_postgresql(team, small_transactions):
     """Seven sessions, three transactions: with a session of the first held by another
     transaction, sessions of another transaction fold meanwhile, on the fold's second connection."""
-    events = sessions_events(seed=25)
-    project = project_get_or_create(team=team, slug="two-connections")
-    reference = project_get_or_create(team=team, slug="reference")
-    ingest(project, events)
-    ingest(reference, events)
-    unfold(project)
+    project, reference, events = unfolded_beside_reference(team, "two-connections", seed=25)
     SessionAggregate.objects.create(project=project, session_id=SESSIONS[0])
     settings = connections["default"].settings_dict
     blocker = psycopg.connect(host=settings["HOST"] or "127.0.0.1", port=settings["PORT"] or 5432,
@@ -178,12 +179,7 @@ def test_a_fold_refused_a_second_connection_folds_everything_on_one(team, small_
     still folds, exactly once, on the caller's connection."""
     from django.db.backends.postgresql.base import DatabaseWrapper
 
-    events = sessions_events(seed=27)
-    project = project_get_or_create(team=team, slug="one-connection")
-    reference = project_get_or_create(team=team, slug="reference")
-    ingest(project, events)
-    ingest(reference, events)
-    unfold(project)
+    project, reference, events = unfolded_beside_reference(team, "one-connection", seed=27)
     connect = DatabaseWrapper.get_new_connection
 
     def refused_off_the_callers_thread(wrapper, params):
