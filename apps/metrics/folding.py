@@ -161,8 +161,11 @@ def _chunks_fold(project_id: int, chunks: list[list[str]]) -> int:
     the second connection cannot be opened (the server at max_connections, say), the caller's
     connection folds every chunk, as it would alone.
     """
+    def fold(own: list[list[str]]) -> int:
+        return sum(_chunk_fold_all(project_id, chunk) for chunk in own)
+
     if len(chunks) < 2 or connection.vendor != "postgresql" or connection.in_atomic_block:
-        return sum(_chunk_fold_all(project_id, chunk) for chunk in chunks)
+        return fold(chunks)
 
     def on_own_connection(own: list[list[str]]) -> int | None:
         try:
@@ -171,17 +174,15 @@ def _chunks_fold(project_id: int, chunks: list[list[str]]) -> int:
             logger.warning("No second connection to fold project %s: folding on one.", project_id, exc_info=True)
             return None
         try:
-            return sum(_chunk_fold_all(project_id, chunk) for chunk in own)
+            return fold(own)
         finally:
             connection.close()
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fold") as helper:
         other = helper.submit(on_own_connection, chunks[1::2])
-        folded = sum(_chunk_fold_all(project_id, chunk) for chunk in chunks[0::2])
+        folded = fold(chunks[0::2])
         helped = other.result()
-    if helped is None:
-        helped = sum(_chunk_fold_all(project_id, chunk) for chunk in chunks[1::2])
-    return folded + helped
+    return folded + (fold(chunks[1::2]) if helped is None else helped)
 
 
 def _chunk_fold_all(project_id: int, session_ids: list[str]) -> int:

@@ -12,6 +12,7 @@ from datetime import timedelta
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tokensite_client.events import MAX_DURATION_MS, MAX_TOKENS
 
 from apps.accounts.services import project_get_or_create
 from apps.ingestion.models import RawEvent
@@ -151,8 +152,6 @@ def test_tiny_waits_over_two_steps_sum_the_same_on_the_session_and_its_steps(pro
 def test_sums_past_32_bits_fold_exactly(project):
     """Calls at ingest's limits (10**9 tokens, 24 h): every sum passes 2**31 within one batch and
     2**53 never, the sums stay integers to the unit on the session, its steps, models and buckets."""
-    from tokensite_client.events import MAX_DURATION_MS, MAX_TOKENS
-
     calls = [
         usage_event(step=("plan", "draft")[index % 2], input_tokens=MAX_TOKENS, output_tokens=MAX_TOKENS - index,
                     cache_read_tokens=MAX_TOKENS // 2, duration_ms=MAX_DURATION_MS - index,
