@@ -29,11 +29,10 @@ whichever source served it. No Django import: pure functions over `peaks_kernel`
 """
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from itertools import chain
-
-import numpy as np
 
 from apps.metrics import algorithms as algo
 from apps.metrics.peaks_kernel import CallRow
@@ -91,12 +90,13 @@ def to_bytes(state: RecentCalls | None) -> bytes | None:
     "Overlapping the grouped sums with the peaks, and recent calls as bytes")."""
     if state is None:
         return None
-    return np.array([state.horizon_us, *chain.from_iterable(state.calls)], dtype="<i8").tobytes()
+    values = [state.horizon_us, *chain.from_iterable(state.calls)]
+    return struct.pack(f"<{len(values)}q", *values)
 
 
 def from_bytes(stored: bytes | memoryview | None) -> RecentCalls | None:
     """The state `to_bytes` stored, or None for NULL."""
     if stored is None:
         return None
-    horizon_us, *values = np.frombuffer(stored, dtype="<i8").tolist()
+    horizon_us, *values = struct.unpack(f"<{len(stored) // 8}q", stored)
     return RecentCalls(horizon_us, list(zip(*[iter(values)] * 5)))
