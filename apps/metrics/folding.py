@@ -650,7 +650,11 @@ def _throttles_reattribute(
 
     pks = list(session_pks.values())
     for model in (SessionStepAggregate, SessionModelAggregate):
-        model.objects.filter(session_id__in=pks).update(throttle_count=0, throttle_wait_us=0)
+        # Only rows holding a wait: rewriting every row of the session was as many row writes again
+        # as the waits' own (live traffic: a session's steps and models, for one or two waits).
+        model.objects.filter(session_id__in=pks).exclude(throttle_count=0, throttle_wait_us=0).update(
+            throttle_count=0, throttle_wait_us=0
+        )
     _throttle_rows_upsert(step_rows, model_rows, update=replaced)
     for model in (SessionStepAggregate, SessionModelAggregate):
         # A row left with no call and no wait (its wait moved to its call's step) is dropped.
