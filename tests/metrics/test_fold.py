@@ -13,7 +13,7 @@ from apps.accounts.services import project_get_or_create
 from apps.ingestion.models import PendingEvent, RawEvent
 from apps.ingestion.services import events_ingest
 from apps.metrics import services
-from apps.metrics.models import SessionAggregate, UsageBucket
+from apps.metrics.models import SessionAggregate, SessionModelAggregate, SessionStepAggregate, UsageBucket
 from apps.metrics.selectors import session_metadata
 from tests.conftest import BASE_TIME, events_unfold, throttle_event, usage_event
 
@@ -106,6 +106,19 @@ def test_resent_events_are_not_counted_twice(project):
     document = snapshot(project, "session-1")
     assert document["token_usage"]["total_input_tokens"] == 2 * 1250
     assert document["calls"] == 2
+
+
+def test_deleting_a_project_deletes_its_step_and_model_rows(project):
+    # Their link to the session has no database constraint (metrics migration 0010): Django's
+    # collector is what deletes them, and no row may outlive its session.
+    ingest(project, [usage_event(), throttle_event()])
+    assert SessionStepAggregate.objects.filter(session__project=project).exists()
+    assert SessionModelAggregate.objects.filter(session__project=project).exists()
+
+    project.delete()
+
+    assert not SessionStepAggregate.objects.exists()
+    assert not SessionModelAggregate.objects.exists()
 
 
 def test_unprocessed_events_are_folded_by_the_sweep(project):
