@@ -450,7 +450,6 @@ def folded_usage_of_calls(
 
     On PostgreSQL one LATERAL subquery over the sessions, as `folded_throttles`: a UNION ALL
     branch per session cost more to plan than to run (a third of a live fold's re-attribution)."""
-    folded = _folded_of_session_sql(_USAGE)
     arrived_between = _arrival_bounds()
     sessions = sorted((session_id, sorted(call_ids)) for session_id, call_ids in call_ids_by_session.items() if call_ids)
     if not sessions:
@@ -470,6 +469,7 @@ def folded_usage_of_calls(
             )  # fmt: skip
             rows = cursor.fetchall()
         return [row for row in rows if row[1] in call_ids_by_session[row[0]]]
+    folded = _folded_of_session_sql(_USAGE)
     branches = []
     for session_id, call_ids in sessions:
         for start in range(0, len(call_ids), _CALL_IDS_PER_BRANCH):

@@ -251,10 +251,11 @@ def sessions_lock(project_id: int, session_ids: list[str]) -> dict[str, dict]:
         return {row["session_id"]: row for row in rows.values(*_SESSION_COLUMNS)}
     # Read by hand rather than through the ORM: the ids go as one array, not 1,000 placeholders,
     # and the rows skip the ORM's per-row conversions (only the attributes need decoding).
+    quote = connection.ops.quote_name
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT {', '.join(map(connection.ops.quote_name, _SESSION_COLUMNS))} "
-            f"FROM {SessionAggregate._meta.db_table} WHERE id = ANY(%s::bigint[]) ORDER BY id FOR UPDATE",
+            f"SELECT {', '.join(map(quote, _SESSION_COLUMNS))} FROM {quote(SessionAggregate._meta.db_table)} "
+            f"WHERE id = ANY(%s::bigint[]) ORDER BY id FOR UPDATE",
             [list(found.values())],
         )
         rows = [dict(zip(_SESSION_COLUMNS, row)) for row in cursor.fetchall()]
