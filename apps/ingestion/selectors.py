@@ -410,33 +410,43 @@ def folded_calls(
     return calls
 
 
+def _folded_of_sessions_postgres(
+    project_id: int, event_type: str, columns: str, started: list[tuple[str, datetime | None]], condition: str = "",
+    params: tuple = (),
+) -> list[tuple]:
+    """(session id, *columns) of the folded events of `event_type` of the sessions `started`
+    names (with each one's earliest event timestamp), `condition` (SQL with `params`) ANDed to
+    each session's rows.
+
+    One LATERAL subquery over the sessions, as the claim does: live traffic asks this of every
+    session with waits in every fold, and planning one UNION ALL branch per session cost 80 µs a
+    session, more than running it."""
+    folded = _folded_of_session_sql(event_type, session_id="s.session_id", arrived=("s.arrived_from", "s.arrived_to"))
+    arrived_between = _arrival_bounds()
+    bounds = [arrived_between(started_at) for _, started_at in started]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT s.session_id, r.* FROM unnest(%s::text[], %s::timestamptz[], %s::timestamptz[]) "
+            f"AS s(session_id, arrived_from, arrived_to) CROSS JOIN LATERAL (SELECT {columns} {folded}{condition} OFFSET 0) AS r",
+            [[session_id for session_id, _ in started], *map(list, zip(*bounds)), project_id, *params],
+        )
+        return cursor.fetchall()
+
+
 def folded_throttles(project_id: int, started: dict[str, datetime | None]) -> list[tuple]:
     """Every folded throttle wait of the sessions `started` names (with each one's earliest event
-    timestamp): (session id, call_id, step, provider, model, wait µs, start µs).
-
-    On PostgreSQL one LATERAL subquery over the sessions, as the claim does: live traffic asks
-    this of every session with waits in every fold, and planning one UNION ALL branch per session
-    cost 80 µs a session, more than running it."""
-    select = f"SELECT call_id, step, provider, model, wait_us, {epoch_us_sql(connection.ops.quote_name('timestamp'))}"
-    arrived_between = _arrival_bounds()
+    timestamp): (session id, call_id, step, provider, model, wait µs, start µs)."""
+    columns = f"call_id, step, provider, model, wait_us, {epoch_us_sql(connection.ops.quote_name('timestamp'))}"
     sessions = sorted(started.items())
     if not sessions:
         return []
     if connection.vendor == "postgresql":
-        folded = _folded_of_session_sql(_THROTTLE, session_id="s.session_id", arrived=("s.arrived_from", "s.arrived_to"))
-        bounds = [arrived_between(started_at) for _, started_at in sessions]
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT s.session_id, r.* FROM unnest(%s::text[], %s::timestamptz[], %s::timestamptz[]) "
-                f"AS s(session_id, arrived_from, arrived_to) CROSS JOIN LATERAL ({select} {folded} OFFSET 0) AS r",
-                [[session_id for session_id, _ in sessions], *map(list, zip(*bounds)), project_id],
-            )
-            rows = cursor.fetchall()
+        rows = _folded_of_sessions_postgres(project_id, _THROTTLE, columns, sessions)
     else:
         folded = _folded_of_session_sql(_THROTTLE)
+        arrived_between = _arrival_bounds()
         rows = union_all_select([
-            (f"SELECT session_id, {select.removeprefix('SELECT ')} {folded}",
-             [project_id, session_id, *arrived_between(started_at)])
+            (f"SELECT session_id, {columns} {folded}", [project_id, session_id, *arrived_between(started_at)])
             for session_id, started_at in sessions
         ])  # fmt: skip
     return [(*row[:6], epoch_us_of(row[6])) for row in rows]
@@ -446,36 +456,27 @@ def folded_usage_of_calls(
     project_id: int, call_ids_by_session: dict[str, set[str]], started: dict[str, datetime | None]
 ) -> list[tuple]:
     """(session id, call_id, step, provider, model) of the folded usage calls carrying these
-    call_ids; `started`: each session's earliest event timestamp.
-
-    On PostgreSQL one LATERAL subquery over the sessions, as `folded_throttles`: a UNION ALL
-    branch per session cost more to plan than to run (a third of a live fold's re-attribution)."""
-    arrived_between = _arrival_bounds()
+    call_ids; `started`: each session's earliest event timestamp."""
     sessions = sorted((session_id, sorted(call_ids)) for session_id, call_ids in call_ids_by_session.items() if call_ids)
     if not sessions:
         return []
+    columns = "call_id, step, provider, model"
     if connection.vendor == "postgresql":
-        folded = _folded_of_session_sql(_USAGE, session_id="s.session_id", arrived=("s.arrived_from", "s.arrived_to"))
-        bounds = [arrived_between(started.get(session_id)) for session_id, _ in sessions]
-        with connection.cursor() as cursor:
-            # Every session's rows are matched against all the call_ids asked for, and the pairs
-            # asked for are kept below: call_ids are unique to their session in practice.
-            cursor.execute(
-                "SELECT r.* FROM unnest(%s::text[], %s::timestamptz[], %s::timestamptz[]) "
-                "AS s(session_id, arrived_from, arrived_to) CROSS JOIN LATERAL ("
-                f"SELECT session_id, call_id, step, provider, model {folded} AND call_id = ANY(%s::text[]) OFFSET 0) AS r",
-                [[session_id for session_id, _ in sessions], *map(list, zip(*bounds)), project_id,
-                 sorted({call_id for _, call_ids in sessions for call_id in call_ids})],
-            )  # fmt: skip
-            rows = cursor.fetchall()
+        # Every session's rows are matched against all the call_ids asked for, and the pairs asked
+        # for are kept below: call_ids are unique to their session in practice.
+        rows = _folded_of_sessions_postgres(
+            project_id, _USAGE, columns, [(session_id, started.get(session_id)) for session_id, _ in sessions],
+            " AND call_id = ANY(%s::text[])", (sorted({call_id for _, call_ids in sessions for call_id in call_ids}),),
+        )  # fmt: skip
         return [row for row in rows if row[1] in call_ids_by_session[row[0]]]
     folded = _folded_of_session_sql(_USAGE)
+    arrived_between = _arrival_bounds()
     branches = []
     for session_id, call_ids in sessions:
         for start in range(0, len(call_ids), _CALL_IDS_PER_BRANCH):
             chunk = call_ids[start : start + _CALL_IDS_PER_BRANCH]
             branches.append((
-                f"SELECT session_id, call_id, step, provider, model {folded} AND call_id IN ({', '.join(['%s'] * len(chunk))})",
+                f"SELECT session_id, {columns} {folded} AND call_id IN ({', '.join(['%s'] * len(chunk))})",
                 [project_id, session_id, *arrived_between(started.get(session_id)), *chunk],
             ))  # fmt: skip
     return union_all_select(branches)
