@@ -476,8 +476,6 @@ def _buckets_add(project_id: int, call_rows: list[tuple]) -> None:
             params += [starts, [key[1] for key in keys], [key[2] for key in keys],
                        [shares[key][0] for key in keys], [shares[key][1] for key in keys]]  # fmt: skip
         else:
-            import json
-
             field = UsageBucket._meta.get_field("bucket_start")
             grouped += (
                 " UNION ALL SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'), "
@@ -496,6 +494,7 @@ def _buckets_add(project_id: int, call_rows: list[tuple]) -> None:
         f"ON CONFLICT ({', '.join(key_columns)}) DO UPDATE SET {assignments}",
         [project_id, UsageBucket.Granularity.MINUTE.value, *params],
     )
+
 
 def _peaks(
     project_id: int, sessions: dict[str, dict], calls: dict[str, list[peaks_kernel.CallRow]]
@@ -572,7 +571,6 @@ def _peaks(
 def _needed(known: list[peaks_kernel.CallRow], update: algo.PeakUpdateRange) -> list[peaks_kernel.CallRow]:
     """The calls of `known` that `update` needs: those overlapping its load range."""
     return [row for row in known if row[0] <= update.load_to_us and row[2] >= update.load_from_us]
-
 
 
 def _throttles_reattribute(
