@@ -98,9 +98,11 @@ class RawEvent(models.Model):
             # A session's throttle waits, which the fold re-attributes to steps (DESIGN.md section 5),
             # without reading its usage rows: throttles are a few in a hundred events, so the index
             # costs ingest next to nothing, where reading them through rawevent_session_time read the
-            # session's whole history at every fold of a throttled session.
+            # session's whole history at every fold of a throttled session. With call_id, a fold
+            # finds the waits a claimed usage call links to without reading the session's every wait.
             models.Index(
-                fields=["project", "session_id"], condition=models.Q(type="throttle"), name="rawevent_session_throttles"
+                fields=["project", "session_id", "call_id"], condition=models.Q(type="throttle"),
+                name="rawevent_throttle_calls",
             ),
         ]
 

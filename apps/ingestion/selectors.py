@@ -11,10 +11,11 @@ statement of the fold's transaction reads exactly those rows, from that small ta
 Lookups of several sessions are written with one equality per session, never `session_id IN
 (...)`: for a project the planner's statistics do not know yet (see RawEvent.Meta) PostgreSQL
 treats an IN list as a filter over the whole project, whereas an equality always becomes an index
-condition of the session-led index. The claim, which runs in every fold transaction, and the read
-of folded waits, which live traffic needs in most, do it with a LATERAL subquery over an array of
-session ids (cheap to plan); the other lookups of folded rows, which only some folds need, with
-one UNION ALL branch per session (`union_all_select`), which SQLite runs too.
+condition of the session-led index. The claim, which runs in every fold transaction, and the
+lookups of waits (which claimed calls link to one, the folded waits of a session), which live
+traffic needs in most, do it with a LATERAL subquery over an array of session ids (cheap to plan);
+the other lookups of folded rows, which only some folds need, with one UNION ALL branch per
+session (`union_all_select`), which SQLite runs too.
 """
 from __future__ import annotations
 
@@ -273,6 +274,41 @@ def claimed_usage_with_call_ids(session_ids: set[str]) -> list[tuple]:
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.fetchall()
+
+
+def sessions_whose_claimed_calls_were_throttled(project_id: int, started: dict[str, datetime | None]) -> set[str]:
+    """The sessions among `started` (with each one's earliest event timestamp) of which a claimed
+    usage call carries the call_id of one of the session's throttle waits.
+
+    One probe of the (project, session, call_id) index of throttle rows per claimed call, however
+    many waits the session has had. A wait still pending counts too: its session is then
+    re-attributed once more than needed, never once less."""
+    if not started:
+        return set()
+    raw, _ = _tables()
+    sessions = sorted(started.items())
+    calls = f"{claimed_events_sql()} r"
+    wait = f"w.project_id = %s AND w.session_id = r.session_id AND w.type = '{_THROTTLE}' AND w.call_id = r.call_id"
+    if connection.vendor == "postgresql":
+        # A LATERAL probe per claimed call: as a semi-join, PostgreSQL may hash every wait of the project.
+        bounds = list(zip(*map(_arrival_bounds(), (started_at for _, started_at in sessions))))
+        sql = (
+            f"SELECT DISTINCT r.session_id FROM {calls} JOIN unnest(%s::text[], %s::timestamptz[], "
+            f"%s::timestamptz[]) AS s(session_id, arrived_from, arrived_to) ON s.session_id = r.session_id "
+            f"CROSS JOIN LATERAL (SELECT 1 FROM {raw} w WHERE {wait} "
+            f"AND w.received_at BETWEEN s.arrived_from AND s.arrived_to LIMIT 1) AS found "
+            f"WHERE {claimed_usage_sql()} AND r.call_id <> ''"
+        )
+        params = [[session_id for session_id, _ in sessions], *map(list, bounds), project_id]
+    else:
+        sql = (
+            f"SELECT DISTINCT r.session_id FROM {calls} WHERE {claimed_usage_sql()} AND r.call_id <> '' "
+            f"AND r.session_id IN (SELECT value FROM json_each(%s)) AND EXISTS (SELECT 1 FROM {raw} w WHERE {wait})"
+        )
+        params = [json.dumps([session_id for session_id, _ in sessions]), project_id]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return {session_id for (session_id,) in cursor.fetchall()}
 
 
 def claimed_attributes() -> list[tuple[str, dict]]:

@@ -590,6 +590,14 @@ def _throttles_reattribute(
     event, so the steps' and models' sums equal the session's. Returns each session's throttled
     time (union of waits).
     """
+    # Nothing moves in a session whose claimed events add no wait and carry the call_id of none of
+    # its waits: its attribution stands, and neither its waits nor its usage rows (its history)
+    # are read.
+    moving = {row[0] for row in claimed_throttles}
+    moving |= raw_events.sessions_whose_claimed_calls_were_throttled(
+        project_id, {sid: started[sid] for sid in session_pks if sid not in moving and sid not in only_claimed}
+    )
+    session_pks = {sid: pk for sid, pk in session_pks.items() if sid in moving}
     if not session_pks:
         return {}
     throttles = raw_events.folded_throttles(project_id, {sid: started[sid] for sid in session_pks if sid not in only_claimed})
@@ -599,14 +607,6 @@ def _throttles_reattribute(
         if call_id:
             call_ids_by_session[session_id].add(call_id)
     claimed_usage = raw_events.claimed_usage_with_call_ids(set(call_ids_by_session))
-    # Nothing moves in a session whose claimed events add no wait and carry the call_id of none of
-    # its waits: its attribution stands, and its usage rows (its history) are not read.
-    moving = {row[0] for row in claimed_throttles}
-    moving.update(sid for sid, call_id, *_ in claimed_usage if call_id in call_ids_by_session.get(sid, ()))
-    session_pks = {sid: pk for sid, pk in session_pks.items() if sid in moving}
-    if not session_pks:
-        return {}
-    throttles = [row for row in throttles if row[0] in session_pks]
     usage_by_call: dict[tuple[str, str], tuple[str, str, str]] = {}
     usage_rows = [row for row in claimed_usage if row[0] in only_claimed and row[0] in session_pks]
     usage_rows += raw_events.folded_usage_of_calls(

@@ -99,5 +99,37 @@ def test_a_sessions_folded_throttles_are_read_without_its_usage_rows(project):
     with connection.cursor() as cursor:
         cursor.execute("EXPLAIN " + queries.captured_queries[-1]["sql"])
         plan = "\n".join(row[0] for row in cursor.fetchall())
-    assert "rawevent_session_throttles" in plan, plan
+    assert "rawevent_throttle_calls" in plan, plan
     assert "rawevent_session_time" not in plan, plan
+
+
+@pytest.mark.postgres
+def test_claimed_calls_find_their_waits_by_call_id_without_reading_the_sessions_other_waits(project):
+    """The fold asks which sessions' claimed calls carry the call_id of one of their waits: one probe
+    of the throttle index by call_id per claimed call, not a read of every wait of the session."""
+    from django.db import transaction
+    from django.test.utils import CaptureQueriesContext
+
+    from apps.ingestion.selectors import claim, sessions_whose_claimed_calls_were_throttled
+
+    start = datetime.now(timezone.utc) - timedelta(minutes=30)
+    waits = [throttle_event(session_id="s-1", call_id=f"call-{i}", timestamp=(start + timedelta(seconds=i)).isoformat())
+             for i in range(40)]  # fmt: skip
+    assert not events_ingest(project=project, body=json.dumps({"events": waits}).encode()).rejected
+    calls = [usage_event(session_id="s-1", call_id="call-7", timestamp=start.isoformat()),
+             usage_event(session_id="s-2", call_id="call-7", timestamp=start.isoformat())]  # fmt: skip
+    with transaction.atomic():
+        PendingEvent.objects.filter(project=project).delete()  # the waits are folded
+        assert not events_ingest(project=project, body=json.dumps({"events": calls}).encode()).rejected
+        assert claim(project.pk, ["s-1", "s-2"], 1000) == 2
+        with CaptureQueriesContext(connection) as queries:
+            found = sessions_whose_claimed_calls_were_throttled(project.pk, {"s-1": start, "s-2": start})
+        assert found == {"s-1"}  # s-2's call shares the call_id, not a session with that wait
+        with connection.cursor() as cursor:
+            query = queries.captured_queries[-1]["sql"]
+            cursor.execute("EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) " + query)
+            plan = "\n".join(row[0] for row in cursor.fetchall())
+    probes = [line for line in plan.splitlines() if "Index Scan using rawevent_throttle_calls" in line
+              and "(never executed)" not in line]  # fmt: skip
+    assert probes and all("rows=1 " in line or "rows=0 " in line for line in probes), plan
+    assert "call_id" in plan.split("Index Cond:")[1].splitlines()[0], plan

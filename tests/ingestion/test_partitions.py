@@ -158,7 +158,7 @@ def test_rows_that_landed_in_the_default_partition_move_into_their_months_new_pa
         names = {name for (name,) in cursor.fetchall()}
     suffix = f"p{months_back(7):%Y%m}"
     assert names == {f"ingestion_rawevent_pkey_{suffix}", f"rawevent_session_time_{suffix}",
-                     f"rawevent_session_throttles_{suffix}"}  # fmt: skip
+                     f"rawevent_throttle_calls_{suffix}"}  # fmt: skip
 
 
 @pytest.mark.postgres

@@ -177,6 +177,18 @@ def test_a_late_usage_event_moves_its_throttle_wait_to_its_step(project):
     assert "default" not in steps  # left with neither a call nor a wait
 
 
+def test_a_later_call_moves_only_the_wait_it_links_to(project):
+    ingest(project, [throttle_event(step="plan", wait_ms=1000, call_id="call-a", event_id=str(uuid.uuid4())),
+                     throttle_event(step="plan", wait_ms=3000, call_id="call-b", event_id=str(uuid.uuid4()))])  # fmt: skip
+    ingest(project, [usage_event(step="draft", call_id="unrelated", event_id=str(uuid.uuid4()))])
+    steps = {s["step"]: s for s in snapshot(project, "session-1")["token_usage"]["breakdown_by_step"]}
+    assert (steps["plan"]["throttle_wait_ms"], steps["draft"]["throttle_wait_ms"]) == (4000, 0)
+    ingest(project, [usage_event(step="review", call_id="call-b", event_id=str(uuid.uuid4()))])
+    steps = {s["step"]: s for s in snapshot(project, "session-1")["token_usage"]["breakdown_by_step"]}
+    assert (steps["plan"]["throttle_wait_ms"], steps["review"]["throttle_wait_ms"]) == (1000, 3000)
+    assert steps["draft"]["throttle_wait_ms"] == 0
+
+
 def test_unpriced_model_is_never_shown_as_zero_dollars(project):
     ingest(project, [usage_event(model="acme-llm-7b-instruct", provider="self-hosted")])
     cost = snapshot(project, "session-1")["cost"]
