@@ -229,14 +229,12 @@ def claimed_derive_missing() -> int:
 
 def claimed_calls() -> list[tuple]:
     """The claimed usage calls in event order: (session id, start µs, duration µs, generation µs,
-    input tokens, output tokens, crosses its minute, provider and model (None unless it crosses),
-    has a call_id)."""
+    input tokens, output tokens, crosses its minute, provider and model (None unless it crosses))."""
     crossing_text = "CASE WHEN r.crosses_bucket THEN r.{} END"
     sql = (
         f"SELECT r.session_id, {epoch_us_sql('r.' + connection.ops.quote_name('timestamp'))}, r.duration_us, "
         f"r.generation_us, r.input_tokens, r.output_tokens, r.crosses_bucket, {crossing_text.format('provider')}, "
-        f"{crossing_text.format('model')}, CASE WHEN r.call_id IS NULL OR r.call_id = '' THEN 0 ELSE 1 END "
-        f"FROM {claimed_events_sql()} r WHERE {claimed_usage_sql()} ORDER BY r.id"
+        f"{crossing_text.format('model')} FROM {claimed_events_sql()} r WHERE {claimed_usage_sql()} ORDER BY r.id"
     )
     with connection.cursor() as cursor:
         cursor.execute(sql)
@@ -258,15 +256,18 @@ def claimed_throttles() -> list[tuple]:
         return [(*row[:6], epoch_us_of(row[6])) for row in cursor.fetchall()]
 
 
+def _of_sessions_sql(session_ids: list[str]) -> tuple[str, list]:
+    """SQL condition: the claimed row `r` is of one of these sessions, with its parameters."""
+    if connection.vendor == "postgresql":
+        return "r.session_id = ANY(%s::text[])", [session_ids]
+    return "r.session_id IN (SELECT value FROM json_each(%s))", [json.dumps(session_ids)]
+
+
 def claimed_usage_with_call_ids(session_ids: set[str]) -> list[tuple]:
     """(session id, call_id, step, provider, model) of the claimed usage calls of these sessions that carry a call_id."""
     if not session_ids:
         return []
-    ordered = sorted(session_ids)
-    if connection.vendor == "postgresql":
-        of_sessions, params = "r.session_id = ANY(%s::text[])", [ordered]
-    else:
-        of_sessions, params = "r.session_id IN (SELECT value FROM json_each(%s))", [json.dumps(ordered)]
+    of_sessions, params = _of_sessions_sql(sorted(session_ids))
     sql = (
         f"SELECT r.session_id, r.call_id, r.step, r.provider, r.model FROM {claimed_events_sql()} r "
         f"WHERE {claimed_usage_sql()} AND r.call_id IS NOT NULL AND r.call_id <> '' AND {of_sessions}"
@@ -291,21 +292,21 @@ def sessions_whose_claimed_calls_were_throttled(project_id: int, started: dict[s
     wait = f"w.project_id = %s AND w.session_id = r.session_id AND w.type = '{_THROTTLE}' AND w.call_id = r.call_id"
     if connection.vendor == "postgresql":
         # A LATERAL probe per claimed call: as a semi-join, PostgreSQL may hash every wait of the project.
-        bounds = list(zip(*map(_arrival_bounds(), (started_at for _, started_at in sessions))))
+        sessions_sql, session_params = _sessions_arrived_postgres(sessions)
         sql = (
-            f"SELECT DISTINCT r.session_id FROM {calls} JOIN unnest(%s::text[], %s::timestamptz[], "
-            f"%s::timestamptz[]) AS s(session_id, arrived_from, arrived_to) ON s.session_id = r.session_id "
+            f"SELECT DISTINCT r.session_id FROM {calls} JOIN {sessions_sql} ON s.session_id = r.session_id "
             f"CROSS JOIN LATERAL (SELECT 1 FROM {raw} w WHERE {wait} "
             f"AND w.received_at BETWEEN s.arrived_from AND s.arrived_to LIMIT 1) AS found "
             f"WHERE {claimed_usage_sql()} AND r.call_id <> ''"
         )
-        params = [[session_id for session_id, _ in sessions], *map(list, bounds), project_id]
+        params = [*session_params, project_id]
     else:
+        of_sessions, params = _of_sessions_sql([session_id for session_id, _ in sessions])
         sql = (
             f"SELECT DISTINCT r.session_id FROM {calls} WHERE {claimed_usage_sql()} AND r.call_id <> '' "
-            f"AND r.session_id IN (SELECT value FROM json_each(%s)) AND EXISTS (SELECT 1 FROM {raw} w WHERE {wait})"
+            f"AND {of_sessions} AND EXISTS (SELECT 1 FROM {raw} w WHERE {wait})"
         )
-        params = [json.dumps([session_id for session_id, _ in sessions]), project_id]
+        params.append(project_id)
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return {session_id for (session_id,) in cursor.fetchall()}
@@ -446,6 +447,16 @@ def folded_calls(
     return calls
 
 
+def _sessions_arrived_postgres(started: list[tuple[str, datetime | None]]) -> tuple[str, list]:
+    """A FROM item `s(session_id, arrived_from, arrived_to)` of the sessions `started` names (with
+    each one's earliest event timestamp) and the bounds their raw rows arrived between
+    (`_arrival_bounds`), with its parameters; `started` is not empty."""
+    arrived_between = _arrival_bounds()
+    froms, tos = zip(*(arrived_between(started_at) for _, started_at in started))
+    sql = "unnest(%s::text[], %s::timestamptz[], %s::timestamptz[]) AS s(session_id, arrived_from, arrived_to)"
+    return sql, [[session_id for session_id, _ in started], list(froms), list(tos)]
+
+
 def _folded_of_sessions_postgres(
     project_id: int, event_type: str, columns: str, started: list[tuple[str, datetime | None]], condition: str = "",
     params: tuple = (),
@@ -458,13 +469,12 @@ def _folded_of_sessions_postgres(
     session with waits in every fold, and planning one UNION ALL branch per session cost 80 µs a
     session, more than running it."""
     folded = _folded_of_session_sql(event_type, session_id="s.session_id", arrived=("s.arrived_from", "s.arrived_to"))
-    arrived_between = _arrival_bounds()
-    bounds = [arrived_between(started_at) for _, started_at in started]
+    sessions_sql, session_params = _sessions_arrived_postgres(started)
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT s.session_id, r.* FROM unnest(%s::text[], %s::timestamptz[], %s::timestamptz[]) "
-            f"AS s(session_id, arrived_from, arrived_to) CROSS JOIN LATERAL (SELECT {columns} {folded}{condition} OFFSET 0) AS r",
-            [[session_id for session_id, _ in started], *map(list, zip(*bounds)), project_id, *params],
+            f"SELECT s.session_id, r.* FROM {sessions_sql} "
+            f"CROSS JOIN LATERAL (SELECT {columns} {folded}{condition} OFFSET 0) AS r",
+            [*session_params, project_id, *params],
         )
         return cursor.fetchall()
 

@@ -302,11 +302,11 @@ def _chunk_fold(project_id: int, session_ids: list[str]) -> int:
     # quarantine takes its session, rather than the sums writing a start no reader can load.
     from_us(min([row[1] for row in call_rows] + [row[6] for row in throttles]))
     throttled_sessions = {row[0] for row in throttles}
-    with_call_id = {row[0] for row in call_rows if row[-1]}
+    called_sessions = {row[0] for row in call_rows}
+    # Sessions whose claimed events add a wait, or whose calls may link to one of their waits.
     throttle_sessions = sorted(
-        session_id for session_id in throttled_sessions | with_call_id
-        if session_id in throttled_sessions or sessions[session_id]["throttle_count"]
-    )  # fmt: skip
+        throttled_sessions | {sid for sid in called_sessions if sessions[sid]["throttle_count"]}
+    )
     # Re-attribution reads every folded wait of the session: after retention deleted some, it
     # would lose them, so those sessions only add their new waits (and are marked approximate).
     pruned = {sid for sid in throttle_sessions if sessions[sid]["raw_pruned_through"] is not None}
@@ -329,7 +329,7 @@ def _chunk_fold(project_id: int, session_ids: list[str]) -> int:
         peaks = _peaks(project_id, sessions, calls)
         # Only sessions with claimed events: a transaction of a backlog (on SQLite, 500 events) can
         # claim from a few of the locked sessions.
-        claimed_sessions = {row[0] for row in call_rows} | throttled_sessions
+        claimed_sessions = called_sessions | throttled_sessions
         rows = _session_rows(project_id, {sid: sessions[sid] for sid in claimed_sessions}, attributes, peaks,
                              throttled_us, approximate=pruned)  # fmt: skip
     _sessions_upsert(rows)
@@ -445,7 +445,7 @@ def _buckets_add(project_id: int, call_rows: list[tuple]) -> None:
     tokens as algorithms.bucket_call_tokens splits them, computed here from its stored values.
     """
     shares: dict[tuple[int, str, str], list[int]] = defaultdict(lambda: [0, 0])
-    for _, start_us, duration_us, generation_us, input_tokens, output_tokens, crosses, provider, model, _ in call_rows:
+    for _, start_us, duration_us, generation_us, input_tokens, output_tokens, crosses, provider, model in call_rows:
         if crosses:
             end_us = start_us + duration_us
             call = algo.PlacedCall(start_us, end_us, end_us - generation_us, input_tokens, output_tokens)
