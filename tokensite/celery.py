@@ -3,7 +3,7 @@ import os
 
 from celery import Celery
 
-from apps.metrics.schedule import BEAT_SCHEDULE
+from tokensite.schedule import BEAT_SCHEDULE
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tokensite.settings.local")
 

@@ -1,5 +1,5 @@
 """When budgets are evaluated: after folds of a project (here), and every minute by beat
-(apps.metrics.schedule), so an alert goes out within a minute of spend crossing a threshold
+(tokensite.schedule), so an alert goes out within a minute of spend crossing a threshold
 also under `make run`, where no beat runs.
 
 After a fold, the budgets covering the folded project are evaluated at most once per

@@ -1,4 +1,4 @@
-"""Celery task: a thin adapter over apps.digests.services, run hourly by beat (apps/metrics/schedule.py)."""
+"""Celery task: a thin adapter over apps.digests.services, run hourly by beat (tokensite/schedule.py)."""
 from __future__ import annotations
 
 from celery import shared_task

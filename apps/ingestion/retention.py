@@ -2,7 +2,7 @@
 
 Raw events are the source of truth while they are young (the fold reads them, the calls CSV lists
 them); the aggregates hold everything the pages and APIs show, and are kept whatever the
-retention. `raw_events_prune` runs daily (apps.metrics.schedule) and as
+retention. `raw_events_prune` runs daily (tokensite.schedule) and as
 `manage.py raw_events_prune`.
 
 On PostgreSQL a month's partition of the raw table (apps.ingestion.partitions) is dropped whole

@@ -22,7 +22,7 @@ def project_fold_enqueue(*, project_id: int) -> None:
 
     Nothing is enqueued while a fold task of the project is queued and not yet started: it will
     see these events (apps.metrics.coalescing). A broker that is down must not fail ingestion:
-    the events are already committed, and the beat-scheduled sweep (apps.metrics.schedule) folds
+    the events are already committed, and the beat-scheduled sweep (tokensite.schedule) folds
     unprocessed events once it is back. After a failed publish the next few seconds' requests
     skip publishing altogether, so a hung broker does not slow every ingest request.
 

@@ -178,8 +178,8 @@ def test_force_sends_again_and_filters_narrow_the_run(smtp_server, two_days, sub
 
 
 def test_the_beat_runs_the_digest_task_hourly(smtp_server, two_days, subscribers):
-    from apps.metrics.schedule import BEAT_SCHEDULE
     from tokensite.celery import app
+    from tokensite.schedule import BEAT_SCHEDULE
 
     app.loader.import_default_modules()  # what a worker does at start: autodiscovers the apps' tasks
     entry = BEAT_SCHEDULE["digests-send"]

@@ -18,10 +18,10 @@ from apps.ingestion.models import PendingEvent, RawEvent
 from apps.ingestion.retention import raw_events_prune
 from apps.ingestion.services import events_ingest
 from apps.metrics.models import SessionAggregate
-from apps.metrics.schedule import BEAT_SCHEDULE
 from tests.conftest import throttle_event, usage_event
 from tests.metrics.test_fold import approx_document, snapshot
 from tokensite.celery import app as celery_app
+from tokensite.schedule import BEAT_SCHEDULE
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -21,11 +21,11 @@ from apps.accounts.services import api_key_create, project_get_or_create
 from apps.ingestion.models import RawEvent
 from apps.ingestion.services import events_ingest
 from apps.metrics import services
-from apps.metrics.schedule import BEAT_SCHEDULE
 from apps.metrics.selectors import session_metadata
 from tests.conftest import pending_count, throttle_event, usage_event
 from tests.metrics.test_fold import approx_document, random_session, snapshot
 from tokensite.celery import app as celery_app
+from tokensite.schedule import BEAT_SCHEDULE
 
 pytestmark = pytest.mark.django_db(transaction=True)
 ROOT = Path(__file__).resolve().parents[2]
