@@ -24,7 +24,7 @@ from apps.accounts.selectors import api_keys_for_project, teams_for_user
 from apps.core.errors import ErrorCode, NotFound
 from apps.ingestion.models import RawEvent
 from apps.ingestion.selectors import session_raw_events
-from apps.metrics.algorithms import EPOCH, epoch_us, rolling_tokens_per_second
+from apps.metrics.algorithms import EPOCH, epoch_us, rolling_tokens_per_second, tokens_per_second
 from apps.metrics.buckets import MINUTE_BUCKET_RETENTION
 from apps.metrics.models import SessionAggregate, SessionModelAggregate, SessionStepAggregate, UsageBucket
 from apps.metrics.selectors import (
@@ -49,8 +49,8 @@ def _floor(moment: datetime, step: timedelta) -> datetime:
 
 
 def _rate(timed_output_tokens: int | None, generation_us: int | None) -> float | None:
-    """Session-weighted tokens per second (DESIGN.md section 3)."""
-    return (timed_output_tokens or 0) * 1_000_000 / generation_us if generation_us else None
+    """Session-weighted tokens per second of summed rows (the sums are None over no rows)."""
+    return tokens_per_second(timed_output_tokens or 0, generation_us or 0)
 
 
 # --- Time range --------------------------------------------------------------------------------

@@ -61,6 +61,13 @@ def generation_interval_us(
     return start_us, end_us
 
 
+def tokens_per_second(output_tokens: int, generation_us: int) -> float | None:
+    """Generation rate (DESIGN 3): output tokens over generation seconds, absent with no
+    generation time. Of one call, or session-weighted from sums over the calls with a positive
+    generation time (`timed_output_tokens` of the aggregates)."""
+    return output_tokens * US_PER_SECOND / generation_us if generation_us > 0 else None
+
+
 # --- Token placement (DESIGN 4) ---------------------------------------------------------------
 
 

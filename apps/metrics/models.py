@@ -5,6 +5,7 @@ from datetime import timedelta
 from django.db import models
 
 from apps.accounts.models import Project
+from apps.metrics import algorithms as algo
 
 
 class TokenSums(models.Model):
@@ -37,7 +38,7 @@ class TokenSums(models.Model):
 
     @property
     def tokens_per_second(self) -> float | None:
-        return self.timed_output_tokens * 1_000_000 / self.generation_us if self.generation_us > 0 else None
+        return algo.tokens_per_second(self.timed_output_tokens, self.generation_us)
 
     @property
     def throttle_wait_ms(self) -> float:

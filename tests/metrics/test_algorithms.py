@@ -25,6 +25,7 @@ from apps.metrics.algorithms import (
     ms_to_us,
     rolling_tokens_per_second,
     throttle_by_step,
+    tokens_per_second,
     union_length_us,
 )
 from tests.conftest import property_examples
@@ -70,6 +71,14 @@ def test_generation_interval_ends_when_the_call_ends():
     assert generation_interval_us(1_000_000, 3000, 3000) == (1_000_000, 4_000_000)
     assert generation_interval_us(1_000_000, 0, None) == (1_000_000, 1_000_000)
     assert generation_interval_us(0, 0.25, None) == (0, 250)  # fractional ms keep their microseconds
+
+
+def test_tokens_per_second_is_output_over_generation_time_and_absent_without_one():
+    begin_us, end_us = generation_interval_us(0, 3000, 500)
+    assert tokens_per_second(500, end_us - begin_us) == 200.0  # 500 tokens over 2.5 s, not 3 s
+    assert tokens_per_second(500, 0) is None
+    # Session-weighted: sums over the calls, not a mean of their rates (100 tok/s and 10 tok/s).
+    assert tokens_per_second(100 + 100, 1_000_000 + 10_000_000) == pytest.approx(200 / 11)
 
 
 def test_epoch_us_is_exact_and_needs_an_aware_datetime():
