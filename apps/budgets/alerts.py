@@ -19,7 +19,8 @@ from django.utils import timezone
 from apps.budgets.deliveries import deliveries_send_due
 from apps.budgets.models import AlertDelivery, Budget, BudgetAlert
 from apps.budgets.periods import period_bounds
-from apps.budgets.selectors import NANO, BudgetStatus, budget_status, reaches
+from apps.budgets.selectors import BudgetStatus, budget_status, reaches
+from apps.pricing.cost import NANO_USD_PER_USD
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ def alerts_due(*, status: BudgetStatus, period_over: bool = False) -> list[tuple
     """The (kind, threshold) alerts the status calls for: every threshold spend has reached, and
     a forecast alert while the run rate projects past the amount before the period ends."""
     budget = status.budget
-    cost_nanousd = int(status.spent_usd * NANO)
+    cost_nanousd = int(status.spent_usd * NANO_USD_PER_USD)
     due = [
         (BudgetAlert.Kind.THRESHOLD, threshold)
         for threshold in budget.thresholds

@@ -20,8 +20,7 @@ from apps.budgets.models import AlertDelivery, Budget, BudgetAlert
 from apps.budgets.periods import forecast_share, period_bounds
 from apps.core.errors import NotFound
 from apps.metrics.models import SessionModelAggregate, UsageBucket
-
-NANO = Decimal(10**9)
+from apps.pricing.cost import NANO_USD_PER_USD
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +96,7 @@ def _team_project_ids(team_id: int) -> list[int]:
 def share_of(*, budget: Budget, cost_nanousd: int, tokens: int) -> float:
     """Spend over the budget's amount (USD, or tokens for a token budget)."""
     if budget.amount_usd is not None:
-        amount_nanousd = budget.amount_usd * NANO
+        amount_nanousd = budget.amount_usd * NANO_USD_PER_USD
         return float(Decimal(cost_nanousd) / amount_nanousd) if amount_nanousd > 0 else 0.0
     return tokens / budget.amount_tokens if budget.amount_tokens else 0.0
 
@@ -106,7 +105,7 @@ def reaches(*, budget: Budget, cost_nanousd: int, tokens: int, percent: int) -> 
     """Whether spend is at least `percent` % of the amount, in exact arithmetic (a float share of
     0.29 is 28.999... %, and a threshold must not wait for the next call to fire)."""
     if budget.amount_usd is not None:
-        return cost_nanousd * 100 >= percent * budget.amount_usd * NANO
+        return cost_nanousd * 100 >= percent * budget.amount_usd * NANO_USD_PER_USD
     return tokens * 100 >= percent * budget.amount_tokens
 
 
@@ -130,7 +129,7 @@ def budget_status(
         period_end=end,
         amount_usd=budget.amount_usd,
         amount_tokens=budget.amount_tokens,
-        spent_usd=Decimal(spend.cost_nanousd) / NANO,
+        spent_usd=Decimal(spend.cost_nanousd) / NANO_USD_PER_USD,
         spent_tokens=spend.tokens,
         unpriced_tokens=spend.unpriced_tokens,
         share=share,

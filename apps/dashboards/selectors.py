@@ -24,7 +24,7 @@ from apps.accounts.selectors import api_keys_for_project, teams_for_user
 from apps.core.errors import ErrorCode, NotFound
 from apps.ingestion.models import RawEvent
 from apps.ingestion.selectors import session_raw_events
-from apps.metrics.algorithms import EPOCH, epoch_us, rolling_tokens_per_second, tokens_per_second
+from apps.metrics.algorithms import EPOCH, epoch_us, rolling_tokens_per_second, tokens_per_second, whole_ms
 from apps.metrics.buckets import MINUTE_BUCKET_RETENTION
 from apps.metrics.models import SessionAggregate, SessionModelAggregate, SessionStepAggregate, UsageBucket
 from apps.metrics.selectors import (
@@ -136,7 +136,7 @@ def team_overview(*, user: AbstractBaseUser, now: datetime) -> list[TeamCard]:
             card.tokens[period] = totals["tokens"]
             card.cost_usd[period] = priced_usd(totals["cost_nanousd"], totals["unpriced_tokens"], totals["tokens"])
         card.unpriced_tokens_30d = project_sums["30d"]["unpriced_tokens"]
-        card.throttle_wait_ms_7d = round(project_sums["7d"]["throttle_wait_us"] / 1000)
+        card.throttle_wait_ms_7d = whole_ms(project_sums["7d"]["throttle_wait_us"])
         card.throttle_count_7d = project_sums["7d"]["throttle_count"]
         card.daily_tokens = [daily[project.pk].get(first_day + day * DAY, 0) for day in range(30)]
         cards_by_team[project.team_id].append(card)
@@ -235,7 +235,7 @@ def _model_table(*, rows: list[dict], model_rows: list[dict]) -> list[dict]:
             "input_tokens": sums["input_tokens"], "output_tokens": sums["output_tokens"], "total_tokens": total_tokens,
             "cost_usd": priced_usd(sums["cost_nanousd"], sums["unpriced_tokens"], total_tokens),
             "unpriced_tokens": sums["unpriced_tokens"], "tokens_per_second": rates.get((provider, model)),
-            "throttle_count": sums["throttle_count"], "throttle_wait_ms": round(sums["throttle_wait_us"] / 1000),
+            "throttle_count": sums["throttle_count"], "throttle_wait_ms": whole_ms(sums["throttle_wait_us"]),
         })  # fmt: skip
     return sorted(table, key=lambda row: (-row["total_tokens"], row["provider"], row["model"]))
 
@@ -291,7 +291,7 @@ def _step_table(rows: list[dict]) -> list[dict]:
             # Averaged over priced calls only, so unpriced calls do not dilute it towards $0.
             "avg_cost_per_call_usd": usd(row["cost_nanousd"] // priced_calls) if priced_calls > 0 else None,
             "unpriced_tokens": row["unpriced_tokens"], "tokens_per_second": _rate(row["timed"], row["generation"]),
-            "throttle_count": row["throttle_count"], "throttle_wait_ms": round(row["throttle_wait_us"] / 1000),
+            "throttle_count": row["throttle_count"], "throttle_wait_ms": whole_ms(row["throttle_wait_us"]),
         })  # fmt: skip
     return sorted(table, key=lambda row: (-(row["cost_usd"] or 0), -row["total_tokens"], row["step"]))
 
@@ -363,7 +363,7 @@ def session_row(session: SessionAggregate) -> dict:
         "unpriced_tokens": session.unpriced_tokens,
         "tokens_per_second": session.tokens_per_second,
         "burst_1s": session.burst_1s,
-        "throttle_wait_ms": round(session.throttle_wait_ms),
+        "throttle_wait_ms": whole_ms(session.throttle_wait_us),
         "attributes": session.attributes or {},
         **session_origin(session.attributes),
     }
@@ -509,7 +509,7 @@ def project_dashboard(*, project: Project, time_range: TimeRange) -> dict:
         "peak_tokens_per_minute": round((session_stats["burst_60s"] or 0.0) * 60),
         "peak_concurrency": session_stats["peak_concurrency"] or 0,
         "throttle_count": totals["throttle_count"],
-        "throttle_wait_ms": round(totals["throttle_wait_us"] / 1000),
+        "throttle_wait_ms": whole_ms(totals["throttle_wait_us"]),
         "sessions": session_stats["sessions"],
     }
     return {

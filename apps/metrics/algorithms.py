@@ -42,6 +42,12 @@ def ms_to_us(duration_ms: float) -> int:
     return round(duration_ms * US_PER_MS)
 
 
+def whole_ms(duration_us: int) -> int:
+    """A stored duration (a throttle wait's sum) as pages, documents and downloads show it: whole
+    milliseconds, halves to even."""
+    return round(duration_us / US_PER_MS)
+
+
 # --- Call placement (DESIGN 3 and 4) ---------------------------------------------------------
 
 

@@ -44,12 +44,6 @@ class TokenSums(models.Model):
     def throttle_wait_ms(self) -> float:
         return self.throttle_wait_us / 1000
 
-    @property
-    def cost_usd(self):
-        from decimal import Decimal
-
-        return Decimal(self.cost_nanousd) / Decimal(10**9)
-
 
 class ContextWindowPressure(models.Model):
     """How full the calls' input windows were, over the calls of a session's step or model

@@ -13,11 +13,12 @@ from django.db.models.functions import TruncDay, TruncHour
 from apps.accounts.models import Project
 from apps.core.errors import ErrorCode, NotFound
 from apps.ingestion.models import PendingEvent
+from apps.metrics.algorithms import whole_ms
 from apps.metrics.models import (
     QuarantinedSession, SessionAggregate, SessionModelAggregate, SessionStepAggregate, UsageBucket,
 )  # fmt: skip
+from apps.pricing.cost import NANO_USD_PER_USD
 
-NANO = Decimal(10**9)
 # The session attribute naming its developer (DESIGN.md section 9): the SDK's `user`, or the
 # developer identity the OTLP intake derives from agent telemetry.
 DEVELOPER_ATTRIBUTE = "user"
@@ -26,7 +27,7 @@ LITELLM_MAP = "litellm 1.106.2 model map"
 
 def usd(nanousd: int | None) -> float | None:
     """Nano-USD to a float for JSON, rounded to the nano-dollar it is stored in."""
-    return None if nanousd is None else float(Decimal(nanousd) / NANO)
+    return None if nanousd is None else float(Decimal(nanousd) / NANO_USD_PER_USD)
 
 
 def priced_usd(nanousd: int, unpriced_tokens: int, total_tokens: int) -> float | None:
@@ -110,7 +111,7 @@ def session_metadata(*, project: Project, session_id: str) -> dict:
                     "cost_usd": priced_usd(step.cost_nanousd, step.unpriced_tokens, step.total_tokens),
                     "unpriced_tokens": step.unpriced_tokens,
                     "tokens_per_second": step.tokens_per_second or 0.0,
-                    "throttle_wait_ms": round(step.throttle_wait_ms),
+                    "throttle_wait_ms": whole_ms(step.throttle_wait_us),
                     "context_window": _row_context_window(step),
                 }
                 for step in steps
@@ -121,7 +122,7 @@ def session_metadata(*, project: Project, session_id: str) -> dict:
             "tokensOut": session.output_tokens,
             "tokensPerSecond": session.tokens_per_second or 0.0,
             "burstTokensPerSecond": session.burst_1s,
-            "throttleWaitTimeMs": round(session.throttle_wait_ms),
+            "throttleWaitTimeMs": whole_ms(session.throttle_wait_us),
             "sessionTokenUsage": {
                 "input": session.input_tokens,
                 "output": session.output_tokens,
@@ -156,7 +157,7 @@ def session_metadata(*, project: Project, session_id: str) -> dict:
         "peaks_approximate": session.peaks_approximate,
         "throttle": {
             "count": session.throttle_count,
-            "wait_ms": round(session.throttle_wait_ms),
+            "wait_ms": whole_ms(session.throttle_wait_us),
             "share_of_wall_time": session.throttle_share_of_wall_time,
         },
         "calls": session.calls,
@@ -250,7 +251,7 @@ def usage_row(key: dict, sums: dict) -> dict:
         "cost_usd": priced_usd(sums["cost_nanousd"] or 0, unpriced, input_tokens + output_tokens),
         "unpriced_tokens": unpriced,
         "throttle_count": sums["throttle_count"] or 0,
-        "throttle_wait_ms": round((sums["throttle_wait_us"] or 0) / 1000),
+        "throttle_wait_ms": whole_ms(sums["throttle_wait_us"] or 0),
     }
 
 

@@ -27,6 +27,7 @@ from apps.metrics.algorithms import (
     throttle_by_step,
     tokens_per_second,
     union_length_us,
+    whole_ms,
 )
 from tests.conftest import property_examples
 from tests.metrics.test_bursts import call
@@ -79,6 +80,10 @@ def test_tokens_per_second_is_output_over_generation_time_and_absent_without_one
     assert tokens_per_second(500, 0) is None
     # Session-weighted: sums over the calls, not a mean of their rates (100 tok/s and 10 tok/s).
     assert tokens_per_second(100 + 100, 1_000_000 + 10_000_000) == pytest.approx(200 / 11)
+
+
+def test_waits_are_shown_in_whole_milliseconds_halves_to_even():
+    assert [whole_ms(us) for us in (0, 499, 500, 501, 1500, 2500, 998 * 600)] == [0, 0, 0, 1, 2, 2, 599]
 
 
 def test_epoch_us_is_exact_and_needs_an_aware_datetime():
