@@ -18,6 +18,7 @@ from django.core.paginator import Page, Paginator
 from django.db.models import BigIntegerField, Count, F, Func, Max, Q, QuerySet, Sum
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import TruncDay, TruncHour
+from tokensite_client.events import DEVELOPER_ATTRIBUTE, SOURCE_ATTRIBUTE
 
 from apps.accounts.models import ApiKey, Membership, Project, Team
 from apps.accounts.selectors import api_keys_for_project, teams_for_user
@@ -344,9 +345,9 @@ def sessions_page(
     if search:
         sessions = sessions.filter(Q(session_id__icontains=search) | Q(attributes__icontains=search))
     if developer:
-        sessions = sessions.filter(**{f"attributes__{DEVELOPER_KEY}": developer})
+        sessions = sessions.filter(**{f"attributes__{DEVELOPER_ATTRIBUTE}": developer})
     if source:
-        sessions = sessions.filter(**{f"attributes__{SOURCE_KEY}": source})
+        sessions = sessions.filter(**{f"attributes__{SOURCE_ATTRIBUTE}": source})
     result = Paginator(_sorted_sessions(sessions, sort), SESSIONS_PER_PAGE).get_page(page)
     result.object_list = [session_row(session) for session in result.object_list]
     return result
@@ -367,11 +368,6 @@ def session_row(session: SessionAggregate) -> dict:
         "attributes": session.attributes or {},
         **session_origin(session.attributes),
     }
-
-
-# Session attributes naming who and what sent a session (DESIGN.md section 9; apps.otlp.sources).
-DEVELOPER_KEY = "user"
-SOURCE_KEY = "source"
 
 
 def _person_row(row: dict) -> dict:
@@ -415,7 +411,7 @@ def team_people(*, team: Team, time_range: TimeRange, sort: str = "-cost") -> li
         row.update(sources=set(), models={})
     named = with_developer(sessions)
     for developer, source in (
-        named.annotate(source=KeyTextTransform(SOURCE_KEY, "attributes"))
+        named.annotate(source=KeyTextTransform(SOURCE_ATTRIBUTE, "attributes"))
         .exclude(source__isnull=True)
         .values_list("developer", "source").distinct().order_by()
     ):  # fmt: skip
@@ -423,7 +419,7 @@ def team_people(*, team: Team, time_range: TimeRange, sort: str = "-cost") -> li
             rows[developer or ""]["sources"].add(source)
     models = (
         SessionModelAggregate.objects.filter(session__in=sessions)
-        .annotate(developer=KeyTextTransform(DEVELOPER_KEY, "session__attributes"))
+        .annotate(developer=KeyTextTransform(DEVELOPER_ATTRIBUTE, "session__attributes"))
         .values("developer", "model")
         .annotate(tokens=Sum(F("input_tokens") + F("output_tokens")))
         .order_by()
@@ -464,7 +460,7 @@ def developer_sessions_page(
     """One page of one developer's sessions across the team's projects, started in the range."""
     sessions = sessions_started_between(projects=Project.objects.filter(team=team), since=time_range.since,
                                         until=time_range.until)  # fmt: skip
-    sessions = sessions.filter(**{f"attributes__{DEVELOPER_KEY}": developer}).select_related("project", "project__team")
+    sessions = sessions.filter(**{f"attributes__{DEVELOPER_ATTRIBUTE}": developer}).select_related("project", "project__team")
     result = Paginator(_sorted_sessions(sessions, sort), SESSIONS_PER_PAGE).get_page(page)
     result.object_list = [{**session_row(session), "project": session.project} for session in result.object_list]
     return result
@@ -474,7 +470,7 @@ def session_sources(*, project: Project, time_range: TimeRange) -> list[str]:
     """The sources (agent or service names) of the sessions that started in the range, for the filter."""
     names = (
         _sessions_in_range(project=project, time_range=time_range)
-        .annotate(source=KeyTextTransform(SOURCE_KEY, "attributes"))
+        .annotate(source=KeyTextTransform(SOURCE_ATTRIBUTE, "attributes"))
         .exclude(source__isnull=True)
         .values_list("source", flat=True)
         .distinct()

@@ -9,6 +9,7 @@ from decimal import Decimal
 from django.db.models import Count, F, Max, Q, QuerySet, Sum
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import TruncDay, TruncHour
+from tokensite_client.events import DEVELOPER_ATTRIBUTE, SOURCE_ATTRIBUTE, SOURCE_VERSION_ATTRIBUTE
 
 from apps.accounts.models import Project
 from apps.core.errors import ErrorCode, NotFound
@@ -19,9 +20,6 @@ from apps.metrics.models import (
 )  # fmt: skip
 from apps.pricing.cost import NANO_USD_PER_USD
 
-# The session attribute naming its developer (DESIGN.md section 9): the SDK's `user`, or the
-# developer identity the OTLP intake derives from agent telemetry.
-DEVELOPER_ATTRIBUTE = "user"
 LITELLM_MAP = "litellm 1.106.2 model map"
 
 
@@ -54,9 +52,9 @@ def session_origin(attributes: dict | None) -> dict:
     """Who and what sent a session (DESIGN.md section 9), from its folded attributes: the developer
     (`user`) and the source (`source`, `source_version`, set by the SDK's shims and by OTLP)."""
     attributes = attributes or {}
-    name = attributes.get("source")
-    version = attributes.get("source_version")
-    developer = attributes.get("user")
+    name = attributes.get(SOURCE_ATTRIBUTE)
+    version = attributes.get(SOURCE_VERSION_ATTRIBUTE)
+    developer = attributes.get(DEVELOPER_ATTRIBUTE)
     return {
         "developer": str(developer) if developer not in (None, "") else None,
         "source": {"name": str(name), "version": str(version) if version not in (None, "") else None}

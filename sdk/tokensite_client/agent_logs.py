@@ -20,7 +20,7 @@ from typing import Any
 
 from .agent_ids import CLAUDE_CODE, CODEX, claude_code_throttle_id, claude_code_usage_id, codex_usage_id
 from .usage import canonical_service_tier
-from .events import THROTTLE_STATUSES
+from .events import DEVELOPER_ATTRIBUTE, SOURCE_ATTRIBUTE, SOURCE_VERSION_ATTRIBUTE, THROTTLE_STATUSES
 
 CLAUDE_CODE_HOME_GLOB = ("~/.claude/projects", "**/*.jsonl")
 CODEX_HOME_GLOB = ("~/.codex/sessions", "**/rollout-*.jsonl")
@@ -53,11 +53,11 @@ def _int(value: Any) -> int:
 
 
 def _attributes(source: str, version: str, developer: str) -> dict[str, Any]:
-    attributes: dict[str, Any] = {"source": source, "imported_from": "local logs"}
+    attributes: dict[str, Any] = {SOURCE_ATTRIBUTE: source, "imported_from": "local logs"}
     if version:
-        attributes["source_version"] = version[:200]
+        attributes[SOURCE_VERSION_ATTRIBUTE] = version[:200]
     if developer:
-        attributes["user"] = developer[:200]
+        attributes[DEVELOPER_ATTRIBUTE] = developer[:200]
     return attributes
 
 

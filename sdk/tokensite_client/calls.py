@@ -16,7 +16,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from .context import current_call, current_call_id
-from .events import new_event_id
+from .events import DEVELOPER_ATTRIBUTE, new_event_id
 from .usage import InvalidUsageError, UsageCounts, canonical_service_tier, normalize_usage
 
 if TYPE_CHECKING:
@@ -40,7 +40,7 @@ class CallScope:
         self.call_id = current_call_id.get() or new_event_id()
         self.attributes: dict[str, Any] = dict(attributes or {})
         # The budget guard stops the call here, before any request leaves.
-        user = self.attributes.get("user")
+        user = self.attributes.get(DEVELOPER_ATTRIBUTE)
         tracker.guard_call(model, user if isinstance(user, str) and user else None)
         self.counts: UsageCounts | None = None
         self.usage_raw: dict[str, Any] | None = None

@@ -31,6 +31,11 @@ MAX_SESSION_ID_CHARS = 200
 MAX_CALL_ID_CHARS = 200
 MAX_DURATION_MS = 24 * 3600 * 1000
 MAX_TOKENS = 10**9
+# Session attributes naming who and what sent the events (DESIGN.md section 9), defined here once:
+# the SDK and the server's OTLP intake set them, its pages and documents read them back.
+DEVELOPER_ATTRIBUTE = "user"
+SOURCE_ATTRIBUTE = "source"
+SOURCE_VERSION_ATTRIBUTE = "source_version"
 # The server rejects events that start earlier (and those more than 5 minutes ahead of its clock,
 # which only the server can judge).
 EARLIEST_EVENT_TIME = datetime(2000, 1, 1, tzinfo=timezone.utc)

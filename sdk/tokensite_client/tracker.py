@@ -230,9 +230,9 @@ class Tracker:
         return event["event_id"]
 
     def _with_user(self, attributes: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
-        if self.user is None or (attributes is not None and "user" in attributes):
+        if self.user is None or (attributes is not None and events.DEVELOPER_ATTRIBUTE in attributes):
             return attributes
-        return {**(attributes or {}), "user": self.user}
+        return {**(attributes or {}), events.DEVELOPER_ATTRIBUTE: self.user}
 
     def _enqueue(self, event: dict[str, Any]) -> None:
         if self._spool is None:

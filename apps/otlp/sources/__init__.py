@@ -18,17 +18,13 @@ from datetime import datetime, timedelta
 from typing import Protocol, runtime_checkable
 
 from tokensite_client import agent_ids
+from tokensite_client.events import DEVELOPER_ATTRIBUTE, SOURCE_ATTRIBUTE, SOURCE_VERSION_ATTRIBUTE
 
 from apps.otlp.records import TelemetryRecord
 
 # Never change: stored event ids (and so idempotency across upgrades) depend on it.
 EVENT_ID_NAMESPACE = agent_ids.EVENT_ID_NAMESPACE
 
-# Event attribute keys every source sets (DESIGN.md section 9); the dashboards read them back from
-# the session's folded attributes (first value seen of each key).
-DEVELOPER_ATTRIBUTE = "user"
-SOURCE_ATTRIBUTE = "source"
-SOURCE_VERSION_ATTRIBUTE = "source_version"
 
 # Developer, most specific first: an email, then an account or user id, then an installation id.
 DEVELOPER_KEYS: tuple[str, ...] = (
