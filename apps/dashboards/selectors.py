@@ -460,7 +460,8 @@ def developer_sessions_page(
     """One page of one developer's sessions across the team's projects, started in the range."""
     sessions = sessions_started_between(projects=Project.objects.filter(team=team), since=time_range.since,
                                         until=time_range.until)  # fmt: skip
-    sessions = sessions.filter(**{f"attributes__{DEVELOPER_ATTRIBUTE}": developer}).select_related("project", "project__team")
+    sessions = sessions.filter(**{f"attributes__{DEVELOPER_ATTRIBUTE}": developer})
+    sessions = sessions.select_related("project", "project__team")
     result = Paginator(_sorted_sessions(sessions, sort), SESSIONS_PER_PAGE).get_page(page)
     result.object_list = [{**session_row(session), "project": session.project} for session in result.object_list]
     return result
