@@ -606,14 +606,13 @@ def _throttles_reattribute(
     for session_id, call_id, *_ in throttles:
         if call_id:
             call_ids_by_session[session_id].add(call_id)
-    claimed_usage = raw_events.claimed_usage_with_call_ids(set(call_ids_by_session))
-    usage_by_call: dict[tuple[str, str], tuple[str, str, str]] = {}
-    usage_rows = [row for row in claimed_usage if row[0] in only_claimed and row[0] in session_pks]
+    # The calls the waits link to: claimed ones of the sessions with nothing folded before, folded
+    # ones (the claimed among them) of the others. Waits were read of moving sessions only.
+    usage_rows = raw_events.claimed_usage_with_call_ids({sid for sid in call_ids_by_session if sid in only_claimed})
     usage_rows += raw_events.folded_usage_of_calls(
-        project_id,
-        {sid: ids for sid, ids in call_ids_by_session.items() if sid not in only_claimed and sid in session_pks},
-        started,
+        project_id, {sid: ids for sid, ids in call_ids_by_session.items() if sid not in only_claimed}, started
     )
+    usage_by_call: dict[tuple[str, str], tuple[str, str, str]] = {}
     for session_id, call_id, step, provider, model in usage_rows:
         if call_id not in call_ids_by_session.get(session_id, ()):
             continue
